@@ -1,0 +1,53 @@
+# Lattice developer commands. Everything runs inside ./.venv, created on demand.
+#   make up     install and bring the whole suite up (lattice up)
+#   make test   install and run the test suite
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
+PROTOS := $(wildcard protos/lattice/v1/*.proto)
+BUF    := node_modules/.bin/buf
+
+.PHONY: install up test protos check-protos lint buf-lint clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	# The CPU build of torch first, so the extras below never pull a CUDA build.
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(STAMP)
+
+up: install
+	$(BIN)/lattice up
+
+test: install
+	$(BIN)/python -m pytest -q
+
+# Regenerate messages, gRPC stubs and .pyi type stubs into lattice/v1/.
+protos: install
+	$(BIN)/python -m grpc_tools.protoc -I protos \
+	  --python_out=. --pyi_out=. --grpc_python_out=. $(PROTOS)
+
+# Fail if the committed stubs differ from freshly generated ones.
+check-protos: protos
+	git diff --exit-code --stat -- lattice/v1 || \
+	  (echo "generated stubs are stale: run 'make protos' and commit" >&2; exit 1)
+	test -z "$$(git status --porcelain -- lattice/v1)" || \
+	  (echo "untracked generated stubs: run 'make protos' and commit" >&2; exit 1)
+
+$(BUF): package.json package-lock.json
+	npm ci --silent --no-audit --no-fund
+	touch $@
+
+buf-lint: $(BUF)
+	cd protos && ../$(BUF) lint
+
+lint: install buf-lint
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+clean:
+	rm -rf $(VENV) node_modules .lattice .pytest_cache

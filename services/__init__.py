@@ -1,0 +1,1 @@
+"""The four Lattice services and the shared runtime they are built on."""

@@ -1,0 +1,1 @@
+"""Gateway: the public door (authentication, authorisation, quotas, routing)."""

@@ -1,0 +1,5 @@
+"""`python -m services.gateway` runs the gateway service."""
+
+from services.gateway.server import main
+
+main()

@@ -1,0 +1,1 @@
+"""Inference: serves the online versions with local transformers or Triton backends."""

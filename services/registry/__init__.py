@@ -1,0 +1,1 @@
+"""Registry: models, immutable versions, artifacts, aliases, deployments, policy, Watch."""

@@ -1,0 +1,30 @@
+"""Per-request context that outlives one function: request id and deadline.
+
+The server interceptor sets these for each inbound RPC; the client
+interceptors read them, so a call made while serving a request carries the
+same request id and a deadline no later than the caller's.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import time
+import uuid
+
+REQUEST_ID_KEY = "x-request-id"
+
+request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
+#: Absolute deadline (time.monotonic seconds) of the inbound RPC, if it had one.
+deadline_var: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+    "deadline", default=None
+)
+
+
+def new_request_id() -> str:
+    return uuid.uuid4().hex
+
+
+def remaining_time() -> float | None:
+    """Seconds left before the inbound RPC's deadline, or None without one."""
+    deadline = deadline_var.get()
+    return None if deadline is None else deadline - time.monotonic()

@@ -1,0 +1,27 @@
+"""The `main()` every service shares: settings, logging, tracing, run, drain."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
+
+from services.runtime.logs import configure_logging
+from services.runtime.server import LatticeServer, run_until_signalled
+from services.runtime.settings import ServerSettings, load_settings
+from services.runtime.telemetry import install_global_tracing
+
+S = TypeVar("S", bound=ServerSettings)
+
+
+def run_service(
+    name: str,
+    settings_type: type[S],
+    build: Callable[[S], Awaitable[LatticeServer]],
+    argv: Sequence[str] | None = None,
+) -> None:
+    """Run one service in this process until SIGTERM/SIGINT, then drain and exit 0."""
+    settings = load_settings(settings_type, name, argv)
+    configure_logging(name, settings.log_level, settings.log_json)
+    install_global_tracing(name)
+    asyncio.run(run_until_signalled(lambda: build(settings)))

@@ -1,0 +1,151 @@
+"""Build a `grpc.aio` server from servicers, and run it until SIGTERM.
+
+Every server gets the same things: `grpc.health.v1` with a status per
+service, server reflection, the shared interceptor chain, message size
+limits, keepalive policy, and a Prometheus registry. `run_server` adds the
+process-level parts: signal handling and a graceful drain (health turns
+NOT_SERVING, in-flight RPCs get `grace_seconds`, then the server stops).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import signal
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Any
+
+import grpc
+from google.protobuf.descriptor import ServiceDescriptor
+from grpc import aio
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from opentelemetry.instrumentation.grpc import aio_server_interceptor
+from opentelemetry.sdk.trace import TracerProvider
+from prometheus_client import CollectorRegistry
+
+from services.runtime.interceptors import RequestInterceptor
+from services.runtime.settings import ServerSettings
+from services.runtime.telemetry import RpcMetrics, serve_metrics
+
+log = logging.getLogger(__name__)
+
+ServingStatus = health_pb2.HealthCheckResponse.ServingStatus
+
+
+@dataclasses.dataclass(frozen=True)
+class Service:
+    """One gRPC service to mount: its implementation and how to add it."""
+
+    servicer: Any
+    add_to_server: Callable[[Any, aio.Server], None]
+    descriptor: ServiceDescriptor
+
+    @property
+    def name(self) -> str:
+        return self.descriptor.full_name
+
+
+def server_options(settings: ServerSettings) -> list[tuple[str, Any]]:
+    """Channel arguments for a server: size limits and a keepalive policy."""
+    return [
+        ("grpc.max_receive_message_length", settings.max_message_bytes),
+        ("grpc.max_send_message_length", settings.max_message_bytes),
+        ("grpc.keepalive_time_ms", 60_000),
+        ("grpc.keepalive_timeout_ms", 20_000),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
+        ("grpc.http2.max_ping_strikes", 0),
+    ]
+
+
+class LatticeServer:
+    """A started-on-demand gRPC server with health, reflection and metrics."""
+
+    def __init__(
+        self,
+        services: Sequence[Service],
+        settings: ServerSettings,
+        *,
+        tracer_provider: TracerProvider | None = None,
+        registry: CollectorRegistry | None = None,
+        extra_interceptors: Iterable[aio.ServerInterceptor] = (),
+    ) -> None:
+        self.settings = settings
+        self.services = list(services)
+        self.metrics_registry = registry or CollectorRegistry()
+        self.health = health.aio.HealthServicer()
+        self._on_stop: list[Callable[[], Awaitable[None]]] = []
+        interceptors: list[aio.ServerInterceptor] = [
+            aio_server_interceptor(tracer_provider=tracer_provider),
+            *extra_interceptors,
+            RequestInterceptor(RpcMetrics(self.metrics_registry)),
+        ]
+        self.server = aio.server(interceptors=interceptors, options=server_options(settings))
+        for service in self.services:
+            service.add_to_server(service.servicer, self.server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        if settings.reflection:
+            names = [s.name for s in self.services]
+            names += [health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                      reflection.SERVICE_NAME]
+            reflection.enable_server_reflection(names, self.server)
+        self.port = self.server.add_insecure_port(f"{settings.host}:{settings.port}")
+        if self.port == 0:
+            raise OSError(f"could not bind {settings.host}:{settings.port}")
+        self.metrics_port: int | None = None
+
+    @property
+    def address(self) -> str:
+        host = self.settings.host
+        return f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}"
+
+    def on_stop(self, callback: Callable[[], Awaitable[None]]) -> None:
+        """Run `callback` after the server has stopped (close stores, clients ...)."""
+        self._on_stop.append(callback)
+
+    async def start(self) -> None:
+        await self.server.start()
+        self.metrics_port = serve_metrics(
+            self.metrics_registry, self.settings.host, self.settings.metrics_port
+        )
+        await self.set_serving(True)
+        log.info("serving %s on %s", ", ".join(s.name for s in self.services), self.address)
+
+    async def set_serving(self, serving: bool) -> None:
+        """Set the overall health and each service's health at once."""
+        status = ServingStatus.SERVING if serving else ServingStatus.NOT_SERVING
+        for name in ["", *(s.name for s in self.services)]:
+            await self.health.set(name, status)
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Drain: NOT_SERVING first, then let in-flight RPCs finish within grace."""
+        grace = self.settings.grace_seconds if grace is None else grace
+        await self.set_serving(False)
+        await self.server.stop(grace)
+        for callback in reversed(self._on_stop):
+            try:
+                await callback()
+            except Exception:
+                log.exception("error while stopping")
+
+    async def wait_for_termination(self) -> None:
+        await self.server.wait_for_termination()
+
+
+async def run_until_signalled(
+    build: Callable[[], Awaitable[LatticeServer]],
+) -> None:
+    """Start the server from `build`, then drain and stop on SIGTERM or SIGINT."""
+    server = await build()
+    await server.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("signal received: draining for up to %.1fs", server.settings.grace_seconds)
+    await server.stop()
+    log.info("stopped")
+

@@ -1,0 +1,69 @@
+"""OpenTelemetry tracing and Prometheus metrics for one server process.
+
+Tracing exports over OTLP when `OTEL_EXPORTER_OTLP_ENDPOINT` is set and
+nowhere otherwise (spans are still created, so trace ids reach the logs and
+propagate to the next hop). Metrics live in a registry per server, not in
+the process-global default, so several servers can share a test process.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+log = logging.getLogger(__name__)
+
+
+def create_tracer_provider(service: str) -> TracerProvider:
+    """A tracer provider named after the service, exporting OTLP if configured."""
+    provider = TracerProvider(resource=Resource.create({"service.name": f"lattice-{service}"}))
+    if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    return provider
+
+
+def install_global_tracing(service: str) -> TracerProvider:
+    """Set the process-wide tracer provider (call once, from a process entry point)."""
+    provider = create_tracer_provider(service)
+    trace.set_tracer_provider(provider)
+    return provider
+
+
+class RpcMetrics:
+    """Per-RPC counters and latency, in the server's own registry."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.requests = Counter(
+            "lattice_rpc_requests",
+            "RPCs handled, by method and status code.",
+            ["method", "code"],
+            registry=registry,
+        )
+        self.duration = Histogram(
+            "lattice_rpc_duration_seconds",
+            "RPC handling time, by method.",
+            ["method"],
+            registry=registry,
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+        )
+        self.in_flight = Gauge(
+            "lattice_rpc_in_flight", "RPCs being handled now.", registry=registry
+        )
+
+
+def serve_metrics(registry: CollectorRegistry, host: str, port: int) -> int | None:
+    """Expose `registry` on http://host:port/metrics; returns the bound port."""
+    if port < 0:
+        return None
+    server, _thread = start_http_server(port, addr=host, registry=registry)
+    bound = server.server_address[1]
+    log.info("metrics on http://%s:%d/metrics", host, bound)
+    return bound

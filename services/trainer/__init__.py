@@ -1,0 +1,1 @@
+"""Trainer: data preparation and torchrun training jobs that register their models."""

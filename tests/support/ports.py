@@ -1,0 +1,11 @@
+"""Free loopback ports, for processes that cannot bind port 0 and report back."""
+
+from __future__ import annotations
+
+import socket
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
