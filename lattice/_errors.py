@@ -34,9 +34,7 @@ class LatticeError(Exception):
             any_detail = any_pb2.Any()
             any_detail.Pack(detail)
             packed.append(any_detail)
-        proto = status_pb2.Status(
-            code=self.code.value[0], message=self.message, details=packed
-        )
+        proto = status_pb2.Status(code=self.code.value[0], message=self.message, details=packed)
         return rpc_status.to_status(proto)
 
     def __str__(self) -> str:
@@ -49,9 +47,7 @@ class InvalidArgument(LatticeError):
     code = grpc.StatusCode.INVALID_ARGUMENT
 
     def __init__(self, field: str, message: str, **kwargs) -> None:
-        violation = error_details_pb2.BadRequest.FieldViolation(
-            field=field, description=message
-        )
+        violation = error_details_pb2.BadRequest.FieldViolation(field=field, description=message)
         super().__init__(
             f"{field}: {message}",
             details=[error_details_pb2.BadRequest(field_violations=[violation])],
@@ -111,9 +107,7 @@ class ResourceExhausted(LatticeError):
     ) -> None:
         details = list(kwargs.pop("details", ()))
         if quota:
-            violation = error_details_pb2.QuotaFailure.Violation(
-                subject=subject, description=quota
-            )
+            violation = error_details_pb2.QuotaFailure.Violation(subject=subject, description=quota)
             details.append(error_details_pb2.QuotaFailure(violations=[violation]))
         if retry_after is not None:
             details.append(_retry_info(retry_after))
@@ -195,22 +189,31 @@ def from_rpc_error(error: grpc.RpcError) -> LatticeError:
     status = rpc_status.from_call(error) if hasattr(error, "trailing_metadata") else None
     details = _unpack_details(status) if status is not None else []
     retry_after = next(
-        (d.retry_delay.ToTimedelta().total_seconds()
-         for d in details if isinstance(d, error_details_pb2.RetryInfo)),
+        (
+            d.retry_delay.ToTimedelta().total_seconds()
+            for d in details
+            if isinstance(d, error_details_pb2.RetryInfo)
+        ),
         None,
     )
     result: LatticeError
     if code == grpc.StatusCode.INVALID_ARGUMENT:
         field = next(
-            (v.field for d in details if isinstance(d, error_details_pb2.BadRequest)
-             for v in d.field_violations),
+            (
+                v.field
+                for d in details
+                if isinstance(d, error_details_pb2.BadRequest)
+                for v in d.field_violations
+            ),
             "",
         )
         result = InvalidArgument.__new__(InvalidArgument)
         LatticeError.__init__(result, message or "", details=details)
         result.field = field
     elif code in (grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.FAILED_PRECONDITION):
-        cls = ResourceExhausted if code == grpc.StatusCode.RESOURCE_EXHAUSTED else FailedPrecondition
+        cls = (
+            ResourceExhausted if code == grpc.StatusCode.RESOURCE_EXHAUSTED else FailedPrecondition
+        )
         result = cls.__new__(cls)
         LatticeError.__init__(result, message or "", details=details)
         result.retry_after = retry_after
@@ -221,4 +224,3 @@ def from_rpc_error(error: grpc.RpcError) -> LatticeError:
             result.code = code
     result.__cause__ = error
     return result
-

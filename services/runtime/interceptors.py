@@ -113,15 +113,22 @@ class _Wrapper:
         self._metrics.duration.labels(self._method).observe(elapsed)
         if self._quiet and error is None:
             return
-        level = logging.WARNING if error is not None and code != grpc.StatusCode.CANCELLED else logging.INFO
+        level = (
+            logging.WARNING
+            if error is not None and code != grpc.StatusCode.CANCELLED
+            else logging.INFO
+        )
         log.log(
             level,
             "%s %s %.1fms",
             self._method,
             code.name,
             elapsed * 1000,
-            extra={"rpc_method": self._method, "rpc_code": code.name,
-                   "error": error.message if error else ""},
+            extra={
+                "rpc_method": self._method,
+                "rpc_code": code.name,
+                "error": error.message if error else "",
+            },
         )
 
     def unary(self, behavior: Callable[..., Awaitable[Any]]):
@@ -154,9 +161,7 @@ class _Wrapper:
 
         return handle
 
-    async def _fail(
-        self, exc: BaseException, context: aio.ServicerContext, started: float
-    ) -> None:
+    async def _fail(self, exc: BaseException, context: aio.ServicerContext, started: float) -> None:
         """Record the failure and, for our own errors, abort with the mapped status."""
         if isinstance(exc, aio.AbortError):
             self._exit(started, _final_code(context), None)

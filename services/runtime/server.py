@@ -16,7 +16,6 @@ import signal
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
-import grpc
 from google.protobuf.descriptor import ServiceDescriptor
 from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -88,8 +87,10 @@ class LatticeServer:
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         if settings.reflection:
             names = [s.name for s in self.services]
-            names += [health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-                      reflection.SERVICE_NAME]
+            names += [
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            ]
             reflection.enable_server_reflection(names, self.server)
         self.port = self.server.add_insecure_port(f"{settings.host}:{settings.port}")
         if self.port == 0:
@@ -148,4 +149,3 @@ async def run_until_signalled(
     log.info("signal received: draining for up to %.1fs", server.settings.grace_seconds)
     await server.stop()
     log.info("stopped")
-

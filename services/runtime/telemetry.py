@@ -52,7 +52,23 @@ class RpcMetrics:
             "RPC handling time, by method.",
             ["method"],
             registry=registry,
-            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            buckets=(
+                0.0005,
+                0.001,
+                0.0025,
+                0.005,
+                0.01,
+                0.025,
+                0.05,
+                0.1,
+                0.25,
+                0.5,
+                1,
+                2.5,
+                5,
+                10,
+                30,
+            ),
         )
         self.in_flight = Gauge(
             "lattice_rpc_in_flight", "RPCs being handled now.", registry=registry

@@ -1,0 +1,5 @@
+"""`python -m lattice.cli` is the `lattice` command."""
+
+from lattice.cli import main
+
+main()
