@@ -159,8 +159,15 @@ class DatasetSpec(_message.Message):
     def __init__(self, name: _Optional[str] = ..., sources: _Optional[_Iterable[_Union[DataSource, _Mapping]]] = ..., cleaning: _Optional[_Union[CleaningOptions, _Mapping]] = ..., tokenizer: _Optional[_Union[TokenizerOptions, _Mapping]] = ..., validation_fraction: _Optional[float] = ..., seed: _Optional[int] = ...) -> None: ...
 
 class DatasetReport(_message.Message):
-    __slots__ = ("documents_in", "documents_out", "dropped", "invalid_bytes", "train_documents", "validation_documents", "train_tokens", "validation_tokens", "vocab_size")
+    __slots__ = ("documents_in", "documents_out", "dropped", "invalid_bytes", "train_documents", "validation_documents", "train_tokens", "validation_tokens", "vocab_size", "encodings", "repaired_documents", "stop_words_removed")
     class DroppedEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    class EncodingsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
         VALUE_FIELD_NUMBER: _ClassVar[int]
@@ -176,6 +183,9 @@ class DatasetReport(_message.Message):
     TRAIN_TOKENS_FIELD_NUMBER: _ClassVar[int]
     VALIDATION_TOKENS_FIELD_NUMBER: _ClassVar[int]
     VOCAB_SIZE_FIELD_NUMBER: _ClassVar[int]
+    ENCODINGS_FIELD_NUMBER: _ClassVar[int]
+    REPAIRED_DOCUMENTS_FIELD_NUMBER: _ClassVar[int]
+    STOP_WORDS_REMOVED_FIELD_NUMBER: _ClassVar[int]
     documents_in: int
     documents_out: int
     dropped: _containers.ScalarMap[str, int]
@@ -185,23 +195,28 @@ class DatasetReport(_message.Message):
     train_tokens: int
     validation_tokens: int
     vocab_size: int
-    def __init__(self, documents_in: _Optional[int] = ..., documents_out: _Optional[int] = ..., dropped: _Optional[_Mapping[str, int]] = ..., invalid_bytes: _Optional[int] = ..., train_documents: _Optional[int] = ..., validation_documents: _Optional[int] = ..., train_tokens: _Optional[int] = ..., validation_tokens: _Optional[int] = ..., vocab_size: _Optional[int] = ...) -> None: ...
+    encodings: _containers.ScalarMap[str, int]
+    repaired_documents: int
+    stop_words_removed: int
+    def __init__(self, documents_in: _Optional[int] = ..., documents_out: _Optional[int] = ..., dropped: _Optional[_Mapping[str, int]] = ..., invalid_bytes: _Optional[int] = ..., train_documents: _Optional[int] = ..., validation_documents: _Optional[int] = ..., train_tokens: _Optional[int] = ..., validation_tokens: _Optional[int] = ..., vocab_size: _Optional[int] = ..., encodings: _Optional[_Mapping[str, int]] = ..., repaired_documents: _Optional[int] = ..., stop_words_removed: _Optional[int] = ...) -> None: ...
 
 class Dataset(_message.Message):
-    __slots__ = ("id", "name", "digest", "spec", "report", "create_time")
+    __slots__ = ("id", "name", "digest", "spec", "report", "create_time", "version")
     ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     DIGEST_FIELD_NUMBER: _ClassVar[int]
     SPEC_FIELD_NUMBER: _ClassVar[int]
     REPORT_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
     id: str
     name: str
     digest: str
     spec: DatasetSpec
     report: DatasetReport
     create_time: _timestamp_pb2.Timestamp
-    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., digest: _Optional[str] = ..., spec: _Optional[_Union[DatasetSpec, _Mapping]] = ..., report: _Optional[_Union[DatasetReport, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    version: int
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., digest: _Optional[str] = ..., spec: _Optional[_Union[DatasetSpec, _Mapping]] = ..., report: _Optional[_Union[DatasetReport, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., version: _Optional[int] = ...) -> None: ...
 
 class PrepareDatasetRequest(_message.Message):
     __slots__ = ("spec",)
