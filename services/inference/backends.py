@@ -1,0 +1,203 @@
+"""The one interface every inference backend implements, and the plain values
+it takes and returns.
+
+Transport-free on purpose: no gRPC, no protobuf. The model manager, batcher and
+cache drive a `Backend`; the servicer converts these values to and from the
+wire. Two implementations exist: `transformers_backend.TransformersBackend`
+(in-process torch) and `triton_backend.TritonBackend` (tritonclient gRPC).
+
+Contract every backend keeps:
+- Errors are `lattice._errors` exceptions (`InvalidArgument` for input the
+  model cannot take, `Unavailable` when the backend cannot serve now); the
+  shared interceptor maps them to status codes.
+- Cancelling the task that awaits `generate`/`embed`, or closing / abandoning
+  the iterator returned by `stream`, stops the work promptly (the local
+  backend checks a flag per token, so it stops within one decode step).
+- Compute never runs on the event loop.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import dataclasses
+import enum
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from pathlib import Path
+from typing import ClassVar
+
+
+class Task(enum.Enum):
+    """What a loaded model serves (mirrors `lattice.v1.ModelTask`)."""
+
+    GENERATE = "generate"
+    EMBED = "embed"
+
+
+class FinishReason(enum.Enum):
+    """Why generation stopped (mirrors `lattice.v1.FinishReason`)."""
+
+    LENGTH = "length"
+    EOS = "eos"
+    STOP_SEQUENCE = "stop_sequence"
+    CANCELLED = "cancelled"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class GenerationParams:
+    """Sampling controls, already validated. temperature 0 means greedy."""
+
+    max_new_tokens: int = 64
+    temperature: float = 0.0
+    top_p: float = 1.0
+    top_k: int = 0
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0.0
+
+    @property
+    def deterministic(self) -> bool:
+        """Same input, same output: greedy or seeded sampling (cacheable)."""
+        return self.greedy or self.seed is not None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class GenerationResult:
+    """A finished unary generation. `text` excludes the prompt and any stop
+    sequence."""
+
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: FinishReason
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class StreamChunk:
+    """One step of a streamed generation.
+
+    Every chunk carries the text added since the previous one (possibly empty:
+    a token may complete no printable character yet). The last chunk, and only
+    it, has `finish_reason` set together with the token counts.
+    """
+
+    delta: str
+    finish_reason: FinishReason | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    @property
+    def last(self) -> bool:
+        return self.finish_reason is not None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class EmbeddingResult:
+    """One vector per input text, in input order, and each input's token count
+    (so a batcher can split a merged batch's usage per request)."""
+
+    vectors: list[list[float]]
+    token_counts: list[int]
+
+    @property
+    def prompt_tokens(self) -> int:
+        return sum(self.token_counts)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class LoadSpec:
+    """Everything a backend needs to load one model version.
+
+    `model_dir` is the verified, unpacked artifact (None when the version has
+    no artifact, e.g. a `triton://host:port/model` URI naming a model Triton
+    already serves). `params` and `tags` are the version's own string maps from
+    the registry, where deployment details such as a Triton model name live.
+    """
+
+    model_name: str
+    version: int
+    task: Task
+    artifact_uri: str = ""
+    artifact_digest: str = ""
+    model_dir: Path | None = None
+    params: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    tags: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    device: str = "cpu"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ModelInfo:
+    """What `load` learned about the model; None where a backend cannot tell."""
+
+    context_length: int | None = None
+    embedding_dim: int | None = None
+
+
+class Backend(abc.ABC):
+    """One loaded model version behind a uniform async interface.
+
+    Lifecycle: construct (cheap, no I/O) -> `await load()` -> serve ->
+    `await unload()`. The model manager never calls serving methods before
+    `load` returned or after `unload` started.
+    """
+
+    #: "transformers" or "triton"; reported by ListLoadedModels.
+    kind: ClassVar[str]
+
+    #: Most requests the batcher may merge into one `generate_batch`/`embed`
+    #: call. 1 disables micro-batching in front of this backend (Triton does
+    #: its own dynamic batching server-side).
+    max_batch_size: int = 1
+
+    def __init__(self, spec: LoadSpec) -> None:
+        self.spec = spec
+
+    @abc.abstractmethod
+    async def load(self) -> ModelInfo:
+        """Load weights / check the remote model is ready. Raises on failure."""
+
+    @abc.abstractmethod
+    async def unload(self) -> None:
+        """Release memory / connections. Idempotent."""
+
+    @abc.abstractmethod
+    async def health(self) -> bool:
+        """True when the model can serve a request now."""
+
+    @abc.abstractmethod
+    async def generate(self, prompt: str, params: GenerationParams) -> GenerationResult:
+        """Unary generation for a causal LM."""
+
+    @abc.abstractmethod
+    def stream(self, prompt: str, params: GenerationParams) -> AsyncIterator[StreamChunk]:
+        """Token-by-token generation; an async iterator (typically an async
+        generator). Closing it (`aclose`) or cancelling its consumer stops the
+        model within one decode step."""
+
+    @abc.abstractmethod
+    async def embed(self, texts: Sequence[str], *, normalize: bool) -> EmbeddingResult:
+        """Embeddings for an encoder; `normalize` L2-normalises each vector."""
+
+    def count_tokens(self, text: str) -> int | None:
+        """Prompt length in the model's tokens, for policy limits; None when
+        the backend has no tokenizer (the limit is then not enforced here)."""
+        return None
+
+    async def generate_batch(
+        self, requests: Sequence[tuple[str, GenerationParams]]
+    ) -> list[GenerationResult | BaseException]:
+        """Several generations at once, answered individually: an entry is the
+        exception for a request that failed alone. The default runs them
+        concurrently; a backend that can pad and batch overrides it."""
+        results = await asyncio.gather(
+            *(self.generate(prompt, params) for prompt, params in requests),
+            return_exceptions=True,
+        )
+        return list(results)
+
+
+#: Builds the backend for a version; the server wires one per artifact format.
+BackendFactory = Callable[[LoadSpec], Backend]
