@@ -1,0 +1,108 @@
+"""Typed results of the inference calls (registry and trainer calls return the
+`lattice.v1` messages themselves, which are typed by their .pyi stubs)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from lattice.v1 import common_pb2, inference_pb2
+
+_FINISH_REASONS = {
+    inference_pb2.FINISH_REASON_UNSPECIFIED: "",
+    inference_pb2.FINISH_REASON_LENGTH: "length",
+    inference_pb2.FINISH_REASON_EOS: "eos",
+    inference_pb2.FINISH_REASON_STOP_SEQUENCE: "stop_sequence",
+    inference_pb2.FINISH_REASON_CANCELLED: "cancelled",
+}
+
+
+def finish_reason_name(value: int) -> str:
+    """ "length", "eos", "stop_sequence", "cancelled", or "" while unfinished."""
+    return _FINISH_REASONS.get(value, "")
+
+
+@dataclasses.dataclass(frozen=True)
+class Usage:
+    """Token accounting for one request."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+
+    @classmethod
+    def from_proto(cls, usage: common_pb2.Usage) -> Usage:
+        return cls(usage.prompt_tokens, usage.completion_tokens, usage.total_tokens)
+
+
+@dataclasses.dataclass(frozen=True)
+class Generation:
+    """The result of `generate`."""
+
+    text: str
+    model_name: str
+    model_version: int
+    #: "length", "eos", "stop_sequence" or "cancelled".
+    finish_reason: str
+    usage: Usage
+    #: True when served from the response cache.
+    cached: bool
+
+    @classmethod
+    def from_proto(cls, response: inference_pb2.GenerateResponse) -> Generation:
+        return cls(
+            text=response.text,
+            model_name=response.model_name,
+            model_version=response.model_version,
+            finish_reason=finish_reason_name(response.finish_reason),
+            usage=Usage.from_proto(response.usage),
+            cached=response.cached,
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class GenerationDelta:
+    """One message of `stream`: the text added since the previous one."""
+
+    text: str
+    index: int
+    #: Set on the first delta.
+    model_name: str
+    model_version: int
+    #: Set on the last delta only; "" before.
+    finish_reason: str
+    #: Set on the last delta only.
+    usage: Usage | None
+    cached: bool
+
+    @classmethod
+    def from_proto(cls, response: inference_pb2.GenerateStreamResponse) -> GenerationDelta:
+        return cls(
+            text=response.delta,
+            index=response.index,
+            model_name=response.model_name,
+            model_version=response.model_version,
+            finish_reason=finish_reason_name(response.finish_reason),
+            usage=Usage.from_proto(response.usage) if response.HasField("usage") else None,
+            cached=response.cached,
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class Embeddings:
+    """The result of `embed`: one vector per input, in input order."""
+
+    vectors: list[list[float]]
+    model_name: str
+    model_version: int
+    usage: Usage
+    cached: bool
+
+    @classmethod
+    def from_proto(cls, response: inference_pb2.EmbedResponse) -> Embeddings:
+        return cls(
+            vectors=[list(e.values) for e in response.embeddings],
+            model_name=response.model_name,
+            model_version=response.model_version,
+            usage=Usage.from_proto(response.usage),
+            cached=response.cached,
+        )
