@@ -1,0 +1,75 @@
+"""SIGTERM drains a real server process: NOT_SERVING, in-flight streams finish, exit 0."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+import time
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from lattice.v1 import inference_pb2, inference_pb2_grpc
+from tests.support.ports import free_port
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+async def _wait_serving(address: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while True:
+            try:
+                reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
+                if reply.status == SERVING:
+                    return
+            except grpc.aio.AioRpcError:
+                pass
+            assert time.monotonic() < deadline, "server never became healthy"
+            await asyncio.sleep(0.1)
+
+
+async def test_sigterm_drains_in_flight_stream_then_exits_zero(tmp_path):
+    port = free_port()
+    address = f"127.0.0.1:{port}"
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tests.runtime.servicers",
+        "--port",
+        str(port),
+        "--grace-seconds",
+        "5",
+        "--data-dir",
+        str(tmp_path),
+    )
+    try:
+        await _wait_serving(address)
+        async with grpc.aio.insecure_channel(address) as channel:
+            health_updates = health_pb2_grpc.HealthStub(channel).Watch(
+                health_pb2.HealthCheckRequest(service="lattice.v1.InferenceService")
+            )
+            assert (await health_updates.read()).status == SERVING
+            stream = inference_pb2_grpc.InferenceServiceStub(channel).GenerateStream(
+                inference_pb2.GenerateStreamRequest(
+                    prompt="p", parameters=inference_pb2.GenerationParameters(max_new_tokens=10)
+                )
+            )
+            first = await stream.read()
+            process.send_signal(signal.SIGTERM)
+            assert (await health_updates.read()).status == NOT_SERVING
+            rest = []
+            while (message := await stream.read()) is not grpc.aio.EOF:
+                rest.append(message)
+            assert [m.index for m in [first, *rest]] == list(range(10))
+            assert await stream.code() == grpc.StatusCode.OK
+        started = time.monotonic()
+        assert await asyncio.wait_for(process.wait(), 10) == 0
+        assert time.monotonic() - started < 5
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()

@@ -1,0 +1,127 @@
+"""`lattice up`: four real service processes, reflectable with grpcurl, stopped cleanly."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from tests.support.ports import free_port
+
+pytestmark = pytest.mark.slow
+
+GRPCURL = str(Path(sys.executable).parent / "grpcurl")
+EXPECTED_SERVICES = {
+    "gateway": {
+        "lattice.v1.InferenceService",
+        "lattice.v1.ModelRegistryService",
+        "lattice.v1.TrainerService",
+    },
+    "registry": {"lattice.v1.ModelRegistryService"},
+    "inference": {"lattice.v1.InferenceService"},
+    "trainer": {"lattice.v1.TrainerService"},
+}
+
+
+class Suite:
+    def __init__(self, process: subprocess.Popen[str], ports: dict[str, int], seconds: float):
+        self.process = process
+        self.ports = ports
+        self.seconds_to_ready = seconds
+
+    def address(self, name: str) -> str:
+        return f"127.0.0.1:{self.ports[name]}"
+
+    def children(self) -> list[psutil.Process]:
+        return psutil.Process(self.process.pid).children(recursive=True)
+
+
+@pytest.fixture(scope="module")
+def suite(tmp_path_factory) -> Iterator[Suite]:
+    ports = {name: free_port() for name in EXPECTED_SERVICES}
+    data_dir = tmp_path_factory.mktemp("lattice-up")
+    argv = [
+        sys.executable,
+        "-m",
+        "lattice.cli",
+        "up",
+        "--data-dir",
+        str(data_dir),
+        "--redis-port",
+        str(free_port()),
+        "--grace",
+        "5",
+    ]
+    for name, port in ports.items():
+        argv += [f"--{name}-port", str(port)]
+    started = time.monotonic()
+    process = subprocess.Popen(
+        argv, stdout=subprocess.PIPE, text=True, env={**os.environ, "LATTICE_LOG_LEVEL": "WARNING"}
+    )
+    assert process.stdout is not None
+    for line in process.stdout:  # the supervisor prints this once all four are SERVING
+        if line.startswith("Lattice is up"):
+            break
+    else:
+        pytest.fail(f"lattice up exited with {process.wait()} before becoming ready")
+    suite = Suite(process, ports, time.monotonic() - started)
+    yield suite
+    if process.poll() is None:
+        process.kill()
+
+
+def _grpcurl(*args: str) -> str:
+    done = subprocess.run(
+        [GRPCURL, "-plaintext", *args], capture_output=True, text=True, timeout=30, check=True
+    )
+    return done.stdout
+
+
+def test_up_is_ready_within_15_seconds(suite):
+    assert suite.seconds_to_ready < 15
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED_SERVICES))
+def test_every_service_is_reflectable_and_healthy(suite, name):
+    listed = set(_grpcurl(suite.address(name), "list").split())
+    assert listed >= EXPECTED_SERVICES[name] | {
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1alpha.ServerReflection",
+    }
+    some_service = sorted(EXPECTED_SERVICES[name])[0]
+    assert "rpc " in _grpcurl(suite.address(name), "describe", some_service)
+    assert '"SERVING"' in _grpcurl(suite.address(name), "grpc.health.v1.Health/Check")
+
+
+def test_a_child_that_dies_is_restarted(suite):
+    registry = next(p for p in suite.children() if "services.registry" in " ".join(p.cmdline()))
+    registry.kill()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            reply = _grpcurl(suite.address("registry"), "grpc.health.v1.Health/Check")
+            replacement = [
+                p for p in suite.children() if "services.registry" in " ".join(p.cmdline())
+            ]
+            if '"SERVING"' in reply and replacement and replacement[0].pid != registry.pid:
+                return
+        except subprocess.CalledProcessError:
+            pass
+        time.sleep(0.3)
+    pytest.fail("the registry was not restarted")
+
+
+def test_sigterm_stops_everything_and_leaves_no_orphans(suite):
+    children = suite.children()
+    assert len([p for p in children if "services." in " ".join(p.cmdline())]) == 4
+    suite.process.send_signal(signal.SIGTERM)
+    assert suite.process.wait(timeout=30) == 0
+    _gone, alive = psutil.wait_procs(children, timeout=10)
+    assert alive == [], f"left behind: {[p.cmdline() for p in alive]}"
