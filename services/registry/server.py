@@ -1,13 +1,20 @@
-"""Wires the registry service: settings, servicer, server."""
+"""Wires the registry service: settings, database, artifact store, servicer, server."""
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
 
+from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
+from prometheus_client import CollectorRegistry
 
 from lattice.v1 import registry_pb2, registry_pb2_grpc
+from services.registry.artifacts import ArtifactStore
+from services.registry.metrics import RegistryMetrics
+from services.registry.registry import Registry
+from services.registry.servicer import RegistryServicer
+from services.registry.store import Database, SqliteStore
 from services.runtime import LatticeServer, ServerSettings, Service
 from services.runtime.entrypoint import run_service
 
@@ -15,19 +22,47 @@ from services.runtime.entrypoint import run_service
 @dataclasses.dataclass(frozen=True)
 class RegistrySettings(ServerSettings):
     port: int = 50052
+    #: How many recent revisions Watch can replay; older resumes get a snapshot.
+    watch_retain_revisions: int = 10_000
+    #: Events buffered per Watch subscriber before it is reset to a snapshot.
+    watch_queue_size: int = 1024
+    #: Largest artifact UploadArtifact accepts, in bytes.
+    max_artifact_bytes: int = 64 * 1024**3
+    #: SQLite `synchronous` level: FULL survives power loss, NORMAL only crashes.
+    sqlite_synchronous: str = "FULL"
 
 
 async def build_server(
     settings: RegistrySettings, *, tracer_provider: TracerProvider | None = None
 ) -> LatticeServer:
-    # Until the registry lands, every RPC answers UNIMPLEMENTED.
-    servicer = registry_pb2_grpc.ModelRegistryServiceServicer()
+    root = settings.data_dir / "registry"
+    tracer = (tracer_provider or trace.get_tracer_provider()).get_tracer("lattice.registry")
+    metrics_registry = CollectorRegistry()
+    metrics = RegistryMetrics(metrics_registry)
+    database = Database(
+        lambda: SqliteStore(root / "registry.db", synchronous=settings.sqlite_synchronous),
+        tracer=tracer,
+        duration=metrics.db_duration,
+    )
+    registry = Registry(
+        database,
+        ArtifactStore(root / "artifacts"),
+        metrics,
+        watch_retain_revisions=settings.watch_retain_revisions,
+        watch_queue_size=settings.watch_queue_size,
+        max_artifact_bytes=settings.max_artifact_bytes,
+    )
+    await registry.open()
     service = Service(
-        servicer,
+        RegistryServicer(registry),
         registry_pb2_grpc.add_ModelRegistryServiceServicer_to_server,
         registry_pb2.DESCRIPTOR.services_by_name["ModelRegistryService"],
     )
-    return LatticeServer([service], settings, tracer_provider=tracer_provider)
+    server = LatticeServer(
+        [service], settings, tracer_provider=tracer_provider, registry=metrics_registry
+    )
+    server.on_stop(registry.close)
+    return server
 
 
 def main(argv: Sequence[str] | None = None) -> None:

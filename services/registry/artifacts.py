@@ -1,0 +1,135 @@
+"""Content-addressed artifact files under the data directory.
+
+A blob lives at `<root>/sha256/<d[:2]>/<digest>`. An upload streams into a
+temporary file in `<root>/tmp` while hashing; only when the size and sha256
+match what the client declared is the file fsynced and atomically renamed
+into place (then the directory is fsynced). Anything else removes the
+temporary file, so a refused or interrupted upload leaves nothing behind.
+The same bytes uploaded twice are stored once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hashlib
+import os
+import re
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from lattice._errors import InvalidArgument, NotFound
+
+DIGEST_PATTERN = re.compile(r"^[0-9a-f]{64}$")
+URI_PREFIX = "lattice-artifact://sha256/"
+READ_CHUNK_BYTES = 1024 * 1024
+
+
+def artifact_uri(digest: str) -> str:
+    return URI_PREFIX + digest
+
+
+def digest_from_reference(reference: str, field: str) -> str:
+    """Accept a bare digest or a lattice-artifact URI; return the digest."""
+    digest = reference[len(URI_PREFIX) :] if reference.startswith(URI_PREFIX) else reference
+    if not DIGEST_PATTERN.match(digest):
+        raise InvalidArgument(
+            field, f"must be a lower-case hex sha256 digest or a {URI_PREFIX}<digest> URI"
+        )
+    return digest
+
+
+@dataclasses.dataclass(frozen=True)
+class StoredArtifact:
+    digest: str
+    size_bytes: int
+    created: bool
+
+
+class ArtifactStore:
+    """Blobs by sha256 on the local file system."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._blobs = root / "sha256"
+        self._tmp = root / "tmp"
+
+    def prepare(self) -> None:
+        """Create the directories and drop leftovers of uploads cut short by a crash."""
+        self._blobs.mkdir(parents=True, exist_ok=True)
+        self._tmp.mkdir(parents=True, exist_ok=True)
+        for leftover in self._tmp.iterdir():
+            leftover.unlink(missing_ok=True)
+
+    def path(self, digest: str) -> Path:
+        return self._blobs / digest[:2] / digest
+
+    def exists(self, digest: str) -> bool:
+        return self.path(digest).is_file()
+
+    def size(self, digest: str) -> int:
+        try:
+            return self.path(digest).stat().st_size
+        except FileNotFoundError:
+            raise NotFound(f"artifact sha256:{digest} is not stored") from None
+
+    async def write(
+        self, digest: str, size_bytes: int, chunks: AsyncIterator[bytes], *, field: str = "chunk"
+    ) -> StoredArtifact:
+        """Receive `chunks`, verify size and digest, then store atomically."""
+        tmp = self._tmp / f"{uuid.uuid4().hex}.part"
+        hasher = hashlib.sha256()
+        received = 0
+        try:
+            with tmp.open("wb") as handle:
+                async for chunk in chunks:
+                    received += len(chunk)
+                    if received > size_bytes:
+                        raise InvalidArgument(
+                            "header.size_bytes",
+                            f"received more than the declared {size_bytes} bytes",
+                        )
+                    hasher.update(chunk)
+                    handle.write(chunk)
+                if received != size_bytes:
+                    raise InvalidArgument(
+                        "header.size_bytes",
+                        f"declared {size_bytes} bytes but received {received}",
+                    )
+                actual = hasher.hexdigest()
+                if actual != digest:
+                    raise InvalidArgument(
+                        "header.digest",
+                        f"declared sha256 {digest} but the bytes hash to {actual}",
+                    )
+                handle.flush()
+                await asyncio.to_thread(os.fsync, handle.fileno())
+            if self.exists(digest):
+                return StoredArtifact(digest, size_bytes, created=False)
+            await asyncio.to_thread(self._publish, tmp, digest)
+            return StoredArtifact(digest, size_bytes, created=True)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def _publish(self, tmp: Path, digest: str) -> None:
+        final = self.path(digest)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(tmp, final)
+        fd = os.open(final.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    async def read(self, digest: str, chunk_bytes: int = READ_CHUNK_BYTES) -> AsyncIterator[bytes]:
+        """Yield the blob's bytes in chunks (reads run off the event loop)."""
+        handle = await asyncio.to_thread(self.path(digest).open, "rb")
+        try:
+            while True:
+                chunk = await asyncio.to_thread(handle.read, chunk_bytes)
+                if not chunk:
+                    return
+                yield chunk
+        finally:
+            handle.close()

@@ -1,0 +1,583 @@
+"""The registry's domain logic, free of gRPC: tests drive it directly.
+
+Reads are served from the in-memory `RegistryState`, which always equals
+the database as of the last commit. Writes take one lock, validate against
+that state, then commit one transaction (a new global revision, its events,
+any history) on the database thread, and only then apply the same events
+to memory and publish them to Watch subscribers. A commit runs in its own
+task, so a client that goes away mid-write cannot leave memory behind disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime as dt
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+
+from google.protobuf import timestamp_pb2
+
+from lattice._errors import (
+    Aborted,
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+)
+from lattice._refs import parse_model_ref
+from lattice.v1 import registry_pb2
+from services.registry import validation as check
+from services.registry.artifacts import ArtifactStore, artifact_uri, digest_from_reference
+from services.registry.metrics import RegistryMetrics
+from services.registry.store import Database, SqliteStore
+from services.registry.watch import WatchHub
+from services.runtime.registry_view import RegistryState
+
+EventType = registry_pb2.WatchEventType
+PUT = EventType.WATCH_EVENT_TYPE_PUT
+DELETE = EventType.WATCH_EVENT_TYPE_DELETE
+MAX_CONTENT_TYPE = 256
+
+
+@dataclasses.dataclass
+class Change:
+    """What one write produces: events (and history) under one revision."""
+
+    events: list[registry_pb2.WatchResponse] = dataclasses.field(default_factory=list)
+    history: list[registry_pb2.DeploymentHistoryEntry] = dataclasses.field(default_factory=list)
+
+    def put(self, revision: int, **obj) -> None:
+        self.events.append(registry_pb2.WatchResponse(type=PUT, revision=revision, **obj))
+
+    def delete(self, revision: int, **obj) -> None:
+        self.events.append(registry_pb2.WatchResponse(type=DELETE, revision=revision, **obj))
+
+
+@dataclasses.dataclass(frozen=True)
+class Resolved:
+    model_name: str
+    version: registry_pb2.ModelVersion | None
+    deployment: registry_pb2.Deployment
+    policy: registry_pb2.ModelPolicy
+
+
+@dataclasses.dataclass(frozen=True)
+class Download:
+    info: registry_pb2.ArtifactInfo
+    chunks: AsyncIterator[bytes]
+
+
+def _now() -> timestamp_pb2.Timestamp:
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromNanoseconds(time.time_ns())
+    return stamp
+
+
+class Registry:
+    """Models, versions, artifacts, aliases, deployments, policy and Watch."""
+
+    def __init__(
+        self,
+        db: Database,
+        artifacts: ArtifactStore,
+        metrics: RegistryMetrics,
+        *,
+        watch_retain_revisions: int = 10_000,
+        watch_queue_size: int = 1024,
+        max_artifact_bytes: int = 64 * 1024**3,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._db = db
+        self._artifacts = artifacts
+        self._metrics = metrics
+        self._retain = watch_retain_revisions
+        self._max_artifact_bytes = max_artifact_bytes
+        self._clock = clock
+        self._state = RegistryState()
+        self._lock = asyncio.Lock()
+        self._commits: set[asyncio.Task] = set()
+        self.hub = WatchHub(
+            lambda: self._state,
+            retain_revisions=watch_retain_revisions,
+            queue_size=watch_queue_size,
+            subscribers_gauge=metrics.watch_subscribers,
+            resets=metrics.watch_resets,
+        )
+
+    # -- lifecycle -------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Open the database (migrating it) and load the state and replay log."""
+        await asyncio.to_thread(self._artifacts.prepare)
+        await self._db.open()
+        loaded = await self._db.call("load", SqliteStore.load)
+        self._state = loaded.state
+        self.hub.load(loaded.state.revision, loaded.log)
+        self._metrics.revision.set(loaded.state.revision)
+        self._metrics.artifact_bytes.set(loaded.artifact_bytes)
+
+    async def close(self) -> None:
+        self.hub.close()
+        if self._commits:
+            await asyncio.gather(*self._commits, return_exceptions=True)
+        await self._db.close()
+
+    @property
+    def state(self) -> RegistryState:
+        return self._state
+
+    @property
+    def revision(self) -> int:
+        return self._state.revision
+
+    # -- the one write path ------------------------------------------------------
+
+    async def _write(
+        self, operation: str, build: Callable[[int], Change]
+    ) -> list[registry_pb2.WatchResponse]:
+        async with self._lock:
+            revision = self._state.revision + 1
+            change = build(revision)  # validates against the current state; may raise
+            task = asyncio.create_task(self._commit(operation, revision, change))
+            self._commits.add(task)
+            task.add_done_callback(self._commits.discard)
+            await asyncio.shield(task)
+            return change.events
+
+    async def _commit(self, operation: str, revision: int, change: Change) -> None:
+        await self._db.call(
+            operation,
+            SqliteStore.commit,
+            revision,
+            change.events,
+            change.history,
+            retain_revisions=self._retain,
+        )
+        for event in change.events:
+            self._state.apply(event)
+        self._state.revision = revision
+        self._metrics.revision.set(revision)
+        self.hub.publish(revision, change.events)
+
+    # -- lookups ---------------------------------------------------------------------
+
+    def _model(self, name: str, field: str = "name") -> registry_pb2.Model:
+        check.name(name, field)
+        found = self._state.models.get(name)
+        if found is None:
+            raise NotFound(f"model {name!r} not found")
+        return found
+
+    def _version(self, name: str, number: int, field: str = "version") -> registry_pb2.ModelVersion:
+        check.version_number(number, field)
+        found = self._state.versions.get(name, {}).get(number)
+        if found is None:
+            raise NotFound(f"version {number} of model {name!r} not found")
+        return found
+
+    def _deployment(self, name: str) -> registry_pb2.Deployment:
+        return self._state.deployments.get(name) or registry_pb2.Deployment(model_name=name)
+
+    def _policy(self, name: str) -> registry_pb2.ModelPolicy:
+        return self._state.policies.get(name) or registry_pb2.ModelPolicy(model_name=name)
+
+    # -- models --------------------------------------------------------------------------
+
+    async def create_model(self, model: registry_pb2.Model) -> registry_pb2.Model:
+        check.model(model)
+
+        def build(revision: int) -> Change:
+            if model.name in self._state.models:
+                raise AlreadyExists(f"model {model.name!r} already exists")
+            created = registry_pb2.Model(
+                name=model.name,
+                task=model.task,
+                description=model.description,
+                labels=model.labels,
+                create_time=_now(),
+                latest_version=0,
+            )
+            change = Change()
+            change.put(revision, model=created)
+            return change
+
+        events = await self._write("create_model", build)
+        return events[0].model
+
+    def get_model(self, name: str) -> registry_pb2.Model:
+        return self._model(name)
+
+    def list_models(self, page_size: int, page_token: str) -> tuple[list, str]:
+        size = check.page_size(page_size)
+        after = check.decode_page_token(page_token, "models")
+        names = sorted(n for n in self._state.models if after is None or n > str(after))
+        page = names[:size]
+        token = check.encode_page_token("models", page[-1]) if len(names) > size else ""
+        return [self._state.models[n] for n in page], token
+
+    async def delete_model(self, name: str) -> None:
+        self._model(name)
+
+        def build(revision: int) -> Change:
+            model = self._model(name)
+            deployment = self._deployment(name)
+            if deployment.routes or deployment.shadow_version:
+                raise FailedPrecondition(
+                    f"model {name!r} is online; take it offline (UpdateDeployment with no "
+                    "routes) before deleting it"
+                )
+            change = Change()
+            change.delete(revision, model=model)
+            return change
+
+        await self._write("delete_model", build)
+
+    # -- versions --------------------------------------------------------------------------
+
+    async def create_version(
+        self, request: registry_pb2.CreateVersionRequest
+    ) -> registry_pb2.ModelVersion:
+        check.create_version(request)
+        size_bytes = 0
+        digest = request.artifact_digest
+        if request.artifact_uri.startswith("lattice-artifact://"):
+            stored = digest_from_reference(request.artifact_uri, "artifact_uri")
+            if stored != digest:
+                raise InvalidArgument(
+                    "artifact_digest", "does not match the digest in artifact_uri"
+                )
+            if not self._artifacts.exists(stored):
+                raise NotFound(f"artifact sha256:{stored} is not stored; upload it first")
+            size_bytes = self._artifacts.size(stored)
+
+        def build(revision: int) -> Change:
+            model = self._model(request.model_name, "model_name")
+            lineage = request.lineage
+            if lineage.base_version:
+                base_model = lineage.base_model_name or request.model_name
+                if lineage.base_version not in self._state.versions.get(base_model, {}):
+                    raise NotFound(
+                        f"lineage.base_version: version {lineage.base_version} of model "
+                        f"{base_model!r} not found"
+                    )
+            number = model.latest_version + 1
+            version = registry_pb2.ModelVersion(
+                model_name=model.name,
+                version=number,
+                artifact_uri=request.artifact_uri,
+                artifact_digest=digest,
+                format=request.format,
+                lineage=lineage,
+                metrics=request.metrics,
+                params=request.params,
+                tags=request.tags,
+                create_time=_now(),
+                status=registry_pb2.VERSION_STATUS_READY,
+                artifact_size_bytes=size_bytes,
+                description=request.description,
+            )
+            updated = registry_pb2.Model()
+            updated.CopyFrom(model)
+            updated.latest_version = number
+            change = Change()
+            change.put(revision, version=version)
+            change.put(revision, model=updated)
+            return change
+
+        events = await self._write("create_version", build)
+        return events[0].version
+
+    def get_version(self, name: str, number: int) -> registry_pb2.ModelVersion:
+        self._model(name, "model_name")
+        return self._version(name, number)
+
+    def list_versions(self, name: str, page_size: int, page_token: str) -> tuple[list, str]:
+        self._model(name, "model_name")
+        size = check.page_size(page_size)
+        after = check.decode_page_token(page_token, f"versions:{name}")
+        if after is not None and not isinstance(after, int):
+            raise InvalidArgument("page_token", "not a token this listing returned")
+        table = self._state.versions.get(name, {})
+        numbers = sorted((n for n in table if after is None or n < after), reverse=True)
+        page = numbers[:size]
+        more = len(numbers) > size
+        token = check.encode_page_token(f"versions:{name}", page[-1]) if more else ""
+        return [table[n] for n in page], token
+
+    # -- artifacts -------------------------------------------------------------------------
+
+    async def upload_artifact(
+        self, header: registry_pb2.ArtifactHeader, chunks: AsyncIterator[bytes]
+    ) -> registry_pb2.UploadArtifactResponse:
+        digest = check.digest(header.digest, "header.digest")
+        if header.size_bytes < 0:
+            raise InvalidArgument("header.size_bytes", "must be >= 0")
+        if header.size_bytes > self._max_artifact_bytes:
+            raise InvalidArgument(
+                "header.size_bytes", f"larger than the limit of {self._max_artifact_bytes} bytes"
+            )
+        check.text(header.content_type, "header.content_type", MAX_CONTENT_TYPE)
+
+        async def counted() -> AsyncIterator[bytes]:
+            async for chunk in chunks:
+                self._metrics.artifact_received_bytes.inc(len(chunk))
+                yield chunk
+
+        stored = await self._artifacts.write(digest, header.size_bytes, counted())
+        is_new_row = await self._db.call(
+            "record_artifact",
+            SqliteStore.record_artifact,
+            digest,
+            header.size_bytes,
+            header.content_type or "application/octet-stream",
+        )
+        if is_new_row:
+            self._metrics.artifact_bytes.inc(header.size_bytes)
+        return registry_pb2.UploadArtifactResponse(
+            artifact_uri=artifact_uri(digest),
+            digest=digest,
+            size_bytes=header.size_bytes,
+            created=stored.created,
+        )
+
+    async def download_artifact(self, reference: str) -> Download:
+        if not reference:
+            raise InvalidArgument("digest", "required: a sha256 digest or artifact URI")
+        digest = digest_from_reference(reference, "digest")
+        if not self._artifacts.exists(digest):
+            raise NotFound(f"artifact sha256:{digest} is not stored")
+        row = await self._db.call("get_artifact", SqliteStore.artifact, digest)
+        info = registry_pb2.ArtifactInfo(
+            digest=digest,
+            size_bytes=self._artifacts.size(digest),
+            content_type=row.content_type if row else "application/octet-stream",
+        )
+
+        async def counted() -> AsyncIterator[bytes]:
+            async for chunk in self._artifacts.read(digest):
+                self._metrics.artifact_sent_bytes.inc(len(chunk))
+                yield chunk
+
+        return Download(info, counted())
+
+    # -- aliases -------------------------------------------------------------------------------
+
+    async def set_alias(
+        self, model_name: str, alias: str, version: int, expected_revision: int
+    ) -> registry_pb2.Alias:
+        check.name(model_name, "model_name")
+        check.alias_name(alias, "alias")
+        check.version_number(version, "version")
+        check.expected_revision(expected_revision)
+
+        def build(revision: int) -> Change:
+            self._model(model_name, "model_name")
+            self._version(model_name, version)
+            current = self._state.aliases.get(model_name, {}).get(alias)
+            self._check_revision(
+                expected_revision, current.revision if current else 0, f"alias {model_name}@{alias}"
+            )
+            change = Change()
+            change.put(
+                revision,
+                alias=registry_pb2.Alias(
+                    model_name=model_name, alias=alias, version=version, revision=revision
+                ),
+            )
+            return change
+
+        events = await self._write("set_alias", build)
+        return events[0].alias
+
+    async def delete_alias(self, model_name: str, alias: str, expected_revision: int) -> None:
+        check.name(model_name, "model_name")
+        check.alias_name(alias, "alias")
+        check.expected_revision(expected_revision)
+
+        def build(revision: int) -> Change:
+            self._model(model_name, "model_name")
+            current = self._state.aliases.get(model_name, {}).get(alias)
+            if current is None:
+                raise NotFound(f"alias {model_name}@{alias} not found")
+            self._check_revision(expected_revision, current.revision, f"alias {model_name}@{alias}")
+            change = Change()
+            change.delete(revision, alias=current)
+            return change
+
+        await self._write("delete_alias", build)
+
+    def list_aliases(self, model_name: str) -> list[registry_pb2.Alias]:
+        self._model(model_name, "model_name")
+        table = self._state.aliases.get(model_name, {})
+        return [table[a] for a in sorted(table)]
+
+    def resolve(self, reference: str) -> Resolved:
+        ref = parse_model_ref(reference, "model")
+        self._model(ref.name, "model")
+        version = None
+        if ref.alias:
+            target = self._state.aliases.get(ref.name, {}).get(ref.alias)
+            if target is None:
+                raise NotFound(f"alias {ref.name}@{ref.alias} not found")
+            version = self._version(ref.name, target.version)
+        elif ref.version:
+            version = self._version(ref.name, ref.version, "model")
+        return Resolved(ref.name, version, self._deployment(ref.name), self._policy(ref.name))
+
+    # -- deployments -------------------------------------------------------------------------
+
+    def get_deployment(self, model_name: str) -> registry_pb2.Deployment:
+        self._model(model_name, "model_name")
+        return self._deployment(model_name)
+
+    def list_deployments(self, page_size: int, page_token: str) -> tuple[list, str]:
+        size = check.page_size(page_size)
+        after = check.decode_page_token(page_token, "deployments")
+        names = sorted(n for n in self._state.models if after is None or n > str(after))
+        page = names[:size]
+        token = check.encode_page_token("deployments", page[-1]) if len(names) > size else ""
+        return [self._deployment(n) for n in page], token
+
+    async def update_deployment(
+        self, request: registry_pb2.UpdateDeploymentRequest, actor: str
+    ) -> registry_pb2.Deployment:
+        check.name(request.model_name, "model_name")
+        check.routes(request)
+        name = request.model_name
+
+        def build(revision: int) -> Change:
+            self._model(name, "model_name")
+            for index, route in enumerate(request.routes):
+                self._deployable(name, route.version, f"routes[{index}].version")
+            if request.shadow_version:
+                self._deployable(name, request.shadow_version, "shadow_version")
+            before = self._deployment(name)
+            self._check_revision(
+                request.expected_revision, before.revision, f"deployment of {name!r}"
+            )
+            going_offline = not request.routes and not request.shadow_version
+            if not going_offline:
+                self._check_rollout_interval(name, before)
+            after = registry_pb2.Deployment(
+                model_name=name,
+                routes=request.routes,
+                shadow_version=request.shadow_version,
+                revision=revision,
+                update_time=_now(),
+                updated_by=actor,
+            )
+            change = Change()
+            change.put(revision, deployment=after)
+            change.history.append(
+                registry_pb2.DeploymentHistoryEntry(
+                    revision=revision,
+                    model_name=name,
+                    from_deployment=before,
+                    to_deployment=after,
+                    actor=actor,
+                    reason=request.reason,
+                    time=after.update_time,
+                )
+            )
+            return change
+
+        events = await self._write("update_deployment", build)
+        return events[0].deployment
+
+    def _deployable(self, name: str, number: int, field: str) -> None:
+        version = self._state.versions.get(name, {}).get(number)
+        if version is None:
+            raise NotFound(f"{field}: version {number} of model {name!r} not found")
+        if version.status != registry_pb2.VERSION_STATUS_READY:
+            raise FailedPrecondition(
+                f"{field}: version {number} of model {name!r} is "
+                f"{registry_pb2.VersionStatus.Name(version.status)}, not READY"
+            )
+
+    def _check_rollout_interval(self, name: str, before: registry_pb2.Deployment) -> None:
+        policy = self._state.policies.get(name)
+        if policy is None or not policy.HasField("min_rollout_interval") or not before.revision:
+            return
+        interval = policy.min_rollout_interval.ToTimedelta().total_seconds()
+        last = before.update_time.ToNanoseconds() / 1e9
+        allowed_at = last + interval
+        now = self._clock()
+        if now < allowed_at:
+            when = dt.datetime.fromtimestamp(allowed_at, dt.UTC).isoformat(timespec="seconds")
+            raise FailedPrecondition(
+                f"model {name!r} allows one rollout every {interval:g}s; the last was "
+                f"{now - last:.1f}s ago, next allowed at {when}",
+                retry_after=allowed_at - now,
+            )
+
+    async def list_history(
+        self, model_name: str, page_size: int, page_token: str
+    ) -> tuple[list, str]:
+        if model_name:
+            check.name(model_name, "model_name")
+        size = check.page_size(page_size)
+        after = check.decode_page_token(page_token, f"history:{model_name}")
+        if after is not None and (not isinstance(after, int) or after < 1):
+            raise InvalidArgument("page_token", "not a token this listing returned")
+        entries = await self._db.call(
+            "list_history", SqliteStore.history, model_name, after or 0, size + 1
+        )
+        more = len(entries) > size
+        entries = entries[:size]
+        token = (
+            check.encode_page_token(f"history:{model_name}", entries[-1].revision) if more else ""
+        )
+        return entries, token
+
+    # -- policy ------------------------------------------------------------------------------
+
+    def get_policy(self, model_name: str) -> registry_pb2.ModelPolicy:
+        self._model(model_name, "model_name")
+        return self._policy(model_name)
+
+    async def set_policy(
+        self, policy: registry_pb2.ModelPolicy, expected_revision: int
+    ) -> registry_pb2.ModelPolicy:
+        check.policy(policy)
+        check.expected_revision(expected_revision)
+        name = policy.model_name
+
+        def build(revision: int) -> Change:
+            self._model(name, "policy.model_name")
+            self._check_revision(
+                expected_revision, self._policy(name).revision, f"policy of {name!r}"
+            )
+            stored = registry_pb2.ModelPolicy()
+            stored.CopyFrom(policy)
+            del stored.allowed_tenants[:]
+            stored.allowed_tenants.extend(sorted(set(policy.allowed_tenants)))
+            stored.revision = revision
+            change = Change()
+            change.put(revision, policy=stored)
+            return change
+
+        events = await self._write("set_policy", build)
+        return events[0].policy
+
+    # -- watch -------------------------------------------------------------------------------
+
+    def watch(
+        self, from_revision: int, model_names: Sequence[str]
+    ) -> AsyncIterator[registry_pb2.WatchResponse]:
+        if from_revision < 0:
+            raise InvalidArgument("from_revision", "must be >= 0 (0 = full snapshot)")
+        if len(model_names) > 1000:
+            raise InvalidArgument("model_names", "at most 1000 names")
+        for index, name in enumerate(model_names):
+            check.name(name, f"model_names[{index}]")
+        return self.hub.subscribe(from_revision, model_names)
+
+    # -- helpers ---------------------------------------------------------------------------------
+
+    @staticmethod
+    def _check_revision(expected: int, actual: int, what: str) -> None:
+        if expected and expected != actual:
+            raise Aborted(
+                f"{what} is at revision {actual}, not the expected {expected}; re-read it and retry"
+            )

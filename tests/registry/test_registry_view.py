@@ -1,0 +1,106 @@
+"""RegistryView against a real registry server: sync, live updates, reconnect."""
+
+from __future__ import annotations
+
+import asyncio
+
+from grpc import aio
+
+from lattice.v1 import registry_pb2, registry_pb2_grpc
+from services.registry.server import build_server
+from services.runtime.registry_view import RegistryView
+from tests.registry.conftest import settings_for
+from tests.registry.support import RegistryClient
+from tests.support.ports import free_port
+
+EventType = registry_pb2.WatchEventType
+
+
+async def _until(predicate, timeout: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        assert asyncio.get_running_loop().time() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.01)
+
+
+async def test_view_syncs_and_follows_changes(registry_server, client: RegistryClient):
+    await client.model("alpha")
+    v1 = await client.version("alpha")
+    await client.stub.SetAlias(
+        registry_pb2.SetAliasRequest(model_name="alpha", alias="champion", version=v1.version)
+    )
+    await client.deploy("alpha", (1, 100))
+
+    view = RegistryView(registry_server.address)
+    seen: list[registry_pb2.WatchResponse] = []
+    view.add_listener(seen.append)
+    await view.start()
+    try:
+        await view.wait_synced(timeout=5)
+        assert view.revision == 4
+        assert view.model("alpha").latest_version == 1
+        assert view.version("alpha", 1).artifact_digest == v1.artifact_digest
+        assert view.alias("alpha", "champion") == 1
+        assert [r.version for r in view.deployment("alpha").routes] == [1]
+        assert set(view.online_versions()) == {("alpha", 1)}
+        assert view.policy("alpha") is None
+        assert seen[0].type == EventType.WATCH_EVENT_TYPE_RESET
+        assert seen[-1].type == EventType.WATCH_EVENT_TYPE_SYNCED
+
+        await client.version("alpha")
+        await client.deploy("alpha", (1, 90), (2, 10))
+        await _until(lambda: len(view.deployment("alpha").routes) == 2)
+        assert set(view.online_versions()) == {("alpha", 1), ("alpha", 2)}
+        assert seen[-1].type == EventType.WATCH_EVENT_TYPE_PUT
+        assert seen[-1].deployment.revision == view.revision
+
+        await client.deploy("alpha")
+        await _until(lambda: not view.deployment("alpha").routes)
+        assert view.online_versions() == {}
+    finally:
+        await view.stop()
+
+
+async def test_view_filters_models(registry_server, client: RegistryClient):
+    await client.model("alpha")
+    await client.model("beta")
+    view = RegistryView(registry_server.address, model_names=["beta"])
+    await view.start()
+    try:
+        await view.wait_synced(timeout=5)
+        assert view.model("alpha") is None
+        assert view.model("beta") is not None
+    finally:
+        await view.stop()
+
+
+async def test_view_reconnects_and_resumes_after_restart(tmp_path):
+    port = free_port()
+    settings = settings_for(tmp_path, port=port)
+    server = await build_server(settings)
+    await server.start()
+    view = RegistryView(f"127.0.0.1:{port}", max_backoff=0.2)
+    events: list[registry_pb2.WatchResponse] = []
+    view.add_listener(events.append)
+    try:
+        async with aio.insecure_channel(server.address) as channel:
+            client = RegistryClient(registry_pb2_grpc.ModelRegistryServiceStub(channel))
+            await client.model("alpha")
+            await view.start()
+            await view.wait_synced(timeout=5)
+            assert view.revision == 1
+        await server.stop(0)
+
+        server = await build_server(settings)
+        await server.start()
+        async with aio.insecure_channel(server.address) as channel:
+            client = RegistryClient(registry_pb2_grpc.ModelRegistryServiceStub(channel))
+            await client.version("alpha")
+        await _until(lambda: view.version("alpha", 1) is not None)
+        # Resumed from revision 1: no RESET, just the missed change and SYNCED.
+        resets = [e for e in events if e.type == EventType.WATCH_EVENT_TYPE_RESET]
+        assert len(resets) == 1
+        assert view.revision == 2
+    finally:
+        await view.stop()
+        await server.stop(0)
