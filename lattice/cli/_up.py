@@ -39,6 +39,11 @@ def redis_binary() -> str | None:
     return str(candidate) if candidate.exists() else None
 
 
+def metrics_port(service_port: int) -> int:
+    """Each service's Prometheus port: its gRPC port + 1000 (gateway :51051 ...)."""
+    return service_port + 1000
+
+
 def build_specs(
     host: str, ports: dict[str, int], data_dir: Path, redis_url: str
 ) -> list[ChildSpec]:
@@ -57,7 +62,15 @@ def build_specs(
         ChildSpec(
             name=name,
             address=addresses[name],
-            argv=service_argv(name, "--host", host, "--port", str(ports[name])),
+            argv=service_argv(
+                name,
+                "--host",
+                host,
+                "--port",
+                str(ports[name]),
+                "--metrics-port",
+                str(metrics_port(ports[name])),
+            ),
             env=shared_env,
         )
         for name in order
@@ -160,7 +173,10 @@ async def _run(
     else:
         click.echo(f"Lattice is up in {time.monotonic() - started:.1f}s (data in {data_dir})")
         for name, port in ports.items():
-            click.echo(f"  {name:<10} {host}:{port}  (ready after {ready[name]:.1f}s)")
+            click.echo(
+                f"  {name:<10} {host}:{port}  metrics http://{host}:{metrics_port(port)}/metrics"
+                f"  (ready after {ready[name]:.1f}s)"
+            )
         if redis_url:
             click.echo(f"  {'redis':<10} {redis_url}")
         click.echo("Ctrl-C to stop.")

@@ -26,7 +26,7 @@ from prometheus_client import CollectorRegistry
 
 from services.runtime.interceptors import RequestInterceptor
 from services.runtime.settings import ServerSettings
-from services.runtime.telemetry import RpcMetrics, serve_metrics
+from services.runtime.telemetry import MetricsEndpoint, RpcMetrics
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +95,12 @@ class LatticeServer:
         self.port = self.server.add_insecure_port(f"{settings.host}:{settings.port}")
         if self.port == 0:
             raise OSError(f"could not bind {settings.host}:{settings.port}")
-        self.metrics_port: int | None = None
+        self._metrics_endpoint: MetricsEndpoint | None = None
+
+    @property
+    def metrics_port(self) -> int | None:
+        """The bound Prometheus port, once started (None when metrics are off)."""
+        return self._metrics_endpoint.port if self._metrics_endpoint else None
 
     @property
     def address(self) -> str:
@@ -108,9 +113,10 @@ class LatticeServer:
 
     async def start(self) -> None:
         await self.server.start()
-        self.metrics_port = serve_metrics(
-            self.metrics_registry, self.settings.host, self.settings.metrics_port
-        )
+        if self.settings.metrics_port >= 0:
+            self._metrics_endpoint = MetricsEndpoint(
+                self.metrics_registry, self.settings.host, self.settings.metrics_port
+            )
         await self.set_serving(True)
         log.info("serving %s on %s", ", ".join(s.name for s in self.services), self.address)
 
@@ -125,6 +131,8 @@ class LatticeServer:
         grace = self.settings.grace_seconds if grace is None else grace
         await self.set_serving(False)
         await self.server.stop(grace)
+        if self._metrics_endpoint is not None:
+            self._metrics_endpoint.close()
         for callback in reversed(self._on_stop):
             try:
                 await callback()

@@ -75,11 +75,14 @@ class RpcMetrics:
         )
 
 
-def serve_metrics(registry: CollectorRegistry, host: str, port: int) -> int | None:
-    """Expose `registry` on http://host:port/metrics; returns the bound port."""
-    if port < 0:
-        return None
-    server, _thread = start_http_server(port, addr=host, registry=registry)
-    bound = server.server_address[1]
-    log.info("metrics on http://%s:%d/metrics", host, bound)
-    return bound
+class MetricsEndpoint:
+    """Serves a registry on http://host:port/metrics in a background thread."""
+
+    def __init__(self, registry: CollectorRegistry, host: str, port: int) -> None:
+        self._server, self._thread = start_http_server(port, addr=host, registry=registry)
+        self.port: int = self._server.server_address[1]
+        log.info("metrics on http://%s:%d/metrics", host, self.port)
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
