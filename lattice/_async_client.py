@@ -240,8 +240,8 @@ class AsyncClient:
         **fields: Any,
     ) -> registry_pb2.ModelVersion:
         """Upload a model directory (or tar bytes) and register it as the next version."""
-        uploaded = self.upload_artifact(artifact, timeout=timeout)
-        return self.create_version(
+        uploaded = await self.upload_artifact(artifact, timeout=timeout)
+        return await self.create_version(
             model,
             artifact_uri=uploaded.artifact_uri,
             artifact_digest=uploaded.digest,
