@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import inspect
+import logging
 from collections.abc import Sequence
 
+from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
+from prometheus_client import CollectorRegistry
 
 from lattice.v1 import (
     inference_pb2,
@@ -15,8 +19,19 @@ from lattice.v1 import (
     trainer_pb2,
     trainer_pb2_grpc,
 )
-from services.runtime import LatticeServer, ServerSettings, Service
+from services.gateway.auth import AuthConfig, Authenticator, JwksKeys, file_fetcher, url_fetcher
+from services.gateway.gateway import Gateway
+from services.gateway.metrics import GatewayMetrics
+from services.gateway.quotas import QuotaLimiter, QuotaLimits, connect
+from services.gateway.routing import Router
+from services.gateway.servicers import InferenceServicer, forwarding_servicer
+from services.gateway.tls import channel_credentials, server_credentials
+from services.gateway.upstreams import OutlierConfig, ReplicaPool, Upstream
+from services.runtime import LatticeServer, ServerSettings, Service, create_channel
 from services.runtime.entrypoint import run_service
+from services.runtime.registry_view import RegistryView
+
+log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,30 +40,197 @@ class GatewaySettings(ServerSettings):
     registry_address: str = "127.0.0.1:50052"
     inference_addresses: tuple[str, ...] = ("127.0.0.1:50053",)
     trainer_address: str = "127.0.0.1:50054"
+    #: HS256 secret for development tokens (`lattice token`); empty = HMAC tokens refused.
+    dev_jwt_secret: str = ""
+    #: RS256/ES256 public keys: a JWKS file, or a JWKS URL.
+    jwks_file: str = ""
+    jwks_url: str = ""
+    #: Cached JWKS keys live this long (refreshed at half of it; kept while the source is down).
+    jwks_cache_seconds: float = 300.0
+    #: At most one JWKS refetch per this many seconds (unknown kids, failures).
+    jwks_refetch_seconds: float = 30.0
+    jwt_issuer: str = "lattice"
+    jwt_audience: str = "lattice"
+    jwt_algorithms: tuple[str, ...] = ("HS256", "RS256", "ES256")
+    jwt_leeway_seconds: float = 30.0
+    jwt_max_bytes: int = 8192
+    jwt_tenant_claim: str = "tenant"
+    #: Verified tokens remembered per replica (0 = verify every request).
+    jwt_cache_size: int = 10_000
+    #: Redis shared by all gateway replicas for quotas; empty = per-replica limits only.
+    redis_url: str = ""
+    #: Requests / tokens per tenant per quota window; 0 = unlimited.
+    quota_requests: int = 0
+    quota_tokens: int = 0
+    quota_window_seconds: float = 60.0
+    #: Count quotas per (tenant, model) instead of per tenant.
+    quota_per_model: bool = False
+    #: Redis down: true = per-replica limits and a warning, false = UNAVAILABLE.
+    quota_fail_open: bool = True
+    #: Replicas a unary inference call may try (UNAVAILABLE -> next replica).
+    upstream_max_attempts: int = 3
+    #: Consecutive UNAVAILABLEs that eject a replica, and the first ejection's length.
+    outlier_consecutive_failures: int = 3
+    outlier_ejection_seconds: float = 5.0
+    #: How long start-up waits for the registry view before serving anyway.
+    registry_sync_timeout: float = 5.0
+    #: Server TLS (PEM); with tls_client_ca_file, callers need a client certificate.
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    tls_client_ca_file: str = ""
+    #: TLS to upstreams (CA to trust; cert + key make it mutual TLS).
+    upstream_ca_file: str = ""
+    upstream_cert_file: str = ""
+    upstream_key_file: str = ""
+
+
+def _authenticator(settings: GatewaySettings) -> Authenticator:
+    keys = None
+    if settings.jwks_file or settings.jwks_url:
+        fetch = (
+            file_fetcher(settings.jwks_file)
+            if settings.jwks_file
+            else url_fetcher(settings.jwks_url)
+        )
+        keys = JwksKeys(
+            fetch,
+            lifetime=settings.jwks_cache_seconds,
+            refetch_interval=settings.jwks_refetch_seconds,
+        )
+    config = AuthConfig(
+        issuer=settings.jwt_issuer,
+        audience=settings.jwt_audience,
+        algorithms=settings.jwt_algorithms,
+        hmac_secret=settings.dev_jwt_secret,
+        leeway_seconds=settings.jwt_leeway_seconds,
+        max_token_bytes=settings.jwt_max_bytes,
+        tenant_claim=settings.jwt_tenant_claim,
+        cache_size=settings.jwt_cache_size,
+    )
+    if not settings.dev_jwt_secret and keys is None:
+        log.warning("no dev_jwt_secret and no JWKS configured: every request will be refused")
+    return Authenticator(config, keys)
+
+
+def _quotas(settings: GatewaySettings) -> QuotaLimiter:
+    limits = QuotaLimits(
+        requests=settings.quota_requests,
+        tokens=settings.quota_tokens,
+        window_seconds=settings.quota_window_seconds,
+        per_model=settings.quota_per_model,
+    )
+    client = connect(settings.redis_url) if settings.redis_url and limits.enabled else None
+    if limits.enabled and client is None:
+        log.warning("quotas without redis_url are per replica, not fleet-wide")
+    return QuotaLimiter(client, limits, fail_open=settings.quota_fail_open)
 
 
 async def build_server(
     settings: GatewaySettings, *, tracer_provider: TracerProvider | None = None
 ) -> LatticeServer:
-    # Until the gateway lands, every RPC answers UNIMPLEMENTED.
+    metrics_registry = CollectorRegistry()
+    tracer = (tracer_provider or trace.get_tracer_provider()).get_tracer("lattice.gateway")
+    upstream_tls = channel_credentials(
+        settings.upstream_ca_file, settings.upstream_cert_file, settings.upstream_key_file
+    )
+    registry_channel = create_channel(
+        settings.registry_address, credentials=upstream_tls, tracer_provider=tracer_provider
+    )
+    view = RegistryView(
+        settings.registry_address, tracer_provider=tracer_provider, channel=registry_channel
+    )
+    router = Router(view, ready=lambda: view.synced)
+    pool = ReplicaPool(
+        settings.inference_addresses,
+        inference_pb2_grpc.InferenceServiceStub,
+        credentials=upstream_tls,
+        tracer_provider=tracer_provider,
+        outlier=OutlierConfig(
+            consecutive_failures=settings.outlier_consecutive_failures,
+            base_ejection_seconds=settings.outlier_ejection_seconds,
+        ),
+        max_attempts=settings.upstream_max_attempts,
+    )
+    upstreams = {
+        "registry": Upstream(
+            settings.registry_address,
+            registry_pb2_grpc.ModelRegistryServiceStub,
+            credentials=upstream_tls,
+            tracer_provider=tracer_provider,
+        ),
+        "trainer": Upstream(
+            settings.trainer_address,
+            trainer_pb2_grpc.TrainerServiceStub,
+            credentials=upstream_tls,
+            tracer_provider=tracer_provider,
+        ),
+    }
+    gateway = Gateway(
+        authenticator=_authenticator(settings),
+        router=router,
+        quotas=_quotas(settings),
+        inference=pool,
+        upstreams=upstreams,
+        metrics=GatewayMetrics(metrics_registry),
+        tracer=tracer,
+    )
+    registry_service = registry_pb2.DESCRIPTOR.services_by_name["ModelRegistryService"]
+    trainer_service = trainer_pb2.DESCRIPTOR.services_by_name["TrainerService"]
     services = [
         Service(
-            inference_pb2_grpc.InferenceServiceServicer(),
+            InferenceServicer(gateway),
             inference_pb2_grpc.add_InferenceServiceServicer_to_server,
             inference_pb2.DESCRIPTOR.services_by_name["InferenceService"],
         ),
         Service(
-            registry_pb2_grpc.ModelRegistryServiceServicer(),
+            forwarding_servicer(
+                registry_pb2_grpc.ModelRegistryServiceServicer,
+                registry_service,
+                "registry",
+                gateway,
+            ),
             registry_pb2_grpc.add_ModelRegistryServiceServicer_to_server,
-            registry_pb2.DESCRIPTOR.services_by_name["ModelRegistryService"],
+            registry_service,
         ),
         Service(
-            trainer_pb2_grpc.TrainerServiceServicer(),
+            forwarding_servicer(
+                trainer_pb2_grpc.TrainerServiceServicer, trainer_service, "trainer", gateway
+            ),
             trainer_pb2_grpc.add_TrainerServiceServicer_to_server,
-            trainer_pb2.DESCRIPTOR.services_by_name["TrainerService"],
+            trainer_service,
         ),
     ]
-    return LatticeServer(services, settings, tracer_provider=tracer_provider)
+    extra = {}
+    tls = server_credentials(
+        settings.tls_cert_file, settings.tls_key_file, settings.tls_client_ca_file
+    )
+    if tls is not None:
+        # The shared runtime binds plaintext today; it needs a server_credentials
+        # parameter before the gateway can terminate TLS itself.
+        if "server_credentials" not in inspect.signature(LatticeServer).parameters:
+            raise ValueError("server TLS needs LatticeServer(server_credentials=...) support")
+        extra["server_credentials"] = tls
+    server = LatticeServer(
+        services,
+        settings,
+        tracer_provider=tracer_provider,
+        registry=metrics_registry,
+        **extra,
+    )
+    await view.start()
+    try:
+        await view.wait_synced(settings.registry_sync_timeout)
+    except TimeoutError:
+        log.warning(
+            "registry %s not synced after %.1fs; serving, routing once it answers",
+            settings.registry_address,
+            settings.registry_sync_timeout,
+        )
+    server.on_stop(registry_channel.close)
+    server.on_stop(view.stop)
+    server.on_stop(gateway.close)
+    server.gateway = gateway  # type: ignore[attr-defined]  # for tests and benchmarks
+    return server
 
 
 def main(argv: Sequence[str] | None = None) -> None:

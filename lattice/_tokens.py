@@ -1,0 +1,59 @@
+"""Development tokens: HS256 JWTs signed with the gateway's dev secret.
+
+`lattice token` calls `mint_dev_token` so a developer can talk to a gateway
+started by `lattice up` (which passes the same secret to the gateway as
+`LATTICE_DEV_JWT_SECRET`). Production tokens come from a real identity
+provider (RS256/ES256 via JWKS); this helper never needs server packages.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterable
+
+import jwt
+
+DEFAULT_ISSUER = "lattice"
+DEFAULT_AUDIENCE = "lattice"
+#: Every scope the gateway knows; `admin` implies the others.
+ALL_SCOPES = (
+    "inference:invoke",
+    "registry:read",
+    "registry:write",
+    "trainer:submit",
+    "trainer:read",
+    "admin",
+)
+
+
+def mint_dev_token(
+    secret: str,
+    *,
+    tenant: str,
+    scopes: Iterable[str] = ("inference:invoke",),
+    subject: str = "dev",
+    lifetime: float = 3600.0,
+    issuer: str = DEFAULT_ISSUER,
+    audience: str = DEFAULT_AUDIENCE,
+) -> str:
+    """An HS256 token the gateway accepts when it runs with the same dev secret."""
+    if not secret:
+        raise ValueError("a dev secret is required (the gateway's LATTICE_DEV_JWT_SECRET)")
+    if not tenant:
+        raise ValueError("tenant is required")
+    if lifetime <= 0:
+        raise ValueError("lifetime must be positive")
+    now = int(time.time())
+    claims = {
+        "iss": issuer,
+        "aud": audience,
+        "sub": subject,
+        "tenant": tenant,
+        "scope": " ".join(dict.fromkeys(scopes)),
+        "iat": now,
+        "nbf": now,
+        "exp": now + int(lifetime),
+        "jti": uuid.uuid4().hex,
+    }
+    return jwt.encode(claims, secret, algorithm="HS256")

@@ -1,0 +1,288 @@
+"""The gateway's request pipeline: authenticate, authorise, admit, route, forward.
+
+Transport-free: the servicers hand in the method name, the call metadata and
+the request; tests can drive `Gateway` without a gRPC server in front of it.
+Every stage gets its own span (the token never goes into one) and failures
+are counted by stage and reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import time
+from collections.abc import AsyncIterator, Coroutine, Sequence
+from typing import Any
+
+from opentelemetry import trace
+
+from lattice._errors import LatticeError
+from lattice._refs import parse_model_ref
+from services.gateway.auth import Authenticator, Principal
+from services.gateway.authz import require_scope, require_tenant
+from services.gateway.metrics import GatewayMetrics
+from services.gateway.quotas import Admission, QuotaLimiter
+from services.gateway.routing import RouteDecision, Router
+from services.gateway.upstreams import ReplicaPool, Upstream
+
+log = logging.getLogger(__name__)
+
+SUBJECT_KEY = "x-lattice-subject"
+TENANT_KEY = "x-lattice-tenant"
+
+
+@dataclasses.dataclass(frozen=True)
+class Call:
+    """What the gateway needs from an inbound RPC besides its request."""
+
+    method: str
+    metadata: Sequence[tuple[str, str | bytes]]
+
+
+class Gateway:
+    """Authn -> authz -> quota -> routing -> upstream, for every RPC it serves."""
+
+    def __init__(
+        self,
+        *,
+        authenticator: Authenticator,
+        router: Router,
+        quotas: QuotaLimiter,
+        inference: ReplicaPool,
+        upstreams: dict[str, Upstream],
+        metrics: GatewayMetrics,
+        tracer: trace.Tracer | None = None,
+        max_shadow_in_flight: int = 32,
+    ) -> None:
+        self._authenticator = authenticator
+        self._router = router
+        self._quotas = quotas
+        self._inference = inference
+        self._upstreams = upstreams
+        self._metrics = metrics
+        self._tracer = tracer or trace.get_tracer("lattice.gateway")
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._shadow_slots = max_shadow_in_flight
+        quotas.on_usage = lambda subject, kind, used: metrics.quota_used.labels(subject, kind).set(
+            used
+        )
+        inference.on_health = lambda address, ok: metrics.upstream_healthy.labels(address).set(
+            1 if ok else 0
+        )
+        for replica in inference.replicas:
+            metrics.upstream_healthy.labels(replica.address).set(1)
+
+    # --- stages ------------------------------------------------------------------------
+
+    async def authorize(self, call: Call) -> Principal:
+        """Authenticate the caller and check the method's scope."""
+        started = time.perf_counter()
+        with self._tracer.start_as_current_span("gateway.authn") as span:
+            try:
+                principal = await self._authenticator.authenticate(call.metadata)
+            except LatticeError as exc:
+                self._reject("authn", exc)
+                span.set_attribute("lattice.auth.result", getattr(exc, "reason", "failed"))
+                raise
+            span.set_attribute("lattice.tenant", principal.tenant)
+        self._metrics.auth_seconds.observe(time.perf_counter() - started)
+        with self._tracer.start_as_current_span("gateway.authz") as span:
+            span.set_attribute("rpc.method", call.method)
+            try:
+                require_scope(principal, call.method)
+            except LatticeError as exc:
+                self._reject("authz", exc)
+                raise
+        return principal
+
+    def _route(self, principal: Principal, model: str, routing_key: str) -> RouteDecision:
+        with self._tracer.start_as_current_span("gateway.route") as span:
+            ref = parse_model_ref(model)
+            try:
+                require_tenant(principal, ref.name, self._router.policy(ref.name))
+            except LatticeError as exc:
+                self._reject("authz", exc)
+                raise
+            decision = self._router.route(ref, routing_key)
+            span.set_attribute("lattice.model", decision.target)
+            span.set_attribute("lattice.route.reason", decision.reason)
+            if decision.shadow_version:
+                span.set_attribute("lattice.route.shadow", decision.shadow_target)
+        self._metrics.routes.labels(ref.name, str(decision.version), decision.reason).inc()
+        return decision
+
+    async def _admit(self, principal: Principal, model: str) -> Admission | None:
+        with self._tracer.start_as_current_span("gateway.quota") as span:
+            try:
+                return await self._quotas.admit(principal.tenant, model)
+            except LatticeError as exc:
+                self._reject("quota", exc)
+                span.set_attribute("lattice.quota.result", exc.code.name)
+                raise
+
+    def _reject(self, stage: str, exc: LatticeError) -> None:
+        reason = getattr(exc, "reason", "") or exc.code.name.lower()
+        self._metrics.rejections.labels(stage, reason).inc()
+
+    @staticmethod
+    def _forward_metadata(principal: Principal) -> list[tuple[str, str]]:
+        return [(SUBJECT_KEY, principal.subject), (TENANT_KEY, principal.tenant)]
+
+    # --- inference ---------------------------------------------------------------------
+
+    async def invoke(self, call: Call, request: Any) -> Any:
+        """Generate or Embed: routed, quota-checked, failed over across replicas."""
+        method = call.method.rsplit("/", 1)[-1]
+        tenant, model, code = "", "", "OK"
+        try:
+            principal = await self.authorize(call)
+            tenant = principal.tenant
+            decision = self._route(principal, request.model, request.routing_key)
+            model = decision.name
+            admission = await self._admit(principal, decision.name)
+            forwarded = _with_model(request, decision.target)
+            metadata = self._forward_metadata(principal)
+            with self._tracer.start_as_current_span("gateway.upstream") as span:
+                span.set_attribute("lattice.model", decision.target)
+                response = await self._inference.unary(method, forwarded, metadata)
+            tokens = response.usage.total_tokens
+            self._charge(admission, tenant, model, tokens)
+            if decision.shadow_version:
+                self._shadow(method, _with_model(request, decision.shadow_target), metadata)
+            return response
+        except LatticeError as exc:
+            code = exc.code.name
+            raise
+        finally:
+            self._metrics.requests.labels(tenant, model, code).inc()
+
+    async def invoke_stream(self, call: Call, request: Any) -> AsyncIterator[Any]:
+        """GenerateStream: charged for the tokens actually delivered, even if cancelled."""
+        tenant, model, code = "", "", "OK"
+        admission: Admission | None = None
+        final_tokens: int | None = None
+        delivered = 0
+        try:
+            principal = await self.authorize(call)
+            tenant = principal.tenant
+            decision = self._route(principal, request.model, request.routing_key)
+            model = decision.name
+            admission = await self._admit(principal, decision.name)
+            forwarded = _with_model(request, decision.target)
+            metadata = self._forward_metadata(principal)
+            if decision.shadow_version:
+                self._shadow(
+                    "GenerateStream", _with_model(request, decision.shadow_target), metadata
+                )
+            with self._tracer.start_as_current_span("gateway.upstream") as span:
+                span.set_attribute("lattice.model", decision.target)
+                stream = self._inference.stream("GenerateStream", forwarded, metadata)
+                async with contextlib.aclosing(stream):
+                    async for message in stream:
+                        if message.HasField("usage"):
+                            final_tokens = message.usage.total_tokens
+                        elif message.delta:
+                            delivered += 1
+                        yield message
+        except LatticeError as exc:
+            code = exc.code.name
+            raise
+        except (asyncio.CancelledError, GeneratorExit):
+            code = "CANCELLED"
+            raise
+        finally:
+            self._metrics.requests.labels(tenant, model, code).inc()
+            # Without a final usage (cancelled, failed mid-stream) charge one token
+            # per delta delivered: what the caller actually received.
+            self._charge(
+                admission, tenant, model, delivered if final_tokens is None else final_tokens
+            )
+
+    def _charge(self, admission: Admission | None, tenant: str, model: str, tokens: int) -> None:
+        if tokens <= 0:
+            return
+        self._metrics.tokens.labels(tenant, model).inc(tokens)
+        if admission is not None:
+            self._spawn(self._quotas.record_tokens(admission, tokens))
+
+    def _shadow(self, method: str, request: Any, metadata: list[tuple[str, str]]) -> None:
+        """Copy the request to the shadow version; its answer and errors are dropped."""
+        if self._shadow_slots <= 0:
+            self._metrics.shadow.labels("dropped").inc()
+            return
+        self._shadow_slots -= 1
+
+        async def send() -> None:
+            try:
+                if method == "GenerateStream":
+                    stream = self._inference.stream(method, request, metadata)
+                    async with contextlib.aclosing(stream):
+                        async for _ in stream:
+                            pass
+                else:
+                    await self._inference.unary(method, request, metadata)
+                self._metrics.shadow.labels("sent").inc()
+            except Exception as exc:
+                self._metrics.shadow.labels("failed").inc()
+                log.debug("shadow request to %s failed: %s", request.model, exc)
+            finally:
+                self._shadow_slots += 1
+
+        self._spawn(send())
+
+    async def list_loaded_models(self, call: Call, request: Any) -> Any:
+        principal = await self.authorize(call)
+        return await self._inference.unary(
+            "ListLoadedModels", request, self._forward_metadata(principal)
+        )
+
+    # --- registry and trainer ----------------------------------------------------------
+
+    async def forward_unary(self, upstream: str, call: Call, request: Any) -> Any:
+        principal = await self.authorize(call)
+        method = call.method.rsplit("/", 1)[-1]
+        with self._tracer.start_as_current_span("gateway.upstream") as span:
+            span.set_attribute("rpc.method", call.method)
+            return await self._upstreams[upstream].unary(
+                method, request, self._forward_metadata(principal)
+            )
+
+    async def forward_stream(self, upstream: str, call: Call, request: Any) -> AsyncIterator[Any]:
+        principal = await self.authorize(call)
+        method = call.method.rsplit("/", 1)[-1]
+        stream = self._upstreams[upstream].stream(
+            method, request, self._forward_metadata(principal)
+        )
+        async with contextlib.aclosing(stream):
+            async for message in stream:
+                yield message
+
+    # --- lifecycle ---------------------------------------------------------------------
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def settle(self, timeout: float = 5.0) -> None:
+        """Wait for background work (token accounting, shadow copies) to finish."""
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=timeout)
+
+    async def close(self) -> None:
+        await self.settle()
+        for task in list(self._tasks):
+            task.cancel()
+        await self._inference.close()
+        for upstream in self._upstreams.values():
+            await upstream.close()
+        await self._quotas.close()
+
+
+def _with_model(request: Any, model: str) -> Any:
+    forwarded = type(request)()
+    forwarded.CopyFrom(request)
+    forwarded.model = model
+    return forwarded

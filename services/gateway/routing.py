@@ -1,0 +1,118 @@
+"""Which version serves a request, decided from the local registry view.
+
+No registry call on the hot path: the view is kept current by the Watch
+stream, and if the registry goes away the last known view keeps routing.
+`name` picks among online versions by weight (random, or a stable hash of
+the caller's `routing_key` for sticky routing); `name@alias` and
+`name:version` pin. The gateway forwards the pinned "name:version" it chose.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import random
+from collections.abc import Callable
+from typing import Protocol
+
+from lattice._errors import FailedPrecondition, NotFound, Unavailable
+from lattice._refs import ModelRef
+from lattice.v1 import registry_pb2
+
+
+class DeploymentView(Protocol):
+    """The part of `services.runtime.registry_view.RegistryView` routing reads."""
+
+    def model(self, name: str) -> registry_pb2.Model | None: ...
+    def version(self, name: str, version: int) -> registry_pb2.ModelVersion | None: ...
+    def deployment(self, name: str) -> registry_pb2.Deployment | None: ...
+    def alias(self, name: str, alias: str) -> int | None: ...
+    def policy(self, name: str) -> registry_pb2.ModelPolicy | None: ...
+
+
+@dataclasses.dataclass(frozen=True)
+class RouteDecision:
+    name: str
+    version: int
+    #: A version that gets a copy of this request (0 = none).
+    shadow_version: int = 0
+    #: "weighted", "sticky", "alias" or "version".
+    reason: str = "weighted"
+
+    @property
+    def target(self) -> str:
+        return f"{self.name}:{self.version}"
+
+    @property
+    def shadow_target(self) -> str:
+        return f"{self.name}:{self.shadow_version}" if self.shadow_version else ""
+
+
+def sticky_point(name: str, routing_key: str) -> float:
+    """A stable point in [0, 1) for (model, key): same on every replica and restart."""
+    digest = hashlib.blake2b(f"{name}\0{routing_key}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64
+
+
+class Router:
+    """Routes model references to concrete versions using a `DeploymentView`."""
+
+    def __init__(
+        self,
+        view: DeploymentView,
+        *,
+        ready: Callable[[], bool] = lambda: True,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._view = view
+        self._random = (rng or random.Random()).random
+        #: False until the view has synced once; unknown models are then UNAVAILABLE.
+        self._ready = ready
+
+    def policy(self, name: str) -> registry_pb2.ModelPolicy | None:
+        return self._view.policy(name)
+
+    def route(self, ref: ModelRef, routing_key: str = "") -> RouteDecision:
+        deployment = self._view.deployment(ref.name)
+        if self._view.model(ref.name) is None:
+            if not self._ready():
+                raise Unavailable("routing table not loaded yet (registry unreachable); retry")
+            raise NotFound(f"model {ref.name!r} not found")
+        if ref.alias:
+            version = self._view.alias(ref.name, ref.alias)
+            if version is None:
+                raise NotFound(f"alias {ref.alias!r} of model {ref.name!r} not found")
+            return self._pinned(ref.name, version, deployment, "alias")
+        if ref.version:
+            if self._view.version(ref.name, ref.version) is None:
+                raise NotFound(f"version {ref.version} of model {ref.name!r} not found")
+            return self._pinned(ref.name, ref.version, deployment, "version")
+        routes = [r for r in (deployment.routes if deployment else ()) if r.weight > 0]
+        if not routes:
+            raise FailedPrecondition(f"model {ref.name!r} is offline (no version has traffic)")
+        total = sum(r.weight for r in routes)
+        point = (sticky_point(ref.name, routing_key) if routing_key else self._random()) * total
+        chosen = routes[-1].version
+        for route in routes:
+            point -= route.weight
+            if point < 0:
+                chosen = route.version
+                break
+        return RouteDecision(
+            ref.name,
+            chosen,
+            shadow_version=deployment.shadow_version if deployment else 0,
+            reason="sticky" if routing_key else "weighted",
+        )
+
+    @staticmethod
+    def _pinned(
+        name: str, version: int, deployment: registry_pb2.Deployment | None, reason: str
+    ) -> RouteDecision:
+        online = deployment is not None and (
+            any(r.version == version for r in deployment.routes)
+            or deployment.shadow_version == version
+        )
+        if not online:
+            raise FailedPrecondition(f"version {version} of model {name!r} is not online")
+        return RouteDecision(name, version, reason=reason)

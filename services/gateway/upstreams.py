@@ -1,0 +1,229 @@
+"""Calls to the services behind the gateway: inference replicas and single upstreams.
+
+Inference replicas are a pool: least-in-flight among healthy replicas; a
+unary call that fails with UNAVAILABLE before any response is retried on
+another replica; a replica failing `consecutive_failures` times in a row is
+ejected for a while (doubling on each ejection, as Envoy's outlier
+detection does) and then let back in on probation, where one failure ejects
+it again. Streams are retried only until the first message arrives.
+
+Channels come from `services.runtime.create_channel`, which propagates the
+trace context, the request id and the caller's (shrinking) deadline. The
+pool turns off gRPC's own per-channel retries so that a retry goes to a
+different replica instead of the same dead one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any
+
+import grpc
+from grpc import aio
+from opentelemetry.sdk.trace import TracerProvider
+
+from lattice._errors import Unavailable, from_rpc_error
+from services.runtime.channels import create_channel
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class OutlierConfig:
+    consecutive_failures: int = 3
+    base_ejection_seconds: float = 5.0
+    max_ejection_seconds: float = 60.0
+    #: Never eject more than this share of the pool (at least one stays in).
+    max_ejected_fraction: float = 0.5
+
+
+class Replica:
+    """One inference replica and its health bookkeeping."""
+
+    def __init__(self, address: str, channel: aio.Channel, stub: Any) -> None:
+        self.address = address
+        self.channel = channel
+        self.stub = stub
+        self.in_flight = 0
+        self.consecutive_failures = 0
+        self.ejections = 0
+        self.ejected_until = float("-inf")
+
+    def ejected(self, now: float) -> bool:
+        return now < self.ejected_until
+
+
+class ReplicaPool:
+    """A set of replicas of one service, with failover and outlier detection."""
+
+    def __init__(
+        self,
+        addresses: Sequence[str],
+        stub_type: Callable[[aio.Channel], Any],
+        *,
+        credentials: grpc.ChannelCredentials | None = None,
+        tracer_provider: TracerProvider | None = None,
+        outlier: OutlierConfig | None = None,
+        max_attempts: int = 3,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if not addresses:
+            raise ValueError("at least one upstream address is required")
+        self._outlier = outlier or OutlierConfig()
+        self._max_attempts = max_attempts
+        self._clock = clock
+        self._turn = itertools.count()
+        self.replicas = []
+        for address in addresses:
+            channel = create_channel(
+                address, credentials=credentials, retries=1, tracer_provider=tracer_provider
+            )
+            self.replicas.append(Replica(address, channel, stub_type(channel)))
+        #: Called with (address, healthy) whenever a replica is ejected or restored.
+        self.on_health: Callable[[str, bool], None] = lambda *_: None
+
+    def candidates(self) -> list[Replica]:
+        """Replicas to try, best first: healthy ones by fewest in flight, round-robin ties."""
+        now = self._clock()
+        start = next(self._turn) % len(self.replicas)
+        rotated = self.replicas[start:] + self.replicas[:start]
+        healthy = [r for r in rotated if not r.ejected(now)]
+        if not healthy:  # everything ejected: try them anyway rather than fail outright
+            healthy = sorted(rotated, key=lambda r: r.ejected_until)
+        healthy.sort(key=lambda r: r.in_flight)
+        return healthy[: self._max_attempts]
+
+    def _succeeded(self, replica: Replica) -> None:
+        if replica.consecutive_failures or replica.ejections:
+            if replica.ejections:
+                self.on_health(replica.address, True)
+            replica.consecutive_failures = 0
+            replica.ejections = 0
+
+    def _failed(self, replica: Replica) -> None:
+        replica.consecutive_failures += 1
+        outlier = self._outlier
+        if replica.consecutive_failures < outlier.consecutive_failures:
+            return
+        now = self._clock()
+        if replica.ejected(now):
+            return
+        ejected = sum(1 for r in self.replicas if r.ejected(now))
+        if ejected + 1 > max(1, int(len(self.replicas) * outlier.max_ejected_fraction)):
+            return
+        if len(self.replicas) == 1:
+            return
+        replica.ejections += 1
+        seconds = min(
+            outlier.base_ejection_seconds * 2 ** (replica.ejections - 1),
+            outlier.max_ejection_seconds,
+        )
+        replica.ejected_until = now + seconds
+        # On probation after the ejection: the next failure ejects it again.
+        replica.consecutive_failures = outlier.consecutive_failures - 1
+        log.warning("ejecting upstream %s for %.1fs", replica.address, seconds)
+        self.on_health(replica.address, False)
+
+    async def unary(self, method: str, request: Any, metadata: Sequence[tuple[str, str]]) -> Any:
+        """Call `method`, failing over to another replica on UNAVAILABLE."""
+        last: aio.AioRpcError | None = None
+        for replica in self.candidates():
+            replica.in_flight += 1
+            try:
+                response = await getattr(replica.stub, method)(request, metadata=metadata)
+            except aio.AioRpcError as exc:
+                if exc.code() != grpc.StatusCode.UNAVAILABLE:
+                    self._succeeded(replica)  # it answered; the answer is the caller's
+                    raise from_rpc_error(exc) from None
+                self._failed(replica)
+                last = exc
+                continue
+            finally:
+                replica.in_flight -= 1
+            self._succeeded(replica)
+            return response
+        raise _unavailable(last)
+
+    async def stream(
+        self, method: str, request: Any, metadata: Sequence[tuple[str, str]]
+    ) -> AsyncIterator[Any]:
+        """Stream `method`; fails over only until the first message has arrived."""
+        last: aio.AioRpcError | None = None
+        for replica in self.candidates():
+            call = getattr(replica.stub, method)(request, metadata=metadata)
+            replica.in_flight += 1
+            try:
+                try:
+                    first = await call.read()
+                except aio.AioRpcError as exc:
+                    if exc.code() != grpc.StatusCode.UNAVAILABLE:
+                        self._succeeded(replica)
+                        raise from_rpc_error(exc) from None
+                    self._failed(replica)
+                    last = exc
+                    continue
+                self._succeeded(replica)
+                message = first
+                while message is not aio.EOF:
+                    yield message
+                    try:
+                        message = await call.read()
+                    except aio.AioRpcError as exc:
+                        raise from_rpc_error(exc) from None
+                return
+            finally:
+                replica.in_flight -= 1
+                call.cancel()
+        raise _unavailable(last)
+
+    async def close(self) -> None:
+        for replica in self.replicas:
+            await replica.channel.close()
+
+
+def _unavailable(last: aio.AioRpcError | None) -> Unavailable:
+    detail = f": {last.details()}" if last is not None and last.details() else ""
+    return Unavailable(f"no inference replica could serve the request{detail}")
+
+
+class Upstream:
+    """A single upstream service (registry or trainer): plain forwarding."""
+
+    def __init__(
+        self,
+        address: str,
+        stub_type: Callable[[aio.Channel], Any],
+        *,
+        credentials: grpc.ChannelCredentials | None = None,
+        tracer_provider: TracerProvider | None = None,
+    ) -> None:
+        self.address = address
+        self.channel = create_channel(
+            address, credentials=credentials, tracer_provider=tracer_provider
+        )
+        self._stub = stub_type(self.channel)
+
+    async def unary(self, method: str, request: Any, metadata: Sequence[tuple[str, str]]) -> Any:
+        try:
+            return await getattr(self._stub, method)(request, metadata=metadata)
+        except aio.AioRpcError as exc:
+            raise from_rpc_error(exc) from None
+
+    async def stream(
+        self, method: str, request: Any, metadata: Sequence[tuple[str, str]]
+    ) -> AsyncIterator[Any]:
+        call = getattr(self._stub, method)(request, metadata=metadata)
+        try:
+            while (message := await call.read()) is not aio.EOF:
+                yield message
+        except aio.AioRpcError as exc:
+            raise from_rpc_error(exc) from None
+        finally:
+            call.cancel()
+
+    async def close(self) -> None:
+        await self.channel.close()

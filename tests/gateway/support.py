@@ -1,0 +1,293 @@
+"""Real servers for gateway tests: a registry, inference replicas and gateways on port 0.
+
+`EchoInference` is a small, real gRPC InferenceService (not a mock): it
+answers Generate/Embed/GenerateStream deterministically, with usage, and
+records what reached it (metadata, remaining deadline) so tests can check
+what the gateway forwarded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import jwt
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from grpc import aio
+
+from lattice._tokens import mint_dev_token
+from lattice.v1 import (
+    common_pb2,
+    inference_pb2,
+    inference_pb2_grpc,
+    registry_pb2,
+    registry_pb2_grpc,
+)
+from services.gateway.server import GatewaySettings, build_server
+from services.registry.server import RegistrySettings
+from services.registry.server import build_server as build_registry
+from services.runtime import LatticeServer, ServerSettings, Service
+
+SECRET = "test-dev-secret-0123456789abcdef-0123"
+TRITON = common_pb2.ARTIFACT_FORMAT_TRITON
+ALL = ("inference:invoke", "registry:read", "registry:write", "trainer:read", "trainer:submit")
+
+
+def token(tenant: str = "acme", scopes=("inference:invoke",), **kwargs: Any) -> str:
+    return mint_dev_token(SECRET, tenant=tenant, scopes=scopes, **kwargs)
+
+
+def bearer(value: str) -> list[tuple[str, str]]:
+    return [("authorization", f"Bearer {value}")]
+
+
+def claims(**overrides: Any) -> dict[str, Any]:
+    now = int(time.time())
+    base = {
+        "iss": "lattice",
+        "aud": "lattice",
+        "sub": "u1",
+        "tenant": "acme",
+        "scope": "inference:invoke",
+        "iat": now,
+        "exp": now + 300,
+    }
+    base.update(overrides)
+    return {k: v for k, v in base.items() if v is not None}
+
+
+@dataclasses.dataclass
+class SigningKeys:
+    """An RSA and an EC key pair, and a JWKS file publishing their public halves."""
+
+    rsa: rsa.RSAPrivateKey
+    ec: ec.EllipticCurvePrivateKey
+    jwks_path: Path
+
+    @classmethod
+    def create(cls, directory: Path) -> SigningKeys:
+        keys = cls(
+            rsa.generate_private_key(public_exponent=65537, key_size=2048),
+            ec.generate_private_key(ec.SECP256R1()),
+            directory / "jwks.json",
+        )
+        keys.publish("rsa-1", "ec-1")
+        return keys
+
+    def jwk(self, kid: str) -> dict[str, Any]:
+        if kid.startswith("rsa"):
+            data = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(self.rsa.public_key()))
+            data["alg"] = "RS256"
+        else:
+            data = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(self.ec.public_key()))
+            data["alg"] = "ES256"
+        data.update(kid=kid, use="sig")
+        return data
+
+    def publish(self, *kids: str) -> None:
+        self.jwks_path.write_text(json.dumps({"keys": [self.jwk(k) for k in kids]}))
+
+    def sign(self, payload: dict[str, Any], kid: str = "rsa-1") -> str:
+        if kid.startswith("rsa"):
+            return jwt.encode(payload, self.rsa, algorithm="RS256", headers={"kid": kid})
+        return jwt.encode(payload, self.ec, algorithm="ES256", headers={"kid": kid})
+
+
+class EchoInference(inference_pb2_grpc.InferenceServiceServicer):
+    """A real, deterministic InferenceService for gateway tests."""
+
+    def __init__(self, name: str, *, stream_delay: float = 0.0) -> None:
+        self.name = name
+        self.stream_delay = stream_delay
+        self.requests: list[Any] = []
+        self.metadata: list[dict[str, str]] = []
+        self.remaining: list[float | None] = []
+        self.stream_sent = 0
+        self.stream_cancelled = asyncio.Event()
+
+    def _record(self, request: Any, context: aio.ServicerContext) -> tuple[str, int]:
+        self.requests.append(request)
+        self.metadata.append(dict(context.invocation_metadata() or ()))
+        self.remaining.append(context.time_remaining())
+        name, _, version = request.model.partition(":")
+        return name, int(version or 0)
+
+    async def Generate(self, request, context):
+        name, version = self._record(request, context)
+        completion = max(1, len(request.prompt.split()))
+        return inference_pb2.GenerateResponse(
+            text=f"{self.name}:{request.prompt}",
+            model_name=name,
+            model_version=version,
+            finish_reason=inference_pb2.FINISH_REASON_LENGTH,
+            usage=common_pb2.Usage(
+                prompt_tokens=completion, completion_tokens=completion, total_tokens=2 * completion
+            ),
+        )
+
+    async def GenerateStream(self, request, context):
+        name, version = self._record(request, context)
+        count = request.parameters.max_new_tokens or 4
+        try:
+            for index in range(count):
+                first = index == 0
+                yield inference_pb2.GenerateStreamResponse(
+                    delta=f"t{index} ",
+                    index=index,
+                    model_name=name if first else "",
+                    model_version=version if first else 0,
+                )
+                self.stream_sent += 1
+                if self.stream_delay:
+                    await asyncio.sleep(self.stream_delay)
+        except asyncio.CancelledError:
+            self.stream_cancelled.set()
+            raise
+        yield inference_pb2.GenerateStreamResponse(
+            index=count,
+            finish_reason=inference_pb2.FINISH_REASON_LENGTH,
+            usage=common_pb2.Usage(
+                prompt_tokens=2, completion_tokens=count, total_tokens=count + 2
+            ),
+        )
+
+    async def Embed(self, request, context):
+        name, version = self._record(request, context)
+        return inference_pb2.EmbedResponse(
+            embeddings=[inference_pb2.Embedding(values=[float(len(t))]) for t in request.inputs],
+            model_name=name,
+            model_version=version,
+            usage=common_pb2.Usage(
+                prompt_tokens=len(request.inputs), total_tokens=len(request.inputs)
+            ),
+        )
+
+    async def ListLoadedModels(self, request, context):
+        return inference_pb2.ListLoadedModelsResponse(registry_revision=7)
+
+
+async def start_echo(name: str, **kwargs: Any) -> tuple[LatticeServer, EchoInference]:
+    servicer = EchoInference(name, **kwargs)
+    server = LatticeServer(
+        [
+            Service(
+                servicer,
+                inference_pb2_grpc.add_InferenceServiceServicer_to_server,
+                inference_pb2.DESCRIPTOR.services_by_name["InferenceService"],
+            )
+        ],
+        ServerSettings(port=0, log_json=False, grace_seconds=0.1),
+    )
+    await server.start()
+    return server, servicer
+
+
+class Stack:
+    """Registry + inference replicas + gateways, all real, all on loopback port 0."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.registry: LatticeServer | None = None
+        self.inference: list[tuple[LatticeServer, EchoInference]] = []
+        self.gateways: list[LatticeServer] = []
+        self.channels: list[aio.Channel] = []
+        self.keys: SigningKeys | None = None
+
+    async def start_registry(self) -> registry_pb2_grpc.ModelRegistryServiceStub:
+        self.registry = await build_registry(
+            RegistrySettings(port=0, data_dir=self.tmp / "reg", grace_seconds=0.1, log_json=False)
+        )
+        await self.registry.start()
+        channel = self.channel(self.registry.address)
+        self.registry_stub = registry_pb2_grpc.ModelRegistryServiceStub(channel)
+        return self.registry_stub
+
+    async def model(
+        self,
+        name: str,
+        versions: int,
+        routes: list[tuple[int, int]],
+        *,
+        shadow: int = 0,
+        tenants: tuple[str, ...] = (),
+    ) -> None:
+        stub = self.registry_stub
+        await stub.CreateModel(
+            registry_pb2.CreateModelRequest(
+                model=registry_pb2.Model(name=name, task=common_pb2.MODEL_TASK_TEXT_GENERATION)
+            )
+        )
+        for v in range(1, versions + 1):
+            await stub.CreateVersion(
+                registry_pb2.CreateVersionRequest(
+                    model_name=name, artifact_uri=f"triton://127.0.0.1:1/{name}-{v}", format=TRITON
+                )
+            )
+        if tenants:
+            await stub.SetPolicy(
+                registry_pb2.SetPolicyRequest(
+                    policy=registry_pb2.ModelPolicy(model_name=name, allowed_tenants=tenants)
+                )
+            )
+        await stub.UpdateDeployment(
+            registry_pb2.UpdateDeploymentRequest(
+                model_name=name,
+                routes=[registry_pb2.Route(version=v, weight=w) for v, w in routes],
+                shadow_version=shadow,
+            )
+        )
+
+    async def start_inference(self, count: int = 1, **kwargs: Any) -> list[EchoInference]:
+        for i in range(count):
+            self.inference.append(await start_echo(f"replica{len(self.inference) + i}", **kwargs))
+        return [servicer for _, servicer in self.inference]
+
+    def settings(self, **overrides: Any) -> GatewaySettings:
+        values: dict[str, Any] = {
+            "port": 0,
+            "log_json": False,
+            "grace_seconds": 0.1,
+            "registry_address": self.registry.address if self.registry else "127.0.0.1:1",
+            "inference_addresses": tuple(s.address for s, _ in self.inference),
+            "trainer_address": "127.0.0.1:1",
+            "dev_jwt_secret": SECRET,
+            "registry_sync_timeout": 5.0,
+        }
+        values.update(overrides)
+        return GatewaySettings(**values)
+
+    async def start_gateway(self, **overrides: Any) -> LatticeServer:
+        gateway = await build_server(self.settings(**overrides))
+        await gateway.start()
+        self.gateways.append(gateway)
+        return gateway
+
+    def channel(self, address: str) -> aio.Channel:
+        channel = aio.insecure_channel(address)
+        self.channels.append(channel)
+        return channel
+
+    def inference_stub(self, gateway: LatticeServer) -> inference_pb2_grpc.InferenceServiceStub:
+        return inference_pb2_grpc.InferenceServiceStub(self.channel(gateway.address))
+
+    async def wait_view(self, gateway: LatticeServer, revision_at_least: int = 0) -> None:
+        """Wait until the gateway's registry view has caught up with the registry."""
+        view = gateway.gateway._router._view  # type: ignore[attr-defined]
+        for _ in range(250):
+            if view.revision >= revision_at_least:
+                return
+            await asyncio.sleep(0.02)
+
+    async def close(self) -> None:
+        for channel in self.channels:
+            await channel.close()
+        for server in self.gateways:
+            await server.stop(0)
+        for server, _ in self.inference:
+            await server.stop(0)
+        if self.registry is not None:
+            await self.registry.stop(0)
