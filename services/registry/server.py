@@ -32,6 +32,24 @@ class RegistrySettings(ServerSettings):
     sqlite_synchronous: str = "FULL"
 
 
+class RegistryServer(LatticeServer):
+    """A LatticeServer that ends Watch streams when it starts draining.
+
+    Watch streams never finish on their own, so without this every drain
+    would wait out its whole grace period; ended cleanly, subscribers
+    reconnect (to another replica, or to this one once it is back).
+    """
+
+    def __init__(self, *args, registry_domain: Registry, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.registry = registry_domain
+
+    async def set_serving(self, serving: bool) -> None:
+        await super().set_serving(serving)
+        if not serving:
+            self.registry.hub.close()
+
+
 async def build_server(
     settings: RegistrySettings, *, tracer_provider: TracerProvider | None = None
 ) -> LatticeServer:
@@ -58,8 +76,12 @@ async def build_server(
         registry_pb2_grpc.add_ModelRegistryServiceServicer_to_server,
         registry_pb2.DESCRIPTOR.services_by_name["ModelRegistryService"],
     )
-    server = LatticeServer(
-        [service], settings, tracer_provider=tracer_provider, registry=metrics_registry
+    server = RegistryServer(
+        [service],
+        settings,
+        tracer_provider=tracer_provider,
+        registry=metrics_registry,
+        registry_domain=registry,
     )
     server.on_stop(registry.close)
     return server
