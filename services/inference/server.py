@@ -1,4 +1,5 @@
-"""Wires the inference service: settings, servicer, server."""
+"""Wires the inference service: settings, registry view, model manager,
+cache, engine, servicer, server."""
 
 from __future__ import annotations
 
@@ -6,28 +7,125 @@ import dataclasses
 from collections.abc import Sequence
 
 from opentelemetry.sdk.trace import TracerProvider
+from prometheus_client import CollectorRegistry
 
-from lattice.v1 import inference_pb2, inference_pb2_grpc
-from services.runtime import LatticeServer, ServerSettings, Service
+from lattice.v1 import common_pb2, inference_pb2, inference_pb2_grpc
+from services.inference.backends import BackendFactory, LoadSpec
+from services.inference.cache import ResponseCache
+from services.inference.engine import InferenceEngine
+from services.inference.fetch import ArtifactFetcher
+from services.inference.manager import ModelManager
+from services.inference.metrics import InferenceMetrics
+from services.inference.requests import Limits
+from services.inference.servicer import InferenceServicer
+from services.inference.transformers_backend import TransformersBackend
+from services.runtime import LatticeServer, ServerSettings, Service, create_channel
 from services.runtime.entrypoint import run_service
+from services.runtime.registry_view import RegistryView
 
 
 @dataclasses.dataclass(frozen=True)
 class InferenceSettings(ServerSettings):
     port: int = 50053
+    #: The registry to watch and download artifacts from.
+    registry_address: str = "127.0.0.1:50052"
+    #: Redis for the response cache, e.g. redis://127.0.0.1:6379/0; empty = no cache.
+    redis_url: str = ""
+    cache_ttl_seconds: int = 3600
+    #: Redis calls slower than this are abandoned and the request is served uncached.
+    cache_timeout_ms: float = 50.0
+    #: After a Redis failure, skip Redis for this long before trying again.
+    cache_retry_seconds: float = 1.0
+    #: Micro-batching: most rows (texts) per batch, and longest wait for a batch to fill.
+    max_batch_size: int = 32
+    max_batch_wait_ms: float = 5.0
+    #: "auto" (CUDA when present, else CPU), "cpu", "cuda", "cuda:1" ...
+    device: str = "auto"
+    #: Worker threads per loaded local model.
+    backend_threads: int = 4
+    default_max_new_tokens: int = 64
+    #: Hard ceiling on max_new_tokens; a model's policy may set a lower one.
+    max_new_tokens_limit: int = 4096
+    #: How long a request waits for its version to finish loading.
+    load_wait_seconds: float = 30.0
+    #: How long an offline version may take to finish its in-flight requests.
+    drain_timeout_seconds: float = 60.0
+    #: Triton (KServe v2 gRPC) address for TRITON-format versions without one.
+    triton_url: str = ""
+
+
+def backend_factories(settings: InferenceSettings) -> dict[int, BackendFactory]:
+    """Which backend serves which artifact format."""
+
+    def transformers(spec: LoadSpec) -> TransformersBackend:
+        return TransformersBackend(
+            spec, max_batch_size=settings.max_batch_size, threads=settings.backend_threads
+        )
+
+    return {common_pb2.ARTIFACT_FORMAT_TRANSFORMERS: transformers}
 
 
 async def build_server(
     settings: InferenceSettings, *, tracer_provider: TracerProvider | None = None
 ) -> LatticeServer:
-    # Until the inference lands, every RPC answers UNIMPLEMENTED.
-    servicer = inference_pb2_grpc.InferenceServiceServicer()
+    registry = CollectorRegistry()
+    metrics = InferenceMetrics(registry)
+    view = RegistryView(settings.registry_address, tracer_provider=tracer_provider)
+    channel = create_channel(settings.registry_address, tracer_provider=tracer_provider)
+    fetcher = ArtifactFetcher(channel, settings.data_dir / "inference" / "artifacts")
+    manager = ModelManager(
+        view,
+        fetcher,
+        backend_factories(settings),
+        device=settings.device,
+        max_batch_size=settings.max_batch_size,
+        max_batch_wait=settings.max_batch_wait_ms / 1000,
+        drain_timeout=settings.drain_timeout_seconds,
+        batch_observer=metrics.batch_observer,
+    )
+    metrics.watch_versions(registry, manager.versions)
+    cache = None
+    if settings.redis_url:
+        cache = ResponseCache(
+            settings.redis_url,
+            ttl_seconds=settings.cache_ttl_seconds,
+            timeout=settings.cache_timeout_ms / 1000,
+            retry_interval=settings.cache_retry_seconds,
+            observer=metrics,
+            tracer_provider=tracer_provider,
+        )
+    limits = Limits(
+        default_max_new_tokens=settings.default_max_new_tokens,
+        max_new_tokens=settings.max_new_tokens_limit,
+        max_batch_size=settings.max_batch_size,
+    )
+    engine = InferenceEngine(
+        manager,
+        view,
+        limits=limits,
+        cache=cache,
+        metrics=metrics,
+        tracer_provider=tracer_provider,
+        load_wait=settings.load_wait_seconds,
+    )
     service = Service(
-        servicer,
+        InferenceServicer(engine, manager, view),
         inference_pb2_grpc.add_InferenceServiceServicer_to_server,
         inference_pb2.DESCRIPTOR.services_by_name["InferenceService"],
     )
-    return LatticeServer([service], settings, tracer_provider=tracer_provider)
+    server = LatticeServer([service], settings, tracer_provider=tracer_provider, registry=registry)
+    await view.start()
+    await manager.start()
+
+    async def close() -> None:
+        await manager.stop()
+        await view.stop()
+        if cache is not None:
+            await cache.close()
+        await channel.close()
+
+    server.on_stop(close)
+    return server
 
 
 def main(argv: Sequence[str] | None = None) -> None:

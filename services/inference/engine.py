@@ -1,0 +1,419 @@
+"""The inference data plane, free of gRPC: validate -> route -> policy ->
+cache / single-flight -> batcher or backend -> result.
+
+Order matters: validation and policy come before the cache, so a cached
+answer never bypasses a limit; the version is leased before anything awaits,
+so a draining version finishes exactly the requests it accepted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+
+from lattice._errors import InvalidArgument
+from lattice._refs import ModelRef, parse_model_ref
+from services.inference.backends import (
+    Backend,
+    EmbeddingResult,
+    FinishReason,
+    GenerationParams,
+    GenerationResult,
+    StreamChunk,
+)
+from services.inference.cache import ResponseCache, SingleFlight, cache_key
+from services.inference.manager import ModelManager
+from services.inference.metrics import InferenceMetrics
+from services.inference.requests import (
+    EmbedCall,
+    GenerateCall,
+    Limits,
+    canonical_embedding,
+    canonical_generation,
+    validate_embed,
+    validate_generate,
+)
+from services.inference.serving import EmbedItem, ServingVersion
+from services.runtime.context import remaining_time
+from services.runtime.registry_view import RegistryView
+
+GENERATE_OP = "text_completion"
+EMBED_OP = "embeddings"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class GenerateOutcome:
+    model_name: str
+    version: int
+    result: GenerationResult
+    cached: bool
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class StreamPart:
+    """One streamed message: the chunk plus who served it."""
+
+    index: int
+    chunk: StreamChunk
+    model_name: str
+    version: int
+    cached: bool
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class EmbedOutcome:
+    model_name: str
+    version: int
+    result: EmbeddingResult
+    cached: bool
+
+
+def _encode_generation(result: GenerationResult) -> bytes:
+    return json.dumps(
+        {
+            "text": result.text,
+            "prompt_tokens": result.prompt_tokens,
+            "completion_tokens": result.completion_tokens,
+            "finish_reason": result.finish_reason.value,
+        },
+        ensure_ascii=False,
+    ).encode()
+
+
+def _decode_generation(raw: bytes) -> GenerationResult:
+    data = json.loads(raw)
+    return GenerationResult(
+        text=data["text"],
+        prompt_tokens=data["prompt_tokens"],
+        completion_tokens=data["completion_tokens"],
+        finish_reason=FinishReason(data["finish_reason"]),
+    )
+
+
+def _encode_embedding(result: EmbeddingResult) -> bytes:
+    return json.dumps({"vectors": result.vectors, "token_counts": result.token_counts}).encode()
+
+
+def _decode_embedding(raw: bytes) -> EmbeddingResult:
+    data = json.loads(raw)
+    return EmbeddingResult(vectors=data["vectors"], token_counts=data["token_counts"])
+
+
+def _replay(entry: ServingVersion, result: GenerationResult) -> list[StreamPart]:
+    """A cached answer as a stream: all its text, then the closing message."""
+    last = StreamChunk(
+        "",
+        finish_reason=result.finish_reason,
+        prompt_tokens=result.prompt_tokens,
+        completion_tokens=result.completion_tokens,
+    )
+    return [
+        StreamPart(0, StreamChunk(result.text), entry.name, entry.version, True),
+        StreamPart(1, last, entry.name, entry.version, True),
+    ]
+
+
+class _StreamRecorder:
+    """Collects a live stream's text and timing for the cache and metrics."""
+
+    def __init__(self, started: float) -> None:
+        self._started = started
+        self._parts: list[str] = []
+        self._final: StreamChunk | None = None
+        self._first_at: float | None = None
+        self.index = -1
+
+    def add(self, chunk: StreamChunk) -> bool:
+        """Record a chunk; True when it is the first one carrying a token."""
+        self.index += 1
+        self._parts.append(chunk.delta)
+        if chunk.last:
+            self._final = chunk
+        if self._first_at is None and (chunk.delta or chunk.last):
+            self._first_at = time.perf_counter()
+            return True
+        return False
+
+    @property
+    def ttft(self) -> float:
+        return (self._first_at or self._started) - self._started
+
+    def since_first_token(self) -> float:
+        return time.perf_counter() - (self._first_at or self._started)
+
+    def result(self) -> GenerationResult | None:
+        final = self._final
+        if final is None or final.finish_reason is None:
+            return None
+        return GenerationResult(
+            "".join(self._parts), final.prompt_tokens, final.completion_tokens, final.finish_reason
+        )
+
+
+class InferenceEngine:
+    """Serves Generate, GenerateStream and Embed against the model manager."""
+
+    def __init__(
+        self,
+        manager: ModelManager,
+        view: RegistryView,
+        *,
+        limits: Limits,
+        cache: ResponseCache | None = None,
+        metrics: InferenceMetrics | None = None,
+        tracer_provider: TracerProvider | None = None,
+        load_wait: float = 30.0,
+    ) -> None:
+        self._manager = manager
+        self._view = view
+        self._limits = limits
+        self._cache = cache
+        self._metrics = metrics
+        self._flights = SingleFlight(metrics)
+        self._tracer = trace.get_tracer(__name__, tracer_provider=tracer_provider)
+        self._load_wait = load_wait
+
+    # -- routing and policy ---------------------------------------------------
+
+    async def _pick(self, ref: ModelRef, routing_key: str) -> ServingVersion:
+        wait = self._load_wait
+        left = remaining_time()
+        if left is not None:
+            wait = max(0.0, min(wait, left))
+        return await self._manager.pick(ref, routing_key, timeout=wait)
+
+    def _policy_limits(self, entry: ServingVersion) -> tuple[int, int]:
+        """(max_new_tokens, max_prompt_tokens) for the model; 0 = no ceiling."""
+        policy = self._view.policy(entry.name)
+        max_new = policy.max_new_tokens if policy is not None else 0
+        max_prompt = policy.max_prompt_tokens if policy is not None else 0
+        return max_new, max_prompt or (entry.info.context_length or 0)
+
+    def _check_prompt(
+        self, entry: ServingVersion, backend: Backend, field: str, text: str, limit: int
+    ) -> int | None:
+        if not limit:
+            return None
+        count = backend.count_tokens(text)
+        if count is not None and count > limit:
+            raise InvalidArgument(
+                field,
+                f"{count} tokens exceeds the limit max_prompt_tokens={limit} "
+                f"of model {entry.name!r}",
+            )
+        return count
+
+    def _generation_params(
+        self, call: GenerateCall, entry: ServingVersion, backend: Backend, params: GenerationParams
+    ) -> GenerationParams:
+        max_new, max_prompt = self._policy_limits(entry)
+        if max_new and params.max_new_tokens > max_new:
+            if call.max_new_tokens:
+                raise InvalidArgument(
+                    "parameters.max_new_tokens",
+                    f"{call.max_new_tokens} exceeds the limit max_new_tokens={max_new} "
+                    f"of model {entry.name!r}",
+                )
+            params = dataclasses.replace(params, max_new_tokens=max_new)  # default too high
+        self._check_prompt(entry, backend, "prompt", call.prompt, max_prompt)
+        return params
+
+    # -- cache ----------------------------------------------------------------
+
+    async def _through_cache(
+        self,
+        key: str,
+        compute: Callable[[], Awaitable[Any]],
+        encode: Callable[[Any], bytes],
+        decode: Callable[[bytes], Any],
+    ) -> tuple[Any, bool]:
+        """(result, cached): Redis first, then one shared computation."""
+        cache = self._cache
+
+        async def lookup_or_compute() -> tuple[Any, bool]:
+            if cache is not None:
+                raw = await cache.get(key)
+                if raw is not None:
+                    return decode(raw), True
+            result = await compute()
+            if cache is not None:
+                await cache.set(key, encode(result))
+            return result, False
+
+        outcome, _shared = await self._flights.do(key, lookup_or_compute)
+        return outcome
+
+    def _count_call(self, operation: str) -> None:
+        if self._metrics is not None:
+            self._metrics.backend_calls.labels(operation).inc()
+
+    @contextlib.contextmanager
+    def _observe(self, operation: str, model: str):
+        start = time.perf_counter()
+        error = ""
+        try:
+            yield
+        except BaseException as exc:
+            error = type(exc).__name__
+            raise
+        finally:
+            if self._metrics is not None:
+                self._metrics.request_duration.labels(operation, model, error).observe(
+                    time.perf_counter() - start
+                )
+
+    def _observe_tokens(self, operation: str, model: str, prompt: int, completion: int) -> None:
+        if self._metrics is None:
+            return
+        usage = self._metrics.token_usage
+        usage.labels(operation, model, "input").observe(prompt)
+        if operation == GENERATE_OP:
+            usage.labels(operation, model, "output").observe(completion)
+
+    # -- Generate -------------------------------------------------------------
+
+    async def generate(self, call: GenerateCall) -> GenerateOutcome:
+        params = validate_generate(call, self._limits)
+        ref = parse_model_ref(call.model)
+        with (
+            self._observe(GENERATE_OP, ref.name),
+            self._tracer.start_as_current_span("inference.generate") as span,
+        ):
+            entry = await self._pick(ref, call.routing_key)
+            span.set_attribute("gen_ai.response.model", entry.label)
+            with entry.lease() as backend:
+                params = self._generation_params(call, entry, backend, params)
+
+                async def compute() -> GenerationResult:
+                    self._count_call(GENERATE_OP)
+                    with self._tracer.start_as_current_span("inference.backend.generate"):
+                        return await backend.generate(call.prompt, params)
+
+                if params.deterministic and not call.skip_cache:
+                    key = cache_key(entry.digest, canonical_generation(call.prompt, params))
+                    result, cached = await self._through_cache(
+                        key, compute, _encode_generation, _decode_generation
+                    )
+                else:
+                    result, cached = await compute(), False
+            span.set_attribute("lattice.cached", cached)
+            self._observe_tokens(
+                GENERATE_OP, ref.name, result.prompt_tokens, result.completion_tokens
+            )
+            return GenerateOutcome(entry.name, entry.version, result, cached)
+
+    # -- GenerateStream -------------------------------------------------------
+
+    async def stream(self, call: GenerateCall) -> AsyncIterator[StreamPart]:
+        """Stream parts; the caller must close the iterator (aclosing) so that
+        an abandoned stream stops the model at once."""
+        params = validate_generate(call, self._limits)
+        ref = parse_model_ref(call.model)
+        started = time.perf_counter()
+        with (
+            self._observe(GENERATE_OP, ref.name),
+            self._tracer.start_as_current_span("inference.generate_stream") as span,
+        ):
+            entry = await self._pick(ref, call.routing_key)
+            span.set_attribute("gen_ai.response.model", entry.label)
+            with entry.lease() as backend:
+                params = self._generation_params(call, entry, backend, params)
+                key = ""
+                if params.deterministic and not call.skip_cache and self._cache is not None:
+                    key = cache_key(entry.digest, canonical_generation(call.prompt, params))
+                    raw = await self._cache.get(key)
+                    if raw is not None:
+                        span.set_attribute("lattice.cached", True)
+                        for part in _replay(entry, _decode_generation(raw)):
+                            yield part
+                        return
+                self._count_call(GENERATE_OP)
+                recorder = _StreamRecorder(started)
+                with self._tracer.start_as_current_span("inference.backend.stream"):
+                    async with contextlib.aclosing(backend.stream(call.prompt, params)) as chunks:
+                        async for chunk in chunks:
+                            if recorder.add(chunk):
+                                self._observe_first_token(ref.name, recorder.ttft)
+                            yield StreamPart(
+                                recorder.index, chunk, entry.name, entry.version, False
+                            )
+            result = recorder.result()
+            if result is None:
+                return  # ended without a last chunk: nothing to record
+            self._finish_stream(ref.name, result, recorder)
+            if (
+                key
+                and self._cache is not None
+                and result.finish_reason is not FinishReason.CANCELLED
+            ):
+                await self._cache.set(key, _encode_generation(result))
+
+    def _observe_first_token(self, model: str, seconds: float) -> None:
+        if self._metrics is not None:
+            self._metrics.time_to_first_token.labels(model).observe(seconds)
+
+    def _finish_stream(
+        self, model: str, result: GenerationResult, recorder: _StreamRecorder
+    ) -> None:
+        self._observe_tokens(GENERATE_OP, model, result.prompt_tokens, result.completion_tokens)
+        if self._metrics is not None and result.completion_tokens > 1:
+            per_token = recorder.since_first_token() / (result.completion_tokens - 1)
+            self._metrics.time_per_output_token.labels(model).observe(per_token)
+
+    # -- Embed ------------------------------------------------------------------
+
+    async def embed(self, call: EmbedCall) -> EmbedOutcome:
+        validate_embed(call, self._limits)
+        ref = parse_model_ref(call.model)
+        with (
+            self._observe(EMBED_OP, ref.name),
+            self._tracer.start_as_current_span("inference.embed") as span,
+        ):
+            entry = await self._pick(ref, call.routing_key)
+            span.set_attribute("gen_ai.response.model", entry.label)
+            with entry.lease() as backend:
+                policy = self._view.policy(entry.name)
+                limit = policy.max_prompt_tokens if policy is not None else 0
+                for i, text in enumerate(call.inputs):
+                    self._check_prompt(entry, backend, f"inputs[{i}]", text, limit)
+                batcher = entry.embed_batcher
+
+                async def compute() -> EmbeddingResult:
+                    self._count_call(EMBED_OP)
+                    if batcher is not None:
+                        return await batcher.submit(EmbedItem(call.inputs, call.normalize))
+                    with self._tracer.start_as_current_span("inference.backend.embed"):
+                        return await backend.embed(call.inputs, normalize=call.normalize)
+
+                if not call.skip_cache:
+                    key = cache_key(entry.digest, canonical_embedding(call.inputs, call.normalize))
+                    result, cached = await self._through_cache(
+                        key, compute, _encode_embedding, _decode_embedding
+                    )
+                else:
+                    result, cached = await compute(), False
+            span.set_attribute("lattice.cached", cached)
+            self._observe_tokens(EMBED_OP, ref.name, result.prompt_tokens, 0)
+            return EmbedOutcome(entry.name, entry.version, result, cached)
+
+
+async def drain_stream(parts: AsyncIterator[StreamPart]) -> list[StreamPart]:
+    """Collect a whole stream (tests, benchmarks)."""
+    async with contextlib.aclosing(parts) as stream:  # type: ignore[type-var]
+        return [part async for part in stream]
+
+
+__all__ = [
+    "EmbedOutcome",
+    "GenerateOutcome",
+    "InferenceEngine",
+    "StreamPart",
+    "drain_stream",
+]

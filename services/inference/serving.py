@@ -1,0 +1,154 @@
+"""One model version on this replica: its state, backend, batcher and leases.
+
+A request holds a lease for as long as it uses the version (a stream: until
+its last message), so draining can wait for exactly the in-flight requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import enum
+import time
+from collections.abc import Iterator, Sequence
+
+from lattice._errors import Unavailable
+from services.inference.backends import Backend, EmbeddingResult, ModelInfo, Task
+from services.inference.batcher import Batcher, BatchObserver
+
+
+class VersionState(enum.Enum):
+    LOADING = "loading"
+    READY = "ready"
+    DRAINING = "draining"
+    FAILED = "failed"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class EmbedItem:
+    texts: tuple[str, ...]
+    normalize: bool
+
+
+class ServingVersion:
+    """A version this replica loads, serves, drains or failed to load."""
+
+    def __init__(
+        self, name: str, version: int, digest: str, task: Task, backend_kind: str = ""
+    ) -> None:
+        self.name = name
+        self.version = version
+        self.digest = digest
+        self.task = task
+        self.backend_kind = backend_kind
+        self.state = VersionState.LOADING
+        self.error = ""
+        self.load_time: float | None = None  # wall clock, when it became READY
+        self.failed_at = 0.0  # monotonic
+        self.attempts = 0
+        self.backend: Backend | None = None
+        self.info = ModelInfo()
+        self.embed_batcher: Batcher[EmbedItem, EmbeddingResult] | None = None
+        self.unloading = False
+        self.in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        #: Set once loading ended (READY or FAILED).
+        self.settled = asyncio.Event()
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return (self.name, self.version)
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}:{self.version}"
+
+    def mark_ready(self) -> None:
+        self.state = VersionState.READY
+        self.error = ""
+        self.load_time = time.time()
+        self.settled.set()
+
+    def mark_failed(self, error: str) -> None:
+        self.state = VersionState.FAILED
+        self.error = error
+        self.failed_at = time.monotonic()
+        self.settled.set()
+
+    @contextlib.contextmanager
+    def lease(self) -> Iterator[Backend]:
+        """Count one in-flight request; draining waits for all to finish.
+        Taken synchronously right after the version was picked, so no state
+        change can slip in between."""
+        if self.state is not VersionState.READY or self.backend is None:
+            raise Unavailable(f"{self.label} is {self.state.value}, not serving")
+        self.in_flight += 1
+        self._idle.clear()
+        try:
+            yield self.backend
+        finally:
+            self.in_flight -= 1
+            if self.in_flight == 0:
+                self._idle.set()
+
+    async def wait_idle(self, timeout: float | None = None) -> bool:
+        """True when no request is in flight (False: gave up after timeout)."""
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+            return True
+        except TimeoutError:
+            return False
+
+    def start_batching(
+        self, *, max_batch_size: int, max_wait: float, observer: BatchObserver | None = None
+    ) -> None:
+        """Put a micro-batcher in front of the backend's embed, if it batches."""
+        backend = self.backend
+        if backend is None or self.task is not Task.EMBED:
+            return
+        size = min(max_batch_size, backend.max_batch_size)
+        if size <= 1:
+            return
+
+        async def run(items: Sequence[EmbedItem]) -> list[EmbeddingResult]:
+            return await embed_merged(backend, items)
+
+        self.embed_batcher = Batcher(
+            run,
+            max_batch_size=size,
+            max_wait=max_wait,
+            rows=lambda item: len(item.texts),
+            name=f"embed.{self.label}",
+            observer=observer,
+        )
+
+    async def close(self) -> None:
+        if self.embed_batcher is not None:
+            await self.embed_batcher.close()
+            self.embed_batcher = None
+        if self.backend is not None:
+            backend, self.backend = self.backend, None
+            await backend.unload()
+
+
+async def embed_merged(backend: Backend, items: Sequence[EmbedItem]) -> list[EmbeddingResult]:
+    """Run several Embed requests as one backend call per `normalize` value
+    and split the vectors back per request."""
+    results: list[EmbeddingResult | None] = [None] * len(items)
+    for normalize in (False, True):
+        picked = [i for i, item in enumerate(items) if item.normalize is normalize]
+        if not picked:
+            continue
+        texts = [text for i in picked for text in items[i].texts]
+        merged = await backend.embed(texts, normalize=normalize)
+        offset = 0
+        for i in picked:
+            size = len(items[i].texts)
+            results[i] = EmbeddingResult(
+                vectors=merged.vectors[offset : offset + size],
+                token_counts=merged.token_counts[offset : offset + size],
+            )
+            offset += size
+    return [r for r in results if r is not None]
