@@ -321,6 +321,22 @@ class ListVersionsResponse(_message.Message):
     next_page_token: str
     def __init__(self, versions: _Optional[_Iterable[_Union[ModelVersion, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
+class UpdateVersionStatusRequest(_message.Message):
+    __slots__ = ("model_name", "version", "status")
+    MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    model_name: str
+    version: int
+    status: VersionStatus
+    def __init__(self, model_name: _Optional[str] = ..., version: _Optional[int] = ..., status: _Optional[_Union[VersionStatus, str]] = ...) -> None: ...
+
+class UpdateVersionStatusResponse(_message.Message):
+    __slots__ = ("version",)
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    version: ModelVersion
+    def __init__(self, version: _Optional[_Union[ModelVersion, _Mapping]] = ...) -> None: ...
+
 class ArtifactHeader(_message.Message):
     __slots__ = ("digest", "size_bytes", "content_type")
     DIGEST_FIELD_NUMBER: _ClassVar[int]

@@ -76,6 +76,11 @@ class ModelRegistryServiceStub:
                 request_serializer=lattice_dot_v1_dot_registry__pb2.ListVersionsRequest.SerializeToString,
                 response_deserializer=lattice_dot_v1_dot_registry__pb2.ListVersionsResponse.FromString,
                 _registered_method=True)
+        self.UpdateVersionStatus = channel.unary_unary(
+                '/lattice.v1.ModelRegistryService/UpdateVersionStatus',
+                request_serializer=lattice_dot_v1_dot_registry__pb2.UpdateVersionStatusRequest.SerializeToString,
+                response_deserializer=lattice_dot_v1_dot_registry__pb2.UpdateVersionStatusResponse.FromString,
+                _registered_method=True)
         self.UploadArtifact = channel.stream_unary(
                 '/lattice.v1.ModelRegistryService/UploadArtifact',
                 request_serializer=lattice_dot_v1_dot_registry__pb2.UploadArtifactRequest.SerializeToString,
@@ -198,6 +203,15 @@ class ModelRegistryServiceServicer:
 
     def ListVersions(self, request, context):
         """Lists a model's versions, newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateVersionStatus(self, request, context):
+        """Archives a version (kept for lineage, may not be deployed) or makes it
+        READY again; the status is the only part of a version that can change.
+        FAILED_PRECONDITION when archiving a version that is online.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -338,6 +352,11 @@ def add_ModelRegistryServiceServicer_to_server(servicer, server):
                     servicer.ListVersions,
                     request_deserializer=lattice_dot_v1_dot_registry__pb2.ListVersionsRequest.FromString,
                     response_serializer=lattice_dot_v1_dot_registry__pb2.ListVersionsResponse.SerializeToString,
+            ),
+            'UpdateVersionStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateVersionStatus,
+                    request_deserializer=lattice_dot_v1_dot_registry__pb2.UpdateVersionStatusRequest.FromString,
+                    response_serializer=lattice_dot_v1_dot_registry__pb2.UpdateVersionStatusResponse.SerializeToString,
             ),
             'UploadArtifact': grpc.stream_unary_rpc_method_handler(
                     servicer.UploadArtifact,
@@ -601,6 +620,33 @@ class ModelRegistryService:
             '/lattice.v1.ModelRegistryService/ListVersions',
             lattice_dot_v1_dot_registry__pb2.ListVersionsRequest.SerializeToString,
             lattice_dot_v1_dot_registry__pb2.ListVersionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateVersionStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lattice.v1.ModelRegistryService/UpdateVersionStatus',
+            lattice_dot_v1_dot_registry__pb2.UpdateVersionStatusRequest.SerializeToString,
+            lattice_dot_v1_dot_registry__pb2.UpdateVersionStatusResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -305,6 +305,32 @@ class Registry:
         token = check.encode_page_token(f"versions:{name}", page[-1]) if more else ""
         return [table[n] for n in page], token
 
+    async def update_version_status(
+        self, name: str, number: int, status: int
+    ) -> registry_pb2.ModelVersion:
+        check.name(name, "model_name")
+        check.version_number(number, "version")
+        check.enum_value(status, registry_pb2.VersionStatus, "status")
+
+        def build(revision: int) -> Change:
+            self._model(name, "model_name")
+            current = self._version(name, number)
+            online = self._state.online_versions()
+            if status == registry_pb2.VERSION_STATUS_ARCHIVED and (name, number) in online:
+                raise FailedPrecondition(
+                    f"version {number} of model {name!r} is online; take it out of the "
+                    "deployment before archiving it"
+                )
+            updated = registry_pb2.ModelVersion()
+            updated.CopyFrom(current)
+            updated.status = status
+            change = Change()
+            change.put(revision, version=updated)
+            return change
+
+        events = await self._write("update_version_status", build)
+        return events[0].version
+
     # -- artifacts -------------------------------------------------------------------------
 
     async def upload_artifact(

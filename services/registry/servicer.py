@@ -58,6 +58,12 @@ class RegistryServicer(registry_pb2_grpc.ModelRegistryServiceServicer):
         )
         return pb.ListVersionsResponse(versions=versions, next_page_token=token)
 
+    async def UpdateVersionStatus(self, request, context):
+        version = await self._registry.update_version_status(
+            request.model_name, request.version, request.status
+        )
+        return pb.UpdateVersionStatusResponse(version=version)
+
     async def UploadArtifact(self, request_iterator, context):
         first = await anext(aiter(request_iterator), None)
         if first is None or first.WhichOneof("payload") != "header":

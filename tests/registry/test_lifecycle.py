@@ -161,3 +161,26 @@ async def test_pagination_walks_everything_once(client: RegistryClient):
     deployments = await client.stub.ListDeployments(registry_pb2.ListDeploymentsRequest())
     assert [d.model_name for d in deployments.deployments] == names
     assert all(not d.routes for d in deployments.deployments)
+
+
+async def test_archived_versions_cannot_go_online(client: RegistryClient):
+    await client.model("m")
+    await client.version("m")
+    await client.version("m")
+    archived = await client.stub.UpdateVersionStatus(
+        registry_pb2.UpdateVersionStatusRequest(
+            model_name="m", version=2, status=registry_pb2.VERSION_STATUS_ARCHIVED
+        )
+    )
+    assert archived.version.status == registry_pb2.VERSION_STATUS_ARCHIVED
+    for routes, shadow in ((((2, 100),), 0), (((1, 100),), 2)):
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await client.deploy("m", *routes, shadow=shadow)
+        assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert "ARCHIVED" in info.value.details()
+    await client.stub.UpdateVersionStatus(
+        registry_pb2.UpdateVersionStatusRequest(
+            model_name="m", version=2, status=registry_pb2.VERSION_STATUS_READY
+        )
+    )
+    assert (await client.deploy("m", (2, 100))).routes[0].version == 2

@@ -279,6 +279,37 @@ CASES = [
         C.INVALID_ARGUMENT,
         "page_token",
     ),
+    # UpdateVersionStatus
+    (
+        "UpdateVersionStatus",
+        pb.UpdateVersionStatusRequest(model_name="m", version=1),
+        C.INVALID_ARGUMENT,
+        "status",
+    ),
+    (
+        "UpdateVersionStatus",
+        pb.UpdateVersionStatusRequest(model_name="m", version=1, status=7),
+        C.INVALID_ARGUMENT,
+        "status",
+    ),
+    (
+        "UpdateVersionStatus",
+        pb.UpdateVersionStatusRequest(model_name="m", status=pb.VERSION_STATUS_ARCHIVED),
+        C.INVALID_ARGUMENT,
+        "version",
+    ),
+    (
+        "UpdateVersionStatus",
+        pb.UpdateVersionStatusRequest(model_name="m", version=3, status=pb.VERSION_STATUS_ARCHIVED),
+        C.NOT_FOUND,
+        "",
+    ),
+    (
+        "UpdateVersionStatus",
+        pb.UpdateVersionStatusRequest(model_name="m", version=1, status=pb.VERSION_STATUS_ARCHIVED),
+        C.FAILED_PRECONDITION,
+        "",
+    ),
     # DownloadArtifact
     ("DownloadArtifact", pb.DownloadArtifactRequest(), C.INVALID_ARGUMENT, "digest"),
     (
