@@ -136,29 +136,37 @@ class Registry:
     async def _write(
         self, operation: str, build: Callable[[int], Change]
     ) -> list[registry_pb2.WatchResponse]:
+        """Validate, commit and publish one change in a task the caller cannot cancel."""
+        task = asyncio.create_task(self._locked_write(operation, build))
+        self._commits.add(task)
+        task.add_done_callback(self._write_done)
+        return await asyncio.shield(task)
+
+    def _write_done(self, task: asyncio.Task) -> None:
+        self._commits.discard(task)
+        if not task.cancelled():
+            task.exception()  # retrieved: the caller may be gone
+
+    async def _locked_write(
+        self, operation: str, build: Callable[[int], Change]
+    ) -> list[registry_pb2.WatchResponse]:
         async with self._lock:
             revision = self._state.revision + 1
             change = build(revision)  # validates against the current state; may raise
-            task = asyncio.create_task(self._commit(operation, revision, change))
-            self._commits.add(task)
-            task.add_done_callback(self._commits.discard)
-            await asyncio.shield(task)
+            await self._db.call(
+                operation,
+                SqliteStore.commit,
+                revision,
+                change.events,
+                change.history,
+                retain_revisions=self._retain,
+            )
+            for event in change.events:
+                self._state.apply(event)
+            self._state.revision = revision
+            self._metrics.revision.set(revision)
+            self.hub.publish(revision, change.events)
             return change.events
-
-    async def _commit(self, operation: str, revision: int, change: Change) -> None:
-        await self._db.call(
-            operation,
-            SqliteStore.commit,
-            revision,
-            change.events,
-            change.history,
-            retain_revisions=self._retain,
-        )
-        for event in change.events:
-            self._state.apply(event)
-        self._state.revision = revision
-        self._metrics.revision.set(revision)
-        self.hub.publish(revision, change.events)
 
     # -- lookups ---------------------------------------------------------------------
 
