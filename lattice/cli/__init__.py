@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from lattice.cli._commands import register
 from lattice.cli._serve import serve
 from lattice.cli._up import up
 
@@ -16,3 +17,4 @@ def main() -> None:
 
 main.add_command(up)
 main.add_command(serve)
+register(main)

@@ -1,0 +1,111 @@
+"""Live view of a training job's events: a progress bar with loss, tokens/s, alerts.
+
+On a terminal the bar redraws in place on stderr; otherwise (CI, pipes) each
+metrics event is one line. With --json every event is one JSON line on stdout.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterable
+from typing import TextIO
+
+import click
+
+from lattice.cli._common import to_jsonable
+from lattice.v1 import trainer_pb2
+
+BAR_WIDTH = 28
+
+
+def state_name(state: int) -> str:
+    return trainer_pb2.JobState.Name(state).removeprefix("JOB_STATE_").lower()
+
+
+def alert_text(alert: trainer_pb2.TrainingAlert) -> str:
+    kind = trainer_pb2.AlertKind.Name(alert.kind).removeprefix("ALERT_KIND_").lower()
+    action = trainer_pb2.AlertAction.Name(alert.action).removeprefix("ALERT_ACTION_").lower()
+    return f"alert {kind} at step {alert.step}: {alert.message} ({action})"
+
+
+def metrics_text(m: trainer_pb2.TrainingMetrics) -> str:
+    parts = [f"step {m.step}/{m.total_steps or '?'}", f"loss {m.loss:.4f}"]
+    if m.HasField("validation_loss"):
+        parts.append(f"val {m.validation_loss:.4f}")
+    if m.tokens_per_second:
+        parts.append(f"{m.tokens_per_second:,.0f} tok/s")
+    return "  ".join(parts)
+
+
+class JobProgress:
+    """Renders events as they arrive; remembers the last job state it saw."""
+
+    def __init__(self, as_json: bool = False, out: TextIO | None = None,
+                 show_logs: bool = False) -> None:  # fmt: skip
+        self.as_json = as_json
+        self.out = out or sys.stderr
+        self.tty = self.out.isatty()
+        self.show_logs = show_logs
+        self.job: trainer_pb2.Job | None = None
+        self._bar_open = False
+
+    def _line(self, text: str) -> None:
+        if self._bar_open:
+            self.out.write("\n")
+            self._bar_open = False
+        click.echo(text, file=self.out)
+
+    def _bar(self, m: trainer_pb2.TrainingMetrics) -> None:
+        if not self.tty:
+            click.echo(metrics_text(m), file=self.out)
+            return
+        done = min(1.0, m.step / m.total_steps) if m.total_steps else 0.0
+        filled = int(done * BAR_WIDTH)
+        bar = "█" * filled + "·" * (BAR_WIDTH - filled)
+        self.out.write(f"\r{bar} {done:4.0%}  {metrics_text(m)}\x1b[K")
+        self.out.flush()
+        self._bar_open = True
+
+    def handle(self, event: trainer_pb2.WatchJobResponse) -> None:
+        if self.as_json:
+            click.echo(json.dumps(to_jsonable(event)))
+        kind = event.WhichOneof("event")
+        if kind == "job":
+            self.job = event.job
+        if self.as_json:
+            return
+        if kind == "job":
+            self._line(f"job {event.job.id}: {state_name(event.job.state)}")
+        elif kind == "metrics":
+            self._bar(event.metrics)
+        elif kind == "alert":
+            self._line(alert_text(event.alert))
+        elif kind == "log" and self.show_logs:
+            self._line(event.log)
+
+    def follow(self, events: Iterable[trainer_pb2.WatchJobResponse]) -> trainer_pb2.Job | None:
+        for event in events:
+            self.handle(event)
+        if self._bar_open:
+            self.out.write("\n")
+            self._bar_open = False
+        return self.job
+
+
+def finish(job: trainer_pb2.Job | None, as_json: bool) -> None:
+    """Summarise the finished job; a failed or cancelled job is a failed command."""
+    if job is None:
+        return
+    if job.state == trainer_pb2.JOB_STATE_SUCCEEDED:
+        if not as_json:
+            registered = (
+                f"; registered {job.registered_model}:{job.registered_version}"
+                if job.registered_model
+                else ""
+            )
+            click.echo(f"job {job.id} succeeded{registered}")
+        return
+    if job.state in (trainer_pb2.JOB_STATE_FAILED, trainer_pb2.JOB_STATE_CANCELLED):
+        detail = f": {job.error}" if job.error else ""
+        raise ValueError(f"job {job.id} {state_name(job.state)}{detail}")
