@@ -14,14 +14,13 @@ import asyncio
 import dataclasses
 import hashlib
 import os
-import re
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 from lattice._errors import InvalidArgument, NotFound
+from services.registry.validation import DIGEST_PATTERN
 
-DIGEST_PATTERN = re.compile(r"^[0-9a-f]{64}$")
 URI_PREFIX = "lattice-artifact://sha256/"
 READ_CHUNK_BYTES = 1024 * 1024
 

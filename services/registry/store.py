@@ -31,6 +31,7 @@ from services.runtime.registry_view import RegistryState
 T = TypeVar("T")
 EventType = registry_pb2.WatchEventType
 
+SYNCHRONOUS_LEVELS = ("OFF", "NORMAL", "FULL", "EXTRA")
 _TABLES = {
     "model": ("models", ("name",)),
     "version": ("versions", ("model_name", "version")),
@@ -68,6 +69,8 @@ class SqliteStore:
     """Synchronous access to the registry database (use from one thread)."""
 
     def __init__(self, path: Path, *, synchronous: str = "FULL") -> None:
+        if synchronous.upper() not in SYNCHRONOUS_LEVELS:
+            raise ValueError(f"sqlite synchronous must be one of {SYNCHRONOUS_LEVELS}")
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
