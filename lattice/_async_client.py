@@ -263,6 +263,17 @@ class AsyncClient:
         request = registry_pb2.ListVersionsRequest(model_name=model, page_size=1000)
         return await self._pages(self._registry.ListVersions, request, "versions", timeout)
 
+    async def set_version_status(
+        self, model: str, version: int, status: str | int, *, timeout: float | None = None
+    ) -> registry_pb2.ModelVersion:
+        """Archive a version ("archived") or make it usable again ("ready")."""
+        request = registry_pb2.UpdateVersionStatusRequest(
+            model_name=model, version=version, status=_requests.version_status(status)
+        )
+        return (
+            await self._unary(self._registry.UpdateVersionStatus, request, "unary", timeout)
+        ).version
+
     # -- registry: artifacts --------------------------------------------------
 
     async def upload_artifact(

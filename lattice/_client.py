@@ -268,6 +268,15 @@ class Client:
         request = registry_pb2.ListVersionsRequest(model_name=model, page_size=1000)
         return self._pages(self._registry.ListVersions, request, "versions", timeout)
 
+    def set_version_status(
+        self, model: str, version: int, status: str | int, *, timeout: float | None = None
+    ) -> registry_pb2.ModelVersion:
+        """Archive a version ("archived") or make it usable again ("ready")."""
+        request = registry_pb2.UpdateVersionStatusRequest(
+            model_name=model, version=version, status=_requests.version_status(status)
+        )
+        return (self._unary(self._registry.UpdateVersionStatus, request, "unary", timeout)).version
+
     # -- registry: artifacts --------------------------------------------------
 
     def upload_artifact(

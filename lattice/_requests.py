@@ -30,6 +30,10 @@ _TOKENIZERS = {
     "bpe": trainer_pb2.TOKENIZER_KIND_BYTE_LEVEL_BPE,
     "wordpiece": trainer_pb2.TOKENIZER_KIND_WORDPIECE,
 }
+_STATUSES = {
+    "ready": registry_pb2.VERSION_STATUS_READY,
+    "archived": registry_pb2.VERSION_STATUS_ARCHIVED,
+}
 TASK_NAMES = tuple(_TASKS)
 FORMAT_NAMES = tuple(_FORMATS)
 TOKENIZER_NAMES = tuple(_TOKENIZERS)
@@ -58,6 +62,10 @@ def artifact_format(value: str | int) -> int:
 
 def format_name(value: int) -> str:
     return next((name for name, v in _FORMATS.items() if v == value), "unspecified")
+
+
+def version_status(value: str | int) -> int:
+    return _choice(_STATUSES, value, "status")
 
 
 def generation_parameters(
@@ -284,7 +292,14 @@ def submit_job(
 
 
 def job_states(states: Iterable[str | int]) -> list[int]:
-    return [
-        s if isinstance(s, int) else trainer_pb2.JobState.Value(f"JOB_STATE_{s.upper()}")
-        for s in states
-    ]
+    """("running", "queued") or enum values, as JobState values."""
+    values = []
+    for state in states:
+        if isinstance(state, int):
+            values.append(state)
+            continue
+        try:
+            values.append(trainer_pb2.JobState.Value(f"JOB_STATE_{state.upper()}"))
+        except ValueError:
+            raise InvalidArgument("states", f"unknown job state {state!r}") from None
+    return values
