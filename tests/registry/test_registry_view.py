@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 
 from grpc import aio
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from lattice.v1 import registry_pb2, registry_pb2_grpc
 from services.registry.server import build_server
-from services.runtime.registry_view import RegistryView
+from services.runtime.registry_view import RegistryState, RegistryView
 from tests.registry.conftest import settings_for
 from tests.registry.support import RegistryClient
 from tests.support.ports import free_port
@@ -104,3 +106,66 @@ async def test_view_reconnects_and_resumes_after_restart(tmp_path):
     finally:
         await view.stop()
         await server.stop(0)
+
+
+_names = st.sampled_from(["a", "b", "c"])
+_events = st.one_of(
+    st.builds(lambda n: ("model", registry_pb2.Model(name=n)), _names),
+    st.builds(
+        lambda n, v: ("version", registry_pb2.ModelVersion(model_name=n, version=v)),
+        _names,
+        st.integers(1, 4),
+    ),
+    st.builds(
+        lambda n, a, v: ("alias", registry_pb2.Alias(model_name=n, alias=a, version=v)),
+        _names,
+        st.sampled_from(["x", "y"]),
+        st.integers(1, 4),
+    ),
+    st.builds(
+        lambda n, v: (
+            "deployment",
+            registry_pb2.Deployment(
+                model_name=n, routes=[registry_pb2.Route(version=v, weight=100)]
+            ),
+        ),
+        _names,
+        st.integers(1, 4),
+    ),
+    st.builds(
+        lambda n, t: ("policy", registry_pb2.ModelPolicy(model_name=n, max_new_tokens=t)),
+        _names,
+        st.integers(0, 9),
+    ),
+)
+
+
+def _tables(state: RegistryState) -> tuple:
+    return (
+        state.revision,
+        state.models,
+        state.versions,
+        state.aliases,
+        state.deployments,
+        state.policies,
+    )
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(_events, st.booleans()), max_size=30))
+def test_a_snapshot_rebuilds_the_same_state(changes):
+    source = RegistryState()
+    for revision, ((kind, obj), is_delete) in enumerate(changes, start=1):
+        if kind != "model" and obj.model_name not in source.models:
+            continue  # the registry never holds objects of a model that does not exist
+        event_type = (
+            EventType.WATCH_EVENT_TYPE_DELETE if is_delete else EventType.WATCH_EVENT_TYPE_PUT
+        )
+        source.apply(registry_pb2.WatchResponse(type=event_type, revision=revision, **{kind: obj}))
+    copy = RegistryState()
+    for event in source.snapshot_events():
+        copy.apply(event)
+    normalise = lambda tables: tuple(  # noqa: E731 - empty per-model dicts mean nothing
+        {k: v for k, v in t.items() if v != {}} if isinstance(t, dict) else t for t in tables
+    )
+    assert normalise(_tables(copy)) == normalise(_tables(source))
