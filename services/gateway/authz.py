@@ -33,6 +33,7 @@ METHOD_SCOPES: dict[str, str] = {
     _REGISTRY + "CreateVersion": REGISTRY_WRITE,
     _REGISTRY + "GetVersion": REGISTRY_READ,
     _REGISTRY + "ListVersions": REGISTRY_READ,
+    _REGISTRY + "UpdateVersionStatus": REGISTRY_WRITE,
     _REGISTRY + "UploadArtifact": REGISTRY_WRITE,
     _REGISTRY + "DownloadArtifact": REGISTRY_READ,
     _REGISTRY + "SetAlias": REGISTRY_WRITE,

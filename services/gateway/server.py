@@ -72,6 +72,8 @@ class GatewaySettings(ServerSettings):
     #: Consecutive UNAVAILABLEs that eject a replica, and the first ejection's length.
     outlier_consecutive_failures: int = 3
     outlier_ejection_seconds: float = 5.0
+    #: Kept back from the caller's deadline when calling inference (at most 5% of it).
+    upstream_deadline_margin_seconds: float = 0.1
     #: How long start-up waits for the registry view before serving anyway.
     registry_sync_timeout: float = 5.0
     #: Server TLS (PEM); with tls_client_ca_file, callers need a client certificate.
@@ -150,6 +152,7 @@ async def build_server(
             base_ejection_seconds=settings.outlier_ejection_seconds,
         ),
         max_attempts=settings.upstream_max_attempts,
+        deadline_margin=settings.upstream_deadline_margin_seconds,
     )
     upstreams = {
         "registry": Upstream(

@@ -28,6 +28,7 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from lattice._errors import Unavailable, from_rpc_error
 from services.runtime.channels import create_channel
+from services.runtime.context import remaining_time
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,12 @@ class OutlierConfig:
     max_ejection_seconds: float = 60.0
     #: Never eject more than this share of the pool (at least one stays in).
     max_ejected_fraction: float = 0.5
+
+
+#: Unary inference calls have no side effects, so besides UNAVAILABLE (never got
+#: there) a CANCELLED that we did not cause (the replica shut down mid-call, e.g.
+#: killed) is retried on another replica as well.
+_UNARY_RETRYABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED)
 
 
 class Replica:
@@ -69,12 +76,14 @@ class ReplicaPool:
         tracer_provider: TracerProvider | None = None,
         outlier: OutlierConfig | None = None,
         max_attempts: int = 3,
+        deadline_margin: float = 0.1,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if not addresses:
             raise ValueError("at least one upstream address is required")
         self._outlier = outlier or OutlierConfig()
         self._max_attempts = max_attempts
+        self._deadline_margin = deadline_margin
         self._clock = clock
         self._turn = itertools.count()
         self.replicas = []
@@ -98,6 +107,8 @@ class ReplicaPool:
         return healthy[: self._max_attempts]
 
     def _succeeded(self, replica: Replica) -> None:
+        if replica.ejected(self._clock()):
+            return  # a late answer from before the ejection proves nothing
         if replica.consecutive_failures or replica.ejections:
             if replica.ejections:
                 self.on_health(replica.address, True)
@@ -128,15 +139,29 @@ class ReplicaPool:
         log.warning("ejecting upstream %s for %.1fs", replica.address, seconds)
         self.on_health(replica.address, False)
 
+    def _timeout(self) -> float | None:
+        """The caller's remaining time less a margin (at most 5% of it).
+
+        The margin leaves the gateway time to relay the upstream's answer or
+        error before the caller gives up, and it makes the deadline visibly
+        shrink at the next hop despite gRPC rounding timeouts up on the wire.
+        """
+        remaining = remaining_time()
+        if remaining is None:
+            return None
+        return max(0.0, remaining - min(self._deadline_margin, remaining * 0.05))
+
     async def unary(self, method: str, request: Any, metadata: Sequence[tuple[str, str]]) -> Any:
         """Call `method`, failing over to another replica on UNAVAILABLE."""
         last: aio.AioRpcError | None = None
         for replica in self.candidates():
             replica.in_flight += 1
             try:
-                response = await getattr(replica.stub, method)(request, metadata=metadata)
+                response = await getattr(replica.stub, method)(
+                    request, metadata=metadata, timeout=self._timeout()
+                )
             except aio.AioRpcError as exc:
-                if exc.code() != grpc.StatusCode.UNAVAILABLE:
+                if exc.code() not in _UNARY_RETRYABLE:
                     self._succeeded(replica)  # it answered; the answer is the caller's
                     raise from_rpc_error(exc) from None
                 self._failed(replica)
@@ -154,7 +179,9 @@ class ReplicaPool:
         """Stream `method`; fails over only until the first message has arrived."""
         last: aio.AioRpcError | None = None
         for replica in self.candidates():
-            call = getattr(replica.stub, method)(request, metadata=metadata)
+            call = getattr(replica.stub, method)(
+                request, metadata=metadata, timeout=self._timeout()
+            )
             replica.in_flight += 1
             try:
                 try:

@@ -170,7 +170,9 @@ class EchoInference(inference_pb2_grpc.InferenceServiceServicer):
         return inference_pb2.ListLoadedModelsResponse(registry_revision=7)
 
 
-async def start_echo(name: str, **kwargs: Any) -> tuple[LatticeServer, EchoInference]:
+async def start_echo(
+    name: str, *, port: int = 0, **kwargs: Any
+) -> tuple[LatticeServer, EchoInference]:
     servicer = EchoInference(name, **kwargs)
     server = LatticeServer(
         [
@@ -180,7 +182,7 @@ async def start_echo(name: str, **kwargs: Any) -> tuple[LatticeServer, EchoInfer
                 inference_pb2.DESCRIPTOR.services_by_name["InferenceService"],
             )
         ],
-        ServerSettings(port=0, log_json=False, grace_seconds=0.1),
+        ServerSettings(port=port, log_json=False, grace_seconds=0.1),
     )
     await server.start()
     return server, servicer
