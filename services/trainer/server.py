@@ -1,33 +1,106 @@
-"""Wires the trainer service: settings, servicer, server."""
+"""Wires the trainer service: settings, stores, registry client, runner, servicer, server."""
 
 from __future__ import annotations
 
 import dataclasses
+import sys
 from collections.abc import Sequence
 
+from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
+from prometheus_client import CollectorRegistry
 
 from lattice.v1 import trainer_pb2, trainer_pb2_grpc
-from services.runtime import LatticeServer, ServerSettings, Service
+from services.runtime import LatticeServer, ServerSettings, Service, create_channel
 from services.runtime.entrypoint import run_service
+from services.trainer.data.service import DatasetService
+from services.trainer.data.store import DatasetStore
+from services.trainer.jobs.metrics import TrainerMetrics
+from services.trainer.jobs.runner import JobRunner, RunnerOptions
+from services.trainer.jobs.store import JobStore
+from services.trainer.registry_client import RegistryClient
+from services.trainer.servicer import TrainerServicer
 
 
 @dataclasses.dataclass(frozen=True)
 class TrainerSettings(ServerSettings):
     port: int = 50054
+    #: Where finished jobs register their model ("" = no registry).
+    registry_address: str = "127.0.0.1:50052"
+    #: Jobs whose process groups run at the same time; the rest wait in the queue.
+    max_concurrent_jobs: int = 1
+    #: Process-group starts per job (the first run plus restarts from checkpoints).
+    max_attempts: int = 3
+    #: Largest processes_per_node a job may ask for; 0 = the machine's CPU (GPU) count.
+    max_processes_per_node: int = 0
+    #: Extra torchrun arguments, comma-separated (e.g. "--master-port=29600").
+    torchrun_args: tuple[str, ...] = ()
+    #: Python that runs torchrun (default: this interpreter).
+    python: str = ""
+    #: Seconds between SIGTERM and SIGKILL when a job's process group is stopped.
+    cancel_grace_seconds: float = 5.0
+    #: How often the service reads the workers' event files, in seconds.
+    poll_interval_seconds: float = 0.25
+    #: Parameter statistics every N steps, weight histograms every M steps.
+    stats_interval_steps: int = 10
+    histogram_interval_steps: int = 100
 
 
 async def build_server(
     settings: TrainerSettings, *, tracer_provider: TracerProvider | None = None
 ) -> LatticeServer:
-    # Until the trainer lands, every RPC answers UNIMPLEMENTED.
-    servicer = trainer_pb2_grpc.TrainerServiceServicer()
+    root = settings.data_dir / "trainer"
+    tracer = (tracer_provider or trace.get_tracer_provider()).get_tracer("lattice.trainer")
+    metrics_registry = CollectorRegistry()
+    metrics = TrainerMetrics(metrics_registry)
+    channel = None
+    registry = None
+    if settings.registry_address:
+        channel = create_channel(settings.registry_address, tracer_provider=tracer_provider)
+        registry = RegistryClient(channel)
+    datasets = DatasetStore(root / "datasets")
+    store = JobStore(root / "jobs.db")
+    runner = JobRunner(
+        store,
+        datasets,
+        registry,
+        RunnerOptions(
+            jobs_dir=root / "jobs",
+            max_concurrent_jobs=settings.max_concurrent_jobs,
+            max_attempts=settings.max_attempts,
+            poll_interval=settings.poll_interval_seconds,
+            cancel_grace=settings.cancel_grace_seconds,
+            torchrun_args=settings.torchrun_args,
+            python=settings.python or sys.executable,
+            max_processes_per_node=settings.max_processes_per_node,
+            stats_interval=settings.stats_interval_steps,
+            histogram_interval=settings.histogram_interval_steps,
+        ),
+        metrics,
+        tracer,
+    )
+    await runner.start()
+    servicer = TrainerServicer(
+        DatasetService(datasets, registry, lambda _d: metrics.datasets.inc()), runner
+    )
     service = Service(
         servicer,
         trainer_pb2_grpc.add_TrainerServiceServicer_to_server,
         trainer_pb2.DESCRIPTOR.services_by_name["TrainerService"],
     )
-    return LatticeServer([service], settings, tracer_provider=tracer_provider)
+    server = LatticeServer(
+        [service], settings, tracer_provider=tracer_provider, registry=metrics_registry
+    )
+
+    async def close() -> None:
+        await runner.stop()
+        store.close()
+        if channel is not None:
+            await channel.close()
+
+    server.on_stop(close)
+    server.runner = runner  # type: ignore[attr-defined]  # tests reach the domain object
+    return server
 
 
 def main(argv: Sequence[str] | None = None) -> None:

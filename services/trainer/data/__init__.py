@@ -1,0 +1,1 @@
+"""Dataset preparation: read sources, clean, dedupe, split, train a tokenizer, store."""

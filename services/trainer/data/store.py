@@ -1,0 +1,93 @@
+"""Content-addressed, versioned dataset store on the local disk.
+
+Each dataset is a directory `<data_dir>/datasets/<name>-<digest12>/` holding the
+cleaned text (`train.jsonl`, `validation.jsonl`), the token streams
+(`train.bin`, `validation.bin`, little-endian uint16/uint32), `meta.json` and
+the `tokenizer/` directory, plus `dataset.binpb` (the `Dataset` message). It is
+built in a temporary directory and renamed into place, so a crash never
+leaves half a dataset under a real id. Preparing identical data again returns
+the existing dataset.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import tempfile
+import threading
+from pathlib import Path
+
+from google.protobuf import timestamp_pb2
+
+from lattice._errors import NotFound
+from lattice.v1 import trainer_pb2
+
+RECORD = "dataset.binpb"
+
+
+def directory_digest(directory: Path) -> str:
+    """sha256 over every file's relative path and content (except the record)."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in directory.rglob("*") if p.is_file()):
+        relative = path.relative_to(directory).as_posix()
+        if relative == RECORD:
+            continue
+        file_hash = hashlib.sha256(path.read_bytes()).hexdigest()
+        digest.update(f"{relative}\0{file_hash}\n".encode())
+    return digest.hexdigest()
+
+
+class DatasetStore:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._cache: dict[str, trainer_pb2.Dataset] = {}
+        for record in self.root.glob(f"*/{RECORD}"):
+            dataset = trainer_pb2.Dataset.FromString(record.read_bytes())
+            self._cache[dataset.id] = dataset
+
+    def staging_dir(self) -> Path:
+        """A fresh directory to build a dataset in (removed by `commit`/`discard`)."""
+        return Path(tempfile.mkdtemp(prefix=".staging-", dir=self.root))
+
+    def discard(self, staging: Path) -> None:
+        shutil.rmtree(staging, ignore_errors=True)
+
+    def commit(self, staging: Path, dataset: trainer_pb2.Dataset) -> trainer_pb2.Dataset:
+        """Give the staged dataset its digest, id and version and move it into place."""
+        digest = directory_digest(staging)
+        dataset_id = f"{dataset.name}-{digest[:12]}"
+        with self._lock:
+            existing = self._cache.get(dataset_id)
+            if existing is not None:
+                self.discard(staging)
+                return existing
+            dataset.id = dataset_id
+            dataset.digest = digest
+            dataset.version = 1 + sum(1 for d in self._cache.values() if d.name == dataset.name)
+            now = timestamp_pb2.Timestamp()
+            now.GetCurrentTime()
+            dataset.create_time.CopyFrom(now)
+            (staging / RECORD).write_bytes(dataset.SerializeToString())
+            staging.rename(self.root / dataset_id)
+            self._cache[dataset_id] = dataset
+            return dataset
+
+    def get(self, dataset_id: str) -> trainer_pb2.Dataset:
+        dataset = self._cache.get(dataset_id)
+        if dataset is None:
+            raise NotFound(f"dataset {dataset_id!r} not found")
+        return dataset
+
+    def path(self, dataset_id: str) -> Path:
+        self.get(dataset_id)
+        return self.root / dataset_id
+
+    def list(self) -> list[trainer_pb2.Dataset]:
+        """Newest first."""
+        return sorted(
+            self._cache.values(),
+            key=lambda d: (d.create_time.seconds, d.create_time.nanos, d.id),
+            reverse=True,
+        )

@@ -1,0 +1,2 @@
+"""Training jobs: validation, persistence, the queue, process-group supervision,
+event fan-out and registration."""

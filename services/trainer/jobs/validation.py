@@ -1,0 +1,191 @@
+"""Check a JobSpec before anything starts, and fill in the defaults.
+
+Bad input is INVALID_ARGUMENT naming the field; a spec that is fine but cannot
+run here (unknown dataset, more processes than the machine has, NCCL without
+GPUs, a dataset too small for one step) is FAILED_PRECONDITION.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+
+from lattice._errors import FailedPrecondition, InvalidArgument, NotFound
+from lattice._refs import NAME_PATTERN, parse_model_ref
+from lattice.v1 import trainer_pb2
+
+DEFAULT_ARCH = trainer_pb2.ModelArchitecture(
+    num_layers=2, num_heads=2, hidden_size=64, max_positions=128
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class MachineLimits:
+    """What this machine can run."""
+
+    cpus: int
+    gpus: int
+    max_processes_per_node: int
+
+
+def _dtype_size(dtype: str) -> int:
+    return 2 if dtype == "uint16" else 4
+
+
+def resolve_spec(
+    spec: trainer_pb2.JobSpec, dataset_dir: Path | None, limits: MachineLimits
+) -> trainer_pb2.JobSpec:
+    """A copy of `spec` with defaults filled in; raises on anything that cannot run."""
+    spec = trainer_pb2.JobSpec.FromString(spec.SerializeToString())
+    if spec.family not in (
+        trainer_pb2.MODEL_FAMILY_GPT2_CAUSAL_LM,
+        trainer_pb2.MODEL_FAMILY_BERT_MASKED_LM,
+    ):
+        raise InvalidArgument("spec.family", "required: GPT2_CAUSAL_LM or BERT_MASKED_LM")
+    if not spec.dataset_id:
+        raise InvalidArgument("spec.dataset_id", "required: a prepared dataset id")
+    if dataset_dir is None:
+        raise FailedPrecondition(f"dataset {spec.dataset_id!r} does not exist; prepare it first")
+    if spec.base_model:
+        try:
+            parse_model_ref(spec.base_model)
+        except Exception as error:
+            raise InvalidArgument("spec.base_model", str(error)) from None
+    else:
+        _resolve_architecture(spec)
+    _resolve_hyperparameters(spec)
+    _resolve_distributed(spec, limits)
+    _resolve_alerts(spec)
+    registration = spec.registration
+    if not NAME_PATTERN.match(registration.model_name):
+        raise InvalidArgument("spec.registration.model_name", "required; a lower-case DNS label")
+    if registration.canary_weight > 100:
+        raise InvalidArgument("spec.registration.canary_weight", "must be within 0..100")
+    if registration.alias and (
+        not NAME_PATTERN.match(registration.alias) or registration.alias.isdigit()
+    ):
+        raise InvalidArgument("spec.registration.alias", "a lower-case DNS label, not a number")
+    _check_dataset(spec, dataset_dir)
+    return spec
+
+
+def _resolve_architecture(spec: trainer_pb2.JobSpec) -> None:
+    arch = spec.architecture
+    for name in ("num_layers", "num_heads", "hidden_size", "max_positions"):
+        if not getattr(arch, name):
+            setattr(arch, name, getattr(DEFAULT_ARCH, name))
+    if arch.num_layers > 48:
+        raise InvalidArgument("spec.architecture.num_layers", "must be within 1..48")
+    if arch.hidden_size % arch.num_heads:
+        raise InvalidArgument("spec.architecture.hidden_size", "must be a multiple of num_heads")
+    if arch.hidden_size > 8192 or arch.max_positions > 65536:
+        raise InvalidArgument("spec.architecture", "hidden_size/max_positions too large")
+
+
+def _resolve_hyperparameters(spec: trainer_pb2.JobSpec) -> None:
+    hp = spec.hyperparameters
+    if hp.learning_rate == 0:
+        hp.learning_rate = 5e-4
+    if not (0 < hp.learning_rate <= 1) or not math.isfinite(hp.learning_rate):
+        raise InvalidArgument("spec.hyperparameters.learning_rate", "must be within (0, 1]")
+    if hp.schedule == trainer_pb2.LEARNING_RATE_SCHEDULE_UNSPECIFIED:
+        hp.schedule = trainer_pb2.LEARNING_RATE_SCHEDULE_COSINE
+    hp.batch_size = hp.batch_size or 8
+    hp.gradient_accumulation_steps = hp.gradient_accumulation_steps or 1
+    if not hp.sequence_length:
+        hp.sequence_length = min(128, spec.architecture.max_positions or 128)
+    if not spec.base_model and hp.sequence_length > spec.architecture.max_positions:
+        raise InvalidArgument(
+            "spec.hyperparameters.sequence_length", "must not exceed architecture.max_positions"
+        )
+    if hp.sequence_length < 2:
+        raise InvalidArgument("spec.hyperparameters.sequence_length", "must be at least 2")
+    if hp.batch_size > 4096 or hp.gradient_accumulation_steps > 1024:
+        raise InvalidArgument("spec.hyperparameters.batch_size", "unreasonably large")
+    if not hp.max_steps and not hp.epochs:
+        hp.epochs = 1
+    if hp.warmup_steps and hp.max_steps and hp.warmup_steps > hp.max_steps:
+        raise InvalidArgument("spec.hyperparameters.warmup_steps", "must not exceed max_steps")
+    if hp.gradient_clip_norm < 0 or not math.isfinite(hp.gradient_clip_norm):
+        raise InvalidArgument("spec.hyperparameters.gradient_clip_norm", "must be >= 0")
+    if not 0 <= hp.weight_decay <= 1:
+        raise InvalidArgument("spec.hyperparameters.weight_decay", "must be within 0..1")
+
+
+def _resolve_distributed(spec: trainer_pb2.JobSpec, limits: MachineLimits) -> None:
+    dist = spec.distributed
+    dist.processes_per_node = dist.processes_per_node or 1
+    dist.nodes = dist.nodes or 1
+    if dist.strategy == trainer_pb2.DISTRIBUTED_STRATEGY_UNSPECIFIED:
+        dist.strategy = trainer_pb2.DISTRIBUTED_STRATEGY_DDP
+    if dist.backend == trainer_pb2.DISTRIBUTED_BACKEND_UNSPECIFIED:
+        dist.backend = (
+            trainer_pb2.DISTRIBUTED_BACKEND_NCCL
+            if limits.gpus
+            else trainer_pb2.DISTRIBUTED_BACKEND_GLOO
+        )
+    if dist.nodes != 1:
+        raise FailedPrecondition(
+            "multi-node jobs run under a cluster launcher (Kubeflow PyTorchJob); "
+            "this trainer runs single-node jobs"
+        )
+    if dist.processes_per_node > limits.max_processes_per_node:
+        raise FailedPrecondition(
+            f"processes_per_node {dist.processes_per_node} exceeds what this machine can run "
+            f"({limits.max_processes_per_node})"
+        )
+    if dist.backend == trainer_pb2.DISTRIBUTED_BACKEND_NCCL:
+        if not limits.gpus:
+            raise FailedPrecondition("backend NCCL needs GPUs; this machine has none (use GLOO)")
+        if dist.processes_per_node > limits.gpus:
+            raise FailedPrecondition(
+                f"NCCL needs one GPU per process: {dist.processes_per_node} > {limits.gpus}"
+            )
+
+
+def _resolve_alerts(spec: trainer_pb2.JobSpec) -> None:
+    alerts = spec.alerts
+    if alerts.non_finite == trainer_pb2.ALERT_ACTION_UNSPECIFIED:
+        alerts.non_finite = trainer_pb2.ALERT_ACTION_STOP
+    for name in ("gradient_explosion", "divergence", "overfitting"):
+        if getattr(alerts, name) == trainer_pb2.ALERT_ACTION_UNSPECIFIED:
+            setattr(alerts, name, trainer_pb2.ALERT_ACTION_WARN)
+    alerts.explosion_factor = alerts.explosion_factor or 10.0
+    alerts.divergence_factor = alerts.divergence_factor or 4.0
+    alerts.overfitting_patience = alerts.overfitting_patience or 3
+    if alerts.explosion_factor <= 1 or alerts.divergence_factor <= 1:
+        raise InvalidArgument("spec.alerts", "explosion_factor and divergence_factor must be > 1")
+
+
+def _check_dataset(spec: trainer_pb2.JobSpec, dataset_dir: Path) -> None:
+    meta = json.loads((dataset_dir / "meta.json").read_text())
+    kind = meta.get("tokenizer_kind", "")
+    is_bert = spec.family == trainer_pb2.MODEL_FAMILY_BERT_MASKED_LM
+    if not spec.base_model and is_bert != (kind == "TOKENIZER_KIND_WORDPIECE"):
+        raise FailedPrecondition(
+            f"dataset {spec.dataset_id} has a {kind} tokenizer; "
+            + ("BERT needs WORDPIECE" if is_bert else "GPT-2 needs BYTE_LEVEL_BPE")
+        )
+    hp = spec.hyperparameters
+    size = _dtype_size(meta["dtype"])
+    train_blocks = (dataset_dir / "train.bin").stat().st_size // size // hp.sequence_length
+    needed = spec.distributed.processes_per_node * hp.batch_size * hp.gradient_accumulation_steps
+    if train_blocks < needed:
+        raise FailedPrecondition(
+            f"dataset {spec.dataset_id} has {train_blocks} training blocks of "
+            f"{hp.sequence_length} tokens; one step needs {needed}"
+        )
+    val_blocks = (dataset_dir / "validation.bin").stat().st_size // size // hp.sequence_length
+    if val_blocks < 1:
+        raise FailedPrecondition(
+            f"dataset {spec.dataset_id} has no validation block of {hp.sequence_length} tokens"
+        )
+
+
+def lookup_dataset(store, dataset_id: str) -> Path | None:
+    try:
+        return store.path(dataset_id) if dataset_id else None
+    except NotFound:
+        return None

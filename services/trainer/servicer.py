@@ -1,0 +1,72 @@
+"""TrainerService over gRPC: convert the request, call the domain, convert the reply."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from lattice._errors import InvalidArgument
+from lattice.v1 import trainer_pb2, trainer_pb2_grpc
+from services.trainer.data.service import DatasetService
+from services.trainer.jobs.runner import JobRunner
+
+MAX_PAGE = 1000
+DEFAULT_PAGE = 50
+
+
+def _page(size: int, token: str) -> tuple[int, int]:
+    if size < 0:
+        raise InvalidArgument("page_size", "must not be negative")
+    if token and not token.isdigit():
+        raise InvalidArgument("page_token", "not a token this listing returned")
+    return int(token or 0), min(size or DEFAULT_PAGE, MAX_PAGE)
+
+
+def _next(offset: int, limit: int, got: int) -> str:
+    return str(offset + limit) if got == limit else ""
+
+
+class TrainerServicer(trainer_pb2_grpc.TrainerServiceServicer):
+    def __init__(self, datasets: DatasetService, jobs: JobRunner) -> None:
+        self.datasets = datasets
+        self.jobs = jobs
+
+    async def PrepareDataset(self, request, context):
+        if not request.HasField("spec"):
+            raise InvalidArgument("spec", "required")
+        dataset = await self.datasets.prepare(request.spec)
+        return trainer_pb2.PrepareDatasetResponse(dataset=dataset)
+
+    async def GetDataset(self, request, context):
+        return trainer_pb2.GetDatasetResponse(dataset=self.datasets.get(request.dataset_id))
+
+    async def ListDatasets(self, request, context):
+        offset, limit = _page(request.page_size, request.page_token)
+        datasets = self.datasets.list(offset, limit)
+        return trainer_pb2.ListDatasetsResponse(
+            datasets=datasets, next_page_token=_next(offset, limit, len(datasets))
+        )
+
+    async def SubmitJob(self, request, context):
+        if not request.HasField("spec"):
+            raise InvalidArgument("spec", "required")
+        job = await self.jobs.submit(request.spec, request.request_id)
+        return trainer_pb2.SubmitJobResponse(job=job)
+
+    async def GetJob(self, request, context):
+        return trainer_pb2.GetJobResponse(job=self.jobs.get(request.job_id))
+
+    async def ListJobs(self, request, context):
+        offset, limit = _page(request.page_size, request.page_token)
+        jobs = self.jobs.list(list(request.states), offset, limit)
+        return trainer_pb2.ListJobsResponse(
+            jobs=jobs, next_page_token=_next(offset, limit, len(jobs))
+        )
+
+    async def CancelJob(self, request, context):
+        return trainer_pb2.CancelJobResponse(job=await self.jobs.cancel(request.job_id))
+
+    async def WatchJob(self, request, context) -> AsyncIterator[trainer_pb2.WatchJobResponse]:
+        if not request.job_id:
+            raise InvalidArgument("job_id", "required")
+        async for event in self.jobs.watch(request.job_id, request.from_sequence):
+            yield event

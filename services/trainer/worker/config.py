@@ -1,0 +1,80 @@
+"""What the service hands a worker: the resolved job spec and where things live."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+from google.protobuf import json_format
+
+from lattice.v1 import trainer_pb2
+
+CONFIG_FILE = "job.json"
+
+
+@dataclasses.dataclass
+class WorkerConfig:
+    job_id: str
+    #: JobSpec with every default filled in (see services.trainer.jobs.validation).
+    spec: trainer_pb2.JobSpec
+    dataset_dir: Path
+    job_dir: Path
+    #: Unpacked base model (fine-tuning), or None.
+    base_model_dir: Path | None = None
+    #: Parameter statistics every N steps; histograms every M steps.
+    stats_interval: int = 10
+    histogram_interval: int = 100
+    #: Validation batches per evaluation (per rank, at most).
+    eval_batches: int = 16
+    #: Checkpoints to keep (besides best).
+    keep_checkpoints: int = 2
+
+    @property
+    def events_path(self) -> Path:
+        return self.job_dir / "events.jsonl"
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.job_dir / "checkpoints"
+
+    @property
+    def best_dir(self) -> Path:
+        return self.job_dir / "best"
+
+    @property
+    def export_dir(self) -> Path:
+        return self.job_dir / "export"
+
+    @property
+    def result_path(self) -> Path:
+        return self.job_dir / "result.json"
+
+    def save(self) -> Path:
+        payload = {
+            "job_id": self.job_id,
+            "spec": json_format.MessageToDict(self.spec),
+            "dataset_dir": str(self.dataset_dir),
+            "job_dir": str(self.job_dir),
+            "base_model_dir": str(self.base_model_dir) if self.base_model_dir else None,
+            "stats_interval": self.stats_interval,
+            "histogram_interval": self.histogram_interval,
+            "eval_batches": self.eval_batches,
+            "keep_checkpoints": self.keep_checkpoints,
+        }
+        path = self.job_dir / CONFIG_FILE
+        path.write_text(json.dumps(payload, indent=1))
+        return path
+
+    @classmethod
+    def load(cls, job_dir: Path) -> WorkerConfig:
+        payload = json.loads((job_dir / CONFIG_FILE).read_text())
+        spec = json_format.ParseDict(payload.pop("spec"), trainer_pb2.JobSpec())
+        base = payload.pop("base_model_dir")
+        return cls(
+            spec=spec,
+            dataset_dir=Path(payload.pop("dataset_dir")),
+            job_dir=Path(payload.pop("job_dir")),
+            base_model_dir=Path(base) if base else None,
+            **payload,
+        )

@@ -1,0 +1,364 @@
+"""The training loop one rank runs under torchrun.
+
+Everything that decides *what* happens at a step (data, masking, dropout
+seeds, alerts) is a function of (seed, step, rank), so a run resumed from a
+checkpoint continues exactly as an uninterrupted one would. Only rank 0
+writes events and files; every rank takes part in collectives.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
+
+from lattice.v1 import trainer_pb2
+from services.trainer.worker import checkpoint
+from services.trainer.worker.config import WorkerConfig
+from services.trainer.worker.data import DeterministicOrder, load_splits, mask_tokens
+from services.trainer.worker.events import EventWriter
+from services.trainer.worker.export import export
+from services.trainer.worker.model import build_model, unwrap, wrap
+from services.trainer.worker.monitor import (
+    STOP,
+    STOP_KEEP_BEST,
+    HealthMonitor,
+    ParameterStats,
+)
+from services.trainer.worker.schedule import lr_lambda
+
+#: Test-only fault hook (set in the service's environment, inherited by workers):
+#: "nan_at_step=N" turns the loss of step N into NaN.
+FAULT_ENV = "LATTICE_TRAINER_TEST_FAULT"
+
+
+def _fault_step() -> int:
+    raw = os.environ.get(FAULT_ENV, "")
+    if raw.startswith("nan_at_step="):
+        return int(raw.split("=", 1)[1])
+    return -1
+
+
+class Trainer:
+    def __init__(self, config: WorkerConfig, rank: int, world: int, device: torch.device) -> None:
+        self.config = config
+        self.spec = config.spec
+        self.hp = config.spec.hyperparameters
+        self.rank, self.world, self.device = rank, world, device
+        self.distributed = dist.is_initialized()
+        self.fsdp = self.spec.distributed.strategy == trainer_pb2.DISTRIBUTED_STRATEGY_FSDP
+        self.causal = self.spec.family == trainer_pb2.MODEL_FAMILY_GPT2_CAUSAL_LM
+        self.events = EventWriter(config.events_path if rank == 0 else None)
+        self.fault_step = _fault_step()
+
+    # -- set-up ---------------------------------------------------------------------------
+
+    def _build(self) -> None:
+        hp = self.hp
+        self.train_blocks, self.val_blocks, _meta = load_splits(
+            self.config.dataset_dir, hp.sequence_length
+        )
+        self.tokenizer_dir = self.config.dataset_dir / "tokenizer"
+        tokenizer = AutoTokenizer.from_pretrained(self.tokenizer_dir)
+        self.vocab_size = len(tokenizer)
+        self.mask_id = tokenizer.mask_token_id
+        self.special_ids = list(tokenizer.all_special_ids)
+        special = {"eos": tokenizer.eos_token_id, "pad": tokenizer.pad_token_id}
+        torch.manual_seed(hp.seed)
+        model = build_model(self.spec, self.vocab_size, special, self.config.base_model_dir)
+        if model.config.vocab_size < self.vocab_size:
+            raise SystemExit(
+                f"dataset vocabulary ({self.vocab_size}) exceeds the model's "
+                f"({model.config.vocab_size})"
+            )
+        self.model_config = model.config
+        self.model = wrap(model, self.spec.distributed.strategy, self.world, self.device)
+        self.optimizer = torch.optim.AdamW(
+            self.model.parameters(),
+            lr=hp.learning_rate,
+            weight_decay=hp.weight_decay,
+            betas=(0.9, 0.95),
+        )
+        self.order = DeterministicOrder(
+            self.train_blocks.count,
+            hp.seed,
+            self.rank,
+            self.world,
+            hp.batch_size,
+            hp.gradient_accumulation_steps,
+        )
+        if self.order.steps_per_epoch < 1:
+            raise SystemExit("dataset too small for one step per epoch")
+        self.total_steps = hp.max_steps or hp.epochs * self.order.steps_per_epoch
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lr_lambda(hp.schedule, hp.warmup_steps, self.total_steps)
+        )
+        self.monitor = HealthMonitor(self.spec.alerts, self.spec.early_stopping_patience)
+        self.stats = ParameterStats(self.model)
+        policy = self.spec.alerts
+        self.keep_best = bool(self.spec.early_stopping_patience) or STOP_KEEP_BEST in (
+            policy.non_finite,
+            policy.gradient_explosion,
+            policy.divergence,
+            policy.overfitting,
+        )
+
+    def _resume(self) -> int:
+        found = checkpoint.latest(self.config.checkpoint_dir)
+        if found is None:
+            return 0
+        step, path = found
+        extra = checkpoint.load(path, self.model, self.optimizer, self.rank)
+        self.scheduler.load_state_dict(extra["scheduler"])
+        self.monitor.restore(extra["monitor"])
+        self.events.emit("resumed", step=step)
+        return step
+
+    # -- one step -------------------------------------------------------------------------
+
+    def _loss(self, inputs: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        if self.causal:
+            return self.model(input_ids=inputs, labels=inputs).loss
+        masked, labels = mask_tokens(
+            inputs.cpu(), generator, self.mask_id, self.vocab_size, self.special_ids
+        )
+        return self.model(input_ids=masked.to(self.device), labels=labels.to(self.device)).loss
+
+    def _sync_context(self, last: bool):
+        if isinstance(self.model, DistributedDataParallel) and not last:
+            return self.model.no_sync()
+        if self.fsdp and hasattr(self.model, "set_requires_gradient_sync"):
+            self.model.set_requires_gradient_sync(last)
+        return contextlib.nullcontext()
+
+    def _grad_norm(self) -> float:
+        params = [p for p in self.model.parameters() if p.grad is not None]
+        clip = self.hp.gradient_clip_norm
+        norm = torch.nn.utils.clip_grad_norm_(params, clip if clip > 0 else math.inf)
+        if hasattr(norm, "full_tensor"):
+            norm = norm.full_tensor()
+        return float(norm)
+
+    def _step(self, step: int, with_stats: bool) -> tuple[float, float]:
+        hp = self.hp
+        torch.manual_seed(hp.seed + 7919 * step + self.rank)  # dropout, per (step, rank)
+        _, micro_batches = self.order.micro_batches(step)
+        self.model.train()
+        total = torch.zeros((), device=self.device)
+        generator = (
+            None
+            if self.causal
+            else torch.Generator().manual_seed(hp.seed * 7 + step * 131 + self.rank)
+        )
+        for index, block_ids in enumerate(micro_batches):
+            inputs = self.train_blocks.take(block_ids).to(self.device, non_blocking=True)
+            with self._sync_context(index == len(micro_batches) - 1):
+                loss = self._loss(inputs, generator)
+                if step == self.fault_step:
+                    loss = loss * float("nan")
+                (loss / len(micro_batches)).backward()
+            total += loss.detach()
+        grad_norm = self._grad_norm()
+        mean_loss = total / len(micro_batches)
+        if self.world > 1:
+            dist.all_reduce(mean_loss)
+            mean_loss /= self.world
+        loss_value = float(mean_loss)
+        if with_stats:
+            self.stats.snapshot()
+        if math.isfinite(grad_norm) and math.isfinite(loss_value):
+            self.optimizer.step()  # a non-finite step is skipped, never applied
+        self.scheduler.step()
+        return loss_value, grad_norm
+
+    @torch.no_grad()
+    def evaluate(self) -> float:
+        self.model.eval()
+        count = self.val_blocks.count
+        if count >= self.world:
+            mine = torch.arange(self.rank, count - count % self.world, self.world)
+        else:
+            mine = torch.arange(count)
+        mine = mine[: self.config.eval_batches * self.hp.batch_size]
+        sums = torch.zeros(2, dtype=torch.float64)
+        generator = torch.Generator().manual_seed(self.hp.seed ^ 0xE7A1)
+        for start in range(0, len(mine), self.hp.batch_size):
+            inputs = self.val_blocks.take(mine[start : start + self.hp.batch_size])
+            loss = self._loss(inputs.to(self.device), generator)
+            sums[0] += float(loss) * len(inputs)
+            sums[1] += len(inputs)
+        if self.world > 1:
+            dist.all_reduce(sums)
+        return float(sums[0] / sums[1]) if sums[1] else math.nan
+
+    # -- the loop -------------------------------------------------------------------------
+
+    def run(self) -> None:
+        self._build()
+        step = self._resume()
+        hp, config = self.hp, self.config
+        tokens_per_step = (
+            self.world * hp.gradient_accumulation_steps * hp.batch_size * hp.sequence_length
+        )
+        self.events.emit(
+            "started",
+            step=step,
+            total_steps=self.total_steps,
+            world_size=self.world,
+            steps_per_epoch=self.order.steps_per_epoch,
+        )
+        outcome, last_eval = "completed", None
+        timed_tokens, timed_seconds = 0, 0.0
+        while step < self.total_steps:
+            started = time.perf_counter()
+            with_stats = config.stats_interval > 0 and (step + 1) % config.stats_interval == 0
+            loss, grad_norm = self._step(step, with_stats)
+            step += 1
+            metrics = {
+                "step": step,
+                "epoch": (step - 1) // self.order.steps_per_epoch,
+                "loss": loss,
+                "learning_rate": self.scheduler.get_last_lr()[0],
+                "gradient_norm": grad_norm,
+                "total_steps": self.total_steps,
+            }
+            if with_stats:
+                squares = self.stats.squares()
+                if self.fsdp and self.world > 1:
+                    dist.all_reduce(squares)
+                histograms = None
+                if config.histogram_interval and step % config.histogram_interval == 0:
+                    histograms = self.stats.histograms()
+                metrics["parameter_stats"] = self.stats.as_dicts(squares, histograms)
+            self.optimizer.zero_grad(set_to_none=True)
+            elapsed = time.perf_counter() - started
+            metrics["tokens_per_second"] = tokens_per_step / elapsed if elapsed > 0 else 0.0
+            if step > 3:
+                timed_tokens += tokens_per_step
+                timed_seconds += elapsed
+            alerts = self.monitor.on_step(step, loss, grad_norm)
+            early_stop = False
+            eval_every = self.spec.eval_interval_steps
+            if (eval_every and step % eval_every == 0) or step == self.total_steps:
+                val_loss = self.evaluate()
+                last_eval = (step, val_loss)
+                metrics["validation_loss"] = val_loss
+                metrics["validation_perplexity"] = _perplexity(val_loss)
+                eval_alerts, improved, early_stop = self.monitor.on_eval(step, val_loss)
+                alerts += eval_alerts
+                if improved and self.keep_best:
+                    checkpoint.save_best(config.best_dir, self.model, self.rank, {"step": step})
+            self.events.emit("metrics", **metrics)
+            for alert in alerts:
+                self.events.emit(
+                    "alert",
+                    kind=alert.kind,
+                    step=alert.step,
+                    message=alert.message,
+                    action=alert.action,
+                )
+                if alert.action == STOP and outcome == "completed":
+                    outcome = "alert_stop"
+                elif alert.action == STOP_KEEP_BEST and outcome == "completed":
+                    outcome = "alert_stop_keep_best"
+            if outcome == "completed" and early_stop:
+                outcome = "early_stopped"
+            if outcome != "completed":
+                break
+            interval = self.spec.checkpoint_interval_steps
+            if interval and step % interval == 0 and step < self.total_steps:
+                checkpoint.save(
+                    config.checkpoint_dir,
+                    step,
+                    self.model,
+                    self.optimizer,
+                    {
+                        "step": step,
+                        "scheduler": self.scheduler.state_dict(),
+                        "monitor": self.monitor.state(),
+                    },
+                    self.rank,
+                    config.keep_checkpoints,
+                )
+                self.events.emit("checkpoint", step=step)
+        throughput = timed_tokens / timed_seconds if timed_seconds else 0.0
+        self._finish(outcome, step, last_eval, throughput)
+
+    def _finish(self, outcome: str, step: int, last_eval, throughput: float) -> None:
+        result = {"outcome": outcome, "step": step, "tokens_per_second": throughput}
+        if outcome == "alert_stop":
+            self._write_result(result)
+            return
+        best = self.config.best_dir / "model.pt"
+        if outcome in ("early_stopped", "alert_stop_keep_best"):
+            if not best.is_file():
+                self._write_result(
+                    {**result, "outcome": "alert_stop", "error": "no evaluation yet to keep"}
+                )
+                return
+            saved = torch.load(best, map_location="cpu", weights_only=False)
+            from torch.distributed.checkpoint.state_dict import (
+                StateDictOptions,
+                set_model_state_dict,
+            )
+
+            set_model_state_dict(
+                self.model, saved["model"], options=StateDictOptions(full_state_dict=True)
+            )
+            result["best_step"] = saved["step"]
+            last_eval = None
+        if last_eval is None or last_eval[0] != step:
+            last_eval = (step, self.evaluate())
+        state = checkpoint.full_model_state(self.model)
+        val_loss = last_eval[1]
+        result["metrics"] = {"val_loss": val_loss, "perplexity": _perplexity(val_loss)}
+        if self.rank == 0:
+            loader = AutoModelForCausalLM if self.causal else AutoModelForMaskedLM
+            fresh = loader.from_config(unwrap(self.model).config)
+            export(fresh, state, self.tokenizer_dir, self.config.export_dir, self.causal)
+            result["export_dir"] = str(self.config.export_dir)
+        self._write_result(result)
+
+    def _write_result(self, result: dict) -> None:
+        if self.rank != 0:
+            return
+        path = self.config.result_path
+        temp = path.with_suffix(".tmp")
+        temp.write_text(json.dumps(result, default=str))
+        temp.rename(path)
+        self.events.emit("finished", **result)
+
+
+def _perplexity(loss: float) -> float:
+    return math.exp(min(loss, 50.0)) if math.isfinite(loss) else math.nan
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Lattice training worker (run by torchrun)")
+    parser.add_argument("--job-dir", required=True, type=Path)
+    args = parser.parse_args(argv)
+    config = WorkerConfig.load(args.job_dir)
+    rank = int(os.environ.get("RANK", "0"))
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    nccl = config.spec.distributed.backend == trainer_pb2.DISTRIBUTED_BACKEND_NCCL
+    device = torch.device("cuda", local_rank) if nccl else torch.device("cpu")
+    if nccl:
+        torch.cuda.set_device(device)
+    fsdp = config.spec.distributed.strategy == trainer_pb2.DISTRIBUTED_STRATEGY_FSDP
+    if world > 1 or fsdp:
+        dist.init_process_group("nccl" if nccl else "gloo")
+    try:
+        Trainer(config, rank, world, device).run()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
