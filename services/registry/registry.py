@@ -28,7 +28,7 @@ from lattice._errors import (
 from lattice._refs import parse_model_ref
 from lattice.v1 import registry_pb2
 from services.registry import validation as check
-from services.registry.artifacts import ArtifactStore, artifact_uri, digest_from_reference
+from services.registry.artifacts import ArtifactStore, digest_from_reference
 from services.registry.metrics import RegistryMetrics
 from services.registry.store import Database, SqliteStore
 from services.registry.watch import WatchHub
@@ -37,7 +37,6 @@ from services.runtime.registry_view import RegistryState
 EventType = registry_pb2.WatchEventType
 PUT = EventType.WATCH_EVENT_TYPE_PUT
 DELETE = EventType.WATCH_EVENT_TYPE_DELETE
-MAX_CONTENT_TYPE = 256
 
 
 @dataclasses.dataclass
@@ -62,12 +61,6 @@ class Resolved:
     policy: registry_pb2.ModelPolicy
 
 
-@dataclasses.dataclass(frozen=True)
-class Download:
-    info: registry_pb2.ArtifactInfo
-    chunks: AsyncIterator[bytes]
-
-
 def _now() -> timestamp_pb2.Timestamp:
     stamp = timestamp_pb2.Timestamp()
     stamp.FromNanoseconds(time.time_ns())
@@ -85,14 +78,12 @@ class Registry:
         *,
         watch_retain_revisions: int = 10_000,
         watch_queue_size: int = 1024,
-        max_artifact_bytes: int = 64 * 1024**3,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._db = db
         self._artifacts = artifacts
         self._metrics = metrics
         self._retain = watch_retain_revisions
-        self._max_artifact_bytes = max_artifact_bytes
         self._clock = clock
         self._state = RegistryState()
         self._lock = asyncio.Lock()
@@ -338,62 +329,6 @@ class Registry:
 
         events = await self._write("update_version_status", build)
         return events[0].version
-
-    # -- artifacts -------------------------------------------------------------------------
-
-    async def upload_artifact(
-        self, header: registry_pb2.ArtifactHeader, chunks: AsyncIterator[bytes]
-    ) -> registry_pb2.UploadArtifactResponse:
-        digest = check.digest(header.digest, "header.digest")
-        if header.size_bytes < 0:
-            raise InvalidArgument("header.size_bytes", "must be >= 0")
-        if header.size_bytes > self._max_artifact_bytes:
-            raise InvalidArgument(
-                "header.size_bytes", f"larger than the limit of {self._max_artifact_bytes} bytes"
-            )
-        check.text(header.content_type, "header.content_type", MAX_CONTENT_TYPE)
-
-        async def counted() -> AsyncIterator[bytes]:
-            async for chunk in chunks:
-                self._metrics.artifact_received_bytes.inc(len(chunk))
-                yield chunk
-
-        stored = await self._artifacts.write(digest, header.size_bytes, counted())
-        is_new_row = await self._db.call(
-            "record_artifact",
-            SqliteStore.record_artifact,
-            digest,
-            header.size_bytes,
-            header.content_type or "application/octet-stream",
-        )
-        if is_new_row:
-            self._metrics.artifact_bytes.inc(header.size_bytes)
-        return registry_pb2.UploadArtifactResponse(
-            artifact_uri=artifact_uri(digest),
-            digest=digest,
-            size_bytes=header.size_bytes,
-            created=stored.created,
-        )
-
-    async def download_artifact(self, reference: str) -> Download:
-        if not reference:
-            raise InvalidArgument("digest", "required: a sha256 digest or artifact URI")
-        digest = digest_from_reference(reference, "digest")
-        if not self._artifacts.exists(digest):
-            raise NotFound(f"artifact sha256:{digest} is not stored")
-        row = await self._db.call("get_artifact", SqliteStore.artifact, digest)
-        info = registry_pb2.ArtifactInfo(
-            digest=digest,
-            size_bytes=self._artifacts.size(digest),
-            content_type=row.content_type if row else "application/octet-stream",
-        )
-
-        async def counted() -> AsyncIterator[bytes]:
-            async for chunk in self._artifacts.read(digest):
-                self._metrics.artifact_sent_bytes.inc(len(chunk))
-                yield chunk
-
-        return Download(info, counted())
 
     # -- aliases -------------------------------------------------------------------------------
 

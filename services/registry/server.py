@@ -15,6 +15,7 @@ from services.registry.metrics import RegistryMetrics
 from services.registry.registry import Registry
 from services.registry.servicer import RegistryServicer
 from services.registry.store import Database, SqliteStore
+from services.registry.uploads import Artifacts
 from services.runtime import LatticeServer, ServerSettings, Service
 from services.runtime.entrypoint import run_service
 
@@ -62,17 +63,18 @@ async def build_server(
         tracer=tracer,
         duration=metrics.db_duration,
     )
+    store = ArtifactStore(root / "artifacts")
     registry = Registry(
         database,
-        ArtifactStore(root / "artifacts"),
+        store,
         metrics,
         watch_retain_revisions=settings.watch_retain_revisions,
         watch_queue_size=settings.watch_queue_size,
-        max_artifact_bytes=settings.max_artifact_bytes,
     )
     await registry.open()
+    artifacts = Artifacts(store, database, metrics, max_artifact_bytes=settings.max_artifact_bytes)
     service = Service(
-        RegistryServicer(registry),
+        RegistryServicer(registry, artifacts),
         registry_pb2_grpc.add_ModelRegistryServiceServicer_to_server,
         registry_pb2.DESCRIPTOR.services_by_name["ModelRegistryService"],
     )

@@ -14,6 +14,7 @@ from lattice._errors import InvalidArgument
 from lattice.v1 import registry_pb2 as pb
 from lattice.v1 import registry_pb2_grpc
 from services.registry.registry import Registry
+from services.registry.uploads import Artifacts
 
 SUBJECT_KEY = "x-lattice-subject"
 ANONYMOUS = "anonymous"
@@ -28,8 +29,9 @@ def actor_of(context: aio.ServicerContext) -> str:
 
 
 class RegistryServicer(registry_pb2_grpc.ModelRegistryServiceServicer):
-    def __init__(self, registry: Registry) -> None:
+    def __init__(self, registry: Registry, artifacts: Artifacts) -> None:
         self._registry = registry
+        self._artifacts = artifacts
 
     async def CreateModel(self, request, context):
         return pb.CreateModelResponse(model=await self._registry.create_model(request.model))
@@ -68,11 +70,11 @@ class RegistryServicer(registry_pb2_grpc.ModelRegistryServiceServicer):
         first = await anext(aiter(request_iterator), None)
         if first is None or first.WhichOneof("payload") != "header":
             raise InvalidArgument("header", "the first message must carry the header")
-        response = await self._registry.upload_artifact(first.header, _chunks(request_iterator))
+        response = await self._artifacts.upload(first.header, _chunks(request_iterator))
         return response
 
     async def DownloadArtifact(self, request, context):
-        download = await self._registry.download_artifact(request.digest)
+        download = await self._artifacts.download(request.digest)
         yield pb.DownloadArtifactResponse(info=download.info)
         async for chunk in download.chunks:
             yield pb.DownloadArtifactResponse(chunk=chunk)
