@@ -47,7 +47,9 @@ class RegistryServer(LatticeServer):
 
     async def set_serving(self, serving: bool) -> None:
         await super().set_serving(serving)
-        if not serving:
+        if serving:
+            self.registry.hub.reopen()
+        else:
             self.registry.hub.close()
 
 

@@ -103,8 +103,12 @@ class WatchHub:
         while len(self._log) > self._retain:
             self._floor = self._log.popleft()[0]
 
+    def reopen(self) -> None:
+        """Accept long-lived streams again after `close`."""
+        self._closed = False
+
     def close(self) -> None:
-        """End every stream (the server is shutting down)."""
+        """End every stream (the server is draining); new ones end after SYNCED."""
         self._closed = True
         for subscriber in list(self._subscribers):
             while not subscriber.queue.empty():
