@@ -18,3 +18,13 @@ def client(services):
 
     with lattice.Client(services.address, TEST_TOKEN) as client:
         yield client
+
+
+@pytest.fixture(scope="package")
+def stack(tmp_path_factory):
+    """Real registry + inference + gateway with a tiny model online (shared by the package)."""
+    from tests.sdk.real_stack import running_stack
+    from tests.support.tiny_models import build_tiny_causal_lm
+
+    model_dir = build_tiny_causal_lm(tmp_path_factory.mktemp("model"), n_positions=512)
+    yield from running_stack(tmp_path_factory.mktemp("stack"), model_dir)

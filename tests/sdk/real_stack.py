@@ -1,0 +1,116 @@
+"""The real services (registry, inference, gateway) in a background event loop.
+
+A background loop lets the sync client, the async client (on the test's own
+loop), CLI subprocesses and the Node.js client all call the same servers.
+A tiny GPT-2-style model, built from a config (nothing downloaded), is
+registered and put online through the gateway with the SDK itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import Future
+from pathlib import Path
+
+import lattice
+from lattice._tokens import ALL_SCOPES, mint_dev_token
+from services.runtime import LatticeServer
+
+SECRET = "sdk-test-dev-secret-0123456789abcdef"
+MODEL = "tiny-gpt"
+
+
+class RealStack:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.servers: dict[str, LatticeServer] = {}
+        self.token = mint_dev_token(SECRET, tenant="acme", scopes=ALL_SCOPES, subject="sdk-test")
+
+    def run(self, coroutine, timeout: float = 60) -> object:
+        future: Future = asyncio.run_coroutine_threadsafe(coroutine, self.loop)
+        return future.result(timeout=timeout)
+
+    async def _start(self) -> None:
+        from services.gateway.server import GatewaySettings
+        from services.gateway.server import build_server as build_gateway
+        from services.inference.server import InferenceSettings
+        from services.inference.server import build_server as build_inference
+        from services.registry.server import RegistrySettings
+        from services.registry.server import build_server as build_registry
+
+        common = {"port": 0, "data_dir": self.root, "log_json": False, "grace_seconds": 0.5}
+        registry = await build_registry(RegistrySettings(**common))
+        await registry.start()
+        self.servers["registry"] = registry
+        inference = await build_inference(
+            InferenceSettings(
+                **common, registry_address=registry.address, device="cpu", backend_threads=2
+            )
+        )
+        await inference.start()
+        self.servers["inference"] = inference
+        gateway = await build_gateway(
+            GatewaySettings(
+                **common,
+                registry_address=registry.address,
+                inference_addresses=(inference.address,),
+                trainer_address="127.0.0.1:1",
+                dev_jwt_secret=SECRET,
+            )
+        )
+        await gateway.start()
+        self.servers["gateway"] = gateway
+
+    def start(self) -> RealStack:
+        self._thread.start()
+        self.run(self._start())
+        return self
+
+    @property
+    def gateway(self) -> str:
+        return self.servers["gateway"].address
+
+    def address(self, name: str) -> str:
+        return self.servers[name].address
+
+    def deploy_tiny_model(self, model_dir: Path, name: str = MODEL) -> None:
+        """Register `model_dir` as version 1 through the gateway and wait until it serves."""
+        with lattice.Client(self.gateway, self.token) as client:
+            client.create_model(name, "text-generation")
+            client.register_version(name, model_dir)
+            client.deploy(name, {1: 100}, reason="test")
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    client.generate(name, "warm up", max_new_tokens=1, skip_cache=True)
+                    return
+                except (lattice.FailedPrecondition, lattice.Unavailable, lattice.NotFound):
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.2)
+
+    def stop(self) -> None:
+        async def _stop() -> None:
+            for name in ("gateway", "inference", "registry"):
+                if name in self.servers:
+                    await self.servers[name].stop(0.5)
+
+        try:
+            self.run(_stop())
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._thread.join(timeout=10)
+
+
+def running_stack(root: Path, model_dir: Path) -> Iterator[RealStack]:
+    stack = RealStack(root).start()
+    try:
+        stack.deploy_tiny_model(model_dir)
+        yield stack
+    finally:
+        stack.stop()
