@@ -8,6 +8,7 @@ it (for GenerateStream: stops generating) instead of running to the end.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
@@ -98,4 +99,5 @@ class AsyncStream(Generic[T]):
     def __del__(self) -> None:
         call = getattr(self, "_call", None)
         if call is not None and not getattr(self, "_cancelled", True):
-            call.cancel()
+            with contextlib.suppress(RuntimeError):  # the loop may already be closed
+                call.cancel()
