@@ -144,9 +144,7 @@ class Gateway:
             admission = await self._admit(principal, decision.name)
             forwarded = _with_model(request, decision.target)
             metadata = self._forward_metadata(principal)
-            with self._tracer.start_as_current_span("gateway.upstream") as span:
-                span.set_attribute("lattice.model", decision.target)
-                response = await self._inference.unary(method, forwarded, metadata)
+            response = await self._inference.unary(method, forwarded, metadata)
             tokens = response.usage.total_tokens
             self._charge(admission, tenant, model, tokens)
             if decision.shadow_version:
@@ -176,16 +174,14 @@ class Gateway:
                 self._shadow(
                     "GenerateStream", _with_model(request, decision.shadow_target), metadata
                 )
-            with self._tracer.start_as_current_span("gateway.upstream") as span:
-                span.set_attribute("lattice.model", decision.target)
-                stream = self._inference.stream("GenerateStream", forwarded, metadata)
-                async with contextlib.aclosing(stream):
-                    async for message in stream:
-                        if message.HasField("usage"):
-                            final_tokens = message.usage.total_tokens
-                        elif message.delta:
-                            delivered += 1
-                        yield message
+            stream = self._inference.stream("GenerateStream", forwarded, metadata)
+            async with contextlib.aclosing(stream):
+                async for message in stream:
+                    if message.HasField("usage"):
+                        final_tokens = message.usage.total_tokens
+                    elif message.delta:
+                        delivered += 1
+                    yield message
         except LatticeError as exc:
             code = exc.code.name
             raise
@@ -243,11 +239,9 @@ class Gateway:
     async def forward_unary(self, upstream: str, call: Call, request: Any) -> Any:
         principal = await self.authorize(call)
         method = call.method.rsplit("/", 1)[-1]
-        with self._tracer.start_as_current_span("gateway.upstream") as span:
-            span.set_attribute("rpc.method", call.method)
-            return await self._upstreams[upstream].unary(
-                method, request, self._forward_metadata(principal)
-            )
+        return await self._upstreams[upstream].unary(
+            method, request, self._forward_metadata(principal)
+        )
 
     async def forward_stream(self, upstream: str, call: Call, request: Any) -> AsyncIterator[Any]:
         principal = await self.authorize(call)

@@ -146,13 +146,13 @@ async def build_server(
         settings.inference_addresses,
         inference_pb2_grpc.InferenceServiceStub,
         credentials=upstream_tls,
-        tracer_provider=tracer_provider,
         outlier=OutlierConfig(
             consecutive_failures=settings.outlier_consecutive_failures,
             base_ejection_seconds=settings.outlier_ejection_seconds,
         ),
         max_attempts=settings.upstream_max_attempts,
         deadline_margin=settings.upstream_deadline_margin_seconds,
+        tracer=tracer,
     )
     upstreams = {
         "registry": Upstream(

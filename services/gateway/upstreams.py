@@ -8,9 +8,13 @@ detection does) and then let back in on probation, where one failure ejects
 it again. Streams are retried only until the first message arrives.
 
 Channels come from `services.runtime.create_channel`, which propagates the
-trace context, the request id and the caller's (shrinking) deadline. The
-pool turns off gRPC's own per-channel retries so that a retry goes to a
-different replica instead of the same dead one.
+request id and the caller's (shrinking) deadline. The pool turns off gRPC's
+own per-channel retries so that a retry goes to a different replica instead
+of the same dead one. Each attempt is one CLIENT span of ours whose W3C
+trace context goes into the call's metadata; the OpenTelemetry gRPC client
+interceptor is given a no-op tracer here because with a recording tracer it
+costs ~0.3 ms per call (0.67 vs 0.37 ms for a cheap call measured here),
+more than the rest of the gateway's logic together.
 """
 
 from __future__ import annotations
@@ -24,7 +28,9 @@ from typing import Any
 
 import grpc
 from grpc import aio
+from opentelemetry import propagate, trace
 from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.trace import NoOpTracerProvider, SpanKind, Status, StatusCode
 
 from lattice._errors import Unavailable, from_rpc_error
 from services.runtime.channels import create_channel
@@ -41,6 +47,8 @@ class OutlierConfig:
     #: Never eject more than this share of the pool (at least one stays in).
     max_ejected_fraction: float = 0.5
 
+
+_NO_TRACING = NoOpTracerProvider()
 
 #: Unary inference calls have no side effects, so besides UNAVAILABLE (never got
 #: there) a CANCELLED that we did not cause (the replica shut down mid-call, e.g.
@@ -73,10 +81,10 @@ class ReplicaPool:
         stub_type: Callable[[aio.Channel], Any],
         *,
         credentials: grpc.ChannelCredentials | None = None,
-        tracer_provider: TracerProvider | None = None,
         outlier: OutlierConfig | None = None,
         max_attempts: int = 3,
         deadline_margin: float = 0.1,
+        tracer: trace.Tracer | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if not addresses:
@@ -84,12 +92,13 @@ class ReplicaPool:
         self._outlier = outlier or OutlierConfig()
         self._max_attempts = max_attempts
         self._deadline_margin = deadline_margin
+        self._tracer = tracer or trace.get_tracer("lattice.gateway")
         self._clock = clock
         self._turn = itertools.count()
         self.replicas = []
         for address in addresses:
             channel = create_channel(
-                address, credentials=credentials, retries=1, tracer_provider=tracer_provider
+                address, credentials=credentials, retries=1, tracer_provider=_NO_TRACING
             )
             self.replicas.append(Replica(address, channel, stub_type(channel)))
         #: Called with (address, healthy) whenever a replica is ejected or restored.
@@ -151,16 +160,31 @@ class ReplicaPool:
             return None
         return max(0.0, remaining - min(self._deadline_margin, remaining * 0.05))
 
+    def _attempt(
+        self, method: str, replica: Replica, attempt: int, metadata: Sequence[tuple[str, str]]
+    ) -> tuple[trace.Span, list[tuple[str, str]]]:
+        """A CLIENT span for one attempt, and the metadata carrying its trace context."""
+        span = self._tracer.start_span(
+            f"upstream {method}",
+            kind=SpanKind.CLIENT,
+            attributes={"server.address": replica.address, "lattice.attempt": attempt},
+        )
+        carrier: dict[str, str] = {}
+        propagate.inject(carrier, context=trace.set_span_in_context(span))
+        return span, [*metadata, *carrier.items()]
+
     async def unary(self, method: str, request: Any, metadata: Sequence[tuple[str, str]]) -> Any:
         """Call `method`, failing over to another replica on UNAVAILABLE."""
         last: aio.AioRpcError | None = None
-        for replica in self.candidates():
+        for attempt, replica in enumerate(self.candidates()):
+            span, traced = self._attempt(method, replica, attempt, metadata)
             replica.in_flight += 1
             try:
                 response = await getattr(replica.stub, method)(
-                    request, metadata=metadata, timeout=self._timeout()
+                    request, metadata=traced, timeout=self._timeout()
                 )
             except aio.AioRpcError as exc:
+                span.set_status(Status(StatusCode.ERROR, exc.code().name))
                 if exc.code() not in _UNARY_RETRYABLE:
                     self._succeeded(replica)  # it answered; the answer is the caller's
                     raise from_rpc_error(exc) from None
@@ -169,6 +193,7 @@ class ReplicaPool:
                 continue
             finally:
                 replica.in_flight -= 1
+                span.end()
             self._succeeded(replica)
             return response
         raise _unavailable(last)
@@ -178,15 +203,15 @@ class ReplicaPool:
     ) -> AsyncIterator[Any]:
         """Stream `method`; fails over only until the first message has arrived."""
         last: aio.AioRpcError | None = None
-        for replica in self.candidates():
-            call = getattr(replica.stub, method)(
-                request, metadata=metadata, timeout=self._timeout()
-            )
+        for attempt, replica in enumerate(self.candidates()):
+            span, traced = self._attempt(method, replica, attempt, metadata)
+            call = getattr(replica.stub, method)(request, metadata=traced, timeout=self._timeout())
             replica.in_flight += 1
             try:
                 try:
                     first = await call.read()
                 except aio.AioRpcError as exc:
+                    span.set_status(Status(StatusCode.ERROR, exc.code().name))
                     if exc.code() != grpc.StatusCode.UNAVAILABLE:
                         self._succeeded(replica)
                         raise from_rpc_error(exc) from None
@@ -200,11 +225,13 @@ class ReplicaPool:
                     try:
                         message = await call.read()
                     except aio.AioRpcError as exc:
+                        span.set_status(Status(StatusCode.ERROR, exc.code().name))
                         raise from_rpc_error(exc) from None
                 return
             finally:
                 replica.in_flight -= 1
                 call.cancel()
+                span.end()
         raise _unavailable(last)
 
     async def close(self) -> None:

@@ -95,7 +95,12 @@ async def test_deadline_shrinks_and_trace_and_request_id_propagate(stack):
     await gateway.start()
     stack.gateways.append(gateway)
     stub = stack.inference_stub(gateway)
-    metadata = [*bearer(token()), ("x-request-id", "req-12345")]
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    metadata = [
+        *bearer(token()),
+        ("x-request-id", "req-12345"),
+        ("traceparent", f"00-{trace_id}-00f067aa0ba902b7-01"),
+    ]
     await stub.Generate(
         inference_pb2.GenerateRequest(model="chat", prompt="x"), metadata=metadata, timeout=2.0
     )
@@ -103,7 +108,7 @@ async def test_deadline_shrinks_and_trace_and_request_id_propagate(stack):
     assert remaining is not None and 1.0 < remaining < 2.0
     seen = echo.metadata[-1]
     assert seen["x-request-id"] == "req-12345"
-    assert seen.get("traceparent", "").startswith("00-")
+    assert seen["traceparent"].split("-")[1] == trace_id  # one trace across the hop
 
     # Streams carry the deadline too.
     stream = stub.GenerateStream(
