@@ -1,0 +1,1 @@
+"""Deployment assets; `deploy.render_pytorchjob` is importable by the trainer."""

@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# Checks for deploy/: no cluster and no Docker engine needed.
+#   bash deploy/check.sh            check (CI); exits non-zero on any failure
+#   bash deploy/check.sh --update   also rewrite deploy/k8s/rendered/*.yaml
+#
+#  1. hadolint on every Dockerfile
+#  2. render every overlay with kubectl's built-in kustomize; the rendered
+#     output must match deploy/k8s/rendered/ (reviewed, committed manifests)
+#  3. validate every resource against the Kubernetes schemas (1.30 and 1.37,
+#     strict) with kubernetes-validate; the PyTorchJob CRD against the schema
+#     in deploy/k8s/training/, its pod templates as core/v1 PodTemplateSpec
+#  4. checkov on the rendered manifests and the Dockerfiles (every skip is an
+#     inline checkov.io/skip annotation with its reason)
+#  5. docker-compose files against the Compose Specification
+#  6. self-test: known-bad fixtures (tests/deploy/fixtures/) must fail 1-5
+#
+# Tools are pinned in deploy/check-requirements.txt and installed once into
+# deploy/.venv-checks (reinstalled when that file changes).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+VENV="deploy/.venv-checks"
+REQS="deploy/check-requirements.txt"
+OUT="deploy/build/check"  # not a dot-dir: checkov skips hidden paths
+RENDERED="deploy/k8s/rendered"
+FIXTURES="tests/deploy/fixtures"
+K8S_VERSIONS=(--k8s 1.30.0 --k8s 1.37.0)
+UPDATE=0
+[[ "${1:-}" == "--update" ]] && UPDATE=1
+
+step() { printf '\n== %s\n' "$*"; }
+fail() { printf 'FAIL: %s\n' "$*" >&2; exit 1; }
+start=$SECONDS
+
+# --- tools -------------------------------------------------------------------
+stamp="$VENV/.installed-$(sha256sum "$REQS" | cut -c1-12)"
+if [[ ! -f "$stamp" ]]; then
+  step "installing check tools into $VENV"
+  python="$(command -v python3.11 || command -v python3)"
+  [[ -x "$VENV/bin/python" ]] || "$python" -m venv "$VENV"
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check -r "$REQS" 2>&1 \
+    | grep -v "^WARNING: Location" || true
+  "$VENV/bin/kubectl" version --client >/dev/null || fail "kubectl did not install"
+  rm -f "$VENV"/.installed-*
+  touch "$stamp"
+fi
+BIN="$VENV/bin"
+PY="$BIN/python"
+export PATH="$ROOT/$BIN:$PATH"
+# checkov: no calls home (with --skip-download below).
+export BC_SKIP_MAPPING=TRUE
+
+rm -rf "$OUT" && mkdir -p "$OUT/manifests" "$OUT/bad"
+
+# --- 1. Dockerfiles ----------------------------------------------------------
+step "hadolint"
+mapfile -t dockerfiles < <(find deploy/docker -name 'Dockerfile*' ! -name '*.dockerignore' | sort)
+"$BIN/hadolint" --failure-threshold warning "${dockerfiles[@]}"
+echo "hadolint: ${#dockerfiles[@]} Dockerfiles clean"
+
+# --- 2. render ---------------------------------------------------------------
+step "kustomize render"
+stale=0
+for overlay in deploy/k8s/overlays/*/; do
+  name="$(basename "$overlay")"
+  "$BIN/kubectl" kustomize "$overlay" > "$OUT/manifests/$name.yaml"
+  echo "rendered $name: $(grep -c '^kind:' "$OUT/manifests/$name.yaml") resources"
+  if [[ $UPDATE == 1 ]]; then
+    mkdir -p "$RENDERED" && cp "$OUT/manifests/$name.yaml" "$RENDERED/$name.yaml"
+  elif ! cmp -s "$OUT/manifests/$name.yaml" "$RENDERED/$name.yaml"; then
+    diff -u "$RENDERED/$name.yaml" "$OUT/manifests/$name.yaml" | head -40 || true
+    echo "deploy/k8s/rendered/$name.yaml is stale: run 'bash deploy/check.sh --update'" >&2
+    stale=1
+  fi
+done
+[[ $stale == 0 ]] || fail "rendered manifests out of date"
+# One PyTorchJob through the trainer's renderer, GPU variant.
+echo '{"job_id": "example"}' > "$OUT/job.json"
+"$PY" deploy/render_pytorchjob.py --job-id example --job-dir /var/lib/lattice/trainer/jobs/example \
+  --spec "$OUT/job.json" --image registry.example.com/lattice/trainer:0.1.0 \
+  --min-workers 2 --max-workers 4 --procs-per-worker 8 --gpus-per-worker 8 \
+  > "$OUT/manifests/pytorchjob-example.yaml"
+
+# --- 3. schemas --------------------------------------------------------------
+step "kubernetes-validate (strict) + PyTorchJob schema"
+"$PY" deploy/validate_manifests.py "${K8S_VERSIONS[@]}" \
+  "$OUT"/manifests/*.yaml deploy/k8s/training/pytorchjob.template.yaml
+
+# --- 4. security scan --------------------------------------------------------
+step "checkov"
+"$BIN/checkov" --quiet --compact --skip-download --framework kubernetes -d "$OUT/manifests"
+"$BIN/checkov" --quiet --compact --skip-download --framework dockerfile -d deploy/docker
+echo "checkov: clean (skips are annotated inline with reasons)"
+
+# --- 5. compose --------------------------------------------------------------
+step "compose"
+"$PY" deploy/validate_compose.py deploy/docker-compose.yml deploy/docker-compose.gpu.yml
+
+# --- 6. the checks can fail --------------------------------------------------
+step "self-test: known-bad fixtures must fail"
+must_fail() {
+  local what="$1"; shift
+  if "$@" >"$OUT/bad/last.log" 2>&1; then
+    cat "$OUT/bad/last.log" >&2
+    fail "$what passed but must fail"
+  fi
+  echo "ok: $what fails"
+}
+must_fail "hadolint on bad.Dockerfile" "$BIN/hadolint" "$FIXTURES/bad.Dockerfile"
+must_fail "validate bad-deployment.yaml" "$PY" deploy/validate_manifests.py "$FIXTURES/bad-deployment.yaml"
+must_fail "validate bad-pytorchjob.yaml" "$PY" deploy/validate_manifests.py "$FIXTURES/bad-pytorchjob.yaml"
+must_fail "validate unknown-kind.yaml" "$PY" deploy/validate_manifests.py "$FIXTURES/unknown-kind.yaml"
+cp "$FIXTURES/privileged-pod.yaml" "$OUT/bad/"
+must_fail "checkov on privileged-pod.yaml" \
+  "$BIN/checkov" --quiet --compact --skip-download --framework kubernetes -d "$OUT/bad" \
+  --check CKV_K8S_16,CKV_K8S_20,CKV_K8S_22,CKV_K8S_23,CKV_K8S_37
+must_fail "compose bad-compose.yml" "$PY" deploy/validate_compose.py "$FIXTURES/bad-compose.yml"
+
+echo
+echo "deploy checks passed in $((SECONDS - start))s"
