@@ -196,6 +196,8 @@ class Stack:
         self.registry: LatticeServer | None = None
         self.inference: list[tuple[LatticeServer, EchoInference]] = []
         self.gateways: list[LatticeServer] = []
+        #: Any other servers a test started (stopped after the gateways).
+        self.others: list[LatticeServer] = []
         self.channels: list[aio.Channel] = []
         self.keys: SigningKeys | None = None
 
@@ -287,7 +289,7 @@ class Stack:
     async def close(self) -> None:
         for channel in self.channels:
             await channel.close()
-        for server in self.gateways:
+        for server in [*self.gateways, *self.others]:
             await server.stop(0)
         for server, _ in self.inference:
             await server.stop(0)
