@@ -184,3 +184,33 @@ async def test_archived_versions_cannot_go_online(client: RegistryClient):
         )
     )
     assert (await client.deploy("m", (2, 100))).routes[0].version == 2
+
+
+async def test_history_pages_newest_first_per_model(client: RegistryClient):
+    for name in ("a", "b"):
+        await client.model(name)
+        await client.version(name)
+    for weight_round in range(3):
+        await client.deploy("a", (1, 100), reason=f"a{weight_round}")
+        await client.deploy("b", (1, 100), reason=f"b{weight_round}")
+    reasons, token, tokens = [], "", []
+    while True:
+        page = await client.stub.ListDeploymentHistory(
+            registry_pb2.ListDeploymentHistoryRequest(model_name="a", page_size=2, page_token=token)
+        )
+        reasons += [entry.reason for entry in page.entries]
+        token = page.next_page_token
+        tokens.append(token)
+        if not token:
+            break
+    assert reasons == ["a2", "a1", "a0"]
+    everything = await client.stub.ListDeploymentHistory(
+        registry_pb2.ListDeploymentHistoryRequest(page_size=1000)
+    )
+    revisions = [entry.revision for entry in everything.entries]
+    assert len(revisions) == 6 and revisions == sorted(revisions, reverse=True)
+    with pytest.raises(grpc.aio.AioRpcError) as info:  # a token from another listing
+        await client.stub.ListDeploymentHistory(
+            registry_pb2.ListDeploymentHistoryRequest(model_name="b", page_token=tokens[0])
+        )
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
