@@ -130,6 +130,16 @@ def _quotas(settings: GatewaySettings) -> QuotaLimiter:
 async def build_server(
     settings: GatewaySettings, *, tracer_provider: TracerProvider | None = None
 ) -> LatticeServer:
+    extra = {}
+    tls = server_credentials(
+        settings.tls_cert_file, settings.tls_key_file, settings.tls_client_ca_file
+    )
+    if tls is not None:
+        # The shared runtime binds plaintext today; it needs a server_credentials
+        # parameter before the gateway can terminate TLS itself. Never fall back.
+        if "server_credentials" not in inspect.signature(LatticeServer).parameters:
+            raise ValueError("server TLS needs LatticeServer(server_credentials=...) support")
+        extra["server_credentials"] = tls
     metrics_registry = CollectorRegistry()
     tracer = (tracer_provider or trace.get_tracer_provider()).get_tracer("lattice.gateway")
     upstream_tls = channel_credentials(
@@ -203,16 +213,6 @@ async def build_server(
             trainer_service,
         ),
     ]
-    extra = {}
-    tls = server_credentials(
-        settings.tls_cert_file, settings.tls_key_file, settings.tls_client_ca_file
-    )
-    if tls is not None:
-        # The shared runtime binds plaintext today; it needs a server_credentials
-        # parameter before the gateway can terminate TLS itself.
-        if "server_credentials" not in inspect.signature(LatticeServer).parameters:
-            raise ValueError("server TLS needs LatticeServer(server_credentials=...) support")
-        extra["server_credentials"] = tls
     server = LatticeServer(
         services,
         settings,

@@ -277,3 +277,33 @@ async def test_scopes_and_claims_become_the_principal():
     no_tenant = jwt.encode(claims(tenant=None), SECRET)
     with pytest.raises(AuthFailure, match="tenant"):
         await authenticator.verify(no_tenant)
+
+
+async def test_jwks_from_a_url(keys):
+    """A real HTTP JWKS endpoint; when it goes away, cached keys keep verifying."""
+    import functools
+    import http.server
+    import threading
+
+    from services.gateway.auth import url_fetcher
+
+    handler = functools.partial(
+        http.server.SimpleHTTPRequestHandler, directory=str(keys.jwks_path.parent)
+    )
+    handler.log_message = lambda *args: None  # type: ignore[attr-defined]
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/jwks.json"
+    clock = _Clock()
+    source = JwksKeys(url_fetcher(url, timeout=2), lifetime=100, refetch_interval=1, clock=clock)
+    authenticator = Authenticator(AuthConfig(cache_size=0), source)
+    signed = keys.sign(claims(), "ec-1")
+    try:
+        assert (await authenticator.verify(signed)).tenant == "acme"
+    finally:
+        server.shutdown()
+        server.server_close()
+    clock.now += 60
+    assert (await authenticator.verify(signed)).tenant == "acme"
+    assert source.fetch_failures == 1
