@@ -26,6 +26,8 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import ClassVar
 
+from lattice._errors import FailedPrecondition
+
 
 class Task(enum.Enum):
     """What a loaded model serves (mirrors `lattice.v1.ModelTask`)."""
@@ -197,6 +199,18 @@ class Backend(abc.ABC):
             return_exceptions=True,
         )
         return list(results)
+
+
+_SERVES = {Task.GENERATE: "text generation", Task.EMBED: "embeddings"}
+_KIND = {Task.GENERATE: "a text generation", Task.EMBED: "an embedding"}
+
+
+def require_task(model_name: str, actual: Task, wanted: Task) -> None:
+    """FAILED_PRECONDITION when a model is asked for what it does not serve."""
+    if actual is not wanted:
+        raise FailedPrecondition(
+            f"model {model_name!r} is {_KIND[actual]} model; it does not serve {_SERVES[wanted]}"
+        )
 
 
 #: Builds the backend for a version; the server wires one per artifact format.

@@ -27,6 +27,8 @@ from services.inference.backends import (
     GenerationParams,
     GenerationResult,
     StreamChunk,
+    Task,
+    require_task,
 )
 from services.inference.cache import ResponseCache, SingleFlight, cache_key
 from services.inference.manager import ModelManager
@@ -182,12 +184,14 @@ class InferenceEngine:
 
     # -- routing and policy ---------------------------------------------------
 
-    async def _pick(self, ref: ModelRef, routing_key: str) -> ServingVersion:
+    async def _pick(self, ref: ModelRef, routing_key: str, task: Task) -> ServingVersion:
         wait = self._load_wait
         left = remaining_time()
         if left is not None:
             wait = max(0.0, min(wait, left))
-        return await self._manager.pick(ref, routing_key, timeout=wait)
+        entry = await self._manager.pick(ref, routing_key, timeout=wait)
+        require_task(entry.name, entry.task, task)
+        return entry
 
     def _policy_limits(self, entry: ServingVersion) -> tuple[int, int]:
         """(max_new_tokens, max_prompt_tokens) for the model; 0 = no ceiling."""
@@ -286,7 +290,7 @@ class InferenceEngine:
             self._observe(GENERATE_OP, ref.name),
             self._tracer.start_as_current_span("inference.generate") as span,
         ):
-            entry = await self._pick(ref, call.routing_key)
+            entry = await self._pick(ref, call.routing_key, Task.GENERATE)
             span.set_attribute("gen_ai.response.model", entry.label)
             with entry.lease() as backend:
                 params = self._generation_params(call, entry, backend, params)
@@ -321,7 +325,7 @@ class InferenceEngine:
             self._observe(GENERATE_OP, ref.name),
             self._tracer.start_as_current_span("inference.generate_stream") as span,
         ):
-            entry = await self._pick(ref, call.routing_key)
+            entry = await self._pick(ref, call.routing_key, Task.GENERATE)
             span.set_attribute("gen_ai.response.model", entry.label)
             with entry.lease() as backend:
                 params = self._generation_params(call, entry, backend, params)
@@ -376,7 +380,7 @@ class InferenceEngine:
             self._observe(EMBED_OP, ref.name),
             self._tracer.start_as_current_span("inference.embed") as span,
         ):
-            entry = await self._pick(ref, call.routing_key)
+            entry = await self._pick(ref, call.routing_key, Task.EMBED)
             span.set_attribute("gen_ai.response.model", entry.label)
             with entry.lease() as backend:
                 policy = self._view.policy(entry.name)

@@ -179,14 +179,21 @@ class ModelManager:
                 self._start_drain(entry)
 
     def _successors_settled(self, name: str, online: Mapping[tuple[str, int], object]) -> bool:
-        """True when every online version of `name` is READY or FAILED here."""
+        """True when an offline version of `name` may drain: every online
+        version of the model has settled here and one with traffic is READY.
+        If every new version failed, the old one keeps serving."""
+        deployment = self._view.deployment(name)
+        routed = {r.version for r in deployment.routes if r.weight > 0} if deployment else set()
+        any_ready = not routed  # the model went offline entirely: drain now
         for key in online:
             if key[0] != name:
                 continue
             entry = self._versions.get(key)
             if entry is None or entry.state is VersionState.LOADING:
                 return False
-        return True
+            if entry.state is VersionState.READY and key[1] in routed:
+                any_ready = True
+        return any_ready
 
     def _start_load(
         self, version: registry_pb2.ModelVersion, entry: ServingVersion | None = None

@@ -19,6 +19,7 @@ from services.inference.metrics import InferenceMetrics
 from services.inference.requests import Limits
 from services.inference.servicer import InferenceServicer
 from services.inference.transformers_backend import TransformersBackend
+from services.inference.triton_backend import TritonBackend
 from services.runtime import LatticeServer, ServerSettings, Service, create_channel
 from services.runtime.entrypoint import run_service
 from services.runtime.registry_view import RegistryView
@@ -50,11 +51,14 @@ class InferenceSettings(ServerSettings):
     load_wait_seconds: float = 30.0
     #: How long an offline version may take to finish its in-flight requests.
     drain_timeout_seconds: float = 60.0
-    #: Triton (KServe v2 gRPC) address for TRITON-format versions without one.
+    #: Triton (KServe v2 gRPC, host:port) for TRITON-format versions whose URI,
+    #: params or tags name no address.
     triton_url: str = ""
 
 
-def backend_factories(settings: InferenceSettings) -> dict[int, BackendFactory]:
+def backend_factories(
+    settings: InferenceSettings, tracer_provider: TracerProvider | None = None
+) -> dict[int, BackendFactory]:
     """Which backend serves which artifact format."""
 
     def transformers(spec: LoadSpec) -> TransformersBackend:
@@ -62,7 +66,15 @@ def backend_factories(settings: InferenceSettings) -> dict[int, BackendFactory]:
             spec, max_batch_size=settings.max_batch_size, threads=settings.backend_threads
         )
 
-    return {common_pb2.ARTIFACT_FORMAT_TRANSFORMERS: transformers}
+    def triton(spec: LoadSpec) -> TritonBackend:
+        return TritonBackend(
+            spec, default_address=settings.triton_url or None, tracer_provider=tracer_provider
+        )
+
+    return {
+        common_pb2.ARTIFACT_FORMAT_TRANSFORMERS: transformers,
+        common_pb2.ARTIFACT_FORMAT_TRITON: triton,
+    }
 
 
 async def build_server(
@@ -76,7 +88,7 @@ async def build_server(
     manager = ModelManager(
         view,
         fetcher,
-        backend_factories(settings),
+        backend_factories(settings, tracer_provider),
         device=settings.device,
         max_batch_size=settings.max_batch_size,
         max_batch_wait=settings.max_batch_wait_ms / 1000,

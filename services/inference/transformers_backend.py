@@ -28,6 +28,7 @@ from services.inference.backends import (
     ModelInfo,
     StreamChunk,
     Task,
+    require_task,
 )
 from services.inference.detokenize import TextAssembler
 
@@ -147,12 +148,7 @@ class TransformersBackend(Backend):
     # -- generation ------------------------------------------------------
 
     def _require(self, task: Task) -> None:
-        if self.spec.task is not task:
-            what = "text generation" if task is Task.GENERATE else "embeddings"
-            raise FailedPrecondition(
-                f"model {self.spec.model_name!r} is a {self.spec.task.value} model; "
-                f"it does not serve {what}"
-            )
+        require_task(self.spec.model_name, self.spec.task, task)
         if self._model is None:
             raise Unavailable(f"{self.spec.model_name}:{self.spec.version} is not loaded")
 

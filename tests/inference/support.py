@@ -182,6 +182,18 @@ class Lab:
         return self.root / "registry" / "artifacts" / "sha256" / digest[:2] / digest
 
 
+async def poll(predicate, timeout: float, interval: float = 0.001) -> float:
+    """Wait until `predicate()` is true; returns the seconds it took. Polls
+    (instead of an event) because the condition lives in a worker thread."""
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    for _ in range(int(timeout / interval) + 1):
+        if predicate():
+            return loop.time() - start
+        await asyncio.sleep(interval)
+    raise TimeoutError(f"condition not reached within {timeout}s")
+
+
 def generate_request(model: str, prompt: str = "Once upon a time", **params) -> object:
     skip_cache = params.pop("skip_cache", False)
     routing_key = params.pop("routing_key", "")

@@ -1,0 +1,130 @@
+"""The Redis response cache through the real service: hits, single-flight,
+Redis outages, version isolation."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from lattice.v1 import inference_pb2
+from services.inference.serving import VersionState
+from tests.inference.conftest import deploy_lm
+from tests.inference.support import generate_request
+
+GEN = {"gen_ai_operation_name": "text_completion"}
+
+
+def backend_calls(lab) -> float:
+    return lab.metric("lattice_inference_backend_calls_total", GEN)
+
+
+async def test_a_hit_returns_the_identical_response_flagged_cached(cached_lab, model_dirs):
+    lab = cached_lab
+    await deploy_lm(lab, model_dirs)
+    request = generate_request("lm", max_new_tokens=16)
+    first = await lab.stub.Generate(request)
+    second = await lab.stub.Generate(request)
+    assert not first.cached and second.cached
+    first.cached = True
+    assert second == first
+    assert backend_calls(lab) == 1
+    assert lab.metric("lattice_inference_cache_lookups_total", {"result": "hit"}) == 1
+
+    # Opting out reads nothing from the cache and computes again.
+    skipped = await lab.stub.Generate(generate_request("lm", max_new_tokens=16, skip_cache=True))
+    assert not skipped.cached and skipped.text == first.text
+    assert backend_calls(lab) == 2
+
+
+async def test_only_deterministic_requests_are_cached(cached_lab, model_dirs):
+    lab = cached_lab
+    await deploy_lm(lab, model_dirs)
+    unseeded = generate_request("lm", max_new_tokens=8, temperature=1.0)
+    seeded = generate_request("lm", max_new_tokens=8, temperature=1.0, seed=42)
+    assert not (await lab.stub.Generate(unseeded)).cached
+    assert not (await lab.stub.Generate(unseeded)).cached
+    assert not (await lab.stub.Generate(seeded)).cached
+    assert (await lab.stub.Generate(seeded)).cached
+
+
+async def test_32_identical_concurrent_requests_cost_one_backend_call(cached_lab, model_dirs):
+    lab = cached_lab
+    await deploy_lm(lab, model_dirs)
+    backend = lab.backend("lm", 1)
+    before = backend.tokens_generated
+    request = generate_request("lm", prompt="The stars were bright", max_new_tokens=32)
+    responses = await asyncio.gather(*(lab.stub.Generate(request) for _ in range(32)))
+    assert len({r.text for r in responses}) == 1
+    assert backend_calls(lab) == 1
+    assert backend.tokens_generated - before == 32  # one generation of 32 tokens, not 32
+    assert lab.metric("lattice_inference_coalesced_requests_total") >= 1
+
+
+async def test_redis_outage_serves_uncached_then_caching_resumes(
+    cached_lab, model_dirs, redis_server, caplog
+):
+    lab = cached_lab
+    await deploy_lm(lab, model_dirs)
+    warm = generate_request("lm", prompt="Hello lattice", max_new_tokens=8)
+    await lab.stub.Generate(warm)
+    assert (await lab.stub.Generate(warm)).cached
+
+    redis_server.kill()
+    for i in range(10):
+        response = await lab.stub.Generate(
+            generate_request("lm", prompt=f"Outage {i}", max_new_tokens=4)
+        )
+        assert response.text is not None and not response.cached
+    # The earlier hit is not reachable either: served, not cached.
+    assert not (await lab.stub.Generate(warm)).cached
+    assert lab.metric("lattice_inference_cache_lookups_total", {"result": "error"}) >= 10
+    errors = lab.metric("lattice_inference_cache_errors_total", {"operation": "get"})
+    assert errors >= 1
+    assert "response cache unavailable" in caplog.text
+
+    redis_server.start()  # same port, empty
+    request = generate_request("lm", prompt="Back again", max_new_tokens=4)
+    for _ in range(100):  # the breaker retries Redis after cache_retry_seconds
+        await lab.stub.Generate(request)
+        if (await lab.stub.Generate(request)).cached:
+            break
+        await asyncio.sleep(0.05)
+    else:
+        pytest.fail("caching did not resume after Redis came back")
+
+
+async def test_a_cached_stream_replays_the_cached_text(cached_lab, model_dirs):
+    lab = cached_lab
+    await deploy_lm(lab, model_dirs)
+    request = inference_pb2.GenerateStreamRequest(
+        model="lm",
+        prompt="Once upon a time",
+        parameters=inference_pb2.GenerationParameters(max_new_tokens=12),
+    )
+    live = [m async for m in lab.stub.GenerateStream(request)]
+    replay = [m async for m in lab.stub.GenerateStream(request)]
+    assert not any(m.cached for m in live) and all(m.cached for m in replay)
+    assert "".join(m.delta for m in replay) == "".join(m.delta for m in live)
+    assert replay[-1].usage == live[-1].usage
+    assert replay[-1].finish_reason == live[-1].finish_reason
+    assert replay[0].model_version == 1
+    # The unary call hits the same entry.
+    unary = await lab.stub.Generate(generate_request("lm", max_new_tokens=12))
+    assert unary.cached and unary.text == "".join(m.delta for m in live)
+
+
+async def test_a_new_version_never_serves_the_old_versions_answer(cached_lab, model_dirs):
+    lab = cached_lab
+    await deploy_lm(lab, model_dirs)
+    request = generate_request("lm", max_new_tokens=16)
+    v1 = await lab.stub.Generate(request)
+    assert (await lab.stub.Generate(request)).cached
+
+    await lab.register("lm", model_dirs["lm2"])
+    await lab.deploy("lm", {2: 100})
+    await lab.wait_state("lm", 2, VersionState.READY)
+    await lab.wait_unloaded("lm", 1)
+    v2 = await lab.stub.Generate(request)
+    assert v2.model_version == 2 and not v2.cached
+    assert v2.text != v1.text
