@@ -51,7 +51,12 @@ async def test_scopes_tenants_and_forwarding(stack):
     trainer = trainer_pb2_grpc.TrainerServiceStub(channel)
     generate = inference_pb2.GenerateRequest(model="chat", prompt="hello there")
 
-    invoke = bearer(token("acme", ["inference:invoke"], subject="alice"))
+    # Identity headers a caller sends itself are never forwarded (no spoofing).
+    invoke = [
+        *bearer(token("acme", ["inference:invoke"], subject="alice")),
+        ("x-lattice-tenant", "evil"),
+        ("x-lattice-subject", "mallory"),
+    ]
     reader = bearer(token("acme", ["registry:read"]))
     writer = bearer(token("acme", ["registry:read", "registry:write"], subject="bob"))
     admin = bearer(token("acme", ["admin"]))
