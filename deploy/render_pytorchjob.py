@@ -92,7 +92,10 @@ def _check(job: ClusterJob) -> None:
     for name in ("cpu", "memory"):
         if not _QUANTITY.match(getattr(job, name)):
             raise ValueError(f"{name} {getattr(job, name)!r} is not a Kubernetes quantity")
-    json.loads(job.job_spec_json)  # must be JSON; raises ValueError otherwise
+    try:
+        json.loads(job.job_spec_json)
+    except ValueError as exc:
+        raise ValueError(f"job_spec_json is not JSON: {exc}") from None
 
 
 def render(job: ClusterJob, template: Path = TEMPLATE) -> list[dict[str, Any]]:
