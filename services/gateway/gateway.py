@@ -19,7 +19,7 @@ from typing import Any
 from opentelemetry import trace
 
 from lattice._errors import LatticeError
-from lattice._refs import parse_model_ref
+from lattice._refs import ModelRef, parse_model_ref
 from services.gateway.auth import Authenticator, Principal
 from services.gateway.authz import require_scope, require_tenant
 from services.gateway.metrics import GatewayMetrics
@@ -97,9 +97,8 @@ class Gateway:
                 raise
         return principal
 
-    def _route(self, principal: Principal, model: str, routing_key: str) -> RouteDecision:
+    def _route(self, principal: Principal, ref: ModelRef, routing_key: str) -> RouteDecision:
         with self._tracer.start_as_current_span("gateway.route") as span:
-            ref = parse_model_ref(model)
             try:
                 require_tenant(principal, ref.name, self._router.policy(ref.name))
             except LatticeError as exc:
@@ -122,6 +121,10 @@ class Gateway:
                 span.set_attribute("lattice.quota.result", exc.code.name)
                 raise
 
+    def _model_label(self, ref: ModelRef) -> str:
+        """The metrics label: unknown names collapse, so callers cannot inflate cardinality."""
+        return ref.name if self._router.known(ref.name) else "(unknown)"
+
     def _reject(self, stage: str, exc: LatticeError) -> None:
         reason = getattr(exc, "reason", "") or exc.code.name.lower()
         self._metrics.rejections.labels(stage, reason).inc()
@@ -139,8 +142,9 @@ class Gateway:
         try:
             principal = await self.authorize(call)
             tenant = principal.tenant
-            decision = self._route(principal, request.model, request.routing_key)
-            model = decision.name
+            ref = parse_model_ref(request.model)
+            model = self._model_label(ref)
+            decision = self._route(principal, ref, request.routing_key)
             admission = await self._admit(principal, decision.name)
             forwarded = _with_model(request, decision.target)
             metadata = self._forward_metadata(principal)
@@ -152,6 +156,12 @@ class Gateway:
             return response
         except LatticeError as exc:
             code = exc.code.name
+            raise
+        except asyncio.CancelledError:
+            code = "CANCELLED"
+            raise
+        except BaseException:
+            code = "INTERNAL"
             raise
         finally:
             self._metrics.requests.labels(tenant, model, code).inc()
@@ -165,8 +175,9 @@ class Gateway:
         try:
             principal = await self.authorize(call)
             tenant = principal.tenant
-            decision = self._route(principal, request.model, request.routing_key)
-            model = decision.name
+            ref = parse_model_ref(request.model)
+            model = self._model_label(ref)
+            decision = self._route(principal, ref, request.routing_key)
             admission = await self._admit(principal, decision.name)
             forwarded = _with_model(request, decision.target)
             metadata = self._forward_metadata(principal)
@@ -187,6 +198,9 @@ class Gateway:
             raise
         except (asyncio.CancelledError, GeneratorExit):
             code = "CANCELLED"
+            raise
+        except BaseException:
+            code = "INTERNAL"
             raise
         finally:
             self._metrics.requests.labels(tenant, model, code).inc()

@@ -72,6 +72,9 @@ class Router:
     def policy(self, name: str) -> registry_pb2.ModelPolicy | None:
         return self._view.policy(name)
 
+    def known(self, name: str) -> bool:
+        return self._view.model(name) is not None
+
     def route(self, ref: ModelRef, routing_key: str = "") -> RouteDecision:
         deployment = self._view.deployment(ref.name)
         if self._view.model(ref.name) is None:

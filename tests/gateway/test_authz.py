@@ -131,6 +131,17 @@ async def test_scopes_tenants_and_forwarding(stack):
         request = inference_pb2.GenerateRequest(model=model, prompt="x")
         assert await _code(inference.Generate(request, metadata=invoke)) == code, model
 
+    # Metrics: requests by tenant/model/code, rejections by stage/reason, upstream health.
+    sample = gateway.metrics_registry.get_sample_value
+    labels = {"tenant": "acme", "model": "chat", "code": "OK"}
+    assert sample("lattice_gateway_requests_total", labels) >= 2
+    denied_tenant = {"tenant": "globex", "model": "private", "code": "PERMISSION_DENIED"}
+    assert sample("lattice_gateway_requests_total", denied_tenant) == 1
+    assert sample("lattice_gateway_rejections_total", {"stage": "authz", "reason": "scope"}) >= 3
+    assert sample("lattice_gateway_rejections_total", {"stage": "authz", "reason": "tenant"}) == 1
+    address = stack.inference[0][0].address
+    assert sample("lattice_gateway_upstream_healthy", {"address": address}) == 1
+
     # Health needs no token.
     health = health_pb2_grpc.HealthStub(channel)
     status = await health.Check(health_pb2.HealthCheckRequest(service=""))
