@@ -10,7 +10,10 @@ The client runs in this process.
 Figures: p50/p99 latency at concurrency 1 and 64, and requests/s at 64, for
 direct vs via the gateway; "added" = gateway - direct; throughput as a ratio.
 
-    .venv/bin/python bench/gateway_overhead.py [--requests 2000] [--no-quotas]
+    .venv/bin/python bench/gateway_overhead.py [--requests 2000] [--rounds 5] [--no-quotas]
+
+Paths are measured in interleaved rounds (direct, bare proxy, gateway, ...
+then again) so that load from elsewhere on the machine hits all of them.
 """
 
 from __future__ import annotations
@@ -96,33 +99,38 @@ def spawn(args: list[str], env: dict[str, str]) -> subprocess.Popen:
     )
 
 
-async def measure(address: str, metadata, requests: int, concurrency: int) -> dict[str, float]:
-    async with aio.insecure_channel(address) as channel:
-        stub = inference_pb2_grpc.InferenceServiceStub(channel)
-        request = inference_pb2.GenerateRequest(model="chat:1", prompt="hello world")
-        for _ in range(200):  # warm up connections, caches, JIT-less Python paths
+class Path_:
+    """Latencies and busy time of one path, accumulated over interleaved rounds."""
+
+    def __init__(self) -> None:
+        self.latencies: list[float] = []
+        self.elapsed = 0.0
+
+    def figures(self) -> dict[str, float]:
+        ordered = sorted(self.latencies)
+        return {
+            "p50": statistics.median(ordered) * 1000,
+            "p99": ordered[int(len(ordered) * 0.99) - 1] * 1000,
+            "rps": len(ordered) / self.elapsed,
+        }
+
+
+async def measure(stub, metadata, requests: int, concurrency: int, into: Path_) -> None:
+    request = inference_pb2.GenerateRequest(model="chat:1", prompt="hello world")
+    per_worker = max(1, requests // concurrency)
+
+    async def worker() -> None:
+        for _ in range(per_worker):
+            started = time.perf_counter()
             await stub.Generate(request, metadata=metadata)
-        latencies: list[float] = []
-        per_worker = requests // concurrency
+            into.latencies.append(time.perf_counter() - started)
 
-        async def worker() -> None:
-            for _ in range(per_worker):
-                started = time.perf_counter()
-                await stub.Generate(request, metadata=metadata)
-                latencies.append(time.perf_counter() - started)
-
-        started = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        elapsed = time.perf_counter() - started
-    latencies.sort()
-    return {
-        "p50": statistics.median(latencies) * 1000,
-        "p99": latencies[int(len(latencies) * 0.99) - 1] * 1000,
-        "rps": len(latencies) / elapsed,
-    }
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    into.elapsed += time.perf_counter() - started
 
 
-async def main(requests: int, quotas: bool) -> None:
+async def main(requests: int, quotas: bool, rounds: int) -> None:
     data = Path(tempfile.mkdtemp(prefix="lattice-bench-"))
     echo_port, registry_port = free_port(), free_port()
     processes = [
@@ -188,14 +196,27 @@ async def main(requests: int, quotas: bool) -> None:
             await wait_serving(f"127.0.0.1:{port}")
         metadata = [("authorization", "Bearer " + mint_dev_token(SECRET, tenant="acme"))]
 
+        # Paths are measured in interleaved rounds, so load from other processes on the
+        # machine drifts over all of them alike instead of skewing one.
+        targets = {"direct": (echo, [])}
+        targets.update({name: (f"127.0.0.1:{port}", metadata) for name, port in gateways.items()})
+        channels = {name: aio.insecure_channel(address) for name, (address, _) in targets.items()}
+        stubs = {name: inference_pb2_grpc.InferenceServiceStub(c) for name, c in channels.items()}
+        warm = inference_pb2.GenerateRequest(model="chat:1", prompt="warm up")
+        for name, stub in stubs.items():
+            for _ in range(200):
+                await stub.Generate(warm, metadata=targets[name][1])
         rows: dict[tuple[str, int], dict[str, float]] = {}
         for concurrency in (1, 64):
             count = requests if concurrency == 1 else requests * 4
-            rows[("direct", concurrency)] = await measure(echo, [], count, concurrency)
-            for name, port in gateways.items():
-                rows[(name, concurrency)] = await measure(
-                    f"127.0.0.1:{port}", metadata, count, concurrency
-                )
+            paths = {name: Path_() for name in targets}
+            for _ in range(rounds):
+                for name, stub in stubs.items():
+                    await measure(stub, targets[name][1], count // rounds, concurrency, paths[name])
+            for name, path in paths.items():
+                rows[(name, concurrency)] = path.figures()
+        for channel in channels.values():
+            await channel.close()
         print(
             f"Gateway hop vs direct to inference (cheap Generate; {os.cpu_count()} cores, "
             "client + servers on one machine)"
@@ -227,6 +248,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--no-quotas", action="store_true")
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--serve-echo", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--serve-proxy", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -235,4 +257,4 @@ if __name__ == "__main__":
     elif args.serve_proxy:
         asyncio.run(serve_bare_proxy(int(args.serve_proxy[0]), args.serve_proxy[1]))
     else:
-        asyncio.run(main(args.requests, not args.no_quotas))
+        asyncio.run(main(args.requests, not args.no_quotas, args.rounds))
