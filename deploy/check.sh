@@ -110,6 +110,7 @@ must_fail() {
 must_fail "hadolint on bad.Dockerfile" "$BIN/hadolint" "$FIXTURES/bad.Dockerfile"
 must_fail "validate bad-deployment.yaml" "$PY" deploy/validate_manifests.py "$FIXTURES/bad-deployment.yaml"
 must_fail "validate bad-pytorchjob.yaml" "$PY" deploy/validate_manifests.py "$FIXTURES/bad-pytorchjob.yaml"
+must_fail "validate bad-pytorchjob-pod.yaml" "$PY" deploy/validate_manifests.py "$FIXTURES/bad-pytorchjob-pod.yaml"
 must_fail "validate unknown-kind.yaml" "$PY" deploy/validate_manifests.py "$FIXTURES/unknown-kind.yaml"
 cp "$FIXTURES/privileged-pod.yaml" "$OUT/bad/"
 must_fail "checkov on privileged-pod.yaml" \
