@@ -115,7 +115,8 @@ def parse_jwks(text: str) -> dict[str, PyJWK]:
 class JwksKeys:
     """Public keys from a JWKS source, cached with a lifetime.
 
-    The set is refreshed once it is half its lifetime old; a kid we do not
+    The set is refreshed (in the background) once it is half its lifetime
+    old; a kid we do not
     know triggers at most one refetch per `refetch_interval`, so random kids
     cannot make us hammer the source. When the source is down, the keys we
     have keep working until `lifetime` after they were fetched.
@@ -137,14 +138,23 @@ class JwksKeys:
         self._fetched_at = float("-inf")
         self._last_attempt = float("-inf")
         self._lock = asyncio.Lock()
+        self._background: asyncio.Future | None = None
         #: Fetch attempts made (for tests and metrics).
         self.fetches = 0
         self.fetch_failures = 0
 
     async def key_for(self, kid: str) -> PyJWK:
         now = self._clock()
-        stale = now - self._fetched_at >= self._lifetime / 2
-        if (stale or kid not in self._keys) and now - self._last_attempt >= self._refetch_interval:
+        usable = now - self._fetched_at < self._lifetime
+        due = now - self._last_attempt >= self._refetch_interval
+        if usable and kid in self._keys:
+            # Known key: refresh a half-expired set in the background, never inline,
+            # so a slow JWKS source cannot stall requests that need no new key.
+            if due and now - self._fetched_at >= self._lifetime / 2 and self._background is None:
+                self._background = asyncio.ensure_future(self._refresh())
+                self._background.add_done_callback(self._refreshed)
+            return self._keys[kid]
+        if due:
             await self._refresh()
             now = self._clock()
         if now - self._fetched_at >= self._lifetime:
@@ -157,6 +167,9 @@ class JwksKeys:
         if key is None:
             raise AuthFailure("unknown_kid", f"unknown signing key id (kid) {kid[:64]!r}")
         return key
+
+    def _refreshed(self, _task: asyncio.Future) -> None:
+        self._background = None
 
     async def _refresh(self) -> None:
         async with self._lock:
