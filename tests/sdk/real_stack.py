@@ -1,4 +1,4 @@
-"""The real services (registry, inference, gateway) in a background event loop.
+"""The real services (registry, inference, trainer, gateway) in a background event loop.
 
 A background loop lets the sync client, the async client (on the test's own
 loop), CLI subprocesses and the Node.js client all call the same servers.
@@ -42,6 +42,8 @@ class RealStack:
         from services.inference.server import build_server as build_inference
         from services.registry.server import RegistrySettings
         from services.registry.server import build_server as build_registry
+        from services.trainer.server import TrainerSettings
+        from services.trainer.server import build_server as build_trainer
 
         common = {"port": 0, "data_dir": self.root, "log_json": False, "grace_seconds": 0.5}
         registry = await build_registry(RegistrySettings(**common))
@@ -54,12 +56,22 @@ class RealStack:
         )
         await inference.start()
         self.servers["inference"] = inference
+        trainer = await build_trainer(
+            TrainerSettings(
+                **common,
+                registry_address=registry.address,
+                poll_interval_seconds=0.1,
+                cancel_grace_seconds=3.0,
+            )
+        )
+        await trainer.start()
+        self.servers["trainer"] = trainer
         gateway = await build_gateway(
             GatewaySettings(
                 **common,
                 registry_address=registry.address,
                 inference_addresses=(inference.address,),
-                trainer_address="127.0.0.1:1",
+                trainer_address=trainer.address,
                 dev_jwt_secret=SECRET,
             )
         )
@@ -96,7 +108,7 @@ class RealStack:
 
     def stop(self) -> None:
         async def _stop() -> None:
-            for name in ("gateway", "inference", "registry"):
+            for name in ("gateway", "trainer", "inference", "registry"):
                 if name in self.servers:
                     await self.servers[name].stop(0.5)
 
