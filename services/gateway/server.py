@@ -72,6 +72,8 @@ class GatewaySettings(ServerSettings):
     #: Consecutive UNAVAILABLEs that eject a replica, and the first ejection's length.
     outlier_consecutive_failures: int = 3
     outlier_ejection_seconds: float = 5.0
+    #: Deadline for a unary inference call when the caller sets none.
+    inference_timeout_seconds: float = 120.0
     #: Kept back from the caller's deadline when calling inference (at most 5% of it).
     upstream_deadline_margin_seconds: float = 0.1
     #: How long start-up waits for the registry view before serving anyway.
@@ -162,6 +164,7 @@ async def build_server(
         ),
         max_attempts=settings.upstream_max_attempts,
         deadline_margin=settings.upstream_deadline_margin_seconds,
+        default_timeout=settings.inference_timeout_seconds,
         tracer=tracer,
     )
     upstreams = {

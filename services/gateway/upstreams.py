@@ -84,6 +84,7 @@ class ReplicaPool:
         outlier: OutlierConfig | None = None,
         max_attempts: int = 3,
         deadline_margin: float = 0.1,
+        default_timeout: float = 120.0,
         tracer: trace.Tracer | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -98,7 +99,11 @@ class ReplicaPool:
         self.replicas = []
         for address in addresses:
             channel = create_channel(
-                address, credentials=credentials, retries=1, tracer_provider=_NO_TRACING
+                address,
+                credentials=credentials,
+                retries=1,
+                default_timeout=default_timeout,
+                tracer_provider=_NO_TRACING,
             )
             self.replicas.append(Replica(address, channel, stub_type(channel)))
         #: Called with (address, healthy) whenever a replica is ejected or restored.

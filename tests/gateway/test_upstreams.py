@@ -47,6 +47,8 @@ async def test_killing_one_of_two_replicas_under_load_keeps_unary_succeeding(sta
     pool = gateway.gateway._inference
     dead = next(r for r in pool.replicas if r.address == stack.inference[0][0].address)
     assert dead.ejections >= 1  # outlier detection took it out of rotation
+    health = gateway.metrics_registry.get_sample_value
+    assert health("lattice_gateway_upstream_healthy", {"address": dead.address}) == 0
     before = len(second.requests)
     for _ in range(20):
         await stub.Generate(request, metadata=acme)
