@@ -61,7 +61,8 @@ class ExportOptions:
     instance_count: int = 1
     device: str = "auto"  # "auto" | "cpu" | "gpu"  (Triton instance_group kind)
     dtype: str = ""  # torch dtype name, e.g. "float16" on GPU; "" = float32
-    max_concurrency: int = 4  # generation threads per instance
+    max_concurrency: int = 4  # concurrent streams per decoupled instance (threads)
+    torch_threads: int = 0  # torch intra-op threads per instance; 0 = torch's default
     max_batch_size: int = 32  # embedding rows per Triton batch
     max_queue_delay_us: int = 1000  # embedding dynamic-batching wait
     default_max_new_tokens: int = 64
@@ -136,6 +137,8 @@ def _validate(source: Path, model_name: str, opts: ExportOptions) -> None:
 def render_config(model_name: str, task: str, opts: ExportOptions) -> str:
     """config.pbtxt text for one exported model."""
     params = {"hf_model_dir": "hf", "dtype": opts.dtype, "lattice_task": task}
+    if opts.torch_threads:
+        params["torch_threads"] = str(opts.torch_threads)
     if opts.artifact_digest:
         params["artifact_digest"] = opts.artifact_digest
     lines = [f'name: "{model_name}"', 'backend: "python"']

@@ -26,7 +26,12 @@ from lattice._errors import InvalidArgument, Unavailable
 from services.inference.backends import FinishReason, GenerationParams, LoadSpec, Task
 from services.inference.transformers_backend import TransformersBackend
 from services.inference.triton_backend import TritonBackend
-from services.inference.triton_export import export_triton_repository
+from services.inference.triton_export import (
+    GENERATE,
+    ExportOptions,
+    export_triton_repository,
+    render_config,
+)
 from tests.support.ports import free_port
 from tests.support.tiny_models import build_tiny_causal_lm, build_tiny_encoder
 from tests.support.triton_server import TritonProcess
@@ -203,7 +208,8 @@ async def test_closing_the_stream_stops_the_model(triton, streaming):
     await stream.aclose()
     deadline = time.monotonic() + 10
     while triton_counter(triton, "lattice_triton_cancelled_generations_total", STREAM) == cancelled:
-        assert time.monotonic() < deadline, "the model never saw the cancellation"
+        produced = triton_counter(triton, "lattice_triton_generated_tokens_total", STREAM) - before
+        assert time.monotonic() < deadline, f"the model never saw the cancel ({produced} tokens)"
         await asyncio.sleep(0.02)
     produced = triton_counter(triton, "lattice_triton_generated_tokens_total", STREAM) - before
     # 3 chunks need >= 3 tokens; stopping "within 50 ms" allows 50 ms worth of tokens more.
@@ -254,13 +260,41 @@ async def test_unknown_model_or_no_server_is_unavailable(triton):
         await nobody.load()
 
 
-async def test_triton_going_down_is_unavailable(artifacts, tmp_path):
-    repo = tmp_path / "repo"
-    export_triton_repository(artifacts["lm"], repo, UNARY, decoupled=False)
-    server = TritonProcess(repo, tmp_path / "run").start(wait_models=[UNARY])
-    backend = await loaded(triton_backend(server, UNARY))
+ECHO_MODEL = """
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        responses = []
+        for request in requests:
+            prompt = pb_utils.get_input_tensor_by_name(request, "PROMPT").as_numpy()[0]
+            out = {
+                "TEXT": np.array([prompt[::-1]], dtype=np.object_),
+                "TOKEN_IDS": np.array([1], dtype=np.int64),
+                "FINISH_REASON": np.array([b"length"], dtype=np.object_),
+                "PROMPT_TOKENS": np.array([1], dtype=np.int32),
+                "COMPLETION_TOKENS": np.array([1], dtype=np.int32),
+            }
+            tensors = [pb_utils.Tensor(name, value) for name, value in out.items()]
+            responses.append(pb_utils.InferenceResponse(output_tensors=tensors))
+        return responses
+"""
+
+
+async def test_triton_going_down_is_unavailable(tmp_path):
+    # A model Triton already serves (no torch: starts in a second), on its own server.
+    model = tmp_path / "repo" / "echo"
+    (model / "1").mkdir(parents=True)
+    (model / "1" / "model.py").write_text(ECHO_MODEL)
+    (model / "config.pbtxt").write_text(
+        render_config("echo", GENERATE, ExportOptions(decoupled=False, device="cpu"))
+    )
+    server = TritonProcess(tmp_path / "repo", tmp_path / "run").start(wait_models=["echo"])
+    backend = await loaded(triton_backend(server, "echo"))
     try:
-        assert (await backend.generate("hi", GenerationParams(max_new_tokens=3))).text is not None
+        assert (await backend.generate("abc", GenerationParams(max_new_tokens=3))).text == "cba"
         server.kill()
         assert await backend.health() is False
         with pytest.raises(Unavailable):

@@ -30,6 +30,8 @@ class TritonPythonModel:
         else:
             self.device = torch.device("cpu")
         dtype = getattr(torch, params.get("dtype") or "float32")
+        if int(params.get("torch_threads") or 0) > 0:
+            torch.set_num_threads(int(params["torch_threads"]))
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
         self.model = AutoModel.from_pretrained(model_dir, dtype=dtype).to(self.device).eval()
         cfg = self.model.config

@@ -73,6 +73,8 @@ class TritonPythonModel:
         else:
             self.device = torch.device("cpu")
         dtype = getattr(torch, params.get("dtype") or "float32")
+        if int(params.get("torch_threads") or 0) > 0:
+            torch.set_num_threads(int(params["torch_threads"]))
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
         self.model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype)
         self.model.to(self.device).eval()
@@ -122,8 +124,9 @@ class TritonPythonModel:
                     self.inflight.add(future)
                 future.add_done_callback(self._forget)
             return None
-        futures = [self.pool.submit(self._unary_one, request) for request in requests]
-        return [future.result() for future in futures]
+        # Unary: answer in this thread. A hand-off to the pool costs milliseconds
+        # here; Triton scales unary models with instance_count instead.
+        return [self._unary_one(request) for request in requests]
 
     def finalize(self):
         self.pool.shutdown(wait=True, cancel_futures=False)
