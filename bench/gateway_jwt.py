@@ -80,8 +80,8 @@ async def main(iterations: int) -> None:
     print(f"{'algorithm':<10}{'cache':<7}{'us/request':>12}{'vs HS256 uncached':>20}")
     for (algorithm, cached), micros in results.items():
         print(
-            f"{algorithm:<10}{'on' if cached else 'off':<7}{micros:>12.1f}"
-            f"{micros / baseline:>19.2f}x"
+            f"{algorithm:<10}{'on' if cached else 'off':<7}{micros:>12.2f}"
+            f"{micros / baseline:>19.3f}x"
         )
 
 
