@@ -1,0 +1,88 @@
+"""The CLI against the real gateway, registry, inference and trainer with a tiny model."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import lattice
+from tests.cli.conftest import Cli
+from tests.sdk.real_stack import MODEL, SECRET, running_stack
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    from tests.support.tiny_models import build_tiny_causal_lm
+
+    model_dir = build_tiny_causal_lm(tmp_path_factory.mktemp("model"), n_positions=512)
+    yield from running_stack(tmp_path_factory.mktemp("stack"), model_dir)
+
+
+@pytest.fixture
+def real_cli(stack, tmp_path) -> Cli:
+    """The CLI with a token minted by `lattice token` itself."""
+    anonymous = Cli(stack.gateway, None, tmp_path)
+    token = anonymous("token", "--tenant", "acme", LATTICE_DEV_JWT_SECRET=SECRET).stdout.strip()
+    return Cli(stack.gateway, token, tmp_path)
+
+
+def test_generate_streams_through_the_gateway_with_a_cli_token(real_cli, stack):
+    with lattice.Client(stack.gateway, stack.token) as client:
+        expected = client.generate(MODEL, "Once upon a time", max_new_tokens=8).text
+    streamed = real_cli("generate", MODEL, "Once upon a time", "--max-new-tokens", "8", "--stream")
+    assert streamed.stdout == expected + "\n"
+    unary = real_cli.json("generate", MODEL, "Once upon a time", "--max-new-tokens", "8")
+    assert unary["text"] == expected and unary["model_version"] == 1
+
+
+def test_registry_commands_through_the_gateway(real_cli):
+    assert MODEL in [m["name"] for m in real_cli.json("models", "list")]
+    assert real_cli("versions", "list", MODEL).stdout.splitlines()[1].split()[0] == "1"
+    deployed = real_cli("deploy", MODEL, "1=100", "--reason", "cli test").stdout
+    assert deployed.startswith(f"{MODEL}: v1=100%")
+    bad = real_cli("deploy", MODEL, "1=50", ok=False)
+    assert bad.stderr.startswith("error: INVALID_ARGUMENT")
+
+
+def test_scopes_are_enforced_for_cli_calls(real_cli):
+    reader = real_cli("token", "--scope", "registry:read", LATTICE_DEV_JWT_SECRET=SECRET)
+    denied = real_cli("generate", MODEL, "hi", LATTICE_TOKEN=reader.stdout.strip(), ok=False)
+    assert denied.stderr.startswith("error: PERMISSION_DENIED")
+
+
+def test_export_triton_from_the_registry(real_cli):
+    repo = real_cli.cwd / "triton-repo"
+    out = real_cli.json("export-triton", str(repo), "--from-registry", f"{MODEL}:1",
+                        "--device", "cpu")  # fmt: skip
+    model_dir = repo / MODEL
+    assert out["model_dir"] == str(model_dir)
+    config = (model_dir / "config.pbtxt").read_text()
+    assert f'name: "{MODEL}"' in config
+    assert (model_dir / "1" / "model.py").exists()
+    again = real_cli("export-triton", str(repo), "--from-registry", f"{MODEL}:1", ok=False)
+    assert again.stderr.startswith("error: ALREADY_EXISTS")
+
+
+def test_data_prepare_and_train_with_live_progress(real_cli):
+    corpus = real_cli.cwd / "corpus.jsonl"
+    corpus.write_text(
+        "".join(
+            json.dumps({"text": f"Line {i}: a small corpus for a tiny model, item {i}."}) + "\n"
+            for i in range(80)
+        )
+    )
+    dataset = real_cli.json("data", "prepare", "cli-corpus", str(corpus), "--vocab-size", "300")
+    assert dataset["report"]["documents_out"] == "80"
+    result = real_cli(
+        "train", "--dataset", dataset["id"], "--model", "cli-tiny", "--steps", "4",
+        "--layers", "1", "--heads", "2", "--hidden-size", "32", "--max-positions", "64",
+        "--batch-size", "2", "--sequence-length", "32", "--processes", "1",
+        "--eval-interval", "2",
+    )  # fmt: skip
+    assert "submitted job" in result.stderr
+    assert "step 4/4" in result.stderr and "loss" in result.stderr
+    assert "succeeded; registered cli-tiny:1" in result.stdout
+    assert real_cli.json("versions", "show", "cli-tiny", "1")["lineage"]["training_job_id"]
