@@ -24,7 +24,8 @@ def client(services):
 def stack(tmp_path_factory):
     """Real registry + inference + gateway with a tiny model online (shared by the package)."""
     from tests.sdk.real_stack import running_stack
-    from tests.support.tiny_models import build_tiny_causal_lm
+    from tests.support.tiny_models import build_tiny_causal_lm, build_tiny_encoder
 
     model_dir = build_tiny_causal_lm(tmp_path_factory.mktemp("model"), n_positions=512)
-    yield from running_stack(tmp_path_factory.mktemp("stack"), model_dir)
+    encoder_dir = build_tiny_encoder(tmp_path_factory.mktemp("encoder"))
+    yield from running_stack(tmp_path_factory.mktemp("stack"), model_dir, encoder_dir)

@@ -21,6 +21,7 @@ from services.runtime import LatticeServer
 
 SECRET = "sdk-test-dev-secret-0123456789abcdef"
 MODEL = "tiny-gpt"
+ENCODER = "tiny-enc"
 
 
 class RealStack:
@@ -77,6 +78,21 @@ class RealStack:
         )
         await gateway.start()
         self.servers["gateway"] = gateway
+        # A second gateway over the same services with a one-request quota (no Redis:
+        # per-replica limits), to see RESOURCE_EXHAUSTED with its retry time.
+        limited = await build_gateway(
+            GatewaySettings(
+                **common,
+                registry_address=registry.address,
+                inference_addresses=(inference.address,),
+                trainer_address=trainer.address,
+                dev_jwt_secret=SECRET,
+                quota_requests=1,
+                quota_window_seconds=600,
+            )
+        )
+        await limited.start()
+        self.servers["limited"] = limited
 
     def start(self) -> RealStack:
         self._thread.start()
@@ -90,16 +106,21 @@ class RealStack:
     def address(self, name: str) -> str:
         return self.servers[name].address
 
-    def deploy_tiny_model(self, model_dir: Path, name: str = MODEL) -> None:
+    def deploy_tiny_model(
+        self, model_dir: Path, name: str = MODEL, task: str = "text-generation"
+    ) -> None:
         """Register `model_dir` as version 1 through the gateway and wait until it serves."""
         with lattice.Client(self.gateway, self.token) as client:
-            client.create_model(name, "text-generation")
+            client.create_model(name, task)
             client.register_version(name, model_dir)
             client.deploy(name, {1: 100}, reason="test")
             deadline = time.monotonic() + 60
             while True:
                 try:
-                    client.generate(name, "warm up", max_new_tokens=1, skip_cache=True)
+                    if task == "embedding":
+                        client.embed(name, ["warm up"], skip_cache=True)
+                    else:
+                        client.generate(name, "warm up", max_new_tokens=1, skip_cache=True)
                     return
                 except (lattice.FailedPrecondition, lattice.Unavailable, lattice.NotFound):
                     if time.monotonic() > deadline:
@@ -108,7 +129,7 @@ class RealStack:
 
     def stop(self) -> None:
         async def _stop() -> None:
-            for name in ("gateway", "trainer", "inference", "registry"):
+            for name in ("limited", "gateway", "trainer", "inference", "registry"):
                 if name in self.servers:
                     await self.servers[name].stop(0.5)
 
@@ -119,10 +140,14 @@ class RealStack:
             self._thread.join(timeout=10)
 
 
-def running_stack(root: Path, model_dir: Path) -> Iterator[RealStack]:
+def running_stack(
+    root: Path, model_dir: Path, encoder_dir: Path | None = None
+) -> Iterator[RealStack]:
     stack = RealStack(root).start()
     try:
         stack.deploy_tiny_model(model_dir)
+        if encoder_dir is not None:
+            stack.deploy_tiny_model(encoder_dir, ENCODER, "embedding")
         yield stack
     finally:
         stack.stop()

@@ -10,7 +10,7 @@ import pytest
 
 import lattice
 from lattice._tokens import mint_dev_token
-from tests.sdk.real_stack import MODEL, SECRET
+from tests.sdk.real_stack import ENCODER, MODEL, SECRET
 
 pytestmark = pytest.mark.slow
 
@@ -84,3 +84,30 @@ async def test_gateway_errors_map_to_the_exception_tree(stack):
         with pytest.raises(lattice.InvalidArgument):
             await client.generate(MODEL, "hi", temperature=5.0)
     await asyncio.sleep(0)
+
+
+def test_embed_through_the_gateway(stack):
+    with lattice.Client(stack.gateway, stack.token) as client:
+        result = client.embed(ENCODER, ["a small text", "another one"], normalize=True)
+        assert isinstance(result, lattice.Embeddings)
+        assert (result.model_name, result.model_version) == (ENCODER, 1)
+        assert len(result.vectors) == 2 and len(result.vectors[0]) == 64
+        norm = sum(x * x for x in result.vectors[0]) ** 0.5
+        assert abs(norm - 1.0) < 1e-4
+        with pytest.raises(lattice.LatticeError) as wrong_task:
+            client.embed(MODEL, ["x"])
+        assert isinstance(wrong_task.value, lattice.InvalidArgument | lattice.FailedPrecondition)
+
+
+def test_quota_exhausted_carries_retry_after_and_the_subject(stack):
+    from google.rpc import error_details_pb2
+
+    token = mint_dev_token(SECRET, tenant="quota-tenant", scopes=["inference:invoke"])
+    with lattice.Client(stack.address("limited"), token) as client:
+        client.generate(MODEL, "one", max_new_tokens=1)
+        with pytest.raises(lattice.ResourceExhausted) as exhausted:
+            client.generate(MODEL, "two", max_new_tokens=1)
+    error = exhausted.value
+    assert 0 < error.retry_after <= 600
+    quota = [d for d in error.details if isinstance(d, error_details_pb2.QuotaFailure)]
+    assert "quota-tenant" in quota[0].violations[0].subject
