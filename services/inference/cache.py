@@ -19,6 +19,7 @@ gone.
 from __future__ import annotations
 
 import asyncio
+import collections
 import hashlib
 import json
 import logging
@@ -53,8 +54,36 @@ class CacheObserver:
         """A request shared another identical request's computation."""
 
 
+class LocalCache:
+    """A small in-process LRU with a TTL in front of Redis. Safe because an
+    entry never changes: its key already names the artifact and the request."""
+
+    def __init__(self, entries: int, ttl_seconds: float) -> None:
+        self._entries = entries
+        self._ttl = ttl_seconds
+        self._data: collections.OrderedDict[str, tuple[float, bytes]] = collections.OrderedDict()
+
+    def get(self, key: str) -> bytes | None:
+        item = self._data.get(key)
+        if item is None:
+            return None
+        expires, value = item
+        if expires < time.monotonic():
+            del self._data[key]
+            return None
+        self._data.move_to_end(key)
+        return value
+
+    def set(self, key: str, value: bytes) -> None:
+        self._data[key] = (time.monotonic() + self._ttl, value)
+        self._data.move_to_end(key)
+        while len(self._data) > self._entries:
+            self._data.popitem(last=False)
+
+
 class ResponseCache:
-    """get/set of bytes in Redis that never raises and never waits long."""
+    """get/set of bytes in Redis that never raises and never waits long,
+    optionally behind a small in-process LRU (`local_entries` > 0)."""
 
     def __init__(
         self,
@@ -65,6 +94,7 @@ class ResponseCache:
         retry_interval: float = 1.0,
         observer: CacheObserver | None = None,
         tracer_provider: TracerProvider | None = None,
+        local_entries: int = 0,
     ) -> None:
         import redis.asyncio as redis
         from opentelemetry.instrumentation.redis import RedisInstrumentor
@@ -84,6 +114,7 @@ class ResponseCache:
         )
         RedisInstrumentor.instrument_client(self._client, tracer_provider=tracer_provider)
         self._down_until = 0.0
+        self._local = LocalCache(local_entries, ttl_seconds) if local_entries > 0 else None
 
     @property
     def available(self) -> bool:
@@ -92,27 +123,33 @@ class ResponseCache:
 
     async def get(self, key: str) -> bytes | None:
         """The cached bytes, or None on a miss or when Redis is unavailable."""
+        if self._local is not None and (value := self._local.get(key)) is not None:
+            self._observer.lookup("hit_local")
+            return value
         if not self.available:
             self._observer.lookup("error")
             return None
         try:
-            value = await asyncio.wait_for(self._client.get(key), self._timeout * 2)
-        except (Exception, TimeoutError) as exc:
+            # socket_timeout bounds the call: no wait_for (it costs a task per call).
+            value = await self._client.get(key)
+        except Exception as exc:
             self._failed("get", exc)
             self._observer.lookup("error")
             return None
         self._observer.lookup("miss" if value is None else "hit")
+        if value is not None and self._local is not None:
+            self._local.set(key, value)
         return value
 
     async def set(self, key: str, value: bytes) -> None:
         """Store with the TTL; failures are counted and otherwise ignored."""
+        if self._local is not None:
+            self._local.set(key, value)
         if not self.available:
             return
         try:
-            await asyncio.wait_for(
-                self._client.set(key, value, ex=self.ttl_seconds), self._timeout * 2
-            )
-        except (Exception, TimeoutError) as exc:
+            await self._client.set(key, value, ex=self.ttl_seconds)
+        except Exception as exc:
             self._failed("set", exc)
 
     def _failed(self, operation: str, exc: BaseException) -> None:

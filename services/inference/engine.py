@@ -238,20 +238,21 @@ class InferenceEngine:
         encode: Callable[[Any], bytes],
         decode: Callable[[bytes], Any],
     ) -> tuple[Any, bool]:
-        """(result, cached): Redis first, then one shared computation."""
+        """(result, cached): the cache first; on a miss, one computation shared
+        by every identical request in flight (single-flight)."""
         cache = self._cache
+        if cache is not None:
+            raw = await cache.get(key)
+            if raw is not None:
+                return decode(raw), True  # the hot path: no task, no flight
 
-        async def lookup_or_compute() -> tuple[Any, bool]:
-            if cache is not None:
-                raw = await cache.get(key)
-                if raw is not None:
-                    return decode(raw), True
+        async def compute_and_store() -> tuple[Any, bool]:
             result = await compute()
             if cache is not None:
                 await cache.set(key, encode(result))
             return result, False
 
-        outcome, _shared = await self._flights.do(key, lookup_or_compute)
+        outcome, _shared = await self._flights.do(key, compute_and_store)
         return outcome
 
     def _count_call(self, operation: str) -> None:
@@ -317,46 +318,62 @@ class InferenceEngine:
 
     async def stream(self, call: GenerateCall) -> AsyncIterator[StreamPart]:
         """Stream parts; the caller must close the iterator (aclosing) so that
-        an abandoned stream stops the model at once."""
+        an abandoned stream stops the model at once.
+
+        Spans are made current only around awaits, never across a `yield`: a
+        generator may be closed from another context (a cancelled RPC), and a
+        context attached across the yield could not be detached there."""
         params = validate_generate(call, self._limits)
         ref = parse_model_ref(call.model)
         started = time.perf_counter()
-        with (
-            self._observe(GENERATE_OP, ref.name),
-            self._tracer.start_as_current_span("inference.generate_stream") as span,
-        ):
-            entry = await self._pick(ref, call.routing_key, Task.GENERATE)
-            span.set_attribute("gen_ai.response.model", entry.label)
-            with entry.lease() as backend:
-                params = self._generation_params(call, entry, backend, params)
-                key = ""
-                if params.deterministic and not call.skip_cache and self._cache is not None:
-                    key = cache_key(entry.digest, canonical_generation(call.prompt, params))
-                    raw = await self._cache.get(key)
+        span = self._tracer.start_span("inference.generate_stream")
+        try:
+            with self._observe(GENERATE_OP, ref.name):
+                with trace.use_span(span):
+                    entry = await self._pick(ref, call.routing_key, Task.GENERATE)
+                span.set_attribute("gen_ai.response.model", entry.label)
+                with entry.lease() as backend:
+                    key, raw = "", None
+                    with trace.use_span(span):
+                        params = self._generation_params(call, entry, backend, params)
+                        if params.deterministic and not call.skip_cache and self._cache:
+                            key = cache_key(entry.digest, canonical_generation(call.prompt, params))
+                            raw = await self._cache.get(key)
                     if raw is not None:
                         span.set_attribute("lattice.cached", True)
                         for part in _replay(entry, _decode_generation(raw)):
                             yield part
                         return
-                self._count_call(GENERATE_OP)
-                recorder = _StreamRecorder(started)
-                with self._tracer.start_as_current_span("inference.backend.stream"):
-                    async with contextlib.aclosing(backend.stream(call.prompt, params)) as chunks:
-                        async for chunk in chunks:
-                            if recorder.add(chunk):
-                                self._observe_first_token(ref.name, recorder.ttft)
-                            yield StreamPart(
-                                recorder.index, chunk, entry.name, entry.version, False
-                            )
-            result = recorder.result()
-            if result is None:
-                return  # ended without a last chunk: nothing to record
-            self._finish_stream(ref.name, result, recorder)
-            if (
-                key
-                and self._cache is not None
-                and result.finish_reason is not FinishReason.CANCELLED
-            ):
+                    self._count_call(GENERATE_OP)
+                    recorder = _StreamRecorder(started)
+                    backend_span = self._tracer.start_span(
+                        "inference.backend.stream", context=trace.set_span_in_context(span)
+                    )
+                    try:
+                        chunks = backend.stream(call.prompt, params)
+                        async with contextlib.aclosing(chunks):  # type: ignore[type-var]
+                            async for chunk in chunks:
+                                if recorder.add(chunk):
+                                    self._observe_first_token(ref.name, recorder.ttft)
+                                yield StreamPart(
+                                    recorder.index, chunk, entry.name, entry.version, False
+                                )
+                    finally:
+                        backend_span.end()
+                await self._record_stream(ref.name, key, recorder, span)
+        finally:
+            span.end()
+
+    async def _record_stream(
+        self, model: str, key: str, recorder: _StreamRecorder, span: trace.Span
+    ) -> None:
+        """Metrics for a finished stream, and its answer into the cache."""
+        result = recorder.result()
+        if result is None:
+            return  # ended without a last chunk: nothing to record
+        self._finish_stream(model, result, recorder)
+        if key and self._cache is not None and result.finish_reason is not FinishReason.CANCELLED:
+            with trace.use_span(span):
                 await self._cache.set(key, _encode_generation(result))
 
     def _observe_first_token(self, model: str, seconds: float) -> None:

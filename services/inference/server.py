@@ -37,6 +37,9 @@ class InferenceSettings(ServerSettings):
     cache_timeout_ms: float = 50.0
     #: After a Redis failure, skip Redis for this long before trying again.
     cache_retry_seconds: float = 1.0
+    #: Entries of an in-process LRU in front of Redis (0 = off): saves the Redis
+    #: round trip on hot keys; each replica then holds its own copy for the TTL.
+    cache_local_entries: int = 0
     #: Micro-batching: most rows (texts) per batch, and longest wait for a batch to fill.
     max_batch_size: int = 32
     max_batch_wait_ms: float = 5.0
@@ -105,6 +108,7 @@ async def build_server(
             retry_interval=settings.cache_retry_seconds,
             observer=metrics,
             tracer_provider=tracer_provider,
+            local_entries=settings.cache_local_entries,
         )
     limits = Limits(
         default_max_new_tokens=settings.default_max_new_tokens,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import threading
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -80,6 +81,8 @@ class TransformersBackend(Backend):
         self._device = "cpu"
         self._context_length: int | None = None
         self._lock = threading.Lock()
+        # Per instance, so that it goes away with the backend.
+        self._count = functools.lru_cache(maxsize=4096)(self._count_uncached)
         #: Tokens produced by decode loops since load (tests and metrics read it).
         self.tokens_generated = 0
         #: Decode loops running right now.
@@ -137,7 +140,12 @@ class TransformersBackend(Backend):
     def count_tokens(self, text: str) -> int | None:
         if self._tokenizer is None:
             return None
-        return len(self._tokenizer(text, add_special_tokens=True)["input_ids"])
+        return self._count(text)
+
+    def _count_uncached(self, text: str) -> int:
+        # The raw `tokenizers` object: ~10x cheaper than the transformers
+        # wrapper, which matters on the cache-hit path (policy is checked first).
+        return len(self._tokenizer.backend_tokenizer.encode(text, add_special_tokens=True).ids)
 
     async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
         if self._executor is None:

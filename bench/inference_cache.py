@@ -1,0 +1,78 @@
+"""Response cache: latency of a cache hit vs a miss for a 64-token greedy
+generation, through the real inference service (gRPC, registry-loaded tiny
+GPT-2, real Redis). Baseline: the miss (a new prompt each time, so the model
+runs and the answer is written to Redis).
+
+    .venv/bin/python bench/inference_cache.py [--requests 40]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.inference.conftest import deploy_lm  # noqa: E402
+from tests.inference.support import Lab, generate_request  # noqa: E402
+from tests.support.redis_server import RedisProcess  # noqa: E402
+from tests.support.tiny_models import build_tiny_causal_lm  # noqa: E402
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def main(requests: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        redis = RedisProcess(root / "redis").start()
+        lab = await Lab(root / "lab", redis_url=redis.url).start()
+        try:
+            models = {"lm1": build_tiny_causal_lm(root / "lm1", seed=1)}
+            await deploy_lm(lab, models)
+            misses, hits, tokens = [], [], []
+            for i in range(requests):
+                request = generate_request(
+                    "lm", prompt=f"Story {i}: once upon a time", max_new_tokens=64
+                )
+                start = time.perf_counter()
+                response = await lab.stub.Generate(request)
+                misses.append(time.perf_counter() - start)
+                assert not response.cached
+                tokens.append(response.usage.completion_tokens)
+            hit_request = generate_request(
+                "lm", prompt="Story 0: once upon a time", max_new_tokens=64
+            )
+            for _ in range(requests * 10):
+                start = time.perf_counter()
+                response = await lab.stub.Generate(hit_request)
+                hits.append(time.perf_counter() - start)
+                assert response.cached
+        finally:
+            await lab.stop()
+            redis.stop()
+    miss_p50, hit_p50 = statistics.median(misses), statistics.median(hits)
+    print("64-token greedy Generate through the inference service (tiny GPT-2, CPU)")
+    print(
+        f"  misses generated {statistics.mean(tokens):.1f} tokens on average"
+        " (EOS may end one early)"
+    )
+    print(
+        f"  miss (baseline): p50 {miss_p50 * 1e3:8.2f} ms   p99 {pct(misses, 0.99) * 1e3:8.2f} ms"
+    )
+    print(f"  hit            : p50 {hit_p50 * 1e3:8.2f} ms   p99 {pct(hits, 0.99) * 1e3:8.2f} ms")
+    print(f"  hit is {miss_p50 / hit_p50:.0f}x faster than a miss at p50 (goal >= 50x)")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--requests", type=int, default=40)
+    asyncio.run(main(parser.parse_args().requests))

@@ -1,0 +1,88 @@
+"""Cached unary Generate requests per second per server core.
+
+The registry and inference servers run in this process; the load comes from
+client processes (bench/inference_load.py), so the clients' CPU is not
+charged to the server. Every request is the same deterministic Generate, so
+after the first one each is a response-cache hit (real Redis). The figure is
+requests divided by the CPU seconds of the servers (this process) plus
+redis-server: requests per second per fully used core. Baseline: the same
+load on the gRPC health Check of the same server (interceptors and transport
+only), the ceiling of any RPC on this stack.
+
+    .venv/bin/python bench/inference_cached_rps.py [--seconds 5] [--local-entries 0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from inference_load import run_load  # noqa: E402
+
+from tests.inference.conftest import deploy_lm  # noqa: E402
+from tests.inference.support import Lab, generate_request  # noqa: E402
+from tests.support.redis_server import RedisProcess  # noqa: E402
+from tests.support.tiny_models import build_tiny_causal_lm  # noqa: E402
+
+
+async def main(args) -> None:
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        redis = RedisProcess(root / "redis").start()
+        lab = await Lab(
+            root / "lab", redis_url=redis.url, cache_local_entries=args.local_entries
+        ).start()
+        try:
+            await deploy_lm(lab, {"lm1": build_tiny_causal_lm(root / "lm1", seed=1)})
+            await lab.stub.Generate(generate_request("lm", max_new_tokens=64))
+            loop = asyncio.get_running_loop()
+            for method in ("health", "generate"):
+                # The servers keep running on this loop while the clients work.
+                results[method] = await loop.run_in_executor(
+                    None,
+                    lambda m=method: run_load(
+                        lab.inference.address,
+                        m,
+                        seconds=args.seconds,
+                        processes=args.processes,
+                        concurrency=args.concurrency,
+                    ),
+                )
+            hits = lab.metric("lattice_inference_cache_lookups_total", {"result": "hit"})
+            hits += lab.metric("lattice_inference_cache_lookups_total", {"result": "hit_local"})
+        finally:
+            await lab.stop()
+            redis.stop()
+    print(
+        f"cached unary Generate: {args.processes} client processes x {args.concurrency} in"
+        f" flight, local LRU entries {args.local_entries}"
+    )
+    per_core = {}
+    for method, (count, cpu, wall) in results.items():
+        per_core[method] = count / cpu
+        print(
+            f"  {method:8s}: {count / wall:7.0f} req/s wall, servers used {cpu / wall:4.2f} cores,"
+            f" {count / cpu:7.0f} req/s per core"
+        )
+    assert hits >= results["generate"][0]  # every measured Generate was a cache hit
+    print(
+        f"  cached Generate per core = {per_core['generate'] / per_core['health']:.2f}x the"
+        f" health Check ({per_core['generate']:.0f}/s per core; goal >= 4000/s per core)"
+    )
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--processes", type=int, default=2)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--local-entries", type=int, default=0)
+    asyncio.run(main(parser.parse_args()))

@@ -1,0 +1,88 @@
+"""Embed throughput at concurrency 32: micro-batching vs batch size 1.
+
+Two inference services (same encoder artifact) differ only in
+`max_batch_size`: 32 with a 5 ms window, and 1 (every request its own backend
+call; the baseline). Client processes (bench/inference_load.py, 2 x 16 in
+flight = 32) send one-text Embed requests with skip_cache for a fixed time;
+the figure is texts per second.
+
+    .venv/bin/python bench/inference_embed_batching.py [--seconds 5] [--layers 2 --hidden 64]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from inference_load import run_load  # noqa: E402
+
+from tests.inference.conftest import deploy_encoder  # noqa: E402
+from tests.inference.support import Lab  # noqa: E402
+from tests.support.tiny_models import build_tiny_encoder  # noqa: E402
+
+
+def batch_stats(lab: Lab) -> float:
+    labels = {"gen_ai_request_model": "enc"}
+    batches = lab.metric("lattice_inference_batch_size_count", labels)
+    rows = lab.metric("lattice_inference_batch_size_sum", labels)
+    return rows / batches if batches else 1.0
+
+
+async def main(args) -> None:
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        encoder = build_tiny_encoder(
+            root / "enc",
+            seed=3,
+            hidden_size=args.hidden,
+            num_hidden_layers=args.layers,
+            num_attention_heads=4,
+            intermediate_size=args.hidden * 4,
+        )
+        for label, size in (("batch size 1", 1), ("micro-batching", 32)):
+            lab = await Lab(root / label.replace(" ", "-"), max_batch_size=size).start()
+            try:
+                await deploy_encoder(lab, {"enc": encoder})
+                loop = asyncio.get_running_loop()
+                count, _cpu, wall = await loop.run_in_executor(
+                    None,
+                    lambda lab=lab: run_load(
+                        lab.inference.address,
+                        "embed",
+                        model="enc",
+                        seconds=args.seconds,
+                        processes=2,
+                        concurrency=args.concurrency // 2,
+                    ),
+                )
+                results[label] = (count / wall, batch_stats(lab))
+            finally:
+                await lab.stop()
+    base = results["batch size 1"][0]
+    print(
+        f"Embed, {args.concurrency} concurrent clients, one text per request, "
+        f"BERT-style encoder {args.layers}x{args.hidden} on CPU"
+    )
+    for label, (rate, mean_batch) in results.items():
+        print(
+            f"  {label:15s}: {rate:7.1f} texts/s  (mean batch {mean_batch:4.1f})  "
+            f"{rate / base:5.2f}x"
+        )
+    print("  goal: micro-batching >= 4x batch size 1")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--layers", type=int, default=2)
+    parser.add_argument("--hidden", type=int, default=64)
+    asyncio.run(main(parser.parse_args()))
