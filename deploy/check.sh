@@ -39,8 +39,11 @@ if [[ ! -f "$stamp" ]]; then
   step "installing check tools into $VENV"
   python="$(command -v python3.11 || command -v python3)"
   [[ -x "$VENV/bin/python" ]] || "$python" -m venv "$VENV"
-  "$VENV/bin/pip" install --quiet --disable-pip-version-check -r "$REQS" 2>&1 \
-    | grep -v "^WARNING: Location" || true
+  if ! "$VENV/bin/pip" install --quiet --disable-pip-version-check -r "$REQS" \
+      >"$VENV/install.log" 2>&1; then
+    grep -v "^WARNING: Location" "$VENV/install.log" >&2 || true
+    fail "could not install the check tools (log: $VENV/install.log)"
+  fi
   "$VENV/bin/kubectl" version --client >/dev/null || fail "kubectl did not install"
   rm -f "$VENV"/.installed-*
   touch "$stamp"
