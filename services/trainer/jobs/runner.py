@@ -189,7 +189,8 @@ class JobRunner:
             return job
         task = self._tasks.get(job_id)
         if task is None:  # queued: nothing runs yet
-            job.state, job.end_time = CANCELLED, _now()
+            job.state = CANCELLED
+            job.end_time.GetCurrentTime()
             await self._transition(job)
             return job
         self._cancelling.add(job_id)
@@ -254,7 +255,8 @@ class JobRunner:
         with self.tracer.start_as_current_span("trainer.job", attributes={"job.id": job_id}):
             try:
                 if job.state == QUEUED:
-                    job.state, job.start_time = RUNNING, _now()
+                    job.state = RUNNING
+                    job.start_time.GetCurrentTime()
                     await self._transition(job)
                 result = _read_result(job_dir)
                 if job.state == RUNNING and result is None:
@@ -276,7 +278,8 @@ class JobRunner:
                     version = await self._register(job, job_dir, result)
                 job = self.store.get(job_id)
                 job.registered_model, job.registered_version = version.model_name, version.version
-                job.state, job.end_time = SUCCEEDED, _now()
+                job.state = SUCCEEDED
+                job.end_time.GetCurrentTime()
                 self.metrics.registrations.inc()
                 await self._transition(job)
             except asyncio.CancelledError:
@@ -452,13 +455,15 @@ class JobRunner:
         await self._notify()
 
     async def _fail(self, job: trainer_pb2.Job, error: str) -> None:
-        job.state, job.end_time, job.error = FAILED, _now(), error[:2000]
+        job.state, job.error = FAILED, error[:2000]
+        job.end_time.GetCurrentTime()
         await self._transition(job)
 
     async def _mark_cancelled(self, job_id: str) -> None:
         job = self.store.get(job_id)
         if job.state not in TERMINAL:
-            job.state, job.end_time = CANCELLED, _now()
+            job.state = CANCELLED
+            job.end_time.GetCurrentTime()
             await self._transition(job)
 
     async def _notify(self) -> None:
