@@ -24,6 +24,9 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+
 from lattice._errors import (
     FailedPrecondition,
     LatticeError,
@@ -69,6 +72,7 @@ class ModelManager:
         retry_min: float = 2.0,
         retry_max: float = 60.0,
         batch_observer: Callable[[ServingVersion], BatchObserver] | None = None,
+        tracer_provider: TracerProvider | None = None,
     ) -> None:
         self._view = view
         self._fetcher = fetcher
@@ -80,6 +84,7 @@ class ModelManager:
         self._retry_min = retry_min
         self._retry_max = retry_max
         self._batch_observer = batch_observer
+        self._tracer = trace.get_tracer(__name__, tracer_provider=tracer_provider)
         self._versions: dict[tuple[str, int], ServingVersion] = {}
         self._tasks: dict[tuple[str, int], asyncio.Task[None]] = {}
         self._dirty = asyncio.Event()
@@ -251,6 +256,7 @@ class ModelManager:
                 max_batch_size=self._max_batch_size,
                 max_wait=self._max_batch_wait,
                 observer=self._batch_observer(entry) if self._batch_observer else None,
+                tracer=self._tracer,
             )
             entry.mark_ready()
             entry.attempts = 0

@@ -97,6 +97,7 @@ async def build_server(
         max_batch_wait=settings.max_batch_wait_ms / 1000,
         drain_timeout=settings.drain_timeout_seconds,
         batch_observer=metrics.batch_observer,
+        tracer_provider=tracer_provider,
     )
     metrics.watch_versions(registry, manager.versions)
     cache = None

@@ -13,6 +13,8 @@ import enum
 import time
 from collections.abc import Iterator, Sequence
 
+from opentelemetry import trace
+
 from lattice._errors import Unavailable
 from services.inference.backends import Backend, EmbeddingResult, ModelInfo, Task
 from services.inference.batcher import Batcher, BatchObserver
@@ -102,7 +104,12 @@ class ServingVersion:
             return False
 
     def start_batching(
-        self, *, max_batch_size: int, max_wait: float, observer: BatchObserver | None = None
+        self,
+        *,
+        max_batch_size: int,
+        max_wait: float,
+        observer: BatchObserver | None = None,
+        tracer: trace.Tracer | None = None,
     ) -> None:
         """Put a micro-batcher in front of the backend's embed, if it batches."""
         backend = self.backend
@@ -112,8 +119,11 @@ class ServingVersion:
         if size <= 1:
             return
 
+        tracer = tracer or trace.get_tracer(__name__)
+
         async def run(items: Sequence[EmbedItem]) -> list[EmbeddingResult]:
-            return await embed_merged(backend, items)
+            with tracer.start_as_current_span("inference.backend.embed"):
+                return await embed_merged(backend, items)
 
         self.embed_batcher = Batcher(
             run,
@@ -122,6 +132,7 @@ class ServingVersion:
             rows=lambda item: len(item.texts),
             name=f"embed.{self.label}",
             observer=observer,
+            tracer=tracer,
         )
 
     async def close(self) -> None:

@@ -38,8 +38,9 @@ class Registered:
 class Lab:
     """Registry + inference on loopback port 0, with clients for both."""
 
-    def __init__(self, root: Path, **inference_settings) -> None:
+    def __init__(self, root: Path, *, tracer_provider=None, **inference_settings) -> None:
         self.root = root
+        self._tracer_provider = tracer_provider
         self._inference_settings = inference_settings
         self.registry: LatticeServer | None = None
         self.inference: LatticeServer | None = None
@@ -67,7 +68,9 @@ class Lab:
             "backend_threads": 2,
             **self._inference_settings,
         }
-        self.inference = await build_inference(InferenceSettings(**values))
+        self.inference = await build_inference(
+            InferenceSettings(**values), tracer_provider=self._tracer_provider
+        )
         await self.inference.start()
         channel = aio.insecure_channel(self.inference.address)
         self._channels.append(channel)
