@@ -83,6 +83,8 @@ def test_gateway_and_inference_have_a_pdb_and_an_hpa(docs):
         target = hpas[name]["spec"]["scaleTargetRef"]
         assert (target["kind"], target["name"]) == ("Deployment", name)
         assert 1 <= hpas[name]["spec"]["minReplicas"] < hpas[name]["spec"]["maxReplicas"]
+        # The HPA owns the count; a fixed one would be reset by every `kubectl apply`.
+        assert "replicas" not in of_kind(docs, "Deployment")[name]["spec"], name
 
 
 def test_registry_is_one_replica_on_a_volume_replaced_not_rolled(docs):
