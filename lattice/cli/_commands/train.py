@@ -129,7 +129,9 @@ def train(session: Session, watch: bool, logs: bool, **options) -> None:
     \b
     lattice train --dataset docs-0123abcd --model tiny-gpt --steps 200 --processes 2
     Exit status: 0 when the job succeeded (or was submitted, with --no-watch),
-    1 when it failed or was cancelled. Ctrl-C stops watching, not the job.
+    1 when it failed or was cancelled. Ctrl-C stops watching, not the job
+    (`lattice jobs watch ID` picks it up again). With --json, every event is
+    one JSON line on stdout.
     """
     spec = build_spec(options)
     if spec.family == trainer_pb2.MODEL_FAMILY_UNSPECIFIED:
