@@ -1,9 +1,11 @@
-"""The Triton backend against a real `tritonserver` (CPU, from nvidia-pytriton)
-serving a repository made by `export_triton_repository` from tiny models.
+"""Triton serving against a real `tritonserver` (CPU, from nvidia-pytriton) on a
+repository made by `export_triton_repository` from the tiny test models.
 
 One server per module (startup is the expensive part): a decoupled generate
 model, the same artifact exported unary, and an encoder. Every answer is
-compared with Lattice's local transformers backend on the same artifact.
+compared with Lattice's local transformers backend on the same artifact: first
+the `TritonBackend` alone, then end to end through the registry and the
+inference service (versions registered as `triton://` URIs).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import grpc
 import pytest
 import pytest_asyncio
 from opentelemetry.sdk.trace import TracerProvider
@@ -23,7 +26,9 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 
 from lattice._errors import InvalidArgument, Unavailable
+from lattice.v1 import common_pb2, inference_pb2, registry_pb2
 from services.inference.backends import FinishReason, GenerationParams, LoadSpec, Task
+from services.inference.serving import VersionState
 from services.inference.transformers_backend import TransformersBackend
 from services.inference.triton_backend import TritonBackend
 from services.inference.triton_export import (
@@ -32,8 +37,9 @@ from services.inference.triton_export import (
     export_triton_repository,
     render_config,
 )
+from tests.inference.conftest import deploy_encoder, deploy_lm
+from tests.inference.support import EMBEDDING, GENERATION, Lab, generate_request
 from tests.support.ports import free_port
-from tests.support.tiny_models import build_tiny_causal_lm, build_tiny_encoder
 from tests.support.triton_server import TritonProcess
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
@@ -43,12 +49,10 @@ PROMPTS = ("Once upon a time", "The robot counted the stars", "Hello lattice!")
 
 
 @pytest.fixture(scope="module")
-def artifacts(tmp_path_factory) -> dict[str, Path]:
-    base = tmp_path_factory.mktemp("triton-artifacts")
-    return {
-        "lm": build_tiny_causal_lm(base / "lm", seed=3),
-        "enc": build_tiny_encoder(base / "enc", seed=4),
-    }
+def artifacts(model_dirs) -> dict[str, Path]:
+    """The session's tiny models (tests/inference/conftest.py): the same bytes
+    the service tests register as local versions."""
+    return {"lm": model_dirs["lm1"], "enc": model_dirs["enc"]}
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +64,7 @@ def triton(artifacts, tmp_path_factory):
     server = TritonProcess(repo, tmp_path_factory.mktemp("triton-run"))
     server.start(wait_models=[STREAM, UNARY, ENCODER])
     yield server
-    server.stop()
+    server.kill()  # a graceful stop unloads three models for ~5 s; nothing here needs it
 
 
 def spec(name: str, task: Task, uri: str = "", model_dir: Path | None = None) -> LoadSpec:
@@ -304,3 +308,115 @@ async def test_triton_going_down_is_unavailable(tmp_path):
     finally:
         await backend.unload()
         server.stop()
+
+
+# -- end to end: registry -> inference service -> Triton ---------------------------
+
+
+async def register_triton_version(lab: Lab, name: str, uri: str, task: int = GENERATION) -> None:
+    await lab.create_model(name, task)
+    await lab.reg.CreateVersion(
+        registry_pb2.CreateVersionRequest(
+            model_name=name, artifact_uri=uri, format=common_pb2.ARTIFACT_FORMAT_TRITON
+        )
+    )
+    await lab.deploy(name, {1: 100})
+
+
+async def stream_text(lab: Lab, model: str, prompt: str, **params):
+    request = inference_pb2.GenerateStreamRequest(
+        model=model,
+        prompt=prompt,
+        parameters=inference_pb2.GenerationParameters(**params),
+        skip_cache=True,
+    )
+    messages = [m async for m in lab.stub.GenerateStream(request)]
+    return "".join(m.delta for m in messages), messages
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def triton_lab(triton, model_dirs, tmp_path):
+    """Registry + inference serving `remote` (decoupled), `remote-unary` and
+    `remote-enc` from Triton, and `local`/`local-enc` from the same artifacts."""
+    lab = await Lab(tmp_path).start()
+    try:
+        address = triton.grpc_address
+        await register_triton_version(lab, "remote", f"triton://{address}/{STREAM}")
+        await register_triton_version(lab, "remote-unary", f"triton://{address}/{UNARY}/1")
+        await register_triton_version(lab, "remote-enc", f"triton://{address}/{ENCODER}", EMBEDDING)
+        await deploy_lm(lab, model_dirs, "local")
+        await deploy_encoder(lab, model_dirs, "local-enc")
+        for name in ("remote", "remote-unary", "remote-enc"):
+            await lab.wait_state(name, 1, VersionState.READY)
+        yield lab
+    finally:
+        await lab.stop()
+
+
+async def test_service_generate_through_triton_matches_local(triton_lab):
+    lab = triton_lab
+    listed = await lab.stub.ListLoadedModels(inference_pb2.ListLoadedModelsRequest())
+    backends = {m.model_name: m.backend for m in listed.models}
+    assert backends["remote"] == backends["remote-unary"] == backends["remote-enc"] == "triton"
+    assert backends["local"] == "transformers"
+    for prompt in PROMPTS:
+        local = await lab.stub.Generate(
+            generate_request("local", prompt, max_new_tokens=24, skip_cache=True)
+        )
+        for model in ("remote", "remote-unary"):
+            remote = await lab.stub.Generate(
+                generate_request(model, prompt, max_new_tokens=24, skip_cache=True)
+            )
+            assert (remote.model_name, remote.model_version) == (model, 1)
+            assert (remote.text, remote.finish_reason) == (local.text, local.finish_reason)
+            assert remote.usage == local.usage
+
+
+async def test_service_stream_through_triton_matches_local(triton_lab):
+    lab = triton_lab
+    for prompt in PROMPTS:
+        local_text, local = await stream_text(lab, "local", prompt, max_new_tokens=24)
+        for model in ("remote", "remote-unary"):
+            text, messages = await stream_text(lab, model, prompt, max_new_tokens=24)
+            assert text == local_text
+            assert messages[0].model_name == model
+            assert [m.index for m in messages] == list(range(len(messages)))
+            assert messages[-1].usage == local[-1].usage
+            assert messages[-1].finish_reason == local[-1].finish_reason
+
+
+async def test_service_embed_through_triton_matches_local(triton_lab):
+    request = inference_pb2.EmbedRequest(
+        model="remote-enc", inputs=["hello world", "sea shells"], normalize=True, skip_cache=True
+    )
+    remote = await triton_lab.stub.Embed(request)
+    request.model = "local-enc"
+    local = await triton_lab.stub.Embed(request)
+    assert remote.usage == local.usage
+    for got, want in zip(remote.embeddings, local.embeddings, strict=True):
+        assert list(got.values) == pytest.approx(list(want.values), abs=1e-5)
+
+
+async def test_service_stream_cancel_stops_triton_model(triton, triton_lab):
+    before = triton_counter(triton, "lattice_triton_cancelled_generations_total", STREAM)
+    request = inference_pb2.GenerateStreamRequest(
+        model="remote",
+        prompt=PROMPTS[0],
+        parameters=inference_pb2.GenerationParameters(max_new_tokens=400),
+        skip_cache=True,
+    )
+    call = triton_lab.stub.GenerateStream(request)
+    for _ in range(3):
+        await call.read()
+    call.cancel()
+    deadline = time.monotonic() + 10
+    while triton_counter(triton, "lattice_triton_cancelled_generations_total", STREAM) == before:
+        assert time.monotonic() < deadline, "Triton kept generating after the client cancelled"
+        await asyncio.sleep(0.02)
+
+
+async def test_service_bad_parameters_through_triton_are_invalid_argument(triton_lab):
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        await triton_lab.stub.Generate(generate_request("remote", "x" * 3000, max_new_tokens=4))
+    assert error.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert "context" in error.value.details()
