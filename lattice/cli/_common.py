@@ -11,6 +11,7 @@ import dataclasses
 import datetime as dt
 import functools
 import json
+import os
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -74,9 +75,18 @@ def _fail(message: str, code: int = EXIT_ERROR) -> None:
 
 
 def run_reporting_errors(body: Callable[[], Any]) -> Any:
-    """Run `body`; turn any foreseeable failure into one line on stderr and exit 1."""
+    """Run `body`; turn any foreseeable failure into one line on stderr and exit 1.
+
+    LATTICE_DEBUG=1 lets the exception through, traceback and all.
+    """
+    if os.environ.get("LATTICE_DEBUG", "").lower() in ("1", "true", "yes"):
+        return body()
     try:
         return body()
+    except BrokenPipeError:
+        # `lattice ... | head`: the reader left; nothing more to say.
+        sys.stderr.close()
+        sys.exit(0)
     except LatticeError as exc:
         _fail(str(exc))
     except grpc.RpcError as exc:

@@ -81,6 +81,13 @@ def test_versions_upload_list_show_and_deploy(cli, services):
     assert rollback["routes"] == [{"version": "1", "weight": 100}]
     assert rollback["shadow_version"] == "2"
     assert [e.reason for e in services.registry.history[:2]] == ["rollback", "canary"]
+    table = cli("models", "history", "cli-deploy").stdout.splitlines()
+    assert table[0].split()[:3] == ["REVISION", "TIME", "ACTOR"]
+    assert "v1=90%, v2=10%" in table[1] and table[1].rstrip().endswith("rollback")
+    assert [e["reason"] for e in cli.json("models", "history", "cli-deploy")] == [
+        "rollback",
+        "canary",
+    ]
 
 
 def test_versions_and_deploy_failures(cli):
@@ -181,3 +188,15 @@ def test_export_triton_failure_is_one_line(cli):
 
 def test_token_constant_matches_the_server(cli):
     assert cli.env["LATTICE_TOKEN"] == TEST_TOKEN
+
+
+def test_lattice_debug_lets_the_traceback_through(cli):
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "lattice.cli", "models", "show", "no-such-model"],
+        capture_output=True, text=True, timeout=60, env={**cli.env, "LATTICE_DEBUG": "1"},
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert "Traceback" in result.stderr and "NotFound" in result.stderr

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from lattice import _requests
+from lattice.cli._commands.deploy import describe
 from lattice.cli._common import (
     Session,
     lattice_command,
@@ -84,3 +85,19 @@ def create_model(
         name, task, description=description, labels=parse_pairs(labels, "--label")
     )
     session.emit(model, lambda: click.echo(f"created model {model.name}"))
+
+
+@models.command("history")
+@click.argument("name")
+@lattice_command
+def history(session: Session, name: str) -> None:
+    """Deployment changes of model NAME, newest first (who, when, why)."""
+    entries = session.client().history(name)
+    session.emit(
+        entries,
+        lambda: print_table(
+            ["revision", "time", "actor", "from", "to", "reason"],
+            [(e.revision, when(e.time), e.actor, describe(e.from_deployment),
+              describe(e.to_deployment), e.reason) for e in entries],
+        ),
+    )  # fmt: skip
