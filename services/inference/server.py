@@ -33,8 +33,9 @@ class InferenceSettings(ServerSettings):
     #: Redis for the response cache, e.g. redis://127.0.0.1:6379/0; empty = no cache.
     redis_url: str = ""
     cache_ttl_seconds: int = 3600
-    #: Redis calls slower than this are abandoned and the request is served uncached.
-    cache_timeout_ms: float = 50.0
+    #: Redis calls slower than this are abandoned and the request is served uncached
+    #: (measured on the event loop, so a saturated replica needs some headroom).
+    cache_timeout_ms: float = 100.0
     #: After a Redis failure, skip Redis for this long before trying again.
     cache_retry_seconds: float = 1.0
     #: Entries of an in-process LRU in front of Redis (0 = off): saves the Redis
