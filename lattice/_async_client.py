@@ -46,6 +46,7 @@ class AsyncClient:
         server_name: str | None = None,
         timeout: float | None = None,
         retries: int = 4,
+        metadata: Sequence[tuple[str, str]] = (),
     ) -> None:
         self._config = ClientConfig.resolve(
             target,
@@ -57,6 +58,7 @@ class AsyncClient:
             server_name=server_name,
             timeout=timeout,
             retries=retries,
+            metadata=metadata,
         )
         credentials = self._config.credentials()
         options = self._config.channel_options()

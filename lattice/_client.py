@@ -37,8 +37,10 @@ class Client:
     `token` to $LATTICE_TOKEN, sent as `authorization: Bearer <token>`. TLS is
     on when `tls=True` or a root/client certificate is given (PEM bytes or a
     path; or $LATTICE_TLS_ROOT_CERT, $LATTICE_TLS_CLIENT_CERT/KEY). Failed calls
-    raise `lattice.LatticeError` subclasses. Use as a context manager or
-    call `close()`.
+    raise `lattice.LatticeError` subclasses. `timeout` replaces every default
+    deadline; `metadata` pairs go with every call (e.g. a W3C `traceparent`);
+    `retries` is the most attempts for idempotent calls on UNAVAILABLE (1 = off).
+    Use as a context manager or call `close()`.
     """
 
     def __init__(
@@ -53,6 +55,7 @@ class Client:
         server_name: str | None = None,
         timeout: float | None = None,
         retries: int = 4,
+        metadata: Sequence[tuple[str, str]] = (),
     ) -> None:
         self._config = ClientConfig.resolve(
             target,
@@ -64,6 +67,7 @@ class Client:
             server_name=server_name,
             timeout=timeout,
             retries=retries,
+            metadata=metadata,
         )
         credentials = self._config.credentials()
         options = self._config.channel_options()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -117,6 +117,8 @@ class ClientConfig:
         default_factory=lambda: dict(DEFAULT_TIMEOUTS)
     )
     retries: int = 4
+    #: Extra metadata sent with every call (e.g. a W3C `traceparent`).
+    extra_metadata: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def resolve(
@@ -131,6 +133,7 @@ class ClientConfig:
         server_name: str | None = None,
         timeout: float | None = None,
         retries: int = 4,
+        metadata: Sequence[tuple[str, str]] = (),
         env: Mapping[str, str] | None = None,
     ) -> ClientConfig:
         """Arguments, then LATTICE_* variables, then defaults."""
@@ -160,6 +163,7 @@ class ClientConfig:
             server_name=server_name or env.get("LATTICE_TLS_SERVER_NAME") or None,
             timeouts=timeouts,
             retries=retries,
+            extra_metadata=tuple((str(k).lower(), str(v)) for k, v in metadata),
         )
 
     def credentials(self) -> grpc.ChannelCredentials | None:
@@ -189,10 +193,10 @@ class ClientConfig:
         return options
 
     def metadata(self) -> tuple[tuple[str, str], ...]:
-        """Per-call metadata: the bearer token, when there is one."""
+        """Per-call metadata: the bearer token, when there is one, and any extra pairs."""
         if not self.token:
-            return ()
-        return (("authorization", f"Bearer {self.token}"),)
+            return self.extra_metadata
+        return (("authorization", f"Bearer {self.token}"), *self.extra_metadata)
 
     def timeout(self, kind: str, override: float | None = None) -> float | None:
         return override if override is not None else self.timeouts[kind]

@@ -244,3 +244,13 @@ def test_unreachable_target_is_unavailable():
         pytest.raises(lattice.Unavailable),
     ):
         client.get_model("x")
+
+
+def test_extra_metadata_goes_with_every_call(services):
+    traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    with lattice.Client(services.address, TEST_TOKEN, metadata=[("traceparent", traceparent)]) as c:
+        c.generate("tiny", "hi", max_new_tokens=1)
+    seen = services.inference.last_metadata
+    assert seen["traceparent"] == traceparent
+    assert seen["authorization"] == f"Bearer {TEST_TOKEN}"
+    assert seen["user-agent"].startswith("lattice-python")

@@ -62,6 +62,7 @@ class WordInference(inference_pb2_grpc.InferenceServiceServicer):
         self.token = token
         self.delay = delay
         self.produced = 0
+        self.last_metadata: dict[str, str] = {}
         # threading.Events: tests check them from another thread than the server's.
         self.stream_cancelled = threading.Event()
         self.stream_finished = threading.Event()
@@ -79,6 +80,7 @@ class WordInference(inference_pb2_grpc.InferenceServiceServicer):
 
     async def Generate(self, request, context):
         self._check(request.model, context)
+        self.last_metadata = dict(context.invocation_metadata() or ())
         count = request.parameters.max_new_tokens or 8
         words = [f"w{i}" for i in range(count)]
         return inference_pb2.GenerateResponse(
