@@ -294,11 +294,16 @@ class ModelManager:
 
     async def _drain(self, entry: ServingVersion) -> None:
         try:
-            if not await entry.wait_idle(self._drain_timeout):
+            deadline = time.monotonic() + self._drain_timeout
+            # Pinned requests may still lease a draining version, so re-check
+            # after every wake-up; no await between the check and `unloading`.
+            while entry.in_flight and time.monotonic() < deadline:
+                await entry.wait_idle(deadline - time.monotonic())
+            if entry.in_flight:
                 log.warning("%s: drain timed out with %d in flight", entry.label, entry.in_flight)
             if entry.state is not VersionState.DRAINING:
                 return  # it came back online meanwhile
-            entry.unloading = True
+            entry.unloading = True  # from here on no lease is granted
             await entry.close()
             if self._versions.get(entry.key) is entry:
                 del self._versions[entry.key]
@@ -349,11 +354,16 @@ class ModelManager:
         pinned = self.resolve_version(ref)
         name = ref.name
         if pinned is not None:
+            entry = self._versions.get((name, pinned))
             if (name, pinned) not in self._view.online_versions():
+                if entry is not None and entry.servable:
+                    # Offline in the registry but still loaded here (retiring
+                    # or draining): a router with a slightly older view may
+                    # still pin it, and that must not fail mid-rollout.
+                    return entry, []
                 raise FailedPrecondition(
                     f"version {pinned} of model {name!r} is not online; deploy it first"
                 )
-            entry = self._versions.get((name, pinned))
             return self._usable(entry, [entry])
         deployment = self._view.deployment(name)
         routes = [r for r in (deployment.routes if deployment else []) if r.weight > 0]

@@ -79,12 +79,19 @@ class ServingVersion:
         self.failed_at = time.monotonic()
         self.settled.set()
 
+    @property
+    def servable(self) -> bool:
+        """READY, or DRAINING but not yet unloading (pinned requests only)."""
+        if self.backend is None or self.unloading:
+            return False
+        return self.state in (VersionState.READY, VersionState.DRAINING)
+
     @contextlib.contextmanager
     def lease(self) -> Iterator[Backend]:
         """Count one in-flight request; draining waits for all to finish.
         Taken synchronously right after the version was picked, so no state
         change can slip in between."""
-        if self.state is not VersionState.READY or self.backend is None:
+        if not self.servable:
             raise Unavailable(f"{self.label} is {self.state.value}, not serving")
         self.in_flight += 1
         self._idle.clear()

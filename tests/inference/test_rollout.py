@@ -75,6 +75,9 @@ async def test_a_tampered_artifact_is_refused_and_the_previous_version_keeps_ser
     for _ in range(5):
         response = await lab.stub.Generate(generate_request("lm", max_new_tokens=2))
         assert response.model_version == 1
+    # A router with an older view may still pin v1: it is served, not refused.
+    pinned = await lab.stub.Generate(generate_request("lm:1", max_new_tokens=2))
+    assert pinned.model_version == 1
     # Nothing of the refused artifact was unpacked.
     assert not (lab.root / "inference" / "artifacts" / v2.digest).exists()
 
