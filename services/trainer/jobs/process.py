@@ -1,9 +1,13 @@
-"""One torchrun process group per job attempt, in its own session.
+"""One torchrun process group per job attempt.
 
-The group is started with `start_new_session=True`, so its id is the torchrun
-pid and signals reach torchrun and every worker at once. Stopping sends
-SIGTERM to the group, then SIGKILL after a grace period. A group left behind
-by a killed service is recognised by (pgid, start time) and killed on restart.
+torchrun runs in its own session (`start_new_session=True`), and torchrun in
+turn starts every worker in a session of its own, so no single process-group
+signal reaches them all. Every process of a job therefore carries the job id
+in its environment (`LATTICE_TRAINER_JOB_ID`, inherited by the workers).
+Stopping sends SIGTERM to torchrun (which forwards it to its workers), then
+SIGKILL to every process carrying the tag after a grace period. Processes
+left behind by a killed service are found by the same tag and killed when it
+starts again.
 """
 
 from __future__ import annotations
@@ -40,15 +44,38 @@ def torchrun_argv(
     ]
 
 
+JOB_ENV = "LATTICE_TRAINER_JOB_ID"
+
+
+def tagged_processes(job_id: str) -> list[psutil.Process]:
+    """Every live process started for `job_id` (torchrun and its workers)."""
+    found = []
+    for process in psutil.process_iter():
+        try:
+            if process.environ().get(JOB_ENV) == job_id:
+                found.append(process)
+        except (psutil.Error, OSError):
+            continue
+    return found
+
+
+def kill_all(processes: list[psutil.Process]) -> None:
+    for process in processes:
+        with contextlib.suppress(psutil.Error):
+            process.kill()
+    psutil.wait_procs(processes, timeout=10)
+
+
 class ProcessGroup:
-    def __init__(self, process: asyncio.subprocess.Process) -> None:
+    def __init__(self, process: asyncio.subprocess.Process, job_id: str) -> None:
+        self.job_id = job_id
         self.process = process
         self.pgid = process.pid
         self.started = psutil.Process(process.pid).create_time()
 
     @classmethod
     async def launch(
-        cls, argv: Sequence[str], env: Mapping[str, str], log_path: Path, cwd: Path
+        cls, job_id: str, argv: Sequence[str], env: Mapping[str, str], log_path: Path, cwd: Path
     ) -> ProcessGroup:
         with log_path.open("ab") as log:
             process = await asyncio.create_subprocess_exec(
@@ -56,11 +83,11 @@ class ProcessGroup:
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                env=dict(env),
+                env={**env, JOB_ENV: job_id},
                 cwd=cwd,
                 start_new_session=True,
             )
-        return cls(process)
+        return cls(process, job_id)
 
     def signal(self, sig: int) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -70,13 +97,14 @@ class ProcessGroup:
         return await self.process.wait()
 
     async def stop(self, grace: float) -> int:
-        """SIGTERM the whole group, SIGKILL what is left after `grace` seconds."""
+        """SIGTERM torchrun's group, SIGKILL every process of the job after `grace` seconds."""
         self.signal(signal.SIGTERM)
         try:
             code = await asyncio.wait_for(self.process.wait(), grace)
         except TimeoutError:
             code = None
-        self.signal(signal.SIGKILL)  # torchrun may exit before its workers do
+        # torchrun may exit before its workers do, or hang: nothing of the job survives.
+        await asyncio.to_thread(kill_all, tagged_processes(self.job_id))
         return code if code is not None else await self.process.wait()
 
     def worker_pids(self) -> list[int]:
@@ -86,20 +114,8 @@ class ProcessGroup:
             return []
 
 
-def kill_stale_group(pgid: int, started: float) -> bool:
-    """Kill a group left by a previous service process, if it is still that group."""
-    if pgid <= 0:
-        return False
-    members = []
-    for process in psutil.process_iter(["pid", "create_time"]):
-        try:
-            if os.getpgid(process.pid) == pgid and process.info["create_time"] >= started - 1:
-                members.append(process)
-        except (ProcessLookupError, psutil.Error):
-            continue
-    if not members:
-        return False
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, signal.SIGKILL)
-    psutil.wait_procs(members, timeout=10)
-    return True
+def kill_stale(job_id: str) -> bool:
+    """Kill what a previous service process left running for `job_id`."""
+    processes = tagged_processes(job_id)
+    kill_all(processes)
+    return bool(processes)

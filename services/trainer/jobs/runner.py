@@ -35,7 +35,7 @@ from lattice.v1 import registry_pb2, trainer_pb2
 from services.trainer.data.store import DatasetStore
 from services.trainer.jobs import events as worker_events
 from services.trainer.jobs.metrics import TrainerMetrics
-from services.trainer.jobs.process import ProcessGroup, kill_stale_group, torchrun_argv
+from services.trainer.jobs.process import ProcessGroup, kill_stale, torchrun_argv
 from services.trainer.jobs.registration import Registrar
 from services.trainer.jobs.store import TERMINAL, JobStore
 from services.trainer.jobs.validation import MachineLimits, lookup_dataset, resolve_spec
@@ -117,8 +117,7 @@ class JobRunner:
         self._changed = asyncio.Condition()
         self._wake = asyncio.Event()
         for job in self.store.in_states([RUNNING, REGISTERING]):
-            pgid, started = self.store.process_group(job.id)
-            killed = await asyncio.to_thread(kill_stale_group, pgid, started)
+            killed = await asyncio.to_thread(kill_stale, job.id)
             note = "killed the process group it left behind; " if killed else ""
             await self._append(
                 job.id,
@@ -341,7 +340,7 @@ class JobRunner:
                 self.options.torchrun_args,
                 self.options.python,
             )
-            group = await ProcessGroup.launch(argv, self._environment(), log_path, job_dir)
+            group = await ProcessGroup.launch(job_id, argv, self._environment(), log_path, job_dir)
             self.store.set_process_group(job_id, group.pgid, group.started)
             self._groups[job_id] = group
             await self._append(
