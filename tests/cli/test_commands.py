@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 
 import jwt
+import pytest
 
 from tests.support.sdk_servers import TEST_TOKEN
 
 
+@pytest.mark.slow  # many subprocesses
 def test_every_command_has_help(cli):
     top = cli("--help").stdout
     for name in ("token", "models", "versions", "deploy", "generate", "embed", "data",
@@ -60,6 +62,7 @@ def test_models_failures(cli):
     assert down.stderr.startswith("error: UNAVAILABLE")
 
 
+@pytest.mark.slow  # many subprocesses
 def test_versions_upload_list_show_and_deploy(cli, services):
     cli("models", "create", "cli-deploy")
     model_dir = cli.cwd / "model"
@@ -90,6 +93,7 @@ def test_versions_upload_list_show_and_deploy(cli, services):
     ]
 
 
+@pytest.mark.slow  # many subprocesses
 def test_versions_and_deploy_failures(cli):
     cli("models", "create", "cli-bad")
     missing = cli("versions", "create", "cli-bad", "--uri", "lattice-artifact://sha256/" + "0" * 64,
