@@ -22,6 +22,7 @@ import abc
 import asyncio
 import dataclasses
 import enum
+import threading
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import ClassVar
@@ -189,11 +190,15 @@ class Backend(abc.ABC):
         return None
 
     async def generate_batch(
-        self, requests: Sequence[tuple[str, GenerationParams]]
+        self,
+        requests: Sequence[tuple[str, GenerationParams]],
+        cancels: Sequence[threading.Event] | None = None,
     ) -> list[GenerationResult | BaseException]:
         """Several generations at once, answered individually: an entry is the
-        exception for a request that failed alone. The default runs them
-        concurrently; a backend that can pad and batch overrides it."""
+        exception for a request that failed alone. `cancels[i]` is set when
+        request i's caller gave up (a batching backend drops that row). The
+        default runs them concurrently; a backend that can pad and batch
+        overrides it."""
         results = await asyncio.gather(
             *(self.generate(prompt, params) for prompt, params in requests),
             return_exceptions=True,

@@ -8,6 +8,7 @@ so a draining version finishes exactly the requests it accepted.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import json
@@ -42,7 +43,7 @@ from services.inference.requests import (
     validate_embed,
     validate_generate,
 )
-from services.inference.serving import EmbedItem, ServingVersion
+from services.inference.serving import EmbedItem, GenerateItem, ServingVersion
 from services.runtime.context import remaining_time
 from services.runtime.registry_view import RegistryView
 
@@ -296,8 +297,17 @@ class InferenceEngine:
             with entry.lease() as backend:
                 params = self._generation_params(call, entry, backend, params)
 
+                batcher = entry.generate_batcher
+
                 async def compute() -> GenerationResult:
                     self._count_call(GENERATE_OP)
+                    if batcher is not None:
+                        item = GenerateItem(call.prompt, params)
+                        try:
+                            return await batcher.submit(item)
+                        except asyncio.CancelledError:
+                            item.cancel.set()  # drop the row from a running batch
+                            raise
                     with self._tracer.start_as_current_span("inference.backend.generate"):
                         return await backend.generate(call.prompt, params)
 

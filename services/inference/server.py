@@ -44,6 +44,9 @@ class InferenceSettings(ServerSettings):
     #: Micro-batching: most rows (texts) per batch, and longest wait for a batch to fill.
     max_batch_size: int = 32
     max_batch_wait_ms: float = 5.0
+    #: Micro-batch unary Generate too (one padded decode loop per batch; a batch
+    #: runs until its longest request is done). Streams always decode alone.
+    batch_generate: bool = True
     #: "auto" (CUDA when present, else CPU), "cpu", "cuda", "cuda:1" ...
     device: str = "auto"
     #: Worker threads per loaded local model.
@@ -96,6 +99,7 @@ async def build_server(
         device=settings.device,
         max_batch_size=settings.max_batch_size,
         max_batch_wait=settings.max_batch_wait_ms / 1000,
+        batch_generate=settings.batch_generate,
         drain_timeout=settings.drain_timeout_seconds,
         batch_observer=metrics.batch_observer,
         tracer_provider=tracer_provider,

@@ -10,13 +10,21 @@ import asyncio
 import contextlib
 import dataclasses
 import enum
+import threading
 import time
 from collections.abc import Iterator, Sequence
 
 from opentelemetry import trace
 
 from lattice._errors import Unavailable
-from services.inference.backends import Backend, EmbeddingResult, ModelInfo, Task
+from services.inference.backends import (
+    Backend,
+    EmbeddingResult,
+    GenerationParams,
+    GenerationResult,
+    ModelInfo,
+    Task,
+)
 from services.inference.batcher import Batcher, BatchObserver
 
 
@@ -31,6 +39,14 @@ class VersionState(enum.Enum):
 class EmbedItem:
     texts: tuple[str, ...]
     normalize: bool
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class GenerateItem:
+    prompt: str
+    params: GenerationParams
+    #: Set when the caller gave up: the batch drops this row at its next step.
+    cancel: threading.Event = dataclasses.field(default_factory=threading.Event)
 
 
 class ServingVersion:
@@ -52,6 +68,7 @@ class ServingVersion:
         self.backend: Backend | None = None
         self.info = ModelInfo()
         self.embed_batcher: Batcher[EmbedItem, EmbeddingResult] | None = None
+        self.generate_batcher: Batcher[GenerateItem, GenerationResult] | None = None
         self.unloading = False
         self.in_flight = 0
         self._idle = asyncio.Event()
@@ -115,37 +132,59 @@ class ServingVersion:
         *,
         max_batch_size: int,
         max_wait: float,
+        generate: bool = True,
         observer: BatchObserver | None = None,
         tracer: trace.Tracer | None = None,
     ) -> None:
-        """Put a micro-batcher in front of the backend's embed, if it batches."""
+        """Put a micro-batcher in front of the backend (embed, and unary
+        generate when `generate`), if the backend batches at all."""
         backend = self.backend
-        if backend is None or self.task is not Task.EMBED:
+        if backend is None:
             return
         size = min(max_batch_size, backend.max_batch_size)
         if size <= 1:
             return
-
         tracer = tracer or trace.get_tracer(__name__)
+        if self.task is Task.EMBED:
 
-        async def run(items: Sequence[EmbedItem]) -> list[EmbeddingResult]:
-            with tracer.start_as_current_span("inference.backend.embed"):
-                return await embed_merged(backend, items)
+            async def run_embed(items: Sequence[EmbedItem]) -> list[EmbeddingResult]:
+                with tracer.start_as_current_span("inference.backend.embed"):
+                    return await embed_merged(backend, items)
 
-        self.embed_batcher = Batcher(
-            run,
-            max_batch_size=size,
-            max_wait=max_wait,
-            rows=lambda item: len(item.texts),
-            name=f"embed.{self.label}",
-            observer=observer,
-            tracer=tracer,
-        )
+            self.embed_batcher = Batcher(
+                run_embed,
+                max_batch_size=size,
+                max_wait=max_wait,
+                rows=lambda item: len(item.texts),
+                name=f"embed.{self.label}",
+                observer=observer,
+                tracer=tracer,
+            )
+        elif generate:
+
+            async def run_generate(
+                items: Sequence[GenerateItem],
+            ) -> list[GenerationResult | BaseException]:
+                with tracer.start_as_current_span("inference.backend.generate"):
+                    return await backend.generate_batch(
+                        [(item.prompt, item.params) for item in items],
+                        [item.cancel for item in items],
+                    )
+
+            self.generate_batcher = Batcher(
+                run_generate,
+                max_batch_size=size,
+                max_wait=max_wait,
+                name=f"generate.{self.label}",
+                observer=observer,
+                tracer=tracer,
+            )
 
     async def close(self) -> None:
-        if self.embed_batcher is not None:
-            await self.embed_batcher.close()
-            self.embed_batcher = None
+        for batcher in (self.embed_batcher, self.generate_batcher):
+            if batcher is not None:
+                await batcher.close()
+        self.embed_batcher = self.generate_batcher = None
         if self.backend is not None:
             backend, self.backend = self.backend, None
             await backend.unload()

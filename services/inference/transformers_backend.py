@@ -259,6 +259,137 @@ class TransformersBackend(Backend):
             cancel.set()  # the worker stops before its next token
             raise
 
+    async def generate_batch(
+        self,
+        requests: Sequence[tuple[str, GenerationParams]],
+        cancels: Sequence[threading.Event] | None = None,
+    ) -> list[GenerationResult | BaseException]:
+        """One padded decode loop for several prompts (each with its own
+        sampling parameters); a request that cannot run fails alone."""
+        self._require(Task.GENERATE)
+        cancels = list(cancels) if cancels is not None else [threading.Event() for _ in requests]
+        results: list[GenerationResult | BaseException | None] = [None] * len(requests)
+        rows: list[tuple[list[int], GenerationParams, threading.Event]] = []
+        where: list[int] = []
+        for i, (prompt, params) in enumerate(requests):
+            try:
+                rows.append((self._prompt_ids(prompt), params, cancels[i]))
+                where.append(i)
+            except Exception as exc:
+                results[i] = exc
+        if rows:
+            try:
+                decoded = await self._run(self._decode_batch_loop, rows)
+            except asyncio.CancelledError:
+                for _, _, cancel in rows:
+                    cancel.set()
+                raise
+            for i, result in zip(where, decoded, strict=True):
+                results[i] = result
+        return [r for r in results if r is not None]
+
+    def _decode_batch_loop(self, rows) -> list[GenerationResult]:
+        import torch
+
+        with torch.inference_mode():
+            return self._decode_batch(rows)
+
+    def _decode_batch(
+        self, rows: list[tuple[list[int], GenerationParams, threading.Event]]
+    ) -> list[GenerationResult]:
+        """Left-padded batch decode with a KV cache; rows that finish early
+        are fed padding until the last one is done (or every row cancelled)."""
+        import torch
+
+        model, tokenizer = self._model, self._tokenizer
+        if model is None:
+            raise Unavailable(f"{self.spec.model_name}:{self.spec.version} was unloaded")
+        eos = model.config.eos_token_id
+        eos_ids = set(eos) if isinstance(eos, list) else ({eos} if eos is not None else set())
+        pad = (
+            tokenizer.pad_token_id
+            if tokenizer.pad_token_id is not None
+            else min(eos_ids, default=0)
+        )
+        width = max(len(ids) for ids, _, _ in rows)
+        input_ids = torch.tensor(
+            [[pad] * (width - len(ids)) + ids for ids, _, _ in rows], device=self._device
+        )
+        mask = torch.tensor(
+            [[0] * (width - len(ids)) + [1] * len(ids) for ids, _, _ in rows],
+            device=self._device,
+        )
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        generators = [
+            torch.Generator(device=self._device).manual_seed(p.seed)
+            if p.seed is not None and not p.greedy
+            else None
+            for _, p, _ in rows
+        ]
+        assemblers = [
+            TextAssembler(lambda ids: tokenizer.decode(ids, skip_special_tokens=True), p.stop)
+            for _, p, _ in rows
+        ]
+        budgets = [
+            min(p.max_new_tokens, (self._context_length or 1 << 30) - len(ids))
+            for ids, p, _ in rows
+        ]
+        finish: list[FinishReason | None] = [None] * len(rows)
+        cache = None
+        with self._lock:
+            self.active_generations += 1
+        try:
+            for _ in range(max(budgets)):
+                for i, (_, _, cancel) in enumerate(rows):
+                    if finish[i] is None and cancel.is_set():
+                        finish[i] = FinishReason.CANCELLED
+                if all(f is not None for f in finish):
+                    break
+                out = model(
+                    input_ids=input_ids,
+                    attention_mask=mask,
+                    position_ids=positions,
+                    cache=cache,
+                    use_cache=True,
+                    logits_to_keep=1,
+                )
+                cache = out.cache
+                logits = out.logits[:, -1]
+                next_ids = []
+                for i, (_, params, _) in enumerate(rows):
+                    token = pad
+                    if finish[i] is None:
+                        token = _sample(logits[i], params, generators[i])
+                        if token in eos_ids:
+                            finish[i], token = FinishReason.EOS, pad
+                        else:
+                            with self._lock:
+                                self.tokens_generated += 1
+                            assemblers[i].push(token)
+                            if assemblers[i].stopped:
+                                finish[i] = FinishReason.STOP_SEQUENCE
+                            elif assemblers[i].token_count >= budgets[i]:
+                                finish[i] = FinishReason.LENGTH
+                    next_ids.append(token)
+                input_ids = torch.tensor(next_ids, device=self._device)[:, None]
+                mask = torch.cat([mask, mask.new_ones((len(rows), 1))], dim=1)
+                positions = positions[:, -1:] + 1
+        finally:
+            with self._lock:
+                self.active_generations -= 1
+        results = []
+        for (ids, _, _), assembler, reason in zip(rows, assemblers, finish, strict=True):
+            assembler.finish()
+            results.append(
+                GenerationResult(
+                    text=assembler.text,
+                    prompt_tokens=len(ids),
+                    completion_tokens=assembler.token_count,
+                    finish_reason=reason or FinishReason.LENGTH,
+                )
+            )
+        return results
+
     async def stream(self, prompt: str, params: GenerationParams) -> AsyncIterator[StreamChunk]:
         self._require(Task.GENERATE)
         ids = self._prompt_ids(prompt)

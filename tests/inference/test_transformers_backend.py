@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import threading
 import time
 
 import pytest
@@ -143,3 +144,34 @@ async def test_task_mismatch_is_a_failed_precondition(lm, encoder):
         await lm.embed(["x"], normalize=False)
     with pytest.raises(FailedPrecondition):
         await encoder.generate("x", GenerationParams())
+
+
+MIXED = [
+    ("Hello", GenerationParams(max_new_tokens=40)),
+    ("Once upon a time", GenerationParams(max_new_tokens=10)),
+    ("The stars were bright", GenerationParams(max_new_tokens=30, temperature=0.9, seed=5)),
+    ("Green trees", GenerationParams(max_new_tokens=20, top_k=20, temperature=1.2, seed=1)),
+]
+
+
+async def test_a_padded_batch_gives_each_request_its_own_answer(lm):
+    alone = [await lm.generate(prompt, params) for prompt, params in MIXED]
+    batched = await lm.generate_batch(MIXED)
+    assert batched == alone
+
+
+async def test_a_bad_row_fails_alone_and_a_cancelled_row_stops(lm):
+    cancels = [threading.Event() for _ in range(3)]
+    cancels[2].set()
+    results = await lm.generate_batch(
+        [
+            ("Hello", GenerationParams(max_new_tokens=8)),
+            ("word " * 600, GenerationParams(max_new_tokens=8)),
+            ("Once upon a time", GenerationParams(max_new_tokens=400)),
+        ],
+        cancels,
+    )
+    assert results[0] == await lm.generate("Hello", GenerationParams(max_new_tokens=8))
+    assert isinstance(results[1], InvalidArgument)
+    assert results[2].finish_reason is FinishReason.CANCELLED
+    assert results[2].completion_tokens == 0

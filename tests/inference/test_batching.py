@@ -1,4 +1,4 @@
-"""Embed over gRPC with micro-batching."""
+"""Micro-batching over gRPC: Embed, and unary Generate."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ import math
 import pytest
 
 from lattice.v1 import inference_pb2
-from tests.inference.conftest import deploy_encoder
+from services.inference.backends import GenerationParams
+from tests.inference.conftest import deploy_encoder, deploy_lm
+from tests.inference.support import generate_request
 
 TEXTS = [f"sentence number {i} about the quick brown fox" for i in range(24)]
 
@@ -43,3 +45,18 @@ async def test_embeddings_are_cached(cached_lab, model_dirs):
     second = await lab.stub.Embed(request)
     assert not first.cached and second.cached
     assert [list(e.values) for e in second.embeddings] == [list(e.values) for e in first.embeddings]
+
+
+async def test_concurrent_generations_are_batched_and_match_alone(lab, model_dirs):
+    await deploy_lm(lab, model_dirs)
+    prompts = [f"Story {i}: once upon a time" for i in range(12)]
+    responses = await asyncio.gather(
+        *(lab.stub.Generate(generate_request("lm", prompt=p, max_new_tokens=16)) for p in prompts)
+    )
+    labels = {"gen_ai_request_model": "lm"}
+    assert lab.metric("lattice_inference_batch_size_sum", labels) == len(prompts)
+    assert lab.metric("lattice_inference_batch_size_count", labels) < len(prompts)
+    backend = lab.backend("lm", 1)
+    for prompt, response in zip(prompts, responses, strict=True):
+        alone = await backend.generate(prompt, GenerationParams(max_new_tokens=16))
+        assert response.text == alone.text
