@@ -89,6 +89,16 @@ async def wait_serving(address: str) -> None:
     raise RuntimeError(f"{address} did not become SERVING")
 
 
+def cpu_seconds(process: subprocess.Popen | None) -> float:
+    """User + system CPU time of a process so far (0 for none)."""
+    if process is None:
+        return 0.0
+    import psutil
+
+    times = psutil.Process(process.pid).cpu_times()
+    return times.user + times.system
+
+
 def spawn(args: list[str], env: dict[str, str]) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, *args],
@@ -105,6 +115,8 @@ class Path_:
     def __init__(self) -> None:
         self.latencies: list[float] = []
         self.elapsed = 0.0
+        #: CPU seconds the hop's own process (proxy or gateway) spent, over all rounds.
+        self.hop_cpu = 0.0
 
     def figures(self) -> dict[str, float]:
         ordered = sorted(self.latencies)
@@ -112,6 +124,7 @@ class Path_:
             "p50": statistics.median(ordered) * 1000,
             "p99": ordered[int(len(ordered) * 0.99) - 1] * 1000,
             "rps": len(ordered) / self.elapsed,
+            "cpu_us": self.hop_cpu / len(ordered) * 1e6,
         }
 
 
@@ -166,32 +179,34 @@ async def main(requests: int, quotas: bool, rounds: int) -> None:
                 )
             )
         gateways = {"bare aio proxy": free_port(), "gateway": free_port()}
-        processes.append(
-            spawn([__file__, "--serve-proxy", str(gateways["bare aio proxy"]), echo], {})
+        hops: dict[str, subprocess.Popen] = {}
+        hops["bare aio proxy"] = spawn(
+            [__file__, "--serve-proxy", str(gateways["bare aio proxy"]), echo], {}
         )
+        processes.append(hops["bare aio proxy"])
         base_env = {
             "LATTICE_GATEWAY_REGISTRY_ADDRESS": registry,
             "LATTICE_GATEWAY_INFERENCE_ADDRESSES": echo,
             "LATTICE_GATEWAY_DEV_JWT_SECRET": SECRET,
         }
-        processes.append(
-            spawn(["-m", "services.gateway", "--port", str(gateways["gateway"])], base_env)
+        hops["gateway"] = spawn(
+            ["-m", "services.gateway", "--port", str(gateways["gateway"])], base_env
         )
+        processes.append(hops["gateway"])
         if quotas:
             from tests.support.redis_server import RedisProcess
 
             redis = RedisProcess(data / "redis").start()
             gateways["gateway+quotas"] = free_port()
-            processes.append(
-                spawn(
-                    ["-m", "services.gateway", "--port", str(gateways["gateway+quotas"])],
-                    {
-                        **base_env,
-                        "LATTICE_GATEWAY_REDIS_URL": redis.url,
-                        "LATTICE_GATEWAY_QUOTA_REQUESTS": str(10**9),
-                    },
-                )
+            hops["gateway+quotas"] = spawn(
+                ["-m", "services.gateway", "--port", str(gateways["gateway+quotas"])],
+                {
+                    **base_env,
+                    "LATTICE_GATEWAY_REDIS_URL": redis.url,
+                    "LATTICE_GATEWAY_QUOTA_REQUESTS": str(10**9),
+                },
             )
+            processes.append(hops["gateway+quotas"])
         for port in gateways.values():
             await wait_serving(f"127.0.0.1:{port}")
         metadata = [("authorization", "Bearer " + mint_dev_token(SECRET, tenant="acme"))]
@@ -212,7 +227,9 @@ async def main(requests: int, quotas: bool, rounds: int) -> None:
             paths = {name: Path_() for name in targets}
             for _ in range(rounds):
                 for name, stub in stubs.items():
+                    before = cpu_seconds(hops.get(name))
                     await measure(stub, targets[name][1], count // rounds, concurrency, paths[name])
+                    paths[name].hop_cpu += cpu_seconds(hops.get(name)) - before
             for name, path in paths.items():
                 rows[(name, concurrency)] = path.figures()
         for channel in channels.values():
@@ -223,7 +240,7 @@ async def main(requests: int, quotas: bool, rounds: int) -> None:
         )
         print(
             f"{'path':<16}{'conc':>5}{'p50 ms':>9}{'p99 ms':>9}{'req/s':>9}"
-            f"{'p50 added':>11}{'p99 added':>11}{'throughput':>12}"
+            f"{'p50 added':>11}{'p99 added':>11}{'throughput':>12}{'hop CPU us/req':>16}"
         )
         for (name, concurrency), row in rows.items():
             base = rows[("direct", concurrency)]
@@ -231,6 +248,7 @@ async def main(requests: int, quotas: bool, rounds: int) -> None:
                 f"{name:<16}{concurrency:>5}{row['p50']:>9.2f}{row['p99']:>9.2f}"
                 f"{row['rps']:>9.0f}{row['p50'] - base['p50']:>+11.2f}"
                 f"{row['p99'] - base['p99']:>+11.2f}{row['rps'] / base['rps']:>11.2f}x"
+                f"{row['cpu_us']:>16.0f}"
             )
     finally:
         for process in processes:

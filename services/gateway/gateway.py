@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Coroutine, Sequence
 from typing import Any
 
 from opentelemetry import trace
+from opentelemetry.trace import Status, StatusCode
 
 from lattice._errors import LatticeError
 from lattice._refs import ModelRef, parse_model_ref
@@ -76,58 +77,72 @@ class Gateway:
 
     # --- stages ------------------------------------------------------------------------
 
+    # Stage spans are children of the RPC's server span but are not made "current":
+    # nothing runs inside them that needs it, and it makes each one ~35% cheaper.
+
+    def _fail(self, span: trace.Span, stage: str, exc: LatticeError) -> None:
+        reason = getattr(exc, "reason", "") or exc.code.name.lower()
+        span.set_status(Status(StatusCode.ERROR, exc.code.name))
+        span.set_attribute("lattice.reject.reason", reason)
+        self._metrics.rejections.labels(stage, reason).inc()
+
     async def authorize(self, call: Call) -> Principal:
         """Authenticate the caller and check the method's scope."""
         started = time.perf_counter()
-        with self._tracer.start_as_current_span("gateway.authn") as span:
-            try:
-                principal = await self._authenticator.authenticate(call.metadata)
-            except LatticeError as exc:
-                self._reject("authn", exc)
-                span.set_attribute("lattice.auth.result", getattr(exc, "reason", "failed"))
-                raise
+        span = self._tracer.start_span("gateway.authn")
+        try:
+            principal = await self._authenticator.authenticate(call.metadata)
             span.set_attribute("lattice.tenant", principal.tenant)
+        except LatticeError as exc:
+            self._fail(span, "authn", exc)
+            raise
+        finally:
+            span.end()
         self._metrics.auth_seconds.observe(time.perf_counter() - started)
-        with self._tracer.start_as_current_span("gateway.authz") as span:
-            span.set_attribute("rpc.method", call.method)
-            try:
-                require_scope(principal, call.method)
-            except LatticeError as exc:
-                self._reject("authz", exc)
-                raise
+        span = self._tracer.start_span("gateway.authz", attributes={"rpc.method": call.method})
+        try:
+            require_scope(principal, call.method)
+        except LatticeError as exc:
+            self._fail(span, "authz", exc)
+            raise
+        finally:
+            span.end()
         return principal
 
     def _route(self, principal: Principal, ref: ModelRef, routing_key: str) -> RouteDecision:
-        with self._tracer.start_as_current_span("gateway.route") as span:
+        span = self._tracer.start_span("gateway.route")
+        try:
             try:
                 require_tenant(principal, ref.name, self._router.policy(ref.name))
             except LatticeError as exc:
-                self._reject("authz", exc)
+                self._fail(span, "authz", exc)
                 raise
             decision = self._router.route(ref, routing_key)
             span.set_attribute("lattice.model", decision.target)
             span.set_attribute("lattice.route.reason", decision.reason)
             if decision.shadow_version:
                 span.set_attribute("lattice.route.shadow", decision.shadow_target)
+        except LatticeError as exc:
+            span.set_status(Status(StatusCode.ERROR, exc.code.name))
+            raise
+        finally:
+            span.end()
         self._metrics.routes.labels(ref.name, str(decision.version), decision.reason).inc()
         return decision
 
     async def _admit(self, principal: Principal, model: str) -> Admission | None:
-        with self._tracer.start_as_current_span("gateway.quota") as span:
-            try:
-                return await self._quotas.admit(principal.tenant, model)
-            except LatticeError as exc:
-                self._reject("quota", exc)
-                span.set_attribute("lattice.quota.result", exc.code.name)
-                raise
+        span = self._tracer.start_span("gateway.quota")
+        try:
+            return await self._quotas.admit(principal.tenant, model)
+        except LatticeError as exc:
+            self._fail(span, "quota", exc)
+            raise
+        finally:
+            span.end()
 
     def _model_label(self, ref: ModelRef) -> str:
         """The metrics label: unknown names collapse, so callers cannot inflate cardinality."""
         return ref.name if self._router.known(ref.name) else "(unknown)"
-
-    def _reject(self, stage: str, exc: LatticeError) -> None:
-        reason = getattr(exc, "reason", "") or exc.code.name.lower()
-        self._metrics.rejections.labels(stage, reason).inc()
 
     @staticmethod
     def _forward_metadata(principal: Principal) -> list[tuple[str, str]]:

@@ -117,7 +117,17 @@ async def test_attack_table_is_refused_unauthenticated(stack, keys, caplog):
     secrets_seen = [v for md in table.values() for _, v in md if len(v) > 40]
     text = "\n".join(r.getMessage() + str(r.__dict__) for r in caplog.records)
     spans = "\n".join(str(dict(s.attributes or {})) for s in exporter.get_finished_spans())
-    assert exporter.get_finished_spans()
+    # Each stage has its span, in the RPC's trace (the server span is their parent).
+    finished = exporter.get_finished_spans()
+    names = {span.name for span in finished}
+    assert {"gateway.authn", "gateway.authz", "gateway.route", "gateway.quota"} <= names
+    assert "upstream Generate" in names
+    servers = {
+        s.context.span_id: s for s in finished if s.name.endswith("InferenceService/Generate")
+    }
+    for stage in (s for s in finished if s.name.startswith(("gateway.", "upstream "))):
+        parent = servers[stage.parent.span_id]
+        assert stage.context.trace_id == parent.context.trace_id
     for value in [*secrets_seen, token()]:
         raw = value.removeprefix("Bearer ")
         for part in (raw, raw.split(".")[-1]):
