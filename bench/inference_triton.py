@@ -1,4 +1,4 @@
-"""Triton path overhead: Lattice's Triton backend vs calling Triton directly.
+"""Triton path overhead: Lattice (backend, and the whole service) vs calling Triton directly.
 
 Starts a real `tritonserver` (CPU, from nvidia-pytriton) on a repository that
 `export_triton_repository` makes from a tiny GPT-2, then times, in one run and
@@ -6,9 +6,11 @@ interleaved request by request (so machine noise hits both sides alike):
 
 * unary: `tritonclient.grpc.aio` `infer()` on the unary model (the baseline)
   vs `TritonBackend.generate()` (request building, span + trace-context headers,
-  deadline, result parsing);
+  deadline, result parsing) vs `Generate` on the inference service (a real
+  registry + inference server in this process, version `triton://...`,
+  skip_cache) -- the service path adds a whole gRPC hop;
 * streaming: `stream_infer()` over the decoupled model to the final response
-  vs `TritonBackend.stream()` drained to its last chunk.
+  vs `TritonBackend.stream()` drained to its last chunk vs `GenerateStream`.
 
 Prints p50/p99 per path, the ratio to the baseline and the added milliseconds
 (goal: <= 0.5 ms added at p50).
@@ -82,18 +84,42 @@ def summary(name: str, samples: list[float], baseline: list[float] | None) -> st
     return line
 
 
-async def interleaved(n: int, first, second) -> tuple[list[float], list[float]]:
-    a, b = [], []
+async def interleaved(n: int, *calls) -> list[list[float]]:
+    """Each call n times, round-robin with a rotating start, so drift hits all alike."""
+    samples: list[list[float]] = [[] for _ in calls]
     for i in range(n):
-        order = (first, a), (second, b)
-        for call, sink in order if i % 2 == 0 else reversed(order):
+        for j in range(len(calls)):
+            k = (i + j) % len(calls)
             start = time.perf_counter()
-            await call()
-            sink.append(time.perf_counter() - start)
-    return a, b
+            await calls[k]()
+            samples[k].append(time.perf_counter() - start)
+    return samples
 
 
-async def measure(server: TritonProcess, requests: int, tokens: int) -> None:
+async def start_service(root: Path, address: str):
+    """Registry + inference in this process, serving the two Triton models."""
+    from lattice.v1 import common_pb2, registry_pb2
+    from services.inference.serving import VersionState
+    from tests.inference.support import Lab
+
+    lab = await Lab(root).start()
+    for name, model in (("remote", "lm"), ("remote-unary", "lm_unary")):
+        await lab.create_model(name)
+        await lab.reg.CreateVersion(
+            registry_pb2.CreateVersionRequest(
+                model_name=name,
+                artifact_uri=f"triton://{address}/{model}",
+                format=common_pb2.ARTIFACT_FORMAT_TRITON,
+            )
+        )
+        await lab.deploy(name, {1: 100})
+        await lab.wait_state(name, 1, VersionState.READY)
+    return lab
+
+
+async def measure(server: TritonProcess, requests: int, tokens: int, root: Path) -> None:
+    from lattice.v1 import inference_pb2
+
     params = GenerationParams(max_new_tokens=tokens)
     client = aioclient.InferenceServerClient(server.grpc_address)
 
@@ -104,33 +130,46 @@ async def measure(server: TritonProcess, requests: int, tokens: int) -> None:
     unary, streaming = backend_for("lm_unary"), backend_for("lm")
     await unary.load()
     await streaming.load()
-    try:
-        for _ in range(20):  # warm both paths (channels, model threads)
-            await client.infer("lm_unary", direct_inputs(tokens))
-            await unary.generate(PROMPT, params)
-            await direct_stream(client, "lm", tokens)
-            await backend_stream(streaming, params)
+    lab = await start_service(root, server.grpc_address)
+    wire = inference_pb2.GenerationParameters(max_new_tokens=tokens)
+    unary_request = inference_pb2.GenerateRequest(
+        model="remote-unary", prompt=PROMPT, parameters=wire, skip_cache=True
+    )
+    stream_request = inference_pb2.GenerateStreamRequest(
+        model="remote", prompt=PROMPT, parameters=wire, skip_cache=True
+    )
 
-        direct, through = await interleaved(
-            requests,
-            lambda: client.infer("lm_unary", direct_inputs(tokens)),
-            lambda: unary.generate(PROMPT, params),
-        )
-        print(f"unary generate, {tokens} new tokens, {requests} requests each (sequential):")
+    async def service_stream() -> None:
+        async for _ in lab.stub.GenerateStream(stream_request):
+            pass
+
+    unary_paths = (
+        lambda: client.infer("lm_unary", direct_inputs(tokens)),
+        lambda: unary.generate(PROMPT, params),
+        lambda: lab.stub.Generate(unary_request),
+    )
+    stream_paths = (
+        lambda: direct_stream(client, "lm", tokens),
+        lambda: backend_stream(streaming, params),
+        service_stream,
+    )
+    try:
+        await interleaved(20, *unary_paths, *stream_paths)  # warm channels and model threads
+        direct, through, service = await interleaved(requests, *unary_paths)
+        print(f"unary generate, {tokens} new tokens, {requests} requests per path (sequential):")
         print(summary("tritonclient infer (baseline)", direct, None))
         print(summary("TritonBackend.generate", through, direct))
+        print(summary("service Generate (gRPC hop)", service, direct))
 
-        direct, through = await interleaved(
-            requests,
-            lambda: direct_stream(client, "lm", tokens),
-            lambda: backend_stream(streaming, params),
-        )
+        direct, through, service = await interleaved(requests, *stream_paths)
         print(f"streaming generate, {tokens} new tokens, to the final response:")
         print(summary("tritonclient stream_infer (baseline)", direct, None))
         print(summary("TritonBackend.stream", through, direct))
+        print(summary("service GenerateStream (gRPC hop)", service, direct))
         spread = statistics.pstdev(direct) * 1e3
-        print(f"  (baseline stdev {spread:.3f} ms; a shared machine adds noise to both sides)")
+        print(f"  (baseline stdev {spread:.3f} ms; a shared machine adds noise to every path)")
     finally:
+        await lab.stop()
         await unary.unload()
         await streaming.unload()
         await client.close()
@@ -148,9 +187,10 @@ def main() -> None:
         export_triton_repository(artifact, base / "repo", "lm_unary", decoupled=False)
         server = TritonProcess(base / "repo", base / "run")
         server.start(wait_models=["lm", "lm_unary"])
+        (base / "service").mkdir()
         print(f"tritonserver ready in {server.startup_seconds:.1f} s (2 models)")
         try:
-            asyncio.run(measure(server, args.requests, args.tokens))
+            asyncio.run(measure(server, args.requests, args.tokens, base / "service"))
         finally:
             server.stop()
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import re
 import time
 import urllib.request
@@ -37,6 +38,7 @@ from services.inference.triton_export import (
     export_triton_repository,
     render_config,
 )
+from services.runtime.context import request_id_var
 from tests.inference.conftest import deploy_encoder, deploy_lm
 from tests.inference.support import EMBEDDING, GENERATION, Lab, generate_request
 from tests.support.ports import free_port
@@ -274,8 +276,10 @@ class TritonPythonModel:
         responses = []
         for request in requests:
             prompt = pb_utils.get_input_tensor_by_name(request, "PROMPT").as_numpy()[0]
+            # "params" answers with the request parameters (forwarded headers included).
+            text = request.parameters().encode() if prompt == b"params" else prompt[::-1]
             out = {
-                "TEXT": np.array([prompt[::-1]], dtype=np.object_),
+                "TEXT": np.array([text], dtype=np.object_),
                 "TOKEN_IDS": np.array([1], dtype=np.int64),
                 "FINISH_REASON": np.array([b"length"], dtype=np.object_),
                 "PROMPT_TOKENS": np.array([1], dtype=np.int32),
@@ -287,15 +291,40 @@ class TritonPythonModel:
 """
 
 
-async def test_triton_going_down_is_unavailable(tmp_path):
-    # A model Triton already serves (no torch: starts in a second), on its own server.
-    model = tmp_path / "repo" / "echo"
+def start_echo_triton(root: Path) -> TritonProcess:
+    """A model Triton already serves (no torch: starts in seconds), on its own
+    server, which forwards the trace and request-id headers to the model."""
+    model = root / "repo" / "echo"
     (model / "1").mkdir(parents=True)
     (model / "1" / "model.py").write_text(ECHO_MODEL)
     (model / "config.pbtxt").write_text(
         render_config("echo", GENERATE, ExportOptions(decoupled=False, device="cpu"))
     )
-    server = TritonProcess(tmp_path / "repo", tmp_path / "run").start(wait_models=["echo"])
+    forward = "--grpc-header-forward-pattern=traceparent|x-request-id"
+    server = TritonProcess(root / "repo", root / "run", extra_args=[forward])
+    return server.start(wait_models=["echo"])
+
+
+async def test_trace_context_and_request_id_reach_triton(tmp_path):
+    server = start_echo_triton(tmp_path)
+    provider = TracerProvider()
+    backend = await loaded(triton_backend(server, "echo", tracer_provider=provider))
+    token = request_id_var.set("req-42")
+    try:
+        with provider.get_tracer("test").start_as_current_span("request") as parent:
+            seen = json.loads((await backend.generate("params", GenerationParams())).text)
+    finally:
+        request_id_var.reset(token)
+        await backend.unload()
+        server.kill()
+    trace_id = format(parent.get_span_context().trace_id, "032x")
+    assert seen["traceparent"].split("-")[1] == trace_id
+    assert seen["traceparent"].split("-")[2] != format(parent.get_span_context().span_id, "016x")
+    assert seen["x-request-id"] == "req-42"
+
+
+async def test_triton_going_down_is_unavailable(tmp_path):
+    server = start_echo_triton(tmp_path)
     backend = await loaded(triton_backend(server, "echo"))
     try:
         assert (await backend.generate("abc", GenerationParams(max_new_tokens=3))).text == "cba"
@@ -308,6 +337,16 @@ async def test_triton_going_down_is_unavailable(tmp_path):
     finally:
         await backend.unload()
         server.stop()
+
+
+async def test_concurrent_streams_each_match_local(streaming, local_lm):
+    params = GenerationParams(max_new_tokens=16)
+    prompts = [f"{p} {i}" for i in range(3) for p in PROMPTS]  # 9 streams, 4 model threads
+    remote = await asyncio.gather(*(collect(streaming.stream(p, params)) for p in prompts))
+    for prompt, chunks in zip(prompts, remote, strict=True):
+        expected = await local_lm.generate(prompt, params)
+        assert "".join(c.delta for c in chunks) == expected.text
+        assert chunks[-1].completion_tokens == expected.completion_tokens
 
 
 # -- end to end: registry -> inference service -> Triton ---------------------------
