@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 up: install
-	$(BIN)/lattice up
+	$(BIN)/lattice up --starter-model starter-gpt
 
 test: install
 	$(BIN)/python -m pytest -q

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from lattice.cli._commands import register
+from lattice.cli._demo import demo
 from lattice.cli._serve import serve
 from lattice.cli._up import up
 
@@ -17,4 +18,5 @@ def main() -> None:
 
 main.add_command(up)
 main.add_command(serve)
+main.add_command(demo)
 register(main)

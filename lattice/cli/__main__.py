@@ -2,4 +2,4 @@
 
 from lattice.cli import main
 
-main()
+main(prog_name="lattice")

