@@ -17,7 +17,6 @@ from lattice._errors import FailedPrecondition, NotFound, Unavailable
 from lattice.cli._progress import JobProgress
 from lattice.v1 import trainer_pb2
 
-
 #: Docstrings need no markup stripping, but do repeat themselves across modules.
 STARTER_CLEANING = {
     "normalize_unicode": True,
