@@ -22,7 +22,7 @@ sys.path.insert(0, str(ROOT))
 
 import psutil  # noqa: E402
 
-METHODS = ("health", "generate", "embed")
+METHODS = ("health", "generate", "generate-uncached", "embed")
 
 
 def _requests(method: str, model: str):
@@ -40,6 +40,13 @@ def _requests(method: str, model: str):
             parameters=inference_pb2.GenerationParameters(max_new_tokens=64),
         )
         return "Generate", lambda _c, _n: request
+    if method == "generate-uncached":
+        return "Generate", lambda c, n: inference_pb2.GenerateRequest(
+            model=model,
+            prompt=f"Story {c}-{n}: once upon a time",
+            parameters=inference_pb2.GenerationParameters(max_new_tokens=32),
+            skip_cache=True,
+        )
     return "Embed", lambda c, n: inference_pb2.EmbedRequest(
         model=model, inputs=[f"sentence {c} number {n} about a quick brown fox"], skip_cache=True
     )
