@@ -321,6 +321,8 @@ class ModelManager:
     def resolve_version(self, ref: ModelRef) -> int | None:
         """The pinned version number of `ref` (None for a bare name).
         NOT_FOUND for an unknown model, alias or version."""
+        if not self._view.synced:
+            raise Unavailable("this replica has not synced with the registry yet; retry shortly")
         if self._view.model(ref.name) is None:
             raise NotFound(f"model {ref.name!r} not found")
         if ref.alias:

@@ -6,10 +6,13 @@ from __future__ import annotations
 import grpc
 import pytest
 
-from lattice.v1 import inference_pb2
+from lattice.v1 import inference_pb2, inference_pb2_grpc
+from services.inference.server import InferenceSettings
+from services.inference.server import build_server as build_inference
 from services.inference.serving import VersionState
 from tests.inference.conftest import deploy_encoder, deploy_lm
 from tests.inference.support import generate_request
+from tests.support.ports import free_port
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
 
@@ -147,3 +150,24 @@ async def test_an_offline_model_is_a_failed_precondition(served):
     assert error.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert "offline" in error.value.details()
     assert lab.entry("enc", 1).state is VersionState.READY
+
+
+async def test_before_the_registry_is_reachable_requests_are_unavailable(tmp_path):
+    server = await build_inference(
+        InferenceSettings(
+            port=0,
+            data_dir=tmp_path,
+            log_json=False,
+            registry_address=f"127.0.0.1:{free_port()}",  # nothing listens there
+        )
+    )
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(server.address) as channel:
+            stub = inference_pb2_grpc.InferenceServiceStub(channel)
+            with pytest.raises(grpc.aio.AioRpcError) as error:
+                await stub.Generate(generate_request("lm"))
+            assert error.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert "registry" in error.value.details()
+    finally:
+        await server.stop(0)
