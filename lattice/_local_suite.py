@@ -61,6 +61,8 @@ class SuiteConfig:
     redis_url: str = ""
     data_dir: Path = Path(".lattice")
     grace_seconds: float = 10.0
+    #: Service logs go to <data_dir>/logs/<service>.log unless this is set.
+    console_logs: bool = False
 
     def address(self, name: str) -> str:
         return f"{self.host}:{self.ports[name]}"
@@ -76,6 +78,10 @@ class LocalSuite:
         self._supervisor: Supervisor | None = None
         self.redis_url = ""
         self.ready_after: dict[str, float] = {}
+
+    @property
+    def log_dir(self) -> Path:
+        return self.config.data_dir / "logs"
 
     async def start(self, timeout: float = 60.0) -> None:
         """Start everything; raises TimeoutError if a service never turns healthy."""
@@ -129,6 +135,7 @@ class LocalSuite:
                 address=config.address(name),
                 argv=service_argv(name, *self._flags(config.ports[name])),
                 env=shared_env,
+                log_path=None if config.console_logs else self.log_dir / f"{name}.log",
             )
             for name in SERVICE_ORDER
         ]
@@ -149,4 +156,6 @@ class LocalSuite:
             )
         if self.redis_url:
             lines.append(f"  {'redis':<10} {self.redis_url}")
+        if not config.console_logs:
+            lines.append(f"  {'logs':<10} {self.log_dir}/<service>.log")
         return lines

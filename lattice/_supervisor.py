@@ -19,6 +19,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -41,6 +42,8 @@ class ChildSpec:
     address: str
     argv: Sequence[str]
     env: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    #: Append the child's stdout and stderr here; None = inherit the terminal.
+    log_path: Path | None = None
 
 
 @dataclasses.dataclass
@@ -88,9 +91,18 @@ class Supervisor:
 
     async def _spawn(self, child: _Child) -> None:
         env = {**os.environ, **child.spec.env}
-        child.process = await asyncio.create_subprocess_exec(
-            *child.spec.argv, env=env, preexec_fn=_die_with_parent
-        )
+        log_path = child.spec.log_path
+        if log_path is None:
+            child.process = await asyncio.create_subprocess_exec(
+                *child.spec.argv, env=env, preexec_fn=_die_with_parent
+            )
+        else:
+            log_path.parent.mkdir(parents=True, exist_ok=True)
+            with log_path.open("ab") as log_file:  # the child keeps its own descriptor
+                child.process = await asyncio.create_subprocess_exec(
+                    *child.spec.argv, env=env, preexec_fn=_die_with_parent,
+                    stdout=log_file, stderr=asyncio.subprocess.STDOUT,
+                )  # fmt: skip
         child.started_at = time.monotonic()
 
     async def _watch(self, child: _Child) -> None:

@@ -52,7 +52,7 @@ class StarterRecipe:
             ),
             dataset_id=dataset_id,
             hyperparameters=trainer_pb2.Hyperparameters(
-                learning_rate=3e-3, schedule=trainer_pb2.LEARNING_RATE_SCHEDULE_COSINE,
+                learning_rate=2e-3, schedule=trainer_pb2.LEARNING_RATE_SCHEDULE_COSINE,
                 warmup_steps=10, batch_size=self.batch_size,
                 sequence_length=self.sequence_length, max_steps=self.steps,
                 gradient_clip_norm=1.0, seed=7,

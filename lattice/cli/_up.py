@@ -29,6 +29,8 @@ def suite_options(command):
         click.option("--data-dir", default=".lattice", show_default=True, envvar="LATTICE_DATA_DIR",
                      type=click.Path(file_okay=False, path_type=Path)),
         click.option("--grace", default=10.0, show_default=True, help="Drain period on stop (s)."),
+        click.option("--console-logs", is_flag=True,
+                     help="Print service logs here instead of <data-dir>/logs/."),
     ]  # fmt: skip
     for option in reversed(options):
         command = option(command)
@@ -46,6 +48,7 @@ def suite_config(options: dict) -> SuiteConfig:
         redis_url=options.pop("redis_url"),
         data_dir=options.pop("data_dir"),
         grace_seconds=options.pop("grace"),
+        console_logs=options.pop("console_logs"),
     )
 
 
