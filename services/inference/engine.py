@@ -266,6 +266,9 @@ class InferenceEngine:
         error = ""
         try:
             yield
+        except (GeneratorExit, asyncio.CancelledError):
+            error = "cancelled"  # the client went away or the deadline passed
+            raise
         except BaseException as exc:
             error = type(exc).__name__
             raise
