@@ -16,6 +16,7 @@ import signal
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
+import grpc
 from google.protobuf.descriptor import ServiceDescriptor
 from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -70,6 +71,7 @@ class LatticeServer:
         tracer_provider: TracerProvider | None = None,
         registry: CollectorRegistry | None = None,
         extra_interceptors: Iterable[aio.ServerInterceptor] = (),
+        credentials: grpc.ServerCredentials | None = None,
     ) -> None:
         self.settings = settings
         self.services = list(services)
@@ -92,7 +94,11 @@ class LatticeServer:
                 reflection.SERVICE_NAME,
             ]
             reflection.enable_server_reflection(names, self.server)
-        self.port = self.server.add_insecure_port(f"{settings.host}:{settings.port}")
+        bind = f"{settings.host}:{settings.port}"
+        if credentials is None:
+            self.port = self.server.add_insecure_port(bind)
+        else:
+            self.port = self.server.add_secure_port(bind, credentials)
         if self.port == 0:
             raise OSError(f"could not bind {settings.host}:{settings.port}")
         self._metrics_endpoint: MetricsEndpoint | None = None
