@@ -15,16 +15,21 @@ NORMALIZE in, EMBEDDING and TOKEN_COUNT out for encoders):
 
 Where Triton is: `artifact_uri` `triton://host:port/model[/version]`, else the
 version's params/tags `triton_address`, `triton_model`, `triton_model_version`,
-else the `default_address` this backend was built with and the version's
-model name.
+else the `default_address` this backend was built with; the model name falls
+back to the one in the version's artifact (an exported repository) and then to
+the version's model name. When the artifact is an exported repository, its
+tokenizer is loaded too, so prompt-length limits are enforced before Triton.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
+import re
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -119,8 +124,32 @@ def resolve_target(spec: LoadSpec, default_address: str | None = None) -> Triton
             "triton://host:port/model artifact URI, a triton_address param, "
             "or set the inference service's Triton address"
         )
-    model = settings.get("triton_model") or spec.model_name
+    model = settings.get("triton_model") or repository_model_name(spec.model_dir) or spec.model_name
     return TritonTarget(address, model, settings.get("triton_model_version", ""))
+
+
+def repository_model_name(model_dir: Path | None) -> str | None:
+    """The model an exported repository artifact holds (one `config.pbtxt`), if any."""
+    if model_dir is None:
+        return None
+    configs = sorted(model_dir.glob("config.pbtxt")) or sorted(model_dir.glob("*/config.pbtxt"))
+    if len(configs) != 1:
+        return None
+    named = re.search(r'^name:\s*"([^"]+)"', configs[0].read_text(), re.M)
+    return named.group(1) if named else configs[0].parent.name
+
+
+def _load_tokenizer(model_dir: Path) -> tuple[object | None, int | None]:
+    """(tokenizer, context length) of the HF directory inside an exported repository."""
+    found = sorted(model_dir.rglob("tokenizer_config.json"), key=lambda p: len(p.parts))
+    if not found:
+        return None, None
+    from transformers import AutoTokenizer
+
+    hf_dir = found[0].parent
+    config = json.loads((hf_dir / "config.json").read_text())
+    context = config.get("n_positions") or config.get("max_position_embeddings")
+    return AutoTokenizer.from_pretrained(hf_dir), context
 
 
 def _array_input(name: str, value: np.ndarray, datatype: str) -> grpcclient.InferInput:
@@ -212,6 +241,7 @@ class TritonBackend(Backend):
         self.target: TritonTarget | None = None
         self.decoupled = False
         self.triton_max_batch_size = 0
+        self._tokenizer = None
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -238,7 +268,16 @@ class TritonBackend(Backend):
         self.decoupled = bool(config.get("model_transaction_policy", {}).get("decoupled"))
         self.triton_max_batch_size = int(config.get("max_batch_size", 0))
         self._check_contract(config)
-        return ModelInfo()
+        context = None
+        if self.spec.model_dir is not None:
+            self._tokenizer, context = await asyncio.to_thread(_load_tokenizer, self.spec.model_dir)
+        return ModelInfo(context_length=context if self.spec.task is Task.GENERATE else None)
+
+    def count_tokens(self, text: str) -> int | None:
+        """From the artifact's tokenizer when the version ships one, else unknown."""
+        if self._tokenizer is None:
+            return None
+        return len(self._tokenizer(text, add_special_tokens=True)["input_ids"])
 
     def _check_contract(self, config: dict[str, Any]) -> None:
         names = {i["name"] for i in config.get("input", [])}

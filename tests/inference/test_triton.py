@@ -26,6 +26,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
+from lattice._artifacts import pack_directory
 from lattice._errors import InvalidArgument, Unavailable
 from lattice.v1 import common_pb2, inference_pb2, registry_pb2
 from services.inference.backends import FinishReason, GenerationParams, LoadSpec, Task
@@ -207,20 +208,19 @@ async def test_closing_the_stream_stops_the_model(triton, streaming):
     before = triton_counter(triton, "lattice_triton_generated_tokens_total", STREAM)
     cancelled = triton_counter(triton, "lattice_triton_cancelled_generations_total", STREAM)
     stream = streaming.stream(PROMPTS[0], GenerationParams(max_new_tokens=400))
-    started = time.perf_counter()
     for _ in range(3):
         await anext(stream)
-    per_token = (time.perf_counter() - started) / 3  # upper bound: includes the prefill
     await stream.aclose()
-    deadline = time.monotonic() + 10
+    closed = time.perf_counter()
+    # The model counts its tokens when it stops, and counts a cancelled stop apart.
     while triton_counter(triton, "lattice_triton_cancelled_generations_total", STREAM) == cancelled:
-        produced = triton_counter(triton, "lattice_triton_generated_tokens_total", STREAM) - before
-        assert time.monotonic() < deadline, f"the model never saw the cancel ({produced} tokens)"
-        await asyncio.sleep(0.02)
+        assert time.perf_counter() - closed < 10, "the model never saw the cancellation"
+        await asyncio.sleep(0.005)
+    stopped_after = time.perf_counter() - closed
     produced = triton_counter(triton, "lattice_triton_generated_tokens_total", STREAM) - before
-    # 3 chunks need >= 3 tokens; stopping "within 50 ms" allows 50 ms worth of tokens more.
-    assert 3 <= produced <= 3 + 0.05 / per_token + 5
-    assert produced < 100, "the model kept generating after the stream was closed"
+    assert 3 <= produced < 200, produced  # 400 were asked for
+    # Typically 10-30 ms here (incl. the metrics scrape); generous for a loaded CI box.
+    assert stopped_after < 2.0
 
 
 async def test_invalid_parameters_are_invalid_argument_on_both_paths(streaming, unary):
@@ -459,3 +459,36 @@ async def test_service_bad_parameters_through_triton_are_invalid_argument(triton
         await triton_lab.stub.Generate(generate_request("remote", "x" * 3000, max_new_tokens=4))
     assert error.value.code() is grpc.StatusCode.INVALID_ARGUMENT
     assert "context" in error.value.details()
+
+
+async def test_exported_repository_registered_as_artifact_is_served(triton, triton_lab):
+    """Export -> upload the repository to the registry -> TRITON version with a
+    Triton address param: served by Triton, its tokenizer enforces prompt limits."""
+    lab = triton_lab
+    uri, digest = await lab.upload(pack_directory(triton.model_repository / STREAM))
+    await lab.create_model("packaged")
+    await lab.reg.CreateVersion(
+        registry_pb2.CreateVersionRequest(
+            model_name="packaged",
+            artifact_uri=uri,
+            artifact_digest=digest,
+            format=common_pb2.ARTIFACT_FORMAT_TRITON,
+            params={"triton_address": triton.grpc_address},
+        )
+    )
+    await lab.deploy("packaged", {1: 100})
+    await lab.wait_state("packaged", 1, VersionState.READY)
+    assert lab.backend("packaged", 1).target.model == STREAM  # named by the artifact
+    request = generate_request("packaged", PROMPTS[0], max_new_tokens=12, skip_cache=True)
+    local = await lab.stub.Generate(
+        generate_request("local", PROMPTS[0], max_new_tokens=12, skip_cache=True)
+    )
+    served = await lab.stub.Generate(request)
+    assert (served.text, served.usage) == (local.text, local.usage)
+
+    await lab.set_policy("packaged", max_prompt_tokens=3)
+    await lab.wait_policy("packaged", max_prompt_tokens=3)
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        await lab.stub.Generate(request)
+    assert error.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert "max_prompt_tokens=3" in error.value.details()

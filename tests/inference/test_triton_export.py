@@ -9,7 +9,12 @@ import pytest
 
 from lattice._errors import AlreadyExists, FailedPrecondition, InvalidArgument
 from services.inference.backends import LoadSpec, Task
-from services.inference.triton_backend import TritonTarget, parse_triton_uri, resolve_target
+from services.inference.triton_backend import (
+    TritonTarget,
+    parse_triton_uri,
+    repository_model_name,
+    resolve_target,
+)
 from services.inference.triton_export import (
     EMBED,
     GENERATE,
@@ -140,3 +145,14 @@ def test_params_then_settings_default_address():
     assert resolve_target(_spec(), "default:8001") == TritonTarget("default:8001", "chat")
     with pytest.raises(FailedPrecondition, match="no Triton address"):
         resolve_target(_spec())
+
+
+def test_model_name_comes_from_an_exported_repository_artifact(fake_artifact, tmp_path):
+    repo = tmp_path / "unpacked"
+    export_triton_repository(fake_artifact("GPT2LMHeadModel"), repo, "chat_v7")
+    assert repository_model_name(repo) == "chat_v7"  # the whole repository
+    assert repository_model_name(repo / "chat_v7") == "chat_v7"  # one model directory
+    spec = LoadSpec("chat", 7, Task.GENERATE, params={"triton_address": "t:1"}, model_dir=repo)
+    assert resolve_target(spec) == TritonTarget("t:1", "chat_v7")
+    export_triton_repository(fake_artifact("BertModel"), repo, "other")
+    assert repository_model_name(repo) is None  # ambiguous: two models
