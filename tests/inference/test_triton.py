@@ -223,6 +223,19 @@ async def test_closing_the_stream_stops_the_model(triton, streaming):
     assert stopped_after < 2.0
 
 
+async def test_cancelling_a_unary_call_stops_the_model(triton, unary):
+    cancelled = triton_counter(triton, "lattice_triton_cancelled_generations_total", UNARY)
+    call = asyncio.ensure_future(unary.generate(PROMPTS[0], GenerationParams(max_new_tokens=400)))
+    await asyncio.sleep(0.1)  # into the decode loop (400 tokens take ~0.5 s or more)
+    call.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    closed = time.perf_counter()
+    while triton_counter(triton, "lattice_triton_cancelled_generations_total", UNARY) == cancelled:
+        assert time.perf_counter() - closed < 10, "the unary model never saw the cancellation"
+        await asyncio.sleep(0.005)
+
+
 async def test_invalid_parameters_are_invalid_argument_on_both_paths(streaming, unary):
     bad = GenerationParams(max_new_tokens=0)
     with pytest.raises(InvalidArgument) as unary_error:
