@@ -8,7 +8,9 @@ interleaved request by request (so machine noise hits both sides alike):
   vs `TritonBackend.generate()` (request building, span + trace-context headers,
   deadline, result parsing) vs `Generate` on the inference service (a real
   registry + inference server in this process, version `triton://...`,
-  skip_cache) -- the service path adds a whole gRPC hop;
+  skip_cache) -- the service path adds a whole gRPC hop, so a bare
+  `grpc.health.v1` Check on the same inference server is timed alongside to
+  show what the hop alone costs;
 * streaming: `stream_infer()` over the decoupled model to the final response
   vs `TritonBackend.stream()` drained to its last chunk vs `GenerateStream`.
 
@@ -139,14 +141,25 @@ async def measure(server: TritonProcess, requests: int, tokens: int, root: Path)
         model="remote", prompt=PROMPT, parameters=wire, skip_cache=True
     )
 
+    from grpc import aio
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    from lattice.v1 import inference_pb2_grpc
+
+    channel = aio.insecure_channel(lab.inference.address)  # one channel for every service call
+    stub = inference_pb2_grpc.InferenceServiceStub(channel)
+    health = health_pb2_grpc.HealthStub(channel)
+    check = health_pb2.HealthCheckRequest()
+
     async def service_stream() -> None:
-        async for _ in lab.stub.GenerateStream(stream_request):
+        async for _ in stub.GenerateStream(stream_request):
             pass
 
     unary_paths = (
         lambda: client.infer("lm_unary", direct_inputs(tokens)),
         lambda: unary.generate(PROMPT, params),
-        lambda: lab.stub.Generate(unary_request),
+        lambda: stub.Generate(unary_request),
+        lambda: health.Check(check),
     )
     stream_paths = (
         lambda: direct_stream(client, "lm", tokens),
@@ -155,11 +168,14 @@ async def measure(server: TritonProcess, requests: int, tokens: int, root: Path)
     )
     try:
         await interleaved(20, *unary_paths, *stream_paths)  # warm channels and model threads
-        direct, through, service = await interleaved(requests, *unary_paths)
+        direct, through, service, hop = await interleaved(requests, *unary_paths)
         print(f"unary generate, {tokens} new tokens, {requests} requests per path (sequential):")
         print(summary("tritonclient infer (baseline)", direct, None))
         print(summary("TritonBackend.generate", through, direct))
         print(summary("service Generate (gRPC hop)", service, direct))
+        print(summary("  for reference: bare health Check", hop, None))
+        engine = np.percentile(service, 50) - np.percentile(through, 50) - np.percentile(hop, 50)
+        print(f"  service p50 - backend p50 - bare hop p50 = {engine * 1e3:+.3f} ms (engine etc.)")
 
         direct, through, service = await interleaved(requests, *stream_paths)
         print(f"streaming generate, {tokens} new tokens, to the final response:")
@@ -169,6 +185,7 @@ async def measure(server: TritonProcess, requests: int, tokens: int, root: Path)
         spread = statistics.pstdev(direct) * 1e3
         print(f"  (baseline stdev {spread:.3f} ms; a shared machine adds noise to every path)")
     finally:
+        await channel.close()
         await lab.stop()
         await unary.unload()
         await streaming.unload()
