@@ -67,6 +67,9 @@ class ExportOptions:
     max_queue_delay_us: int = 1000  # embedding dynamic-batching wait
     default_max_new_tokens: int = 64
     artifact_digest: str = ""  # recorded in config.pbtxt for provenance
+    # A conda-pack'ed Python env with torch + transformers for the stub, e.g.
+    # "$$TRITON_MODEL_DIRECTORY/env.tar.gz"; "" = the Python the Triton image has.
+    execution_env: str = ""
     overwrite: bool = False
 
 
@@ -100,7 +103,7 @@ def export_triton_repository(
     task = opts.task or detect_task(source)
     target = repo / model_name
     if target.exists() and not opts.overwrite:
-        raise AlreadyExists(f"{target} exists; pass overwrite=True to replace it")
+        raise AlreadyExists(f"{target} exists; ask for an overwrite to replace it")
     repo.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{model_name}.", dir=repo))
     try:
@@ -139,6 +142,8 @@ def render_config(model_name: str, task: str, opts: ExportOptions) -> str:
     params = {"hf_model_dir": "hf", "dtype": opts.dtype, "lattice_task": task}
     if opts.torch_threads:
         params["torch_threads"] = str(opts.torch_threads)
+    if opts.execution_env:
+        params["EXECUTION_ENV_PATH"] = opts.execution_env
     if opts.artifact_digest:
         params["artifact_digest"] = opts.artifact_digest
     lines = [f'name: "{model_name}"', 'backend: "python"']

@@ -110,7 +110,10 @@ def test_missing_artifact_is_invalid_argument(tmp_path):
 
 
 def test_rendered_config_records_provenance():
-    config = render_config("m", GENERATE, ExportOptions(artifact_digest="ab" * 32, dtype="float16"))
+    env = "$$TRITON_MODEL_DIRECTORY/env.tar.gz"
+    options = ExportOptions(artifact_digest="ab" * 32, dtype="float16", execution_env=env)
+    config = render_config("m", GENERATE, options)
+    assert f'key: "EXECUTION_ENV_PATH" value {{ string_value: "{env}" }}' in config
     assert f'key: "artifact_digest" value {{ string_value: "{"ab" * 32}" }}' in config
     assert 'key: "dtype" value { string_value: "float16" }' in config
 
