@@ -43,7 +43,7 @@ from services.runtime.context import request_id_var
 from tests.inference.conftest import deploy_encoder, deploy_lm
 from tests.inference.support import EMBEDDING, GENERATION, Lab, generate_request
 from tests.support.ports import free_port
-from tests.support.triton_server import TritonProcess
+from tests.support.triton_server import TritonProcess, triton_factory  # noqa: F401 (a fixture)
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
 
@@ -304,9 +304,12 @@ class TritonPythonModel:
 """
 
 
-def start_echo_triton(root: Path) -> TritonProcess:
+@pytest.fixture
+def echo_triton(request, tmp_path) -> TritonProcess:
     """A model Triton already serves (no torch: starts in seconds), on its own
     server, which forwards the trace and request-id headers to the model."""
+    start = request.getfixturevalue("triton_factory")  # the shared fixture from tests.support
+    root = tmp_path
     model = root / "repo" / "echo"
     (model / "1").mkdir(parents=True)
     (model / "1" / "model.py").write_text(ECHO_MODEL)
@@ -314,12 +317,11 @@ def start_echo_triton(root: Path) -> TritonProcess:
         render_config("echo", GENERATE, ExportOptions(decoupled=False, device="cpu"))
     )
     forward = "--grpc-header-forward-pattern=traceparent|x-request-id"
-    server = TritonProcess(root / "repo", root / "run", extra_args=[forward])
-    return server.start(wait_models=["echo"])
+    return start(root / "repo", wait_models=["echo"], extra_args=[forward])
 
 
-async def test_trace_context_and_request_id_reach_triton(tmp_path):
-    server = start_echo_triton(tmp_path)
+async def test_trace_context_and_request_id_reach_triton(echo_triton):
+    server = echo_triton
     provider = TracerProvider()
     backend = await loaded(triton_backend(server, "echo", tracer_provider=provider))
     token = request_id_var.set("req-42")
@@ -329,15 +331,14 @@ async def test_trace_context_and_request_id_reach_triton(tmp_path):
     finally:
         request_id_var.reset(token)
         await backend.unload()
-        server.kill()
     trace_id = format(parent.get_span_context().trace_id, "032x")
     assert seen["traceparent"].split("-")[1] == trace_id
     assert seen["traceparent"].split("-")[2] != format(parent.get_span_context().span_id, "016x")
     assert seen["x-request-id"] == "req-42"
 
 
-async def test_triton_going_down_is_unavailable(tmp_path):
-    server = start_echo_triton(tmp_path)
+async def test_triton_going_down_is_unavailable(echo_triton):
+    server = echo_triton
     backend = await loaded(triton_backend(server, "echo"))
     try:
         assert (await backend.generate("abc", GenerationParams(max_new_tokens=3))).text == "cba"
@@ -349,7 +350,6 @@ async def test_triton_going_down_is_unavailable(tmp_path):
             await collect(backend.stream("hi", GenerationParams(max_new_tokens=3)))
     finally:
         await backend.unload()
-        server.stop()
 
 
 async def test_concurrent_streams_each_match_local(streaming, local_lm):
