@@ -24,6 +24,7 @@ tokenizer is loaded too, so prompt-length limits are enforced before Triton.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import re
@@ -257,13 +258,20 @@ class TritonBackend(Backend):
                     raise Unavailable(f"Triton model {target.uri} is not ready")
                 await asyncio.sleep(0.2)
         try:
+            return await self._describe(target)
+        except BaseException:
+            await self.unload()  # a failed load holds no connection
+            raise
+
+    async def _describe(self, target: TritonTarget) -> ModelInfo:
+        """Transaction policy, batch size and contract from the model config."""
+        try:
             config = (
                 await self._client.get_model_config(
                     target.model, target.model_version, as_json=True, client_timeout=5.0
                 )
             )["config"]
         except InferenceServerException as exc:
-            await self.unload()
             raise map_triton_error(exc, target) from None
         self.decoupled = bool(config.get("model_transaction_policy", {}).get("decoupled"))
         self.triton_max_batch_size = int(config.get("max_batch_size", 0))
@@ -290,6 +298,7 @@ class TritonBackend(Backend):
             )
 
     async def unload(self) -> None:
+        self._tokenizer = None
         client, self._client = self._client, None
         if client is not None:
             await client.close()
@@ -308,11 +317,12 @@ class TritonBackend(Backend):
     # -- serving -----------------------------------------------------------------
 
     async def generate(self, prompt: str, params: GenerationParams) -> GenerationResult:
-        if self.decoupled:
+        if self.decoupled:  # ModelInfer cannot call a decoupled model: collect the stream
             parts, last = [], None
-            async for chunk in self.stream(prompt, params):
-                parts.append(chunk.delta)
-                last = chunk
+            async with contextlib.aclosing(self.stream(prompt, params)) as chunks:
+                async for chunk in chunks:
+                    parts.append(chunk.delta)
+                    last = chunk
             return GenerationResult(
                 "".join(parts), last.prompt_tokens, last.completion_tokens, last.finish_reason
             )

@@ -27,7 +27,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 
 from lattice._artifacts import pack_directory
-from lattice._errors import InvalidArgument, Unavailable
+from lattice._errors import FailedPrecondition, InvalidArgument, Unavailable
 from lattice.v1 import common_pb2, inference_pb2, registry_pb2
 from services.inference.backends import FinishReason, GenerationParams, LoadSpec, Task
 from services.inference.serving import VersionState
@@ -266,6 +266,13 @@ async def test_triton_calls_are_child_client_spans_with_trace_context(triton):
             assert span.parent.span_id == parent.get_span_context().span_id
             assert span.context.trace_id == parent.get_span_context().trace_id
             assert span.attributes["triton.model_name"] == UNARY
+
+
+async def test_model_without_the_task_contract_is_refused(triton):
+    wrong = triton_backend(triton, STREAM, Task.EMBED)  # a generator asked to embed
+    with pytest.raises(FailedPrecondition, match="export-triton"):
+        await wrong.load()
+    assert await wrong.health() is False  # the failed load closed its connection
 
 
 async def test_unknown_model_or_no_server_is_unavailable(triton):
