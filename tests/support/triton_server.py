@@ -34,6 +34,10 @@ import pytest
 from tests.support.ports import free_port
 
 
+class _PortTaken(Exception):
+    """Another process bound one of our ports between free_port() and Triton."""
+
+
 def pytriton_root() -> Path:
     """The `pytriton` package directory (found without importing pytriton itself)."""
     import importlib.util
@@ -98,6 +102,7 @@ class TritonProcess:
         self.log_path = self.workdir / "tritonserver.log"
         self.startup_seconds: float | None = None
         self.shm_prefix = f"lattice{secrets.token_hex(4)}_"
+        self.server_id = f"lattice-test-{secrets.token_hex(4)}"
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -112,6 +117,7 @@ class TritonProcess:
         backends = prepare_backend_directory(self.workdir / "backends")
         args = [
             str(tritonserver_binary()),
+            f"--id={self.server_id}",
             f"--model-repository={self.model_repository}",
             f"--backend-directory={backends}",
             f"--cache-directory={pytriton_root() / 'tritonserver' / 'caches'}",
@@ -131,10 +137,25 @@ class TritonProcess:
         return args + list(self.extra_args)
 
     def start(self, timeout: float = 90.0, wait_models: Sequence[str] = ()) -> TritonProcess:
-        """Start and block until the server (and `wait_models`) report ready."""
+        """Start and block until the server (and `wait_models`) report ready.
+
+        Free ports are only probably free: if another process takes one first,
+        Triton exits with "already in use" and we retry on new ports.
+        """
+        for attempt in range(3):
+            try:
+                return self._start_once(timeout, wait_models)
+            except _PortTaken:
+                if attempt == 2:
+                    raise RuntimeError(f"no free ports:\n{self.logs()[-2000:]}") from None
+                self.grpc_port, self.http_port, self.metrics_port = (free_port() for _ in range(3))
+        raise AssertionError("unreachable")
+
+    def _start_once(self, timeout: float, wait_models: Sequence[str]) -> TritonProcess:
         import tritonclient.grpc as grpcclient
 
         self.workdir.mkdir(parents=True, exist_ok=True)
+        self.log_path.unlink(missing_ok=True)
         started = time.monotonic()
         with self.log_path.open("ab") as log:
             self._process = subprocess.Popen(
@@ -149,8 +170,11 @@ class TritonProcess:
             deadline = started + timeout
             while True:
                 if self._process.poll() is not None:
+                    self.kill()
+                    if "already in use" in self.logs():
+                        raise _PortTaken
                     raise RuntimeError(f"tritonserver exited early:\n{self.logs()[-4000:]}")
-                if self._ready(client, wait_models):
+                if self._ready(client, wait_models) and self._is_ours(client):
                     break
                 if time.monotonic() > deadline:
                     self.kill()
@@ -162,6 +186,10 @@ class TritonProcess:
             client.close()
         self.startup_seconds = time.monotonic() - started
         return self
+
+    def _is_ours(self, client) -> bool:
+        """The server on our port is this process (its --id), not a stranger's."""
+        return client.get_server_metadata().name == self.server_id
 
     @staticmethod
     def _ready(client, models: Sequence[str]) -> bool:
