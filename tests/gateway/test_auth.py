@@ -118,7 +118,12 @@ async def test_attack_table_is_refused_unauthenticated(stack, keys, caplog):
     text = "\n".join(r.getMessage() + str(r.__dict__) for r in caplog.records)
     spans = "\n".join(str(dict(s.attributes or {})) for s in exporter.get_finished_spans())
     # Each stage has its span, in the RPC's trace (the server span is their parent).
-    finished = exporter.get_finished_spans()
+    for _ in range(50):  # a server span ends just after its reply reaches the client
+        finished = exporter.get_finished_spans()
+        ended = {s.context.span_id for s in finished}
+        if all(s.parent.span_id in ended for s in finished if s.name.startswith("gateway.")):
+            break
+        await asyncio.sleep(0.05)
     names = {span.name for span in finished}
     assert {"gateway.authn", "gateway.authz", "gateway.route", "gateway.quota"} <= names
     assert "upstream Generate" in names
