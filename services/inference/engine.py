@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import json
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -32,6 +32,12 @@ from services.inference.backends import (
     require_task,
 )
 from services.inference.cache import ResponseCache, SingleFlight, cache_key
+from services.inference.codec import (
+    decode_embedding,
+    decode_generation,
+    encode_embedding,
+    encode_generation,
+)
 from services.inference.manager import ModelManager
 from services.inference.metrics import InferenceMetrics
 from services.inference.requests import (
@@ -46,6 +52,8 @@ from services.inference.requests import (
 from services.inference.serving import EmbedItem, GenerateItem, ServingVersion
 from services.runtime.context import remaining_time
 from services.runtime.registry_view import RegistryView
+
+log = logging.getLogger(__name__)
 
 GENERATE_OP = "text_completion"
 EMBED_OP = "embeddings"
@@ -78,35 +86,13 @@ class EmbedOutcome:
     cached: bool
 
 
-def _encode_generation(result: GenerationResult) -> bytes:
-    return json.dumps(
-        {
-            "text": result.text,
-            "prompt_tokens": result.prompt_tokens,
-            "completion_tokens": result.completion_tokens,
-            "finish_reason": result.finish_reason.value,
-        },
-        ensure_ascii=False,
-    ).encode()
-
-
-def _decode_generation(raw: bytes) -> GenerationResult:
-    data = json.loads(raw)
-    return GenerationResult(
-        text=data["text"],
-        prompt_tokens=data["prompt_tokens"],
-        completion_tokens=data["completion_tokens"],
-        finish_reason=FinishReason(data["finish_reason"]),
-    )
-
-
-def _encode_embedding(result: EmbeddingResult) -> bytes:
-    return json.dumps({"vectors": result.vectors, "token_counts": result.token_counts}).encode()
-
-
-def _decode_embedding(raw: bytes) -> EmbeddingResult:
-    data = json.loads(raw)
-    return EmbeddingResult(vectors=data["vectors"], token_counts=data["token_counts"])
+def _decoded(decode: Callable[[bytes], Any], raw: bytes, key: str) -> Any | None:
+    """A cached entry, or None (treated as a miss) when it cannot be read."""
+    try:
+        return decode(raw)
+    except (ValueError, KeyError, TypeError) as exc:
+        log.warning("ignoring unreadable cache entry %s: %s", key, exc)
+        return None
 
 
 def _replay(entry: ServingVersion, result: GenerationResult) -> list[StreamPart]:
@@ -244,8 +230,8 @@ class InferenceEngine:
         cache = self._cache
         if cache is not None:
             raw = await cache.get(key)
-            if raw is not None:
-                return decode(raw), True  # the hot path: no task, no flight
+            if raw is not None and (hit := _decoded(decode, raw, key)) is not None:
+                return hit, True  # the hot path: no task, no flight
 
         async def compute_and_store() -> tuple[Any, bool]:
             result = await compute()
@@ -317,7 +303,7 @@ class InferenceEngine:
                 if params.deterministic and not call.skip_cache:
                     key = cache_key(entry.digest, canonical_generation(call.prompt, params))
                     result, cached = await self._through_cache(
-                        key, compute, _encode_generation, _decode_generation
+                        key, compute, encode_generation, decode_generation
                     )
                 else:
                     result, cached = await compute(), False
@@ -352,9 +338,10 @@ class InferenceEngine:
                         if params.deterministic and not call.skip_cache and self._cache:
                             key = cache_key(entry.digest, canonical_generation(call.prompt, params))
                             raw = await self._cache.get(key)
-                    if raw is not None:
+                    hit = _decoded(decode_generation, raw, key) if raw is not None else None
+                    if hit is not None:
                         span.set_attribute("lattice.cached", True)
-                        for part in _replay(entry, _decode_generation(raw)):
+                        for part in _replay(entry, hit):
                             yield part
                         return
                     self._count_call(GENERATE_OP)
@@ -387,7 +374,7 @@ class InferenceEngine:
         self._finish_stream(model, result, recorder)
         if key and self._cache is not None and result.finish_reason is not FinishReason.CANCELLED:
             with trace.use_span(span):
-                await self._cache.set(key, _encode_generation(result))
+                await self._cache.set(key, encode_generation(result))
 
     def _observe_first_token(self, model: str, seconds: float) -> None:
         if self._metrics is not None:
@@ -429,7 +416,7 @@ class InferenceEngine:
                 if not call.skip_cache:
                     key = cache_key(entry.digest, canonical_embedding(call.inputs, call.normalize))
                     result, cached = await self._through_cache(
-                        key, compute, _encode_embedding, _decode_embedding
+                        key, compute, encode_embedding, decode_embedding
                     )
                 else:
                     result, cached = await compute(), False

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+import redis.asyncio as redis
 
 from lattice.v1 import inference_pb2
 from services.inference.serving import VersionState
@@ -128,3 +129,20 @@ async def test_a_new_version_never_serves_the_old_versions_answer(cached_lab, mo
     v2 = await lab.stub.Generate(request)
     assert v2.model_version == 2 and not v2.cached
     assert v2.text != v1.text
+
+
+async def test_an_unreadable_cache_entry_is_a_miss_not_an_error(
+    cached_lab, model_dirs, redis_server
+):
+    lab = cached_lab
+    await deploy_lm(lab, model_dirs)
+    request = generate_request("lm", max_new_tokens=8)
+    first = await lab.stub.Generate(request)
+    client = redis.Redis.from_url(redis_server.url)
+    keys = await client.keys("lattice:inference:*")
+    assert len(keys) == 1
+    await client.set(keys[0], b"not json")
+    again = await lab.stub.Generate(request)
+    assert not again.cached and again.text == first.text
+    assert (await lab.stub.Generate(request)).cached  # rewritten
+    await client.aclose()

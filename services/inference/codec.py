@@ -1,0 +1,39 @@
+"""Cached answers as bytes: small JSON documents, readable with redis-cli
+and independent of pickle (Redis content is not trusted to run code)."""
+
+from __future__ import annotations
+
+import json
+
+from services.inference.backends import EmbeddingResult, FinishReason, GenerationResult
+
+
+def encode_generation(result: GenerationResult) -> bytes:
+    return json.dumps(
+        {
+            "text": result.text,
+            "prompt_tokens": result.prompt_tokens,
+            "completion_tokens": result.completion_tokens,
+            "finish_reason": result.finish_reason.value,
+        },
+        ensure_ascii=False,
+    ).encode()
+
+
+def decode_generation(raw: bytes) -> GenerationResult:
+    data = json.loads(raw)
+    return GenerationResult(
+        text=data["text"],
+        prompt_tokens=data["prompt_tokens"],
+        completion_tokens=data["completion_tokens"],
+        finish_reason=FinishReason(data["finish_reason"]),
+    )
+
+
+def encode_embedding(result: EmbeddingResult) -> bytes:
+    return json.dumps({"vectors": result.vectors, "token_counts": result.token_counts}).encode()
+
+
+def decode_embedding(raw: bytes) -> EmbeddingResult:
+    data = json.loads(raw)
+    return EmbeddingResult(vectors=data["vectors"], token_counts=data["token_counts"])
