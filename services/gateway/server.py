@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import logging
 from collections.abc import Sequence
 
@@ -132,16 +131,9 @@ def _quotas(settings: GatewaySettings) -> QuotaLimiter:
 async def build_server(
     settings: GatewaySettings, *, tracer_provider: TracerProvider | None = None
 ) -> LatticeServer:
-    extra = {}
     tls = server_credentials(
         settings.tls_cert_file, settings.tls_key_file, settings.tls_client_ca_file
     )
-    if tls is not None:
-        # The shared runtime binds plaintext today; it needs a server_credentials
-        # parameter before the gateway can terminate TLS itself. Never fall back.
-        if "server_credentials" not in inspect.signature(LatticeServer).parameters:
-            raise ValueError("server TLS needs LatticeServer(server_credentials=...) support")
-        extra["server_credentials"] = tls
     metrics_registry = CollectorRegistry()
     tracer = (tracer_provider or trace.get_tracer_provider()).get_tracer("lattice.gateway")
     upstream_tls = channel_credentials(
@@ -221,7 +213,7 @@ async def build_server(
         settings,
         tracer_provider=tracer_provider,
         registry=metrics_registry,
-        **extra,
+        server_credentials=tls,
     )
     await view.start()
     try:

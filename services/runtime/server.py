@@ -71,7 +71,7 @@ class LatticeServer:
         tracer_provider: TracerProvider | None = None,
         registry: CollectorRegistry | None = None,
         extra_interceptors: Iterable[aio.ServerInterceptor] = (),
-        credentials: grpc.ServerCredentials | None = None,
+        server_credentials: grpc.ServerCredentials | None = None,
     ) -> None:
         self.settings = settings
         self.services = list(services)
@@ -95,10 +95,10 @@ class LatticeServer:
             ]
             reflection.enable_server_reflection(names, self.server)
         bind = f"{settings.host}:{settings.port}"
-        if credentials is None:
+        if server_credentials is None:
             self.port = self.server.add_insecure_port(bind)
         else:
-            self.port = self.server.add_secure_port(bind, credentials)
+            self.port = self.server.add_secure_port(bind, server_credentials)
         if self.port == 0:
             raise OSError(f"could not bind {settings.host}:{settings.port}")
         self._metrics_endpoint: MetricsEndpoint | None = None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import grpc
 import pytest
 from grpc import aio
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from lattice._errors import Unavailable
 from lattice.v1 import inference_pb2, inference_pb2_grpc
@@ -75,24 +76,26 @@ async def test_half_configured_tls_is_an_error(stack, tmp_path):
         )
 
 
-async def test_server_tls_never_silently_serves_plaintext(stack, tmp_path):
-    """The shared runtime binds plaintext only; asking for TLS must fail, not fall back."""
+async def test_server_tls_serves_tls_and_never_plaintext(stack, tmp_path):
+    """With a certificate configured the gateway speaks TLS only; plaintext never works."""
     files = make_tls_files(tmp_path)
     settings = stack.settings(
         inference_addresses=("127.0.0.1:1",),
         tls_cert_file=str(files.server_cert),
         tls_key_file=str(files.server_key),
     )
-    try:
-        server = await build_server(settings)
-    except ValueError as error:
-        assert "server_credentials" in str(error)
-        return
-    # Once LatticeServer takes server_credentials, the gateway must speak TLS only.
+    server = await build_server(settings)
     await server.start()
     stack.gateways.append(server)
-    with pytest.raises(grpc.aio.AioRpcError):
+    credentials = grpc.ssl_channel_credentials(files.ca.read_bytes())
+    async with aio.secure_channel(f"localhost:{server.port}", credentials) as channel:
+        reply = await health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(), timeout=5
+        )
+    assert reply.status == health_pb2.HealthCheckResponse.SERVING
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
         async with aio.insecure_channel(server.address) as channel:
             await inference_pb2_grpc.InferenceServiceStub(channel).Generate(
                 inference_pb2.GenerateRequest(model="x", prompt="y"), timeout=2
             )
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE

@@ -17,7 +17,9 @@ async def test_tls_server_answers_tls_clients_and_refuses_plaintext(tmp_path):
         [(files.server_key.read_bytes(), files.server_cert.read_bytes())]
     )
     server = LatticeServer(
-        [inference_service(ProbeInference())], ServerSettings(port=0), credentials=credentials
+        [inference_service(ProbeInference())],
+        ServerSettings(port=0),
+        server_credentials=credentials,
     )
     await server.start()
     try:
