@@ -151,6 +151,7 @@ MIXED = [
     ("Once upon a time", GenerationParams(max_new_tokens=10)),
     ("The stars were bright", GenerationParams(max_new_tokens=30, temperature=0.9, seed=5)),
     ("Green trees", GenerationParams(max_new_tokens=20, top_k=20, temperature=1.2, seed=1)),
+    ("Hello world", GenerationParams(max_new_tokens=30, stop=("am",))),
 ]
 
 
