@@ -104,6 +104,9 @@ class ReplicaPool:
                 retries=1,
                 default_timeout=default_timeout,
                 tracer_provider=_NO_TRACING,
+                # A dns:/// name of a headless Service resolves to every pod: spread
+                # calls over all of them rather than pinning the first address.
+                extra_options=[("grpc.lb_policy_name", "round_robin")],
             )
             self.replicas.append(Replica(address, channel, stub_type(channel)))
         #: Called with (address, healthy) whenever a replica is ejected or restored.
