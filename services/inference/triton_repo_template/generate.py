@@ -46,6 +46,31 @@ def _strings(request, name):
     return [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in values]
 
 
+class _SerialSender:
+    """A response sender whose IPC calls never overlap with another thread's.
+
+    Triton 24.10's Python backend crashed the whole server (SIGSEGV in
+    libtriton_python.so) when several generation threads of one stub made
+    stub<->server calls at once (custom-metric updates racing with
+    `is_cancelled()`/`send()`; 9 concurrent streams, within a few rounds).
+    One lock per model instance around every such call fixes it and costs
+    microseconds next to a decode step.
+    """
+
+    __slots__ = ("_lock", "_sender")
+
+    def __init__(self, sender, lock):
+        self._sender, self._lock = sender, lock
+
+    def send(self, *args, **kwargs):
+        with self._lock:
+            return self._sender.send(*args, **kwargs)
+
+    def is_cancelled(self):
+        with self._lock:
+            return self._sender.is_cancelled()
+
+
 def _held_back(text, stops):
     """Length of the longest tail of `text` that could still grow into a stop sequence."""
     held = 0
@@ -99,6 +124,7 @@ class TritonPythonModel:
         )
         self.inflight = set()
         self.lock = threading.Lock()
+        self.ipc = threading.Lock()  # see _SerialSender
         labels = {"model": args["model_name"], "version": args["model_version"]}
         # The families must outlive their metrics, so both are kept on self.
         self.tokens_family = pb_utils.MetricFamily(
@@ -154,7 +180,7 @@ class TritonPythonModel:
             return pb_utils.InferenceResponse(error=pb_utils.TritonError(f"generate failed: {exc}"))
 
     def _stream_one(self, request):
-        sender = request.get_response_sender()
+        sender = _SerialSender(request.get_response_sender(), self.ipc)
         try:
             for delta, token_ids, finish, prompt_tokens, completion in self._decode(
                 request, sender.is_cancelled
@@ -296,7 +322,8 @@ class TritonPythonModel:
                 tail = ""
             yield tail, [], finish, prompt_tokens, len(produced)
         finally:
-            if produced:
-                self.tokens_metric.increment(len(produced))
-            if finish == CANCELLED:
-                self.cancelled_metric.increment(1)
+            with self.ipc:
+                if produced:
+                    self.tokens_metric.increment(len(produced))
+                if finish == CANCELLED:
+                    self.cancelled_metric.increment(1)
