@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12
 PROTOS := $(wildcard protos/lattice/v1/*.proto)
 BUF    := node_modules/.bin/buf
 
-.PHONY: install up test protos check-protos lint buf-lint clean
+.PHONY: install up test protos check-protos lint buf-lint buf-breaking clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -44,6 +44,11 @@ $(BUF): package.json package-lock.json
 
 buf-lint: $(BUF)
 	cd protos && ../$(BUF) lint
+
+# Wire compatibility of the contract against a git ref (default: the previous commit).
+BUF_AGAINST ?= HEAD~1
+buf-breaking: $(BUF)
+	$(BUF) breaking protos --against '.git#ref=$(BUF_AGAINST),subdir=protos'
 
 lint: install buf-lint
 	$(BIN)/ruff check .
