@@ -4,7 +4,9 @@ tiny GPT-2/BERT models built from a config."""
 from __future__ import annotations
 
 import asyncio
+import math
 import os
+import random
 import signal
 
 import grpc
@@ -13,7 +15,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from lattice._artifacts import unpack_to
-from lattice.v1 import registry_pb2, trainer_pb2
+from lattice.v1 import common_pb2, registry_pb2, trainer_pb2
 from services.trainer.registry_client import JOB_TAG
 
 from .conftest import docstring_spec, tiny_gpt2_job, wait_for_job
@@ -114,14 +116,30 @@ async def test_ddp_job_trains_registers_with_lineage_and_loads(
     assert out.shape[1] == ids.shape[1] + 5
     assert (tmp_path / "artifact" / "generation_config.json").is_file()
 
+    # Fine-tune the registered version: same tokenizer (same dataset), lineage to v1.
+    tune = tiny_gpt2_job(dataset.id, "tiny-gpt", base_model="tiny-gpt@candidate")
+    tune.hyperparameters.max_steps = 10
+    tuned = (await trainer.SubmitJob(trainer_pb2.SubmitJobRequest(spec=tune))).job
+    tuned = await wait_for_job(trainer, tuned.id)
+    assert tuned.state == trainer_pb2.JOB_STATE_SUCCEEDED, tuned.error
+    assert tuned.registered_version == 2
+    second = (await versions(registry, "tiny-gpt"))[0]
+    assert (second.version, second.lineage.base_version) == (2, 1)
+    assert second.params["base_model"] == "tiny-gpt@candidate"
+    # Fine-tuning starts from v1's weights: its first loss is v1's, not a fresh model's.
+    assert tuned.latest_metrics.loss < first
+
 
 async def test_worker_sigkill_resumes_from_checkpoint_and_registers_once(
     trainer, trainer_server, registry
 ):
     dataset = await prepare(trainer)
-    spec = tiny_gpt2_job(dataset.id, "resumed-gpt", distributed__processes_per_node=2)
-    spec.hyperparameters.max_steps = 60
+    spec = tiny_gpt2_job(dataset.id, "reference-gpt", distributed__processes_per_node=2)
+    spec.hyperparameters.max_steps = 50
+    reference = (await trainer.SubmitJob(trainer_pb2.SubmitJobRequest(spec=spec))).job
+    spec.registration.model_name = "resumed-gpt"
     job = (await trainer.SubmitJob(trainer_pb2.SubmitJobRequest(spec=spec))).job
+    reference = await wait_for_job(trainer, reference.id, timeout=180)
     job = await wait_for_job(trainer, job.id, until=lambda j: j.checkpoint_step >= 20)
     group = trainer_server.runner.running_group(job.id)
     workers = group.worker_pids()
@@ -134,9 +152,14 @@ async def test_worker_sigkill_resumes_from_checkpoint_and_registers_once(
     logs = [e.log for e in events if e.HasField("log")]
     assert any(line.startswith("resumed from checkpoint at step") for line in logs)
     steps = [e.metrics.step for e in events if e.HasField("metrics")]
-    assert steps[-1] == 60 and len(steps) > 60  # some steps ran twice, after the resume
+    assert steps[-1] == 50 and len(steps) > 50  # some steps ran twice, after the resume
     (version,) = await versions(registry, "resumed-gpt")
     assert version.tags[JOB_TAG] == job.id
+    # Same data order, RNG and optimiser state: the resumed run ends where an
+    # uninterrupted one does.
+    (expected,) = await versions(registry, "reference-gpt")
+    assert version.metrics["val_loss"] == pytest.approx(expected.metrics["val_loss"], rel=1e-4)
+    assert job.latest_metrics.loss == pytest.approx(reference.latest_metrics.loss, rel=1e-4)
 
 
 async def test_nan_fault_raises_alert_and_stops(trainer, trainer_server, registry, monkeypatch):
@@ -156,16 +179,15 @@ async def test_nan_fault_raises_alert_and_stops(trainer, trainer_server, registr
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND
 
 
-async def test_fsdp_overfitting_alert_on_a_tiny_dataset(
+async def test_fsdp_tiny_dataset_overfitting_alert_early_stop_keeps_best(
     tmp_path, trainer, trainer_server, registry
 ):
     root = tmp_path / "tiny"
     root.mkdir()
+    words = [f"w{i}" for i in range(40)]
+    rng = random.Random(0)  # random word sequences: memorising them cannot generalise
     (root / "t.txt").write_text(
-        "\n\n".join(
-            f"fact {i}: the number {i * 7919 % 1000} is special to unit {i}" for i in range(40)
-        ),
-        encoding="utf-8",
+        "\n\n".join(" ".join(rng.choices(words, k=12)) for _ in range(40)), encoding="utf-8"
     )
     spec = trainer_pb2.DatasetSpec(
         name="tiny",
@@ -177,24 +199,47 @@ async def test_fsdp_overfitting_alert_on_a_tiny_dataset(
     job_spec = tiny_gpt2_job(
         dataset.id,
         "overfit-gpt",
+        architecture__hidden_size=128,
         hyperparameters__sequence_length=16,
         hyperparameters__batch_size=4,
-        hyperparameters__max_steps=80,
-        hyperparameters__learning_rate=1e-2,
+        hyperparameters__max_steps=400,
         hyperparameters__warmup_steps=0,
-        eval_interval_steps=5,
+        eval_interval_steps=10,
         checkpoint_interval_steps=0,
         distributed__strategy=trainer_pb2.DISTRIBUTED_STRATEGY_FSDP,
     )
     job_spec.hyperparameters.schedule = trainer_pb2.LEARNING_RATE_SCHEDULE_CONSTANT
     job_spec.alerts.overfitting = trainer_pb2.ALERT_ACTION_WARN
-    job_spec.alerts.overfitting_patience = 2
+    job_spec.alerts.overfitting_patience = 1
+    job_spec.early_stopping_patience = 4
     job = (await trainer.SubmitJob(trainer_pb2.SubmitJobRequest(spec=job_spec))).job
     job = await wait_for_job(trainer, job.id)
     assert job.state == trainer_pb2.JOB_STATE_SUCCEEDED, job.error
-    kinds = [a.kind for a in job.alerts]
-    assert trainer_pb2.ALERT_KIND_OVERFITTING in kinds, job.alerts
-    assert job.registered_version == 1
+    overfitting = [a for a in job.alerts if a.kind == trainer_pb2.ALERT_KIND_OVERFITTING]
+    assert overfitting and "validation loss rose" in overfitting[0].message, job.alerts
+    assert job.latest_metrics.step < 400  # early stopping ended it
+    (version,) = await versions(registry, "overfit-gpt")
+    assert version.tags["lattice.outcome"] == "early_stopped"
+    # The best evaluation's weights were registered (FSDP state restored), not the last.
+    assert version.metrics["val_loss"] < job.latest_metrics.validation_loss
+
+
+async def test_bert_masked_lm_job_registers_an_embedding_model(trainer, trainer_server, registry):
+    dataset = await prepare(trainer, kind=trainer_pb2.TOKENIZER_KIND_WORDPIECE)
+    spec = tiny_gpt2_job(
+        dataset.id,
+        "tiny-bert",
+        family=trainer_pb2.MODEL_FAMILY_BERT_MASKED_LM,
+        hyperparameters__max_steps=20,
+        hyperparameters__gradient_accumulation_steps=2,
+    )
+    job = (await trainer.SubmitJob(trainer_pb2.SubmitJobRequest(spec=spec))).job
+    job = await wait_for_job(trainer, job.id)
+    assert job.state == trainer_pb2.JOB_STATE_SUCCEEDED, job.error
+    model = await registry.GetModel(registry_pb2.GetModelRequest(name="tiny-bert"))
+    assert model.model.task == common_pb2.MODEL_TASK_EMBEDDING
+    (version,) = await versions(registry, "tiny-bert")
+    assert math.isfinite(version.metrics["val_loss"])
 
 
 async def test_cancel_stops_the_process_group_and_queue_respects_concurrency(

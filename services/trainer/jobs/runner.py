@@ -16,6 +16,7 @@ import dataclasses
 import json
 import logging
 import os
+import re
 import sys
 import uuid
 from collections.abc import AsyncIterator
@@ -498,12 +499,17 @@ class _LogTail:
             for line in chunk[: end + 1].splitlines()
             if line.strip()
         ]
-        self.recent = (self.recent + lines)[-20:]
+        self.recent = (self.recent + lines)[-200:]
         return lines[:limit]
 
     def last_lines(self, count: int = 5) -> str:
+        """The worker's exception if the log shows one, else the last lines."""
         self.read()
-        return " | ".join(self.recent[-count:])
+        errors = [line for line in self.recent if _EXCEPTION.search(line)]
+        return " | ".join(errors[-2:] or self.recent[-count:])
+
+
+_EXCEPTION = re.compile(r"\b\w*(Error|Exception)\b: ")
 
 
 def _read_result(job_dir: Path) -> dict | None:

@@ -3,8 +3,9 @@ fsynced, then renamed into place (and the parent fsynced). A crash mid-write
 leaves only a `.tmp-*` directory, which is ignored and cleaned up; a
 `step-N` directory is always complete.
 
-`state.pt` (rank 0) holds the full model and optimiser state (gathered under
-FSDP), the scheduler, the step, the health monitor and the data position;
+Model and optimiser state are written with `torch.distributed.checkpoint`
+(each rank its own shards under FSDP; resharding on load); `state.pt` (rank 0)
+holds the scheduler, the step (= the data position) and the health monitor;
 `rng-<rank>.pt` holds each rank's RNG states.
 """
 
@@ -20,10 +21,12 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
+import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.state_dict import (
     StateDictOptions,
     get_model_state_dict,
     get_state_dict,
+    set_model_state_dict,
     set_state_dict,
 )
 
@@ -80,6 +83,16 @@ def latest(directory: Path) -> tuple[int, Path] | None:
     return max(found) if found else None
 
 
+def _publish(temp: Path, final: Path, directory: Path) -> None:
+    """Rank 0: fsync every file of `temp`, rename it to `final`, fsync the parent."""
+    for path in temp.rglob("*"):
+        if path.is_file():
+            _fsync_file(path)
+    shutil.rmtree(final, ignore_errors=True)
+    temp.rename(final)
+    _fsync_file(directory)
+
+
 def save(
     directory: Path,
     step: int,
@@ -89,24 +102,23 @@ def save(
     rank: int,
     keep: int,
 ) -> Path:
-    """Collective: every rank calls it. Returns the final directory."""
-    model_state, optim_state = get_state_dict(model, optimizer, options=FULL)
+    """Collective: every rank writes its shards (torch.distributed.checkpoint, so FSDP
+    never gathers the whole model in one place) and its RNG state."""
+    model_state, optim_state = get_state_dict(model, optimizer)
     final = directory / f"step-{step:08d}"
     temp = directory / f".tmp-step-{step:08d}"
     if rank == 0:
         directory.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(temp, ignore_errors=True)
         temp.mkdir()
-        _save({"model": model_state, "optimizer": optim_state, **extra}, temp / "state.pt")
     _barrier()
+    dcp.save({"model": model_state, "optim": optim_state}, checkpoint_id=temp)
     _save(rng_state(), temp / f"rng-{rank}.pt")
+    if rank == 0:
+        _save(extra, temp / "state.pt")
     _barrier()
     if rank == 0:
-        for path in temp.iterdir():
-            _fsync_file(path)
-        shutil.rmtree(final, ignore_errors=True)
-        temp.rename(final)
-        _fsync_file(directory)
+        _publish(temp, final, directory)
         _prune(directory, keep)
     _barrier()
     return final
@@ -124,29 +136,45 @@ def _prune(directory: Path, keep: int) -> None:
 
 def load(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, rank: int) -> dict:
     """Collective: restore model, optimiser and this rank's RNG; returns the extras."""
-    state = torch.load(path / "state.pt", map_location="cpu", weights_only=False)
+    model_state, optim_state = get_state_dict(model, optimizer)
+    state = {"model": model_state, "optim": optim_state}
+    dcp.load(state, checkpoint_id=path)
     set_state_dict(
-        model,
-        optimizer,
-        model_state_dict=state.pop("model"),
-        optim_state_dict=state.pop("optimizer"),
-        options=StateDictOptions(full_state_dict=True),
+        model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"]
     )
     rng_path = path / f"rng-{rank}.pt"
     if rng_path.is_file():
         restore_rng(torch.load(rng_path, weights_only=False))
-    return state
+    return torch.load(path / "state.pt", map_location="cpu", weights_only=False)
 
 
 def save_best(directory: Path, model: torch.nn.Module, rank: int, extra: dict) -> None:
     """Collective: keep the model weights of the best evaluation so far (atomically)."""
-    model_state = get_model_state_dict(model, options=FULL)
+    final, temp = directory / "model", directory / ".tmp-model"
     if rank == 0:
         directory.mkdir(parents=True, exist_ok=True)
-        temp = directory / ".tmp-model.pt"
-        _save({"model": model_state, **extra}, temp)
-        temp.rename(directory / "model.pt")
-        _fsync_file(directory)
+        shutil.rmtree(temp, ignore_errors=True)
+        temp.mkdir()
+    _barrier()
+    dcp.save({"model": get_model_state_dict(model)}, checkpoint_id=temp)
+    if rank == 0:
+        _save(extra, temp / "extra.pt")
+    _barrier()
+    if rank == 0:
+        _publish(temp, final, directory)
+    _barrier()
+
+
+def best_exists(directory: Path) -> bool:
+    return (directory / "model" / "extra.pt").is_file()
+
+
+def load_best(directory: Path, model: torch.nn.Module) -> dict:
+    """Collective: load the weights `save_best` kept; returns the extras."""
+    state = {"model": get_model_state_dict(model)}
+    dcp.load(state, checkpoint_id=directory / "model")
+    set_model_state_dict(model, state["model"])
+    return torch.load(directory / "model" / "extra.pt", weights_only=False)
 
 
 def full_model_state(model: torch.nn.Module) -> dict:

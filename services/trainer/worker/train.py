@@ -217,9 +217,13 @@ class Trainer:
             steps_per_epoch=self.order.steps_per_epoch,
         )
         outcome, last_eval = "completed", None
-        timed_tokens, timed_seconds = 0, 0.0
+        # Throughput over the whole loop (monitoring and events included), from the
+        # fourth step on, without evaluation and checkpoint time.
+        first_step, clock_start, clock_step, excluded = step, None, step, 0.0
         while step < self.total_steps:
             started = time.perf_counter()
+            if clock_start is None and step - first_step >= 3:
+                clock_start, clock_step = started, step
             with_stats = config.stats_interval > 0 and (step + 1) % config.stats_interval == 0
             loss, grad_norm = self._step(step, with_stats)
             step += 1
@@ -242,13 +246,11 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             elapsed = time.perf_counter() - started
             metrics["tokens_per_second"] = tokens_per_step / elapsed if elapsed > 0 else 0.0
-            if step > 3:
-                timed_tokens += tokens_per_step
-                timed_seconds += elapsed
             alerts = self.monitor.on_step(step, loss, grad_norm)
             early_stop = False
             eval_every = self.spec.eval_interval_steps
             if (eval_every and step % eval_every == 0) or step == self.total_steps:
+                eval_started = time.perf_counter()
                 val_loss = self.evaluate()
                 last_eval = (step, val_loss)
                 metrics["validation_loss"] = val_loss
@@ -257,6 +259,7 @@ class Trainer:
                 alerts += eval_alerts
                 if improved and self.keep_best:
                     checkpoint.save_best(config.best_dir, self.model, self.rank, {"step": step})
+                excluded += time.perf_counter() - eval_started
             self.events.emit("metrics", **metrics)
             for alert in alerts:
                 self.events.emit(
@@ -276,6 +279,7 @@ class Trainer:
                 break
             interval = self.spec.checkpoint_interval_steps
             if interval and step % interval == 0 and step < self.total_steps:
+                saving_started = time.perf_counter()
                 checkpoint.save(
                     config.checkpoint_dir,
                     step,
@@ -290,7 +294,11 @@ class Trainer:
                     config.keep_checkpoints,
                 )
                 self.events.emit("checkpoint", step=step)
-        throughput = timed_tokens / timed_seconds if timed_seconds else 0.0
+                excluded += time.perf_counter() - saving_started
+        throughput = 0.0
+        if clock_start is not None and step > clock_step:
+            wall = time.perf_counter() - clock_start - excluded
+            throughput = (step - clock_step) * tokens_per_step / wall
         self._finish(outcome, step, last_eval, throughput)
 
     def _finish(self, outcome: str, step: int, last_eval, throughput: float) -> None:
@@ -298,22 +306,13 @@ class Trainer:
         if outcome == "alert_stop":
             self._write_result(result)
             return
-        best = self.config.best_dir / "model.pt"
         if outcome in ("early_stopped", "alert_stop_keep_best"):
-            if not best.is_file():
+            if not checkpoint.best_exists(self.config.best_dir):
                 self._write_result(
                     {**result, "outcome": "alert_stop", "error": "no evaluation yet to keep"}
                 )
                 return
-            saved = torch.load(best, map_location="cpu", weights_only=False)
-            from torch.distributed.checkpoint.state_dict import (
-                StateDictOptions,
-                set_model_state_dict,
-            )
-
-            set_model_state_dict(
-                self.model, saved["model"], options=StateDictOptions(full_state_dict=True)
-            )
+            saved = checkpoint.load_best(self.config.best_dir, self.model)
             result["best_step"] = saved["step"]
             last_eval = None
         if last_eval is None or last_eval[0] != step:
