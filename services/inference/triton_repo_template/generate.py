@@ -122,8 +122,6 @@ class TritonPythonModel:
             max_workers=int(params.get("max_concurrency") or 4),
             thread_name_prefix="generate",
         )
-        self.inflight = set()
-        self.lock = threading.Lock()
         self.ipc = threading.Lock()  # see _SerialSender
         labels = {"model": args["model_name"], "version": args["model_version"]}
         # The families must outlive their metrics, so both are kept on self.
@@ -144,22 +142,15 @@ class TritonPythonModel:
 
     def execute(self, requests):
         if self.decoupled:
-            for request in requests:
-                future = self.pool.submit(self._stream_one, request)
-                with self.lock:
-                    self.inflight.add(future)
-                future.add_done_callback(self._forget)
+            for request in requests:  # one thread per stream; execute returns at once
+                self.pool.submit(self._stream_one, request)
             return None
         # Unary: answer in this thread. A hand-off to the pool costs milliseconds
         # here; Triton scales unary models with instance_count instead.
         return [self._unary_one(request) for request in requests]
 
     def finalize(self):
-        self.pool.shutdown(wait=True, cancel_futures=False)
-
-    def _forget(self, future):
-        with self.lock:
-            self.inflight.discard(future)
+        self.pool.shutdown(wait=True, cancel_futures=False)  # in-flight streams finish
 
     # -- one request -----------------------------------------------------------
 
