@@ -301,7 +301,7 @@ class InferenceEngine:
                         return await backend.generate(call.prompt, params)
 
                 if params.deterministic and not call.skip_cache:
-                    key = cache_key(entry.digest, canonical_generation(call.prompt, params))
+                    key = cache_key(entry.cache_identity, canonical_generation(call.prompt, params))
                     result, cached = await self._through_cache(
                         key, compute, encode_generation, decode_generation
                     )
@@ -336,7 +336,9 @@ class InferenceEngine:
                     with trace.use_span(span):
                         params = self._generation_params(call, entry, backend, params)
                         if params.deterministic and not call.skip_cache and self._cache:
-                            key = cache_key(entry.digest, canonical_generation(call.prompt, params))
+                            key = cache_key(
+                                entry.cache_identity, canonical_generation(call.prompt, params)
+                            )
                             raw = await self._cache.get(key)
                     hit = _decoded(decode_generation, raw, key) if raw is not None else None
                     if hit is not None:
@@ -414,7 +416,9 @@ class InferenceEngine:
                         return await backend.embed(call.inputs, normalize=call.normalize)
 
                 if not call.skip_cache:
-                    key = cache_key(entry.digest, canonical_embedding(call.inputs, call.normalize))
+                    key = cache_key(
+                        entry.cache_identity, canonical_embedding(call.inputs, call.normalize)
+                    )
                     result, cached = await self._through_cache(
                         key, compute, encode_embedding, decode_embedding
                     )

@@ -84,6 +84,13 @@ class ServingVersion:
     def label(self) -> str:
         return f"{self.name}:{self.version}"
 
+    @property
+    def cache_identity(self) -> str:
+        """What cached answers are bound to: the artifact digest, or for a version
+        without one (a model served by Triton at a URI) its own name and number, so
+        answers never leak across versions or models."""
+        return self.digest or f"version:{self.label}"
+
     def mark_ready(self) -> None:
         self.state = VersionState.READY
         self.error = ""
