@@ -13,6 +13,7 @@ import contextlib
 import json
 import math
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -332,7 +333,10 @@ class Trainer:
             return
         path = self.config.result_path
         temp = path.with_suffix(".tmp")
-        temp.write_text(json.dumps(result, default=str))
+        with temp.open("w") as handle:
+            handle.write(json.dumps(result, default=str))
+            handle.flush()
+            os.fsync(handle.fileno())
         temp.rename(path)
         self.events.emit("finished", **result)
 
@@ -358,6 +362,16 @@ def main(argv: list[str] | None = None) -> None:
         dist.init_process_group("nccl" if nccl else "gloo")
     try:
         Trainer(config, rank, world, device).run()
-    finally:
+    except BaseException:
         if dist.is_initialized():
             dist.destroy_process_group()
+        raise
+    # Leave together once rank 0 has written everything, and skip interpreter
+    # teardown: background threads of gloo/DCP can abort() during it
+    # ("terminate called without an active exception"), turning a finished job
+    # into a failed attempt.
+    if dist.is_initialized() and world > 1:
+        dist.barrier()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
