@@ -58,12 +58,18 @@ async def test_ddp_job_trains_registers_with_lineage_and_loads(
     submitted = (await trainer.SubmitJob(trainer_pb2.SubmitJobRequest(spec=spec))).job
     assert submitted.state == trainer_pb2.JOB_STATE_QUEUED
     watcher = asyncio.create_task(collect(trainer, submitted.id))
+    second_watcher = asyncio.create_task(collect(trainer, submitted.id))
     job = await wait_for_job(trainer, submitted.id)
     assert job.state == trainer_pb2.JOB_STATE_SUCCEEDED, job.error
     assert job.attempts == 1 and job.checkpoint_step == 30
     assert (job.registered_model, job.registered_version) == ("tiny-gpt", 1)
 
     events = await asyncio.wait_for(watcher, 30)
+    assert await asyncio.wait_for(second_watcher, 30) == events  # many watchers, same stream
+    metrics_registry = trainer_server.metrics_registry
+    assert metrics_registry.get_sample_value("lattice_trainer_jobs", {"state": "succeeded"}) == 1
+    assert metrics_registry.get_sample_value("lattice_trainer_steps_total") == 40
+    assert metrics_registry.get_sample_value("lattice_trainer_registrations_total") == 1
     assert [e.sequence for e in events] == list(range(1, len(events) + 1))
     states = [e.job.state for e in events if e.HasField("job")]
     assert states == [
@@ -170,6 +176,10 @@ async def test_nan_fault_raises_alert_and_stops(trainer, trainer_server, registr
     job = (await trainer.SubmitJob(trainer_pb2.SubmitJobRequest(spec=spec))).job
     job = await wait_for_job(trainer, job.id)
     assert job.state == trainer_pb2.JOB_STATE_FAILED
+    counted = trainer_server.metrics_registry.get_sample_value(
+        "lattice_trainer_alerts_total", {"kind": "non_finite", "action": "stop"}
+    )
+    assert counted == 1
     (alert,) = job.alerts
     assert alert.kind == trainer_pb2.ALERT_KIND_NON_FINITE and alert.step == 7
     assert alert.action == trainer_pb2.ALERT_ACTION_STOP

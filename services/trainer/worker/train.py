@@ -216,6 +216,7 @@ class Trainer:
             total_steps=self.total_steps,
             world_size=self.world,
             steps_per_epoch=self.order.steps_per_epoch,
+            threads=torch.get_num_threads(),
         )
         outcome, last_eval = "completed", None
         # Throughput over the whole loop (monitoring and events included), from the
