@@ -234,7 +234,7 @@ async def test_fsdp_tiny_dataset_overfitting_alert_early_stop_keeps_best(
     assert version.metrics["val_loss"] < job.latest_metrics.validation_loss
 
 
-async def test_bert_masked_lm_job_registers_an_embedding_model(trainer, trainer_server, registry):
+async def test_bert_masked_lm_job_with_two_process_fsdp_on_gloo(trainer, trainer_server, registry):
     dataset = await prepare(trainer, kind=trainer_pb2.TOKENIZER_KIND_WORDPIECE)
     spec = tiny_gpt2_job(
         dataset.id,
@@ -242,6 +242,8 @@ async def test_bert_masked_lm_job_registers_an_embedding_model(trainer, trainer_
         family=trainer_pb2.MODEL_FAMILY_BERT_MASKED_LM,
         hyperparameters__max_steps=20,
         hyperparameters__gradient_accumulation_steps=2,
+        distributed__processes_per_node=2,
+        distributed__strategy=trainer_pb2.DISTRIBUTED_STRATEGY_FSDP,
     )
     job = (await trainer.SubmitJob(trainer_pb2.SubmitJobRequest(spec=spec))).job
     job = await wait_for_job(trainer, job.id)
@@ -250,6 +252,8 @@ async def test_bert_masked_lm_job_registers_an_embedding_model(trainer, trainer_
     assert model.model.task == common_pb2.MODEL_TASK_EMBEDDING
     (version,) = await versions(registry, "tiny-bert")
     assert math.isfinite(version.metrics["val_loss"])
+    assert version.params["dist.strategy"] == "DISTRIBUTED_STRATEGY_FSDP"
+    assert job.checkpoint_step == 10  # sharded checkpoint written by both ranks
 
 
 async def test_cancel_stops_the_process_group_and_queue_respects_concurrency(
