@@ -27,6 +27,7 @@ def trainer_settings(data_dir: Path, registry_address: str, **overrides) -> Trai
         "registry_address": registry_address,
         "poll_interval_seconds": 0.1,
         "cancel_grace_seconds": 3.0,
+        "histogram_interval_steps": 20,
     }
     return TrainerSettings(**{**values, **overrides})
 

@@ -87,6 +87,10 @@ async def test_ddp_job_trains_registers_with_lineage_and_loads(
     assert evaluated[-1].validation_perplexity > 1
     with_stats = [m for m in metrics if m.parameter_stats]
     assert [m.step for m in with_stats] == [10, 20, 30, 40]
+    histograms = [m.step for m in with_stats if m.parameter_stats[0].histogram_counts]
+    assert histograms == [20, 40]  # the coarser interval
+    counts = with_stats[1].parameter_stats[0]
+    assert len(counts.histogram_edges) == len(counts.histogram_counts) + 1
     groups = {s.group for s in with_stats[0].parameter_stats}
     assert {"transformer.h.0", "transformer.h.1", "transformer.wte"} <= groups
     assert all(s.update_ratio > 0 and s.gradient_norm > 0 for s in with_stats[0].parameter_stats)
