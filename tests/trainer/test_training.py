@@ -139,6 +139,15 @@ async def test_ddp_job_trains_registers_with_lineage_and_loads(
     # Fine-tuning starts from v1's weights: its first loss is v1's, not a fresh model's.
     assert tuned.latest_metrics.loss < first
 
+    # A job that cannot be set up (dataset vocabulary larger than the base model's)
+    # fails at once with the reason, without pointless restarts.
+    bigger = await prepare(trainer, vocab_size=4000)
+    mismatch = tiny_gpt2_job(bigger.id, "tiny-gpt", base_model="tiny-gpt:1")
+    failed = (await trainer.SubmitJob(trainer_pb2.SubmitJobRequest(spec=mismatch))).job
+    failed = await wait_for_job(trainer, failed.id)
+    assert failed.state == trainer_pb2.JOB_STATE_FAILED and failed.attempts == 1
+    assert "exceeds the model's" in failed.error, failed.error
+
 
 async def test_worker_sigkill_resumes_from_checkpoint_and_registers_once(
     trainer, trainer_server, registry

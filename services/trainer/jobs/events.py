@@ -105,6 +105,10 @@ def apply(record: dict, job: trainer_pb2.Job) -> tuple[list[trainer_pb2.WatchJob
                 f"on {record['world_size']} process(es)"
             )
         ], False
+    if kind == "setup_failed":
+        return [
+            trainer_pb2.WatchJobResponse(log=f"worker set-up failed: {record['message']}")
+        ], False
     if kind == "finished":
         return [trainer_pb2.WatchJobResponse(log=f"training finished: {record['outcome']}")], False
     return [], False

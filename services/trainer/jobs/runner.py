@@ -108,6 +108,7 @@ class JobRunner:
         self._tasks: dict[str, asyncio.Task] = {}
         self._groups: dict[str, ProcessGroup] = {}
         self._cancelling: set[str] = set()
+        self._setup_failures: dict[str, str] = {}
         self._changed: asyncio.Condition | None = None
         self._wake: asyncio.Event | None = None
         self._scheduler: asyncio.Task | None = None
@@ -373,6 +374,10 @@ class JobRunner:
             if code == 0 and result is not None:
                 return result
             job = self.store.get(job_id)
+            setup_failure = self._setup_failures.pop(job_id, None)
+            if setup_failure is not None:
+                await self._fail(job, f"the job cannot be set up: {setup_failure}")
+                return None
             if job.attempts >= self.options.max_attempts:
                 await self._fail(
                     job,
@@ -399,6 +404,8 @@ class JobRunner:
         events: list[trainer_pb2.WatchJobResponse] = []
         changed = False
         for record in records:
+            if record.get("type") == "setup_failed":
+                self._setup_failures[job_id] = str(record.get("message", ""))
             produced, touched = worker_events.apply(record, job)
             changed |= touched
             events += produced

@@ -77,7 +77,7 @@ class Trainer:
         torch.manual_seed(hp.seed)
         model = build_model(self.spec, self.vocab_size, special, self.config.base_model_dir)
         if model.config.vocab_size < self.vocab_size:
-            raise SystemExit(
+            raise ValueError(
                 f"dataset vocabulary ({self.vocab_size}) exceeds the model's "
                 f"({model.config.vocab_size})"
             )
@@ -98,7 +98,7 @@ class Trainer:
             hp.gradient_accumulation_steps,
         )
         if self.order.steps_per_epoch < 1:
-            raise SystemExit("dataset too small for one step per epoch")
+            raise ValueError("dataset too small for one step per epoch")
         self.total_steps = hp.max_steps or hp.epochs * self.order.steps_per_epoch
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lr_lambda(hp.schedule, hp.warmup_steps, self.total_steps)
@@ -204,7 +204,15 @@ class Trainer:
     # -- the loop -------------------------------------------------------------------------
 
     def run(self) -> None:
-        self._build()
+        try:
+            self._build()
+        except Exception as error:
+            # A job that cannot even be set up will fail the same way on a restart:
+            # say so (any rank), so the supervisor fails it instead of retrying.
+            EventWriter(self.config.events_path).emit(
+                "setup_failed", rank=self.rank, message=f"{type(error).__name__}: {error}"
+            )
+            raise
         step = self._resume()
         hp, config = self.hp, self.config
         tokens_per_step = (
