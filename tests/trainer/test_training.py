@@ -202,6 +202,24 @@ async def test_nan_fault_raises_alert_and_stops(trainer, trainer_server, registr
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND
 
 
+async def test_nan_with_stop_keep_best_registers_the_best_evaluation(
+    trainer, trainer_server, registry, monkeypatch
+):
+    monkeypatch.setenv("LATTICE_TRAINER_TEST_FAULT", "nan_at_step=24")
+    dataset = await prepare(trainer)
+    spec = tiny_gpt2_job(dataset.id, "kept-gpt")
+    spec.alerts.non_finite = trainer_pb2.ALERT_ACTION_STOP_KEEP_BEST
+    job = (await trainer.SubmitJob(trainer_pb2.SubmitJobRequest(spec=spec))).job
+    job = await wait_for_job(trainer, job.id)
+    assert job.state == trainer_pb2.JOB_STATE_SUCCEEDED, job.error
+    (alert,) = job.alerts
+    assert (alert.step, alert.action) == (25, trainer_pb2.ALERT_ACTION_STOP_KEEP_BEST)
+    (version,) = await versions(registry, "kept-gpt")
+    assert version.tags["lattice.outcome"] == "alert_stop_keep_best"
+    assert math.isfinite(version.metrics["val_loss"])
+    assert version.metrics["steps"] == 25
+
+
 async def test_fsdp_tiny_dataset_overfitting_alert_early_stop_keeps_best(
     tmp_path, trainer, trainer_server, registry
 ):
