@@ -139,6 +139,13 @@ async def test_ddp_job_trains_registers_with_lineage_and_loads(
     # Fine-tuning starts from v1's weights: its first loss is v1's, not a fresh model's.
     assert tuned.latest_metrics.loss < first
 
+    # A dataset can reuse a registered model's tokenizer (downloaded from the registry).
+    reuse = docstring_spec("reuse")
+    reuse.tokenizer.base_model = "tiny-gpt:1"
+    reused = (await trainer.PrepareDataset(trainer_pb2.PrepareDatasetRequest(spec=reuse))).dataset
+    assert reused.report.vocab_size == dataset.report.vocab_size
+    assert reused.report.train_tokens == dataset.report.train_tokens  # same tokenizer, same text
+
     # A job that cannot be set up (dataset vocabulary larger than the base model's)
     # fails at once with the reason, without pointless restarts.
     bigger = await prepare(trainer, vocab_size=4000)
