@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import sys
 import uuid
 from collections.abc import AsyncIterator
@@ -283,6 +284,9 @@ class JobRunner:
                 job.end_time.GetCurrentTime()
                 self.metrics.registrations.inc()
                 await self._transition(job)
+                # The registry holds the result now; checkpoints only cost disk.
+                for name in ("checkpoints", "best", "base"):
+                    await asyncio.to_thread(shutil.rmtree, job_dir / name, True)
             except asyncio.CancelledError:
                 if job_id in self._cancelling:
                     await asyncio.shield(self._mark_cancelled(job_id))
