@@ -31,7 +31,7 @@ class StarterRecipe:
     """A model that trains in about a minute on two CPU cores and still writes Python-ish text."""
 
     model: str = "starter-gpt"
-    steps: int = 150
+    steps: int = 900
     processes: int = 2
     layers: int = 2
     heads: int = 4
@@ -52,7 +52,7 @@ class StarterRecipe:
             ),
             dataset_id=dataset_id,
             hyperparameters=trainer_pb2.Hyperparameters(
-                learning_rate=2e-3, schedule=trainer_pb2.LEARNING_RATE_SCHEDULE_COSINE,
+                learning_rate=3e-3, schedule=trainer_pb2.LEARNING_RATE_SCHEDULE_COSINE,
                 warmup_steps=10, batch_size=self.batch_size,
                 sequence_length=self.sequence_length, max_steps=self.steps,
                 gradient_clip_norm=1.0, seed=7,

@@ -83,7 +83,7 @@ def _ensure_starter(suite: LocalSuite, model: str) -> None:
         wait_until_served(client, f"{model}:{version}")
     click.echo(f"Serving {model}:{version}. Try:")
     click.echo(f"  export LATTICE_TOKEN=$(lattice token --data-dir {config.data_dir})")
-    click.echo(f"  lattice generate {model} 'def ' --stream")
+    click.echo(f"  lattice generate {model} 'Return the' --stream --temperature 0.8 --seed 1")
 
 
 async def _run(suite: LocalSuite, starter_model: str = "") -> bool:
