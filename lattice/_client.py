@@ -69,12 +69,7 @@ class Client:
             retries=retries,
             metadata=metadata,
         )
-        credentials = self._config.credentials()
-        options = self._config.channel_options()
-        if credentials is None:
-            self._channel = grpc.insecure_channel(self._config.target, options=options)
-        else:
-            self._channel = grpc.secure_channel(self._config.target, credentials, options=options)
+        self._channel = self._config.open_channel(grpc)
         self._inference = inference_pb2_grpc.InferenceServiceStub(self._channel)
         self._registry = registry_pb2_grpc.ModelRegistryServiceStub(self._channel)
         self._trainer = trainer_pb2_grpc.TrainerServiceStub(self._channel)

@@ -176,6 +176,13 @@ class ClientConfig:
             certificate_chain=self.certificate_chain,
         )
 
+    def open_channel(self, api: Any) -> Any:
+        """A channel to the target from `api` (`grpc` or `grpc.aio`: same function names)."""
+        credentials = self.credentials()
+        if credentials is None:
+            return api.insecure_channel(self.target, options=self.channel_options())
+        return api.secure_channel(self.target, credentials, options=self.channel_options())
+
     def channel_options(self) -> list[tuple[str, Any]]:
         options: list[tuple[str, Any]] = [
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),

@@ -85,7 +85,7 @@ class Supervisor:
         """Wait until every child answers SERVING; returns seconds-to-ready by name."""
         started = time.monotonic()
         results = await asyncio.gather(
-            *(_wait_serving(c.spec.address, started + timeout) for c in self._children)
+            *(wait_serving(c.spec.address, started + timeout) for c in self._children)
         )
         return {c.spec.name: t - started for c, t in zip(self._children, results, strict=True)}
 
@@ -146,7 +146,7 @@ class Supervisor:
         await asyncio.gather(*self._watchers, return_exceptions=True)
 
 
-async def _wait_serving(address: str, deadline: float) -> float:
+async def wait_serving(address: str, deadline: float) -> float:
     """Poll grpc.health.v1 until SERVING; returns the monotonic time it was."""
     async with grpc.aio.insecure_channel(address) as channel:
         stub = health_pb2_grpc.HealthStub(channel)

@@ -13,7 +13,6 @@ from pathlib import Path
 import grpc
 import pytest
 from grpc import aio
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from lattice.v1 import common_pb2, registry_pb2, registry_pb2_grpc
 from services.registry.migrations import SCHEMA_VERSION, SchemaTooNew
@@ -21,6 +20,7 @@ from services.registry.server import build_server
 from services.registry.store import SqliteStore
 from tests.registry.conftest import settings_for
 from tests.registry.support import RegistryClient
+from tests.support.health import wait_serving
 from tests.support.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -92,24 +92,6 @@ def test_schema_is_versioned_wal_and_refuses_newer(tmp_path):
         SqliteStore(tmp_path / "r.db")
 
 
-async def _wait_serving(
-    address: str, process: asyncio.subprocess.Process, timeout: float = 20
-) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    async with aio.insecure_channel(address) as channel:
-        health = health_pb2_grpc.HealthStub(channel)
-        while True:
-            assert process.returncode is None, "registry process exited"
-            try:
-                reply = await health.Check(health_pb2.HealthCheckRequest(), timeout=1)
-                if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except grpc.aio.AioRpcError:
-                pass
-            assert asyncio.get_running_loop().time() < deadline, "registry did not start"
-            await asyncio.sleep(0.1)
-
-
 async def test_sigkill_during_write_burst_loses_no_acknowledged_write(tmp_path):
     port = free_port()
     address = f"127.0.0.1:{port}"
@@ -132,7 +114,7 @@ async def test_sigkill_during_write_burst_loses_no_acknowledged_write(tmp_path):
     acknowledged: dict[int, str] = {}
     enough = asyncio.Event()
     try:
-        await _wait_serving(address, process)
+        await wait_serving(address, timeout=20, process=process)
         async with aio.insecure_channel(address) as channel:
             client = RegistryClient(registry_pb2_grpc.ModelRegistryServiceStub(channel))
             await client.model("m")

