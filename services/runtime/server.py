@@ -32,6 +32,7 @@ from services.runtime.telemetry import MetricsEndpoint, RpcMetrics
 log = logging.getLogger(__name__)
 
 ServingStatus = health_pb2.HealthCheckResponse.ServingStatus
+METADATA_LIMIT_BYTES = 16 * 1024
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,6 +53,10 @@ def server_options(settings: ServerSettings) -> list[tuple[str, Any]]:
     return [
         ("grpc.max_receive_message_length", settings.max_message_bytes),
         ("grpc.max_send_message_length", settings.max_message_bytes),
+        # gRPC's default soft limit (8 KiB) refuses headers between 8 and 16 KiB at
+        # random; a fixed 16 KiB lets a large JWT arrive every time, so the gateway's
+        # own size cap answers it. Bigger headers still get RESOURCE_EXHAUSTED.
+        ("grpc.max_metadata_size", METADATA_LIMIT_BYTES),
         ("grpc.keepalive_time_ms", 60_000),
         ("grpc.keepalive_timeout_ms", 20_000),
         ("grpc.keepalive_permit_without_calls", 1),
