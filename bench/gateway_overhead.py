@@ -49,9 +49,16 @@ SECRET = "bench-secret-0123456789abcdef-0123456789"
 
 
 async def serve_echo(port: int) -> None:
-    """Run the tests' EchoInference on the shared runtime until killed."""
+    """Run the tests' EchoInference on the shared runtime until killed.
+
+    Logging and tracing are set up as `run_service` does for a real service.
+    """
+    from services.runtime.logs import configure_logging
+    from services.runtime.telemetry import install_global_tracing
     from tests.gateway.support import start_echo
 
+    configure_logging("inference")
+    install_global_tracing("inference")
     server, _ = await start_echo("echo", port=port)
     await server.wait_for_termination()
 

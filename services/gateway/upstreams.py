@@ -10,11 +10,9 @@ it again. Streams are retried only until the first message arrives.
 Channels come from `services.runtime.create_channel`, which propagates the
 request id and the caller's (shrinking) deadline. The pool turns off gRPC's
 own per-channel retries so that a retry goes to a different replica instead
-of the same dead one. Each attempt is one CLIENT span of ours whose W3C
-trace context goes into the call's metadata; the OpenTelemetry gRPC client
-interceptor is given a no-op tracer here because with a recording tracer it
-costs ~0.3 ms per call (0.67 vs 0.37 ms for a cheap call measured here),
-more than the rest of the gateway's logic together.
+of the same dead one. Each attempt is one CLIENT span of ours (with the
+replica's address and the attempt number) whose W3C trace context goes into
+the call's metadata, so the channel's own per-call span is turned off.
 """
 
 from __future__ import annotations
@@ -30,7 +28,7 @@ import grpc
 from grpc import aio
 from opentelemetry import propagate, trace
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.trace import NoOpTracerProvider, SpanKind, Status, StatusCode
+from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from lattice._errors import Unavailable, from_rpc_error
 from services.runtime.channels import create_channel
@@ -47,8 +45,6 @@ class OutlierConfig:
     #: Never eject more than this share of the pool (at least one stays in).
     max_ejected_fraction: float = 0.5
 
-
-_NO_TRACING = NoOpTracerProvider()
 
 #: Unary inference calls have no side effects, so besides UNAVAILABLE (never got
 #: there) a CANCELLED that we did not cause (the replica shut down mid-call, e.g.
@@ -103,7 +99,7 @@ class ReplicaPool:
                 credentials=credentials,
                 retries=1,
                 default_timeout=default_timeout,
-                tracer_provider=_NO_TRACING,
+                trace_calls=False,  # each attempt gets our own CLIENT span below
                 # A dns:/// name of a headless Service resolves to every pod: spread
                 # calls over all of them rather than pinning the first address.
                 extra_options=[("grpc.lb_policy_name", "round_robin")],

@@ -1,9 +1,12 @@
-"""The server interceptor chain shared by every Lattice service.
+"""What every Lattice RPC gets around its handler, applied once at registration.
 
-Order (outermost first): OpenTelemetry server spans with W3C trace-context
-extraction (from `opentelemetry-instrumentation-grpc`), then `RequestInterceptor`
-which binds the request id and deadline, counts and times the RPC, logs it,
-and maps exceptions to status codes in one place.
+`RpcWrapper.wrap` takes a method handler and returns one whose behaviour
+does, per call: continue the caller's trace in a SERVER span, bind the
+request id and deadline, count and time the RPC, write the access log line,
+and map exceptions to status codes in one place. It is not a
+`grpc.aio.ServerInterceptor` because those run per call and rebuild a
+handler each time; wrapping when the service is mounted leaves only the
+work itself on the hot path (see `services.runtime.mounting`).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from typing import Any
 
 import grpc
 from grpc import aio
+from opentelemetry import trace
 
 from lattice._errors import Internal, LatticeError, Unimplemented
 from services.runtime.context import (
@@ -24,12 +28,17 @@ from services.runtime.context import (
     new_request_id,
     request_id_var,
 )
+from services.runtime.logs import AccessLog
 from services.runtime.telemetry import RpcMetrics
+from services.runtime.tracing import ServerSpans, finish_span, method_attributes
 
 log = logging.getLogger("lattice.rpc")
 
-#: Methods too chatty to log at INFO (health probes, reflection).
+#: Methods too chatty for the access log (health probes, reflection).
 _QUIET_PREFIXES = ("/grpc.health.", "/grpc.reflection.")
+_OK = grpc.StatusCode.OK
+_CANCELLED = grpc.StatusCode.CANCELLED
+_CODES_BY_VALUE = {c.value[0]: c for c in grpc.StatusCode}
 
 
 async def abort_with(context: aio.ServicerContext, error: LatticeError) -> None:
@@ -47,106 +56,131 @@ def _as_lattice_error(exc: BaseException, method: str) -> LatticeError:
     return Internal("internal error; see the server log for the request id")
 
 
-class RequestInterceptor(aio.ServerInterceptor):
-    """Request id, deadline, metrics, access log and exception->status mapping."""
+def _final_code(context: aio.ServicerContext) -> grpc.StatusCode:
+    code = context.code()
+    if code is None:
+        return _OK
+    if isinstance(code, grpc.StatusCode):
+        return code
+    return _CODES_BY_VALUE.get(code, grpc.StatusCode.UNKNOWN)
 
-    def __init__(self, metrics: RpcMetrics) -> None:
+
+class RpcWrapper:
+    """Builds the per-method wrappers of one server (shared metrics, spans, log)."""
+
+    def __init__(self, metrics: RpcMetrics, spans: ServerSpans, access_log: AccessLog) -> None:
         self._metrics = metrics
+        self._spans = spans
+        self._access_log = access_log
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return handler
-        method = handler_call_details.method
-        metadata = dict(handler_call_details.invocation_metadata or ())
-        inbound_id = metadata.get(REQUEST_ID_KEY, "")
-        wrap = _Wrapper(self._metrics, method, inbound_id if isinstance(inbound_id, str) else "")
+    def wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        """The same handler, its behaviour wrapped in `_Method`'s bookkeeping."""
+        m = _Method(method, self._metrics, self._spans, self._access_log)
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(
-                wrap.unary(handler.unary_unary),
+                m.unary(handler.unary_unary),
                 handler.request_deserializer,
                 handler.response_serializer,
             )
         if handler.unary_stream:
             return grpc.unary_stream_rpc_method_handler(
-                wrap.stream(handler.unary_stream),
+                m.stream(handler.unary_stream),
                 handler.request_deserializer,
                 handler.response_serializer,
             )
         if handler.stream_unary:
             return grpc.stream_unary_rpc_method_handler(
-                wrap.unary(handler.stream_unary),
+                m.unary(handler.stream_unary),
                 handler.request_deserializer,
                 handler.response_serializer,
             )
         return grpc.stream_stream_rpc_method_handler(
-            wrap.stream(handler.stream_stream),
+            m.stream(handler.stream_stream),
             handler.request_deserializer,
             handler.response_serializer,
         )
 
 
-class _Wrapper:
-    """Wraps one RPC's behaviour; unary and streaming share the bookkeeping."""
+class _Method:
+    """One method's bookkeeping; everything that does not vary per call is made here."""
 
-    def __init__(self, metrics: RpcMetrics, method: str, request_id: str) -> None:
-        self._metrics = metrics
-        self._method = method
-        self._request_id = request_id or new_request_id()
+    def __init__(
+        self, method: str, metrics: RpcMetrics, spans: ServerSpans, access_log: AccessLog
+    ) -> None:
+        self.method = method
+        self._spans = spans
+        self._fields = spans.fields
+        self._attributes = method_attributes(method)
+        self._access_log = access_log
         self._quiet = method.startswith(_QUIET_PREFIXES)
+        self._in_flight = metrics.in_flight
+        self._duration = metrics.duration.labels(method)
+        self._requests = metrics.requests
+        self._counters: dict[grpc.StatusCode, Any] = {}
 
-    def _enter(self, context: aio.ServicerContext) -> float:
-        request_id_var.set(self._request_id)
+    def _enter(self, context: aio.ServicerContext) -> tuple[float, trace.Span]:
+        """Bind request id, deadline and span for this call; returns its start time."""
+        request_id = ""
+        carrier: dict[str, str] | None = None
+        fields = self._fields
+        for key, value in context.invocation_metadata() or ():
+            if key == REQUEST_ID_KEY:
+                if isinstance(value, str):
+                    request_id = value
+            elif key in fields:
+                if carrier is None:
+                    carrier = {}
+                carrier[key] = value
+        request_id_var.set(request_id or new_request_id())
         remaining = context.time_remaining()
         deadline_var.set(None if remaining is None else time.monotonic() + remaining)
-        self._metrics.in_flight.inc()
-        return time.perf_counter()
+        span = self._spans.start(self.method, self._attributes, carrier)
+        if span.is_recording():
+            # Only while the call is live: peer() on a finished call can crash grpc.
+            span.set_attribute("network.peer.address", context.peer())
+        self._in_flight.inc()
+        return time.perf_counter(), span
 
-    def _exit(self, started: float, code: grpc.StatusCode, error: LatticeError | None) -> None:
+    def _exit(
+        self,
+        started: float,
+        span: trace.Span,
+        code: grpc.StatusCode,
+        error: LatticeError | None,
+        context: aio.ServicerContext,
+    ) -> None:
         elapsed = time.perf_counter() - started
-        self._metrics.in_flight.dec()
-        self._metrics.requests.labels(self._method, code.name).inc()
-        self._metrics.duration.labels(self._method).observe(elapsed)
+        self._in_flight.dec()
+        counter = self._counters.get(code)
+        if counter is None:
+            counter = self._counters[code] = self._requests.labels(self.method, code.name)
+        counter.inc()
+        self._duration.observe(elapsed)
+        if span.is_recording():
+            finish_span(span, code)
         if self._quiet and error is None:
             return
-        level = (
-            logging.WARNING
-            if error is not None and code != grpc.StatusCode.CANCELLED
-            else logging.INFO
-        )
-        log.log(
-            level,
-            "%s %s %.1fms",
-            self._method,
-            code.name,
-            elapsed * 1000,
-            extra={
-                "rpc_method": self._method,
-                "rpc_code": code.name,
-                "error": error.message if error else "",
-            },
-        )
+        if error is not None and code is not _CANCELLED:
+            self._access_log.failed(self.method, code.name, elapsed, error.message)
+        else:
+            self._access_log.served(self.method, code.name, elapsed)
 
     def unary(self, behavior: Callable[..., Awaitable[Any]]):
         async def handle(request: Any, context: aio.ServicerContext) -> Any:
-            started = self._enter(context)
+            started, span = self._enter(context)
             try:
                 response = await behavior(request, context)
             except BaseException as exc:
-                await self._fail(exc, context, started)
+                await self._fail(exc, context, started, span)
                 raise
-            self._exit(started, _final_code(context), None)
+            self._exit(started, span, _final_code(context), None, context)
             return response
 
         return handle
 
     def stream(self, behavior: Callable[..., Any]):
         async def handle(request: Any, context: aio.ServicerContext) -> AsyncIterator[Any]:
-            started = self._enter(context)
+            started, span = self._enter(context)
             try:
                 result = behavior(request, context)
                 if inspect.isasyncgen(result):
@@ -155,29 +189,26 @@ class _Wrapper:
                 else:
                     await result
             except BaseException as exc:
-                await self._fail(exc, context, started)
+                await self._fail(exc, context, started, span)
                 raise
-            self._exit(started, _final_code(context), None)
+            self._exit(started, span, _final_code(context), None, context)
 
         return handle
 
-    async def _fail(self, exc: BaseException, context: aio.ServicerContext, started: float) -> None:
+    async def _fail(
+        self,
+        exc: BaseException,
+        context: aio.ServicerContext,
+        started: float,
+        span: trace.Span,
+    ) -> None:
         """Record the failure and, for our own errors, abort with the mapped status."""
         if isinstance(exc, aio.AbortError):
-            self._exit(started, _final_code(context), None)
+            self._exit(started, span, _final_code(context), None, context)
             return
-        if not isinstance(exc, Exception):  # CancelledError, KeyboardInterrupt
-            self._exit(started, grpc.StatusCode.CANCELLED, None)
+        if not isinstance(exc, Exception):  # CancelledError, GeneratorExit, KeyboardInterrupt
+            self._exit(started, span, _CANCELLED, None, context)
             return
-        error = _as_lattice_error(exc, self._method)
-        self._exit(started, error.code, error)
+        error = _as_lattice_error(exc, self.method)
+        self._exit(started, span, error.code, error, context)
         await abort_with(context, error)
-
-
-def _final_code(context: aio.ServicerContext) -> grpc.StatusCode:
-    code = context.code()
-    if code is None:
-        return grpc.StatusCode.OK
-    if isinstance(code, grpc.StatusCode):
-        return code
-    return next((c for c in grpc.StatusCode if c.value[0] == code), grpc.StatusCode.UNKNOWN)

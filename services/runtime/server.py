@@ -1,8 +1,10 @@
 """Build a `grpc.aio` server from servicers, and run it until SIGTERM.
 
 Every server gets the same things: `grpc.health.v1` with a status per
-service, server reflection, the shared interceptor chain, message size
-limits, keepalive policy, and a Prometheus registry. `run_server` adds the
+service, server reflection, the shared per-RPC wrapper (spans, request id,
+deadline, metrics, access log, error mapping; applied to each handler once
+at mount, see `mounting`), message size limits, keepalive policy, and a
+Prometheus registry. `run_server` adds the
 process-level parts: signal handling and a graceful drain (health turns
 NOT_SERVING, in-flight RPCs get `grace_seconds`, then the server stops).
 """
@@ -20,14 +22,16 @@ import grpc
 from google.protobuf.descriptor import ServiceDescriptor
 from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
-from opentelemetry.instrumentation.grpc import aio_server_interceptor
-from opentelemetry.sdk.trace import TracerProvider
+from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
+from opentelemetry.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 
-from services.runtime.interceptors import RequestInterceptor
+from services.runtime.interceptors import RpcWrapper
+from services.runtime.logs import AccessLog
+from services.runtime.mounting import mount
 from services.runtime.settings import ServerSettings
 from services.runtime.telemetry import MetricsEndpoint, RpcMetrics
+from services.runtime.tracing import ServerSpans
 
 log = logging.getLogger(__name__)
 
@@ -83,22 +87,30 @@ class LatticeServer:
         self.metrics_registry = registry or CollectorRegistry()
         self.health = health.aio.HealthServicer()
         self._on_stop: list[Callable[[], Awaitable[None]]] = []
-        interceptors: list[aio.ServerInterceptor] = [
-            aio_server_interceptor(tracer_provider=tracer_provider),
-            *extra_interceptors,
-            RequestInterceptor(RpcMetrics(self.metrics_registry)),
-        ]
+        wrapper = RpcWrapper(
+            RpcMetrics(self.metrics_registry),
+            ServerSpans(tracer_provider),
+            AccessLog(settings.access_log),
+        )
+        # Interceptors run per call (and make grpc.aio rebuild handlers); the shared
+        # behaviour is applied at mount instead. Extra ones are still honoured.
+        interceptors = list(extra_interceptors) or None
         self.server = aio.server(interceptors=interceptors, options=server_options(settings))
         for service in self.services:
-            service.add_to_server(service.servicer, self.server)
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+            mount(self.server, service.servicer, service.add_to_server, wrapper)
+        mount(self.server, self.health, health_pb2_grpc.add_HealthServicer_to_server, wrapper)
         if settings.reflection:
             names = [s.name for s in self.services]
             names += [
                 health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
                 reflection.SERVICE_NAME,
             ]
-            reflection.enable_server_reflection(names, self.server)
+            mount(
+                self.server,
+                reflection.aio.ReflectionServicer(names),
+                reflection_pb2_grpc.add_ServerReflectionServicer_to_server,
+                wrapper,
+            )
         bind = f"{settings.host}:{settings.port}"
         if server_credentials is None:
             self.port = self.server.add_insecure_port(bind)

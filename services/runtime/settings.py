@@ -36,6 +36,8 @@ class ServerSettings:
     log_level: str = "INFO"
     #: Emit JSON log lines (one per event) instead of plain text.
     log_json: bool = True
+    #: One INFO line per served RPC (logger "lattice.rpc"); failures are logged either way.
+    access_log: bool = True
     #: Offer gRPC server reflection (grpcurl list/describe).
     reflection: bool = True
 

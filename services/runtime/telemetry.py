@@ -1,9 +1,12 @@
 """OpenTelemetry tracing and Prometheus metrics for one server process.
 
-Tracing exports over OTLP when `OTEL_EXPORTER_OTLP_ENDPOINT` is set and
-nowhere otherwise (spans are still created, so trace ids reach the logs and
-propagate to the next hop). Metrics live in a registry per server, not in
-the process-global default, so several servers can share a test process.
+Tracing exports over OTLP when `OTEL_EXPORTER_OTLP_ENDPOINT` (or the
+traces-only variant) is set. Otherwise no SDK is installed: spans nobody
+can read are not recorded, but the OpenTelemetry API still carries an
+incoming trace context through the process (the same trace id reaches the
+logs and the next hop), as it does in any process without an SDK. Metrics
+live in a registry per server, not in the process-global default, so
+several servers can share a test process.
 """
 
 from __future__ import annotations
@@ -20,18 +23,33 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 log = logging.getLogger(__name__)
 
 
+_OTLP_ENDPOINTS = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+
+
+def exporter_configured() -> bool:
+    """True when an OTLP endpoint for traces is set in the environment."""
+    return any(os.environ.get(name) for name in _OTLP_ENDPOINTS)
+
+
 def create_tracer_provider(service: str) -> TracerProvider:
     """A tracer provider named after the service, exporting OTLP if configured."""
     provider = TracerProvider(resource=Resource.create({"service.name": f"lattice-{service}"}))
-    if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
+    if exporter_configured():
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
         provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
     return provider
 
 
-def install_global_tracing(service: str) -> TracerProvider:
-    """Set the process-wide tracer provider (call once, from a process entry point)."""
+def install_global_tracing(service: str) -> TracerProvider | None:
+    """Set the process-wide tracer provider when spans can go somewhere.
+
+    Call once, from a process entry point. Without an exporter this installs
+    nothing and returns None (context propagation only, see the module doc).
+    """
+    if not exporter_configured():
+        log.debug("no OTLP endpoint: spans are not recorded, trace context still propagates")
+        return None
     provider = create_tracer_provider(service)
     trace.set_tracer_provider(provider)
     return provider
