@@ -6,8 +6,12 @@ charged to the server. Every request is the same deterministic Generate, so
 after the first one each is a response-cache hit (real Redis). The figure is
 requests divided by the CPU seconds of the servers (this process) plus
 redis-server: requests per second per fully used core. Baseline: the same
-load on the gRPC health Check of the same server (interceptors and transport
-only), the ceiling of any RPC on this stack.
+load on the gRPC health Check of the same server (the runtime's per-RPC work
+and transport only), the ceiling of any RPC on this stack.
+
+The server runs with production defaults (bench/inference_setup.py), including
+the in-process cache tier in front of Redis; `--local-entries 0` measures
+Redis alone (every hit a Redis GET).
 
     .venv/bin/python bench/inference_cached_rps.py [--seconds 5] [--local-entries 0]
 """
@@ -25,7 +29,9 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from inference_load import run_load  # noqa: E402
+from inference_setup import as_run_service  # noqa: E402
 
+from services.inference.server import InferenceSettings  # noqa: E402
 from tests.inference.conftest import deploy_lm  # noqa: E402
 from tests.inference.support import Lab, generate_request  # noqa: E402
 from tests.support.redis_server import RedisProcess  # noqa: E402
@@ -36,10 +42,10 @@ async def main(args) -> None:
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
+        setup = as_run_service(root / "inference.log")
         redis = RedisProcess(root / "redis").start()
-        lab = await Lab(
-            root / "lab", redis_url=redis.url, cache_local_entries=args.local_entries
-        ).start()
+        tier = {} if args.local_entries is None else {"cache_local_entries": args.local_entries}
+        lab = await Lab(root / "lab", redis_url=redis.url, **tier).start()
         try:
             await deploy_lm(lab, {"lm1": build_tiny_causal_lm(root / "lm1", seed=1)})
             await lab.stub.Generate(generate_request("lm", max_new_tokens=64))
@@ -63,9 +69,12 @@ async def main(args) -> None:
         finally:
             await lab.stop()
             redis.stop()
+    entries = InferenceSettings.cache_local_entries
+    entries = entries if args.local_entries is None else args.local_entries
     print(
         f"cached unary Generate: {args.processes} client processes x {args.concurrency} in"
-        f" flight, local LRU entries {args.local_entries}"
+        f" flight; {setup}; local cache tier entries {entries}"
+        + (" (default)" if args.local_entries is None else "")
     )
     per_core = {}
     for method, (count, cpu, wall) in results.items():
@@ -91,5 +100,7 @@ if __name__ == "__main__":
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--concurrency", type=int, default=32)
-    parser.add_argument("--local-entries", type=int, default=0)
+    parser.add_argument(
+        "--local-entries", type=int, default=None, help="default: the service's default"
+    )
     asyncio.run(main(parser.parse_args()))

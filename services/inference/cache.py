@@ -1,14 +1,22 @@
-"""The response cache: Redis for storage, single-flight in process.
+"""The response cache: Redis for storage, an in-process tier in front of it,
+single-flight in process.
 
 Only deterministic requests are cached (the caller decides); the key is the
 sha256 of the serving version's artifact digest and the canonical request, so
 a new version can never serve an old version's answer, while two versions
 with identical bytes share entries (their answers are identical too).
 
+The local tier keeps recently used answers *decoded* (no Redis round trip, no
+JSON parsing on a hot key). It is safe to keep per replica because an entry
+never changes: its key already names the artifact and the request, so there is
+nothing to invalidate; it is bounded by entries and by bytes (the encoded size)
+and entries expire with the Redis TTL.
+
 Redis is an optimisation, never a dependency: every call has a short timeout,
 and after a failure Redis is skipped for `retry_interval` (a small circuit
 breaker, so an outage does not add a timeout to every request). Each failure
-is counted and logged; the request is then simply served uncached.
+is counted and logged; the request is then simply served uncached (or from
+the local tier, which needs no Redis).
 
 Single-flight: identical keys in flight at the same time share one
 computation. The computation runs as its own task, so one caller giving up
@@ -32,11 +40,13 @@ from opentelemetry.sdk.trace import TracerProvider
 log = logging.getLogger(__name__)
 
 KEY_PREFIX = "lattice:inference:v1:"
+# One encoder for every key (json.dumps with options builds a new one per call).
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 def cache_key(artifact_digest: str, canonical: Mapping[str, Any]) -> str:
     """Key for a canonical request (a JSON-able mapping) on one artifact."""
-    body = json.dumps(canonical, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    body = _CANONICAL.encode(canonical)
     digest = hashlib.sha256(f"{artifact_digest}\0{body}".encode()).hexdigest()
     return KEY_PREFIX + digest
 
@@ -55,35 +65,52 @@ class CacheObserver:
 
 
 class LocalCache:
-    """A small in-process LRU with a TTL in front of Redis. Safe because an
-    entry never changes: its key already names the artifact and the request."""
+    """An in-process LRU of decoded answers with a TTL, bounded by entry count
+    and by the answers' encoded size (what they would take in Redis)."""
 
-    def __init__(self, entries: int, ttl_seconds: float) -> None:
+    def __init__(self, entries: int, max_bytes: int, ttl_seconds: float) -> None:
         self._entries = entries
+        self._max_bytes = max_bytes
         self._ttl = ttl_seconds
-        self._data: collections.OrderedDict[str, tuple[float, bytes]] = collections.OrderedDict()
+        self._bytes = 0
+        # key -> (expires, value, size)
+        self._data: collections.OrderedDict[str, tuple[float, Any, int]] = collections.OrderedDict()
 
-    def get(self, key: str) -> bytes | None:
+    def __len__(self) -> int:
+        return len(self._data)
+
+    @property
+    def size_bytes(self) -> int:
+        return self._bytes
+
+    def get(self, key: str) -> Any | None:
         item = self._data.get(key)
         if item is None:
             return None
-        expires, value = item
-        if expires < time.monotonic():
-            del self._data[key]
+        if item[0] < time.monotonic():
+            self._drop(key)
             return None
         self._data.move_to_end(key)
-        return value
+        return item[1]
 
-    def set(self, key: str, value: bytes) -> None:
-        self._data[key] = (time.monotonic() + self._ttl, value)
-        self._data.move_to_end(key)
-        while len(self._data) > self._entries:
-            self._data.popitem(last=False)
+    def put(self, key: str, value: Any, size: int) -> None:
+        if size > self._max_bytes:
+            return  # would evict everything else
+        if key in self._data:
+            self._drop(key)
+        self._data[key] = (time.monotonic() + self._ttl, value, size)
+        self._bytes += size
+        while len(self._data) > self._entries or self._bytes > self._max_bytes:
+            _key, (_expires, _value, dropped) = self._data.popitem(last=False)
+            self._bytes -= dropped
+
+    def _drop(self, key: str) -> None:
+        self._bytes -= self._data.pop(key)[2]
 
 
 class ResponseCache:
-    """get/set of bytes in Redis that never raises and never waits long,
-    optionally behind a small in-process LRU (`local_entries` > 0)."""
+    """Answers in Redis that never raise and never wait long, behind a local
+    tier of decoded answers (`local_entries` > 0 and `local_bytes` > 0)."""
 
     def __init__(
         self,
@@ -95,6 +122,7 @@ class ResponseCache:
         observer: CacheObserver | None = None,
         tracer_provider: TracerProvider | None = None,
         local_entries: int = 0,
+        local_bytes: int = 64 * 1024 * 1024,
     ) -> None:
         import redis.asyncio as redis
         from opentelemetry.instrumentation.redis import RedisInstrumentor
@@ -114,41 +142,70 @@ class ResponseCache:
         )
         RedisInstrumentor.instrument_client(self._client, tracer_provider=tracer_provider)
         self._down_until = 0.0
-        self._local = LocalCache(local_entries, ttl_seconds) if local_entries > 0 else None
+        self.local = (
+            LocalCache(local_entries, local_bytes, ttl_seconds)
+            if local_entries > 0 and local_bytes > 0
+            else None
+        )
 
     @property
     def available(self) -> bool:
         """False while the breaker skips Redis after a failure."""
         return time.monotonic() >= self._down_until
 
-    async def get(self, key: str) -> bytes | None:
-        """The cached bytes, or None on a miss or when Redis is unavailable."""
-        if self._local is not None and (value := self._local.get(key)) is not None:
+    def get_local(self, key: str) -> Any | None:
+        """The decoded answer from the local tier, or None; no await, so the
+        hot path of a hot key costs a dict lookup."""
+        local = self.local
+        if local is None:
+            return None
+        value = local.get(key)
+        if value is not None:
             self._observer.lookup("hit_local")
+        return value
+
+    async def get(self, key: str, decode: Callable[[bytes], Any]) -> Any | None:
+        """The decoded answer, or None on a miss, when Redis is unavailable or
+        when the stored bytes cannot be decoded (then it is a miss)."""
+        if (value := self.get_local(key)) is not None:
             return value
+        return await self.get_remote(key, decode)
+
+    async def get_remote(self, key: str, decode: Callable[[bytes], Any]) -> Any | None:
+        """`get` without the local tier (the caller already looked there)."""
         if not self.available:
             self._observer.lookup("error")
             return None
         try:
             # socket_timeout bounds the call: no wait_for (it costs a task per call).
-            value = await self._client.get(key)
+            raw = await self._client.get(key)
         except Exception as exc:
             self._failed("get", exc)
             self._observer.lookup("error")
             return None
-        self._observer.lookup("miss" if value is None else "hit")
-        if value is not None and self._local is not None:
-            self._local.set(key, value)
+        if raw is None:
+            self._observer.lookup("miss")
+            return None
+        try:
+            value = decode(raw)
+        except (ValueError, KeyError, TypeError) as exc:
+            log.warning("ignoring unreadable cache entry %s: %s", key, exc)
+            self._observer.lookup("miss")
+            return None
+        self._observer.lookup("hit")
+        if self.local is not None:
+            self.local.put(key, value, len(raw))
         return value
 
-    async def set(self, key: str, value: bytes) -> None:
+    async def set(self, key: str, value: Any, encode: Callable[[Any], bytes]) -> None:
         """Store with the TTL; failures are counted and otherwise ignored."""
-        if self._local is not None:
-            self._local.set(key, value)
+        raw = encode(value)
+        if self.local is not None:
+            self.local.put(key, value, len(raw))
         if not self.available:
             return
         try:
-            await self._client.set(key, value, ex=self.ttl_seconds)
+            await self._client.set(key, raw, ex=self.ttl_seconds)
         except Exception as exc:
             self._failed("set", exc)
 

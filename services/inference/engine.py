@@ -55,11 +55,12 @@ from services.runtime.registry_view import RegistryView
 
 log = logging.getLogger(__name__)
 
+_REFS_KEPT = 1024
 GENERATE_OP = "text_completion"
 EMBED_OP = "embeddings"
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(slots=True)
 class GenerateOutcome:
     model_name: str
     version: int
@@ -78,21 +79,12 @@ class StreamPart:
     cached: bool
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(slots=True)
 class EmbedOutcome:
     model_name: str
     version: int
     result: EmbeddingResult
     cached: bool
-
-
-def _decoded(decode: Callable[[bytes], Any], raw: bytes, key: str) -> Any | None:
-    """A cached entry, or None (treated as a miss) when it cannot be read."""
-    try:
-        return decode(raw)
-    except (ValueError, KeyError, TypeError) as exc:
-        log.warning("ignoring unreadable cache entry %s: %s", key, exc)
-        return None
 
 
 def _replay(entry: ServingVersion, result: GenerationResult) -> list[StreamPart]:
@@ -146,6 +138,35 @@ class _StreamRecorder:
         )
 
 
+class _Observed:
+    """Times a request into the request-duration histogram, labelled with the
+    error type (a class, not a generator: this runs on every request)."""
+
+    __slots__ = ("_metrics", "_model", "_operation", "_start")
+
+    def __init__(self, metrics: InferenceMetrics | None, operation: str, model: str) -> None:
+        self._metrics = metrics
+        self._operation = operation
+        self._model = model
+
+    def __enter__(self) -> None:
+        self._start = time.perf_counter()
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if self._metrics is None:
+            return False
+        if exc_type is None:
+            error = ""
+        elif exc_type is GeneratorExit or issubclass(exc_type, asyncio.CancelledError):
+            error = "cancelled"  # the client went away or the deadline passed
+        else:
+            error = exc_type.__name__
+        self._metrics.duration_of(self._operation, self._model, error).observe(
+            time.perf_counter() - self._start
+        )
+        return False
+
+
 class InferenceEngine:
     """Serves Generate, GenerateStream and Embed against the model manager."""
 
@@ -168,16 +189,30 @@ class InferenceEngine:
         self._flights = SingleFlight(metrics)
         self._tracer = trace.get_tracer(__name__, tracer_provider=tracer_provider)
         self._load_wait = load_wait
+        self._refs: dict[str, ModelRef] = {}
 
     # -- routing and policy ---------------------------------------------------
 
+    def _parse_ref(self, text: str) -> ModelRef:
+        """`parse_model_ref`, remembered: clients name the same few models."""
+        ref = self._refs.get(text)
+        if ref is None:
+            ref = parse_model_ref(text)  # raises for a bad reference: nothing kept
+            if len(self._refs) >= _REFS_KEPT:
+                self._refs.clear()
+            self._refs[text] = ref
+        return ref
+
     async def _pick(self, ref: ModelRef, routing_key: str, task: Task) -> ServingVersion:
-        wait = self._load_wait
-        left = remaining_time()
-        if left is not None:
-            wait = max(0.0, min(wait, left))
-        entry = await self._manager.pick(ref, routing_key, timeout=wait)
-        require_task(entry.name, entry.task, task)
+        entry = self._manager.pick_now(ref, routing_key)
+        if entry is None:  # still loading: wait for it, within the deadline
+            wait = self._load_wait
+            left = remaining_time()
+            if left is not None:
+                wait = max(0.0, min(wait, left))
+            entry = await self._manager.pick(ref, routing_key, timeout=wait)
+        if entry.task is not task:
+            require_task(entry.name, entry.task, task)
         return entry
 
     def _policy_limits(self, entry: ServingVersion) -> tuple[int, int]:
@@ -229,14 +264,17 @@ class InferenceEngine:
         by every identical request in flight (single-flight)."""
         cache = self._cache
         if cache is not None:
-            raw = await cache.get(key)
-            if raw is not None and (hit := _decoded(decode, raw, key)) is not None:
-                return hit, True  # the hot path: no task, no flight
+            # The hot path: a local hit needs no await at all, a Redis hit no task.
+            hit = cache.get_local(key)
+            if hit is None:
+                hit = await cache.get_remote(key, decode)
+            if hit is not None:
+                return hit, True
 
         async def compute_and_store() -> tuple[Any, bool]:
             result = await compute()
             if cache is not None:
-                await cache.set(key, encode(result))
+                await cache.set(key, result, encode)
             return result, False
 
         outcome, _shared = await self._flights.do(key, compute_and_store)
@@ -244,39 +282,24 @@ class InferenceEngine:
 
     def _count_call(self, operation: str) -> None:
         if self._metrics is not None:
-            self._metrics.backend_calls.labels(operation).inc()
+            self._metrics.backend_calls_of(operation).inc()
 
-    @contextlib.contextmanager
-    def _observe(self, operation: str, model: str):
-        start = time.perf_counter()
-        error = ""
-        try:
-            yield
-        except (GeneratorExit, asyncio.CancelledError):
-            error = "cancelled"  # the client went away or the deadline passed
-            raise
-        except BaseException as exc:
-            error = type(exc).__name__
-            raise
-        finally:
-            if self._metrics is not None:
-                self._metrics.request_duration.labels(operation, model, error).observe(
-                    time.perf_counter() - start
-                )
+    def _observe(self, operation: str, model: str) -> _Observed:
+        return _Observed(self._metrics, operation, model)
 
     def _observe_tokens(self, operation: str, model: str, prompt: int, completion: int) -> None:
         if self._metrics is None:
             return
-        usage = self._metrics.token_usage
-        usage.labels(operation, model, "input").observe(prompt)
+        tokens_of = self._metrics.tokens_of
+        tokens_of(operation, model, "input").observe(prompt)
         if operation == GENERATE_OP:
-            usage.labels(operation, model, "output").observe(completion)
+            tokens_of(operation, model, "output").observe(completion)
 
     # -- Generate -------------------------------------------------------------
 
     async def generate(self, call: GenerateCall) -> GenerateOutcome:
         params = validate_generate(call, self._limits)
-        ref = parse_model_ref(call.model)
+        ref = self._parse_ref(call.model)
         with (
             self._observe(GENERATE_OP, ref.name),
             self._tracer.start_as_current_span("inference.generate") as span,
@@ -323,7 +346,7 @@ class InferenceEngine:
         generator may be closed from another context (a cancelled RPC), and a
         context attached across the yield could not be detached there."""
         params = validate_generate(call, self._limits)
-        ref = parse_model_ref(call.model)
+        ref = self._parse_ref(call.model)
         started = time.perf_counter()
         span = self._tracer.start_span("inference.generate_stream")
         try:
@@ -332,15 +355,14 @@ class InferenceEngine:
                     entry = await self._pick(ref, call.routing_key, Task.GENERATE)
                 span.set_attribute("gen_ai.response.model", entry.label)
                 with entry.lease() as backend:
-                    key, raw = "", None
+                    key, hit = "", None
                     with trace.use_span(span):
                         params = self._generation_params(call, entry, backend, params)
                         if params.deterministic and not call.skip_cache and self._cache:
                             key = cache_key(
                                 entry.cache_identity, canonical_generation(call.prompt, params)
                             )
-                            raw = await self._cache.get(key)
-                    hit = _decoded(decode_generation, raw, key) if raw is not None else None
+                            hit = await self._cache.get(key, decode_generation)
                     if hit is not None:
                         span.set_attribute("lattice.cached", True)
                         for part in _replay(entry, hit):
@@ -376,7 +398,7 @@ class InferenceEngine:
         self._finish_stream(model, result, recorder)
         if key and self._cache is not None and result.finish_reason is not FinishReason.CANCELLED:
             with trace.use_span(span):
-                await self._cache.set(key, encode_generation(result))
+                await self._cache.set(key, result, encode_generation)
 
     def _observe_first_token(self, model: str, seconds: float) -> None:
         if self._metrics is not None:
@@ -394,7 +416,7 @@ class InferenceEngine:
 
     async def embed(self, call: EmbedCall) -> EmbedOutcome:
         validate_embed(call, self._limits)
-        ref = parse_model_ref(call.model)
+        ref = self._parse_ref(call.model)
         with (
             self._observe(EMBED_OP, ref.name),
             self._tracer.start_as_current_span("inference.embed") as span,

@@ -336,6 +336,11 @@ class ModelManager:
             return ref.version
         return None
 
+    def pick_now(self, ref: ModelRef, routing_key: str = "") -> ServingVersion | None:
+        """`pick` without waiting: the version to use, or None while the
+        version(s) it should use are still loading (no await: hot path)."""
+        return self._choose(ref, routing_key)[0]
+
     async def pick(
         self, ref: ModelRef, routing_key: str = "", *, timeout: float = 30.0
     ) -> ServingVersion:
@@ -380,6 +385,8 @@ class ModelManager:
             for r in routes
             if (e := entries[r.version]) is not None and e.state is VersionState.READY
         ]
+        if len(ready) == 1:  # the common case: one version has all the traffic
+            return self._versions[(name, ready[0][0])], []
         if ready:
             return self._versions[(name, pick_weighted(name, ready, routing_key))], []
         # Nothing routed is READY yet: the previous deployment's versions keep

@@ -38,9 +38,12 @@ class InferenceSettings(ServerSettings):
     cache_timeout_ms: float = 100.0
     #: After a Redis failure, skip Redis for this long before trying again.
     cache_retry_seconds: float = 1.0
-    #: Entries of an in-process LRU in front of Redis (0 = off): saves the Redis
-    #: round trip on hot keys; each replica then holds its own copy for the TTL.
-    cache_local_entries: int = 0
+    #: An in-process tier of decoded answers in front of Redis (0 = off): a hot key
+    #: costs no Redis round trip. Safe per replica: keys name the artifact digest
+    #: and the request, so an entry never goes stale (it expires with the TTL).
+    #: Bounded by entries and by bytes (the answers' encoded size).
+    cache_local_entries: int = 10_000
+    cache_local_bytes: int = 64 * 1024 * 1024
     #: Micro-batching: most rows (texts) per batch, and longest wait for a batch to fill.
     max_batch_size: int = 32
     max_batch_wait_ms: float = 5.0
@@ -115,6 +118,7 @@ async def build_server(
             observer=metrics,
             tracer_provider=tracer_provider,
             local_entries=settings.cache_local_entries,
+            local_bytes=settings.cache_local_bytes,
         )
     limits = Limits(
         default_max_new_tokens=settings.default_max_new_tokens,

@@ -33,7 +33,18 @@ async def lab(tmp_path) -> AsyncIterator[Lab]:
 
 @pytest.fixture
 async def cached_lab(tmp_path, redis_server) -> AsyncIterator[Lab]:
-    """Registry + inference with a real Redis response cache."""
+    """Registry + inference with a real Redis response cache and no local tier,
+    so that every lookup reaches Redis (the tier is tested with `tiered_lab`)."""
+    lab = await Lab(
+        tmp_path, redis_url=redis_server.url, cache_retry_seconds=0.2, cache_local_entries=0
+    ).start()
+    yield lab
+    await lab.stop()
+
+
+@pytest.fixture
+async def tiered_lab(tmp_path, redis_server) -> AsyncIterator[Lab]:
+    """Registry + inference with Redis and the default in-process tier in front."""
     lab = await Lab(tmp_path, redis_url=redis_server.url, cache_retry_seconds=0.2).start()
     yield lab
     await lab.stop()

@@ -1,5 +1,5 @@
 """The Redis response cache through the real service: hits, single-flight,
-Redis outages, version isolation."""
+Redis outages, version isolation; the in-process tier in front of Redis."""
 
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ import pytest
 import redis.asyncio as redis
 
 from lattice.v1 import inference_pb2
+from services.inference.cache import LocalCache
 from services.inference.serving import VersionState
 from tests.inference.conftest import deploy_lm
-from tests.inference.support import generate_request
+from tests.inference.support import Lab, generate_request
 
 GEN = {"gen_ai_operation_name": "text_completion"}
 
@@ -115,8 +116,17 @@ async def test_a_cached_stream_replays_the_cached_text(cached_lab, model_dirs):
     assert unary.cached and unary.text == "".join(m.delta for m in live)
 
 
-async def test_a_new_version_never_serves_the_old_versions_answer(cached_lab, model_dirs):
-    lab = cached_lab
+@pytest.fixture(params=[0, None], ids=["redis-only", "local-tier"])
+async def either_lab(request, tmp_path, redis_server):
+    """Redis alone, and Redis behind the default local tier."""
+    tier = {} if request.param is None else {"cache_local_entries": request.param}
+    lab = await Lab(tmp_path, redis_url=redis_server.url, **tier).start()
+    yield lab
+    await lab.stop()
+
+
+async def test_a_new_version_never_serves_the_old_versions_answer(either_lab, model_dirs):
+    lab = either_lab
     await deploy_lm(lab, model_dirs)
     request = generate_request("lm", max_new_tokens=16)
     v1 = await lab.stub.Generate(request)
@@ -126,7 +136,7 @@ async def test_a_new_version_never_serves_the_old_versions_answer(cached_lab, mo
     await lab.deploy("lm", {2: 100})
     await lab.wait_state("lm", 2, VersionState.READY)
     await lab.wait_unloaded("lm", 1)
-    v2 = await lab.stub.Generate(request)
+    v2 = await lab.stub.Generate(generate_request("lm", max_new_tokens=16))
     assert v2.model_version == 2 and not v2.cached
     assert v2.text != v1.text
 
@@ -146,3 +156,47 @@ async def test_an_unreadable_cache_entry_is_a_miss_not_an_error(
     assert not again.cached and again.text == first.text
     assert (await lab.stub.Generate(request)).cached  # rewritten
     await client.aclose()
+
+
+# -- the in-process tier (on by default) --------------------------------------
+
+
+async def test_the_local_tier_answers_hot_keys_and_outlives_a_redis_outage(
+    tiered_lab, model_dirs, redis_server
+):
+    lab = tiered_lab
+    await deploy_lm(lab, model_dirs)
+    request = generate_request("lm", max_new_tokens=16)
+    first = await lab.stub.Generate(request)
+    second = await lab.stub.Generate(request)
+    assert not first.cached and second.cached
+    first.cached = True
+    assert second == first
+    assert lab.metric("lattice_inference_cache_lookups_total", {"result": "hit_local"}) == 1
+    assert lab.metric("lattice_inference_cache_lookups_total", {"result": "hit"}) == 0
+
+    redis_server.kill()
+    assert (await lab.stub.Generate(request)).cached  # no Redis needed for a hot key
+    fresh = await lab.stub.Generate(generate_request("lm", prompt="Outage", max_new_tokens=4))
+    assert not fresh.cached  # a cold key is served uncached, as without the tier
+    assert backend_calls(lab) == 2
+
+
+def test_the_local_tier_is_bounded_by_entries_bytes_and_ttl(monkeypatch):
+    tier = LocalCache(entries=3, max_bytes=100, ttl_seconds=10)
+    for key in "abc":
+        tier.put(key, key.upper(), 10)
+    assert tier.get("a") == "A"  # now the most recently used
+    tier.put("d", "D", 10)  # over 3 entries: the least recently used (b) goes
+    assert (tier.get("b"), len(tier), tier.size_bytes) == (None, 3, 30)
+    tier.put("e", "E", 85)  # c goes (4 entries), then a (105 bytes > 100)
+    assert [tier.get(k) for k in "acde"] == [None, None, "D", "E"]
+    assert tier.size_bytes == 95
+    tier.put("huge", "H", 101)  # bigger than the whole tier: not kept
+    assert tier.get("huge") is None and tier.size_bytes == 95
+
+    clock = [1000.0]
+    monkeypatch.setattr("services.inference.cache.time.monotonic", lambda: clock[0])
+    tier.put("f", "F", 5)
+    clock[0] += 11
+    assert tier.get("f") is None and tier.size_bytes == 95  # expired with the TTL
