@@ -1,22 +1,36 @@
 """Training throughput: through the trainer service vs a bare torch loop.
 
-Runs on this machine, in this order: a bare PyTorch loop (in a fresh process) (same
-GPT-2 config, batch, optimiser, clipping, schedule and data as the worker, no
-torchrun, no monitoring, no events), the same training as a 1-process job
-through a real trainer service (torchrun, health monitoring, parameter stats
-every 10 steps, event file, SQLite), a 2-process DDP job (gloo), and the bare
-loop again. Figures are tokens/s over the training loop after 3 warm-up
-steps, without evaluation/checkpoint time; process start-up is reported
-separately as end-to-end wall time.
+Everything runs in one invocation, interleaved (the machine is shared, so load
+drifts): per round a bare PyTorch loop in a fresh process, then the same
+training as a 1-process job through a real trainer service with its
+production defaults (torchrun, health monitoring, parameter stats every 10
+steps, event file tailed into SQLite, the worker's "retain" host allocator);
+then one bare loop with the C library's default allocator, and one 2-process
+DDP job (gloo).
 
-    .venv/bin/python bench/trainer_throughput.py [--steps 150]
+The bare loop is the same training as plainly as PyTorch allows: same GPT-2
+config (special token ids included, sdpa attention), batch, sequence length,
+AdamW (betas, weight decay 0 as the job's default, the default
+for-each-parameter implementation), clipping, LR schedule, data order, fp32,
+no autocast, no torch.compile, no DataLoader; it reads the loss every step
+as the worker does. It runs under the environment torchrun gives one worker
+(same thread counts, printed next to the worker's) and with the same
+allocator policy as the worker, so the ratio is the service's own overhead.
+Figures are tokens/s over the training loop after 3 warm-up steps, without
+evaluation/checkpoint time (none falls inside the window); process start-up
+is reported separately as the job's end-to-end wall time.
+
+    .venv/bin/python bench/trainer_throughput.py [--steps 150] [--rounds 2]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import math
+import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -27,34 +41,46 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch
 from grpc import aio
-from transformers import GPT2Config, GPT2LMHeadModel
 
 from lattice.v1 import registry_pb2, registry_pb2_grpc, trainer_pb2, trainer_pb2_grpc
 from services.registry.server import RegistrySettings
 from services.registry.server import build_server as build_registry
 from services.trainer.server import TrainerSettings
 from services.trainer.server import build_server as build_trainer
+from services.trainer.worker import allocator
 from services.trainer.worker.data import DeterministicOrder, load_splits
 from services.trainer.worker.schedule import lr_lambda
 
 LAYERS, HEADS, HIDDEN, SEQ, BATCH, LR, SEED = 4, 4, 128, 128, 8, 1e-3, 5
 
 
-def bare_loop(dataset_dir: Path, steps: int, vocab: int) -> float:
+def bare_loop(dataset_dir: Path, steps: int, policy: str) -> dict:
     """The same training, as plainly as PyTorch allows; tokens/s after 3 warm-up steps."""
+    in_effect = allocator.apply(policy)
+    from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
+
     train, _validation, _meta = load_splits(dataset_dir, SEQ)
+    tokenizer = AutoTokenizer.from_pretrained(dataset_dir / "tokenizer")
+    eos = tokenizer.eos_token_id
     torch.manual_seed(SEED)
     config = GPT2Config(
-        vocab_size=vocab, n_positions=SEQ, n_embd=HIDDEN, n_layer=LAYERS, n_head=HEADS
+        vocab_size=len(tokenizer),
+        n_positions=SEQ,
+        n_embd=HIDDEN,
+        n_layer=LAYERS,
+        n_head=HEADS,
+        bos_token_id=eos,
+        eos_token_id=eos,
+        pad_token_id=eos,
     )
     model = GPT2LMHeadModel(config)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=LR, betas=(0.9, 0.95))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=LR, betas=(0.9, 0.95), weight_decay=0.0)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lr_lambda(trainer_pb2.LEARNING_RATE_SCHEDULE_COSINE, 10, steps)
     )
     order = DeterministicOrder(train.count, SEED, 0, 1, BATCH, 1)
     model.train()
-    start = None
+    start = 0.0
     for step in range(steps):
         if step == 3:
             start = time.perf_counter()
@@ -67,10 +93,18 @@ def bare_loop(dataset_dir: Path, steps: int, vocab: int) -> float:
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         float(loss.detach())  # the service reads the loss every step too
-    return (steps - 3) * BATCH * SEQ / (time.perf_counter() - start)
+    return {
+        "tokens_per_second": (steps - 3) * BATCH * SEQ / (time.perf_counter() - start),
+        "threads": torch.get_num_threads(),
+        "interop_threads": torch.get_num_interop_threads(),
+        "allocator": in_effect,
+        "attention": model.config._attn_implementation,
+    }
 
 
-async def run_job(trainer, registry, dataset_id: str, steps: int, nproc: int, name: str):
+async def run_job(
+    trainer, registry, jobs_dir: Path, dataset_id: str, steps: int, nproc: int, name: str
+) -> dict:
     spec = trainer_pb2.JobSpec(
         family=trainer_pb2.MODEL_FAMILY_GPT2_CAUSAL_LM,
         dataset_id=dataset_id,
@@ -105,39 +139,75 @@ async def run_job(trainer, registry, dataset_id: str, steps: int, nproc: int, na
         )
     ).version
     wall = (job.end_time.ToNanoseconds() - job.start_time.ToNanoseconds()) / 1e9
-    return version.metrics["tokens_per_second"], wall, version.metrics["val_loss"]
+    return {
+        "tokens_per_second": version.metrics["tokens_per_second"],
+        "wall": wall,
+        "val_loss": version.metrics["val_loss"],
+        "worker": _started_event(jobs_dir / job.id / "events.jsonl"),
+    }
 
 
-def bare_in_subprocess(dataset_dir: Path, steps: int, vocab: int) -> float:
-    """The bare loop in a fresh process, like a worker (not next to the servers' threads)."""
+def _started_event(path: Path) -> dict:
+    for line in path.read_text().splitlines():
+        record = json.loads(line)
+        if record["type"] == "started":
+            return record
+    return {}
+
+
+def bare_in_subprocess(dataset_dir: Path, steps: int, policy: str, env: dict) -> dict:
+    """The bare loop in a fresh process with a worker's environment (not next to the
+    servers' threads)."""
     out = subprocess.run(
-        [sys.executable, __file__, "--bare", str(dataset_dir), str(steps), str(vocab)],
+        [sys.executable, __file__, "--bare", str(dataset_dir), str(steps), policy],
         check=True,
         capture_output=True,
         text=True,
+        env=env,
     ).stdout
-    return float(out.strip().splitlines()[-1])
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def _settings(record: dict) -> str:
+    return (
+        f"threads {record.get('threads')}, interop {record.get('interop_threads')}, "
+        f"allocator {record.get('allocator')}"
+    )
+
+
+def _runs(values: list[float]) -> str:
+    return ", ".join(f"{v:.0f}" for v in values)
 
 
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--steps", type=int, default=150)
-    parser.add_argument("--bare", nargs=3, metavar=("DATASET_DIR", "STEPS", "VOCAB"))
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--bare", nargs=3, metavar=("DATASET_DIR", "STEPS", "ALLOCATOR"))
     args = parser.parse_args()
     if args.bare:
-        print(bare_loop(Path(args.bare[0]), int(args.bare[1]), int(args.bare[2])))
+        print(json.dumps(bare_loop(Path(args.bare[0]), int(args.bare[1]), args.bare[2])))
         return
     root = Path(tempfile.mkdtemp(prefix="trainer-bench-"))
+    try:
+        await _bench(root, args.steps, args.rounds)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+async def _bench(root: Path, steps: int, rounds: int) -> None:
     registry_server = await build_registry(
         RegistrySettings(port=0, data_dir=root, log_json=False, sqlite_synchronous="NORMAL")
     )
     await registry_server.start()
-    trainer_server = await build_trainer(
-        TrainerSettings(
-            port=0, data_dir=root, log_json=False, registry_address=registry_server.address
-        )
+    # Production defaults (stats every 10 steps, histograms every 100, allocator "retain").
+    settings = TrainerSettings(
+        port=0, data_dir=root, log_json=False, registry_address=registry_server.address
     )
+    trainer_server = await build_trainer(settings)
     await trainer_server.start()
+    worker_env = trainer_server.runner.worker_environment()
+    jobs_dir = root / "trainer" / "jobs"
     async with (
         aio.insecure_channel(trainer_server.address) as t_channel,
         aio.insecure_channel(registry_server.address) as r_channel,
@@ -158,37 +228,62 @@ async def main() -> None:
         ).dataset
         prepare_s = time.perf_counter() - started
         dataset_dir = root / "trainer" / "datasets" / dataset.id
-        vocab = dataset.report.vocab_size
-        steps = args.steps
-        # Interleaved, two rounds: the machine is shared, so load drifts during a run.
+
+        def bare(policy: str):
+            return asyncio.to_thread(bare_in_subprocess, dataset_dir, steps, policy, worker_env)
+
+        def job(nproc: int, name: str):
+            return run_job(trainer, registry, jobs_dir, dataset.id, steps, nproc, name)
+
+        # Interleaved rounds: the machine is shared, so load drifts during a run.
         bares, ones = [], []
-        for round_ in range(2):
-            bares.append(await asyncio.to_thread(bare_in_subprocess, dataset_dir, steps, vocab))
-            ones.append(await run_job(trainer, registry, dataset.id, steps, 1, f"bench-1-{round_}"))
-        two, two_wall, _ = await run_job(trainer, registry, dataset.id, steps, 2, "bench-2")
+        for round_ in range(rounds):
+            bares.append(await bare(settings.worker_allocator))
+            ones.append(await job(1, f"bench-1-{round_}"))
+        plain = await bare(allocator.SYSTEM)
+        two = await job(2, "bench-2")
     await trainer_server.stop(0)
     await registry_server.stop(0)
-    bare = sum(bares) / len(bares)
-    one = sum(r[0] for r in ones) / len(ones)
-    one_wall, one_val = ones[-1][1], ones[-1][2]
+    ratios = [
+        o["tokens_per_second"] / b["tokens_per_second"] for b, o in zip(bares, ones, strict=True)
+    ]
+    bare_tps = statistics.fmean(b["tokens_per_second"] for b in bares)
+    one_tps = statistics.fmean(o["tokens_per_second"] for o in ones)
+    last = ones[-1]
     print(
         f"GPT-2 {LAYERS}x{HIDDEN}, {HEADS} heads, seq {SEQ}, batch {BATCH}/process, "
-        f"{steps} steps, {dataset.report.train_tokens} training tokens"
-    )
-    print(f"dataset preparation (python-docstrings, BPE {vocab}): {prepare_s:.1f} s")
-    print(
-        f"bare torch loop            : {bare:9.0f} tokens/s  "
-        f"(runs {', '.join(f'{b:.0f}' for b in bares)})"
+        f"{steps} steps, {dataset.report.train_tokens} training tokens, fp32, "
+        f"{bares[0]['attention']} attention"
     )
     print(
-        f"service, 1 process         : {one:9.0f} tokens/s  = {one / bare:.2f}x bare  "
-        f"(runs {', '.join(f'{r[0]:.0f}' for r in ones)}; job wall {one_wall:.1f} s incl. "
-        f"torchrun start, export, registration; val loss {one_val:.3f}, "
-        f"ppl {math.exp(one_val):.0f})"
+        f"dataset preparation (python-docstrings, BPE {dataset.report.vocab_size}): "
+        f"{prepare_s:.1f} s"
+    )
+    print(f"bare loop settings : {_settings(bares[0])}")
+    print(
+        f"worker settings    : {_settings(last['worker'])} (1 process); "
+        f"{_settings(two['worker'])} (2-process DDP)"
     )
     print(
-        f"service, 2-process DDP gloo: {two:9.0f} tokens/s  = {two / one:.2f}x 1 process "
-        f"(global batch {2 * BATCH}; job wall {two_wall:.1f} s)"
+        f"bare torch loop            : {bare_tps:9.0f} tokens/s  "
+        f"(runs {_runs([b['tokens_per_second'] for b in bares])})"
+    )
+    print(
+        f"service, 1 process         : {one_tps:9.0f} tokens/s  = {one_tps / bare_tps:.2f}x bare  "
+        f"(runs {_runs([o['tokens_per_second'] for o in ones])}; per round "
+        f"{', '.join(f'{r:.2f}x' for r in ratios)}; job wall {last['wall']:.1f} s incl. "
+        f"torchrun start, export, registration; val loss {last['val_loss']:.3f}, "
+        f"ppl {math.exp(last['val_loss']):.0f})"
+    )
+    print(
+        f"bare loop, glibc default allocator: {plain['tokens_per_second']:9.0f} tokens/s "
+        f"(service = {one_tps / plain['tokens_per_second']:.2f}x this)"
+    )
+    two_tps = two["tokens_per_second"]
+    print(
+        f"service, 2-process DDP gloo: {two_tps:9.0f} tokens/s  = "
+        f"{two_tps / one_tps:.2f}x 1 process "
+        f"(global batch {2 * BATCH}; job wall {two['wall']:.1f} s)"
     )
 
 

@@ -20,6 +20,7 @@ from services.trainer.jobs.runner import JobRunner, RunnerOptions
 from services.trainer.jobs.store import JobStore
 from services.trainer.registry_client import RegistryClient
 from services.trainer.servicer import TrainerServicer
+from services.trainer.worker import allocator
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,11 +45,19 @@ class TrainerSettings(ServerSettings):
     #: Parameter statistics every N steps, weight histograms every M steps.
     stats_interval_steps: int = 10
     histogram_interval_steps: int = 100
+    #: Workers' host memory: "retain" keeps freed blocks in the heap for the next step
+    #: (no page faults per step); "system" leaves the C library's policy alone.
+    worker_allocator: str = allocator.RETAIN
 
 
 async def build_server(
     settings: TrainerSettings, *, tracer_provider: TracerProvider | None = None
 ) -> LatticeServer:
+    if settings.worker_allocator not in allocator.CHOICES:
+        raise ValueError(
+            f"worker_allocator must be one of {', '.join(allocator.CHOICES)}, "
+            f"not {settings.worker_allocator!r}"
+        )
     root = settings.data_dir / "trainer"
     tracer = (tracer_provider or trace.get_tracer_provider()).get_tracer("lattice.trainer")
     metrics_registry = CollectorRegistry()
@@ -75,6 +84,7 @@ async def build_server(
             max_processes_per_node=settings.max_processes_per_node,
             stats_interval=settings.stats_interval_steps,
             histogram_interval=settings.histogram_interval_steps,
+            worker_allocator=settings.worker_allocator,
         ),
         metrics,
         tracer,

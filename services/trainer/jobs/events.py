@@ -102,7 +102,9 @@ def apply(record: dict, job: trainer_pb2.Job) -> tuple[list[trainer_pb2.WatchJob
         return [
             trainer_pb2.WatchJobResponse(
                 log=f"training started at step {record['step']} of {record['total_steps']} "
-                f"on {record['world_size']} process(es)"
+                f"on {record['world_size']} process(es), "
+                f"{record.get('threads', '?')} thread(s) each, "
+                f"allocator {record.get('allocator') or '?'}"
             )
         ], False
     if kind == "setup_failed":

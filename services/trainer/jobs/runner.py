@@ -70,6 +70,8 @@ class RunnerOptions:
     stats_interval: int = 10
     histogram_interval: int = 100
     eval_batches: int = 16
+    #: Host allocator policy of the workers ("retain" or "system").
+    worker_allocator: str = "retain"
     registration_attempts: int = 30
     registration_retry_seconds: float = 2.0
 
@@ -317,9 +319,11 @@ class JobRunner:
             stats_interval=self.options.stats_interval,
             histogram_interval=self.options.histogram_interval,
             eval_batches=self.options.eval_batches,
+            allocator=self.options.worker_allocator,
         ).save()
 
-    def _environment(self) -> dict[str, str]:
+    def worker_environment(self) -> dict[str, str]:
+        """What a job's torchrun (and so each worker) starts with."""
         root = str(Path(services.__file__).resolve().parent.parent)
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
@@ -346,7 +350,9 @@ class JobRunner:
                 self.options.torchrun_args,
                 self.options.python,
             )
-            group = await ProcessGroup.launch(job_id, argv, self._environment(), log_path, job_dir)
+            group = await ProcessGroup.launch(
+                job_id, argv, self.worker_environment(), log_path, job_dir
+            )
             self.store.set_process_group(job_id, group.pgid, group.started)
             self._groups[job_id] = group
             await self._append(

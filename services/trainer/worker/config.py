@@ -29,6 +29,8 @@ class WorkerConfig:
     eval_batches: int = 16
     #: Checkpoints to keep (besides best).
     keep_checkpoints: int = 2
+    #: Host allocator policy (see services.trainer.worker.allocator).
+    allocator: str = "retain"
 
     @property
     def events_path(self) -> Path:
@@ -61,6 +63,7 @@ class WorkerConfig:
             "histogram_interval": self.histogram_interval,
             "eval_batches": self.eval_batches,
             "keep_checkpoints": self.keep_checkpoints,
+            "allocator": self.allocator,
         }
         path = self.job_dir / CONFIG_FILE
         path.write_text(json.dumps(payload, indent=1))

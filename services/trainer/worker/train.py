@@ -23,7 +23,7 @@ from torch.nn.parallel import DistributedDataParallel
 from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
 
 from lattice.v1 import trainer_pb2
-from services.trainer.worker import checkpoint
+from services.trainer.worker import allocator, checkpoint
 from services.trainer.worker.config import WorkerConfig
 from services.trainer.worker.data import DeterministicOrder, load_splits, mask_tokens
 from services.trainer.worker.events import EventWriter
@@ -50,8 +50,16 @@ def _fault_step() -> int:
 
 
 class Trainer:
-    def __init__(self, config: WorkerConfig, rank: int, world: int, device: torch.device) -> None:
+    def __init__(
+        self,
+        config: WorkerConfig,
+        rank: int,
+        world: int,
+        device: torch.device,
+        allocator_in_effect: str = "",
+    ) -> None:
         self.config = config
+        self.allocator_in_effect = allocator_in_effect
         self.spec = config.spec
         self.hp = config.spec.hyperparameters
         self.rank, self.world, self.device = rank, world, device
@@ -225,6 +233,8 @@ class Trainer:
             world_size=self.world,
             steps_per_epoch=self.order.steps_per_epoch,
             threads=torch.get_num_threads(),
+            interop_threads=torch.get_num_interop_threads(),
+            allocator=self.allocator_in_effect,
         )
         outcome, last_eval = "completed", None
         # Throughput over the whole loop (monitoring and events included), from the
@@ -359,6 +369,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--job-dir", required=True, type=Path)
     args = parser.parse_args(argv)
     config = WorkerConfig.load(args.job_dir)
+    in_effect = allocator.apply(config.allocator)  # before the model's first allocation
     rank = int(os.environ.get("RANK", "0"))
     world = int(os.environ.get("WORLD_SIZE", "1"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
@@ -370,7 +381,7 @@ def main(argv: list[str] | None = None) -> None:
     if world > 1 or fsdp:
         dist.init_process_group("nccl" if nccl else "gloo")
     try:
-        Trainer(config, rank, world, device).run()
+        Trainer(config, rank, world, device, in_effect).run()
     except BaseException:
         if dist.is_initialized():
             dist.destroy_process_group()
