@@ -4,7 +4,8 @@ Two inference services (same encoder artifact) differ only in
 `max_batch_size`: 32 with a 5 ms window, and 1 (every request its own backend
 call; the baseline). Client processes (bench/inference_load.py, 2 x 16 in
 flight = 32) send one-text Embed requests with skip_cache for a fixed time;
-the figure is texts per second.
+the figure is texts per second. Everything else is the service's defaults,
+set up as `run_service` does (bench/inference_setup.py).
 
     .venv/bin/python bench/inference_embed_batching.py [--seconds 5] [--layers 2 --hidden 64]
 """
@@ -22,7 +23,9 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from inference_load import run_load  # noqa: E402
+from inference_setup import as_run_service  # noqa: E402
 
+from services.inference.server import InferenceSettings  # noqa: E402
 from tests.inference.conftest import deploy_encoder  # noqa: E402
 from tests.inference.support import Lab  # noqa: E402
 from tests.support.tiny_models import build_tiny_encoder  # noqa: E402
@@ -39,6 +42,7 @@ async def main(args) -> None:
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
+        setup = as_run_service(root / "inference.log")
         encoder = build_tiny_encoder(
             root / "enc",
             seed=3,
@@ -48,7 +52,11 @@ async def main(args) -> None:
             intermediate_size=args.hidden * 4,
         )
         for label, size in (("batch size 1", 1), ("micro-batching", 32)):
-            lab = await Lab(root / label.replace(" ", "-"), max_batch_size=size).start()
+            lab = await Lab(
+                root / label.replace(" ", "-"),
+                max_batch_size=size,
+                backend_threads=InferenceSettings.backend_threads,  # Lab's own default is 2
+            ).start()
             try:
                 await deploy_encoder(lab, {"enc": encoder})
                 loop = asyncio.get_running_loop()
@@ -70,6 +78,10 @@ async def main(args) -> None:
     print(
         f"Embed, {args.concurrency} concurrent clients, one text per request, "
         f"BERT-style encoder {args.layers}x{args.hidden} on CPU"
+    )
+    print(
+        f"  {setup}; max_batch_wait_ms {InferenceSettings.max_batch_wait_ms},"
+        f" backend_threads {InferenceSettings.backend_threads}"
     )
     for label, (rate, per_core, mean_batch) in results.items():
         print(

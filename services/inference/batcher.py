@@ -7,11 +7,16 @@ the next one fills up, so under load batches grow on their own and an idle
 service adds at most `max_wait` of latency. A request cancelled while queued
 is dropped before it costs compute. When a whole batch fails, each request is
 retried alone, so one bad request fails alone and the rest succeed.
+
+Cheap per request: a submit appends to a deque and wakes the worker only when
+it is idle or the batch just became full; the window is one timer per batch,
+not a wake-up (and a `wait_for` task) per request.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import logging
@@ -72,8 +77,10 @@ class Batcher(Generic[Item, Result]):
         self._name = name
         self._observer = observer or BatchObserver()
         self._tracer = tracer or trace.get_tracer(__name__)
-        self._queue: list[_Pending[Item, Result]] = []
-        self._wakeup = asyncio.Event()
+        self._queue: collections.deque[_Pending[Item, Result]] = collections.deque()
+        self._queued = 0  # rows in the queue, cancelled ones included until taken
+        self._wakeup = asyncio.Event()  # set: there is work (or the batch is full)
+        self._filling = False  # the worker waits for the window; wake it only when full
         self._worker: asyncio.Task[None] | None = None
         self._closed = False
 
@@ -92,7 +99,9 @@ class Batcher(Generic[Item, Result]):
             span=self._tracer.start_span(f"{self._name}.queue"),
         )
         self._queue.append(pending)
-        self._wakeup.set()
+        self._queued += pending.rows
+        if not self._filling or self._queued >= self.max_batch_size:
+            self._wakeup.set()
         try:
             return await pending.future
         finally:
@@ -108,38 +117,44 @@ class Batcher(Generic[Item, Result]):
         for pending in self._queue:
             pending.future.cancel()
         self._queue.clear()
+        self._queued = 0
 
     def _take_batch(self) -> list[_Pending[Item, Result]]:
         batch: list[_Pending[Item, Result]] = []
         rows = 0
-        while self._queue:
-            head = self._queue[0]
+        queue = self._queue
+        while queue:
+            head = queue[0]
             if head.future.done():  # cancelled while queued: costs nothing
-                self._queue.pop(0)
+                queue.popleft()
+                self._queued -= head.rows
                 continue
             if batch and rows + head.rows > self.max_batch_size:
                 break
-            batch.append(self._queue.pop(0))
+            batch.append(queue.popleft())
+            self._queued -= head.rows
             rows += head.rows
         return batch
 
-    def _queued_rows(self) -> int:
-        return sum(p.rows for p in self._queue if not p.future.done())
-
     async def _work(self) -> None:
+        loop = asyncio.get_running_loop()
+        wakeup = self._wakeup
         while True:
             if not self._queue:
-                self._wakeup.clear()
-                await self._wakeup.wait()
-            first = self._queue[0].enqueued if self._queue else time.perf_counter()
+                wakeup.clear()
+                await wakeup.wait()
             # Wait for more requests until the batch is full or the window ends.
-            while self._queued_rows() < self.max_batch_size:
-                remaining = self.max_wait - (time.perf_counter() - first)
-                if remaining <= 0:
-                    break
-                self._wakeup.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wakeup.wait(), remaining)
+            # Under load the queue filled while the previous batch ran: no wait.
+            remaining = self.max_wait - (time.perf_counter() - self._queue[0].enqueued)
+            if self._queued < self.max_batch_size and remaining > 0:
+                wakeup.clear()
+                self._filling = True
+                timer = loop.call_later(remaining, wakeup.set)
+                try:
+                    await wakeup.wait()
+                finally:
+                    timer.cancel()
+                    self._filling = False
             batch = self._take_batch()
             if batch:
                 await self._run(batch)

@@ -139,6 +139,24 @@ async def test_embeddings_are_pooled_normalised_and_in_order(encoder):
     assert raw.token_counts[0] < raw.token_counts[1]
 
 
+async def test_the_batch_tokenizer_matches_the_transformers_call(encoder):
+    """The fast path (a private Rust tokenizer set up once) gives exactly the
+    tensors of `tokenizer(texts, padding=True, truncation=True)`, truncation of
+    a text longer than the context included."""
+    import torch
+
+    texts = ["hi", "the quick brown fox jumps over the lazy dog " * 3, "word " * 900]
+    got, counts = encoder._batch_tokenizer.encode(texts)
+    want = encoder._tokenizer(
+        texts, padding=True, truncation=True, max_length=512, return_tensors="pt"
+    )
+    assert set(got) == set(want)
+    for name in want:
+        assert torch.equal(got[name], want[name]), name
+    assert counts == want["attention_mask"].sum(dim=1).tolist()
+    assert counts[2] == 512
+
+
 async def test_task_mismatch_is_a_failed_precondition(lm, encoder):
     with pytest.raises(FailedPrecondition):
         await lm.embed(["x"], normalize=False)
