@@ -6,6 +6,7 @@ import json
 import logging
 import sys
 import time
+from json.encoder import encode_basestring_ascii as _json_string
 
 from opentelemetry import trace
 
@@ -58,18 +59,56 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(payload, default=str)
 
 
+class _LatticeHandler(logging.StreamHandler):
+    """The stderr handler `configure_logging` installs (recognisable, so it is replaced)."""
+
+    def __init__(self, json_lines: bool) -> None:
+        super().__init__(sys.stderr)
+        self.json_lines = json_lines
+
+    def write_line(self, line: str) -> None:
+        """Write one finished line the way `emit` would, under the handler's lock."""
+        self.acquire()
+        try:
+            self.stream.write(line)
+            self.flush()
+        finally:
+            self.release()
+
+
+def _direct_json_handler(logger: logging.Logger, level: int) -> _LatticeHandler | None:
+    """Our JSON handler, when it is the only place a `logger` record at `level` would go."""
+    node: logging.Logger | None = logger
+    while node is not None and node.parent is not None:  # up to, not including, root
+        if node.handlers or node.filters or not node.propagate:
+            return None
+        node = node.parent
+    if node is None or node.filters or len(node.handlers) != 1:
+        return None
+    handler = node.handlers[0]
+    if type(handler) is not _LatticeHandler or not handler.json_lines or handler.level > level:
+        return None
+    return handler
+
+
 class AccessLog:
     """One line per RPC on the "lattice.rpc" logger, at a fraction of `Logger.log`'s cost.
 
-    Records go through `logging` as usual (levels, handlers, filters apply),
-    but are built directly: no caller lookup (a stack walk) and no `extra`
-    merge. Successful calls log at INFO, failures at WARNING; `enabled=False`
-    (setting `access_log`) keeps only the failures.
+    Successful calls log at INFO, failures at WARNING; `enabled=False` (setting
+    `access_log`) keeps only the failures. When our JSON stderr handler is the
+    only destination (as `run_service` sets it up) the line is rendered here
+    directly, with the same fields `JsonFormatter` writes; otherwise (other
+    handlers, filters, plain text, tests capturing logs) it is an ordinary
+    record through `logging`.
     """
 
     def __init__(self, enabled: bool = True, logger: logging.Logger | None = None) -> None:
         self.enabled = enabled
         self._logger = logger or logging.getLogger("lattice.rpc")
+        self._name_json = json.dumps(self._logger.name)
+        self._methods: dict[str, str] = {}
+        self._second = -1
+        self._second_text = ""
 
     def served(self, method: str, code: str, seconds: float) -> None:
         if self.enabled and self._logger.isEnabledFor(logging.INFO):
@@ -80,6 +119,10 @@ class AccessLog:
             self._emit(logging.WARNING, method, code, seconds, error)
 
     def _emit(self, level: int, method: str, code: str, seconds: float, error: str) -> None:
+        handler = _direct_json_handler(self._logger, level)
+        if handler is not None:
+            handler.write_line(self._json_line(level, method, code, seconds, error))
+            return
         logger = self._logger
         record = logger.makeRecord(
             logger.name, level, __file__, 0, "%s %s %.1fms", (method, code, seconds * 1000), None
@@ -90,6 +133,35 @@ class AccessLog:
         record.error = error
         logger.handle(record)
 
+    def _json_line(self, level: int, method: str, code: str, seconds: float, error: str) -> str:
+        now = time.time()
+        second = int(now)
+        if second != self._second:
+            self._second_text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self._second = second
+        method_json = self._methods.get(method)
+        if method_json is None:
+            method_json = self._methods[method] = json.dumps(method)
+        ms = seconds * 1000
+        line = (
+            f'{{"ts": "{self._second_text}.{int((now - second) * 1000):03d}Z", '
+            f'"level": "{logging.getLevelName(level)}", "logger": {self._name_json}, '
+            f'"msg": "{method_json[1:-1]} {code} {ms:.1f}ms", "rpc_method": {method_json}, '
+            f'"rpc_code": "{code}", "duration_ms": {round(ms, 3)}'
+        )
+        if error:
+            line += f', "error": {json.dumps(error)}'
+        span_context = trace.get_current_span().get_span_context()
+        if span_context.is_valid:
+            line += (
+                f', "trace_id": "{span_context.trace_id:032x}"'
+                f', "span_id": "{span_context.span_id:016x}"'
+            )
+        request_id = request_id_var.get()
+        if request_id:
+            line += f', "request_id": {_json_string(request_id)}'
+        return line + "}\n"
+
 
 def configure_logging(service: str, level: str = "INFO", json_lines: bool = True) -> None:
     """Route all logging to stderr with ids attached; idempotent."""
@@ -97,7 +169,7 @@ def configure_logging(service: str, level: str = "INFO", json_lines: bool = True
     for handler in list(root.handlers):
         if getattr(handler, "_lattice", False):
             root.removeHandler(handler)
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _LatticeHandler(json_lines)
     handler._lattice = True  # type: ignore[attr-defined]
     handler.addFilter(_ContextFilter())
     if json_lines:
