@@ -33,10 +33,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
 import numpy as np  # noqa: E402
 import tritonclient.grpc as grpcclient  # noqa: E402
 import tritonclient.grpc.aio as aioclient  # noqa: E402
+from inference_setup import as_run_service  # noqa: E402
 
 from services.inference.backends import GenerationParams, LoadSpec, Task  # noqa: E402
 from services.inference.triton_backend import TritonBackend  # noqa: E402
@@ -205,7 +207,8 @@ def main() -> None:
         server = TritonProcess(base / "repo", base / "run")
         server.start(wait_models=["lm", "lm_unary"])
         (base / "service").mkdir()
-        print(f"tritonserver ready in {server.startup_seconds:.1f} s (2 models)")
+        setup = as_run_service(base / "inference.log")
+        print(f"tritonserver ready in {server.startup_seconds:.1f} s (2 models); {setup}")
         try:
             asyncio.run(measure(server, args.requests, args.tokens, base / "service"))
         finally:

@@ -5,7 +5,8 @@ tensor contract that `triton_export` writes (PROMPT, MAX_NEW_TOKENS, ... in;
 TEXT, TOKEN_IDS, FINISH_REASON, PROMPT_TOKENS, COMPLETION_TOKENS out; TEXT and
 NORMALIZE in, EMBEDDING and TOKEN_COUNT out for encoders):
 
-- unary generation: `ModelInfer` on a non-decoupled model; on a decoupled
+- unary generation: `ModelInfer` on a non-decoupled model, the request built
+  and the response read as protobuf directly (`kserve`); on a decoupled
   (token-streaming) model the stream is collected;
 - streaming: the bidirectional `ModelStreamInfer` RPC; closing the iterator
   cancels the call, and Triton cancels the request in the model;
@@ -38,10 +39,12 @@ import grpc
 import numpy as np
 import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as aioclient
+from grpc import aio
 from opentelemetry import trace
 from opentelemetry.propagate import inject
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import SpanKind, Status, StatusCode
+from tritonclient.grpc import service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
 from lattice._errors import (
@@ -52,6 +55,7 @@ from lattice._errors import (
     LatticeError,
     Unavailable,
 )
+from services.inference import kserve
 from services.inference.backends import (
     Backend,
     EmbeddingResult,
@@ -239,6 +243,9 @@ class TritonBackend(Backend):
         self._ready_timeout = ready_timeout
         self._tracer = (tracer_provider or trace.get_tracer_provider()).get_tracer(__name__)
         self._client: aioclient.InferenceServerClient | None = None
+        # A plain stub for unary ModelInfer (see `kserve`); tritonclient for the rest.
+        self._channel: aio.Channel | None = None
+        self._stub: service_pb2_grpc.GRPCInferenceServiceStub | None = None
         self.target: TritonTarget | None = None
         self.decoupled = False
         self.triton_max_batch_size = 0
@@ -250,6 +257,8 @@ class TritonBackend(Backend):
         """Connect, wait until Triton reports the model ready, read its config."""
         self.target = target = resolve_target(self.spec, self._default_address)
         self._client = aioclient.InferenceServerClient(target.address, channel_args=_GRPC_OPTIONS)
+        self._channel = aio.insecure_channel(target.address, options=_GRPC_OPTIONS)
+        self._stub = service_pb2_grpc.GRPCInferenceServiceStub(self._channel)
         with self._span("ModelReady"):
             deadline = time.monotonic() + self._ready_timeout
             while not await self._model_ready(timeout=min(5.0, self._ready_timeout)):
@@ -300,8 +309,11 @@ class TritonBackend(Backend):
     async def unload(self) -> None:
         self._tokenizer = None
         client, self._client = self._client, None
+        channel, self._channel, self._stub = self._channel, None, None
         if client is not None:
             await client.close()
+        if channel is not None:
+            await channel.close()
 
     async def health(self) -> bool:
         return self._client is not None and await self._model_ready(timeout=2.0)
@@ -326,25 +338,24 @@ class TritonBackend(Backend):
             return GenerationResult(
                 "".join(parts), last.prompt_tokens, last.completion_tokens, last.finish_reason
             )
-        client, target = self._ready_client()
-        inputs = generate_inputs(_checked(prompt), params)
+        _client, target = self._ready_client()
+        stub = self._stub
+        request = kserve.generate_request(
+            target.model, target.model_version, request_id_var.get(), _checked(prompt), params
+        )
         with self._span("ModelInfer", params) as (span, headers):
             try:
-                result = await client.infer(
-                    target.model,
-                    inputs,
-                    target.model_version,
-                    request_id=request_id_var.get(),
-                    client_timeout=self._call_timeout(),
-                    headers=headers,
+                response = await stub.ModelInfer(
+                    request, metadata=tuple(headers.items()), timeout=self._call_timeout()
                 )
-            except InferenceServerException as exc:
+                outputs = kserve.Outputs(response)
+            except (grpc.RpcError, ValueError) as exc:
                 raise map_triton_error(exc, target) from None
             out = GenerationResult(
-                text=_text(result, "TEXT"),
-                prompt_tokens=_int(result, "PROMPT_TOKENS"),
-                completion_tokens=_int(result, "COMPLETION_TOKENS"),
-                finish_reason=_FINISH.get(_text(result, "FINISH_REASON"), FinishReason.LENGTH),
+                text=outputs.text("TEXT"),
+                prompt_tokens=outputs.integer("PROMPT_TOKENS"),
+                completion_tokens=outputs.integer("COMPLETION_TOKENS"),
+                finish_reason=_FINISH.get(outputs.text("FINISH_REASON"), FinishReason.LENGTH),
             )
             span.set_attribute("gen_ai.usage.output_tokens", out.completion_tokens)
             return out
