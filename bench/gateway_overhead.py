@@ -1,19 +1,30 @@
 """Latency and throughput the gateway hop adds, against calling inference directly.
 
 Processes (each its own Python process, as deployed): a cheap InferenceService
-(the tests' EchoInference on the shared runtime: a response that costs almost
-nothing, to isolate the hop, as a cached response would), a real registry, and
-a real gateway (`python -m services.gateway`, HS256 dev tokens with the verified
--token cache, default settings). Optionally a second gateway with Redis quotas.
-The client runs in this process.
+(the tests' EchoInference on the shared runtime, with logging and tracing set
+up as `run_service` does: a response that costs almost nothing, to isolate the
+hop, as a cached response would), a real registry, and a real gateway
+(`python -m services.gateway`, production defaults: HS256 dev tokens with the
+verified-token cache, JSON access log on, tracing as configured by the
+environment). Also measured, as floors: a bare grpc.aio forwarder with no logic
+at all, and a forwarder on the shared runtime (`LatticeServer` +
+`create_channel`) without the gateway's logic. Optionally a second gateway with
+Redis quotas. The client runs in this process.
 
-Figures: p50/p99 latency at concurrency 1 and 64, and requests/s at 64, for
-direct vs via the gateway; "added" = gateway - direct; throughput as a ratio.
+Figures: p50/p99 latency at concurrency 1 and 64, and requests/s, for direct
+vs each hop; "added" = hop - direct; throughput as a ratio; and the CPU each
+process spends per request (hop, inference, this client), so the shared
+2-core machine can be read: at concurrency 64 all processes compete for it.
 
-    .venv/bin/python bench/gateway_overhead.py [--requests 2000] [--rounds 5] [--no-quotas]
+    .venv/bin/python bench/gateway_overhead.py [--requests 2000] [--rounds 5]
+        [--no-quotas] [--otlp]
 
-Paths are measured in interleaved rounds (direct, bare proxy, gateway, ...
-then again) so that load from elsewhere on the machine hits all of them.
+`--otlp` runs a local OTLP collector and points the services at it
+(OTEL_EXPORTER_OTLP_ENDPOINT), so every hop records and exports its spans;
+without it, no exporter is configured and spans are not recorded (trace
+context still propagates). Paths are measured in interleaved rounds (direct,
+bare proxy, gateway, ... then again) so that load from elsewhere on the
+machine hits all of them.
 """
 
 from __future__ import annotations
@@ -82,6 +93,70 @@ async def serve_bare_proxy(port: int, upstream: str) -> None:
     await server.wait_for_termination()
 
 
+async def serve_runtime_proxy(port: int, upstream: str) -> None:
+    """A forwarder on the shared runtime (LatticeServer + create_channel), no gateway logic."""
+    from services.runtime import LatticeServer, ServerSettings, Service, create_channel
+    from services.runtime.logs import configure_logging
+    from services.runtime.telemetry import install_global_tracing
+
+    configure_logging("proxy")
+    install_global_tracing("proxy")
+    stub = inference_pb2_grpc.InferenceServiceStub(create_channel(upstream))
+
+    class Forward(inference_pb2_grpc.InferenceServiceServicer):
+        async def Generate(self, request, context):
+            return await stub.Generate(request)
+
+    server = LatticeServer(
+        [
+            Service(
+                Forward(),
+                inference_pb2_grpc.add_InferenceServiceServicer_to_server,
+                inference_pb2.DESCRIPTOR.services_by_name["InferenceService"],
+            )
+        ],
+        ServerSettings(port=port),
+    )
+    await server.start()
+    await server.wait_for_termination()
+
+
+async def serve_collector(port: int) -> None:
+    """An OTLP/gRPC trace receiver that accepts and drops spans (for --otlp)."""
+    from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+
+    class Collector(trace_service_pb2_grpc.TraceServiceServicer):
+        async def Export(self, request, context):
+            return trace_service_pb2.ExportTraceServiceResponse()
+
+    server = aio.server()
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Collector(), server)
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    await server.start()
+    await server.wait_for_termination()
+
+
+def capacity_ratio(row: dict[str, float]) -> float:
+    """Throughput via the hop / direct when CPU, not this shared machine, is the limit.
+
+    Direct, inference serves 1 / inference_cpu requests per core-second; through
+    the hop, the slower of the two stages (each on its own core) sets the pace.
+    """
+    return row["inference_us"] / max(row["cpu_us"], row["inference_us"])
+
+
+async def wait_listening(port: int) -> None:
+    for _ in range(300):
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+        except OSError:
+            await asyncio.sleep(0.1)
+            continue
+        writer.close()
+        return
+    raise RuntimeError(f"nothing listens on port {port}")
+
+
 async def wait_serving(address: str) -> None:
     async with aio.insecure_channel(address) as channel:
         health = health_pb2_grpc.HealthStub(channel)
@@ -122,16 +197,22 @@ class Path_:
     def __init__(self) -> None:
         self.latencies: list[float] = []
         self.elapsed = 0.0
-        #: CPU seconds the hop's own process (proxy or gateway) spent, over all rounds.
+        #: CPU seconds spent over all rounds by the hop's own process (proxy or
+        #: gateway), by the inference process, and by this client process.
         self.hop_cpu = 0.0
+        self.inference_cpu = 0.0
+        self.client_cpu = 0.0
 
     def figures(self) -> dict[str, float]:
         ordered = sorted(self.latencies)
+        count = len(ordered)
         return {
             "p50": statistics.median(ordered) * 1000,
-            "p99": ordered[int(len(ordered) * 0.99) - 1] * 1000,
-            "rps": len(ordered) / self.elapsed,
-            "cpu_us": self.hop_cpu / len(ordered) * 1e6,
+            "p99": ordered[int(count * 0.99) - 1] * 1000,
+            "rps": count / self.elapsed,
+            "cpu_us": self.hop_cpu / count * 1e6,
+            "inference_us": self.inference_cpu / count * 1e6,
+            "client_us": self.client_cpu / count * 1e6,
         }
 
 
@@ -150,11 +231,22 @@ async def measure(stub, metadata, requests: int, concurrency: int, into: Path_) 
     into.elapsed += time.perf_counter() - started
 
 
-async def main(requests: int, quotas: bool, rounds: int) -> None:
+async def main(requests: int, quotas: bool, rounds: int, otlp: bool) -> None:
     data = Path(tempfile.mkdtemp(prefix="lattice-bench-"))
     echo_port, registry_port = free_port(), free_port()
-    processes = [
-        spawn([__file__, "--serve-echo", str(echo_port)], {}),
+    tracing: dict[str, str] = {}
+    processes = []
+    if otlp:
+        collector_port = free_port()
+        processes.append(spawn([__file__, "--serve-collector", str(collector_port)], {}))
+        await wait_listening(collector_port)
+        tracing = {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{collector_port}",
+            "OTEL_EXPORTER_OTLP_INSECURE": "true",
+        }
+    inference_process = spawn([__file__, "--serve-echo", str(echo_port)], tracing)
+    processes += [
+        inference_process,
         spawn(
             ["-m", "services.registry", "--port", str(registry_port), "--data-dir", str(data)], {}
         ),
@@ -185,13 +277,22 @@ async def main(requests: int, quotas: bool, rounds: int) -> None:
                     model_name="chat", routes=[registry_pb2.Route(version=1, weight=100)]
                 )
             )
-        gateways = {"bare aio proxy": free_port(), "gateway": free_port()}
+        gateways = {
+            "bare aio proxy": free_port(),
+            "runtime proxy": free_port(),
+            "gateway": free_port(),
+        }
         hops: dict[str, subprocess.Popen] = {}
         hops["bare aio proxy"] = spawn(
             [__file__, "--serve-proxy", str(gateways["bare aio proxy"]), echo], {}
         )
         processes.append(hops["bare aio proxy"])
+        hops["runtime proxy"] = spawn(
+            [__file__, "--serve-rproxy", str(gateways["runtime proxy"]), echo], tracing
+        )
+        processes.append(hops["runtime proxy"])
         base_env = {
+            **tracing,
             "LATTICE_GATEWAY_REGISTRY_ADDRESS": registry,
             "LATTICE_GATEWAY_INFERENCE_ADDRESSES": echo,
             "LATTICE_GATEWAY_DEV_JWT_SECRET": SECRET,
@@ -234,9 +335,13 @@ async def main(requests: int, quotas: bool, rounds: int) -> None:
             paths = {name: Path_() for name in targets}
             for _ in range(rounds):
                 for name, stub in stubs.items():
-                    before = cpu_seconds(hops.get(name))
-                    await measure(stub, targets[name][1], count // rounds, concurrency, paths[name])
-                    paths[name].hop_cpu += cpu_seconds(hops.get(name)) - before
+                    path = paths[name]
+                    hop, inference = cpu_seconds(hops.get(name)), cpu_seconds(inference_process)
+                    client = time.process_time()
+                    await measure(stub, targets[name][1], count // rounds, concurrency, path)
+                    path.client_cpu += time.process_time() - client
+                    path.inference_cpu += cpu_seconds(inference_process) - inference
+                    path.hop_cpu += cpu_seconds(hops.get(name)) - hop
             for name, path in paths.items():
                 rows[(name, concurrency)] = path.figures()
         for channel in channels.values():
@@ -246,8 +351,17 @@ async def main(requests: int, quotas: bool, rounds: int) -> None:
             "client + servers on one machine)"
         )
         print(
+            "settings: production defaults (access log on, verified-token cache); tracing: "
+            + (
+                "OTLP exporter to a local collector (spans recorded)"
+                if otlp
+                else "no exporter (spans not recorded, context propagated)"
+            )
+        )
+        print(
             f"{'path':<16}{'conc':>5}{'p50 ms':>9}{'p99 ms':>9}{'req/s':>9}"
-            f"{'p50 added':>11}{'p99 added':>11}{'throughput':>12}{'hop CPU us/req':>16}"
+            f"{'p50 added':>11}{'p99 added':>11}{'throughput':>12}"
+            f"{'CPU us/req: hop':>17}{'inference':>10}{'client':>8}"
         )
         for (name, concurrency), row in rows.items():
             base = rows[("direct", concurrency)]
@@ -255,8 +369,16 @@ async def main(requests: int, quotas: bool, rounds: int) -> None:
                 f"{name:<16}{concurrency:>5}{row['p50']:>9.2f}{row['p99']:>9.2f}"
                 f"{row['rps']:>9.0f}{row['p50'] - base['p50']:>+11.2f}"
                 f"{row['p99'] - base['p99']:>+11.2f}{row['rps'] / base['rps']:>11.2f}x"
-                f"{row['cpu_us']:>16.0f}"
+                f"{row['cpu_us']:>17.0f}{row['inference_us']:>10.0f}{row['client_us']:>8.0f}"
             )
+        print(
+            "per-core capacity at 64 (if the hop and inference each had their own core): "
+            + ", ".join(
+                f"{name} {capacity_ratio(rows[(name, 64)]):.2f}x"
+                for name in gateways
+                if (name, 64) in rows
+            )
+        )
     finally:
         for process in processes:
             process.terminate()
@@ -274,12 +396,19 @@ if __name__ == "__main__":
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--no-quotas", action="store_true")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--otlp", action="store_true", help="export spans to a local collector")
+    parser.add_argument("--serve-collector", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--serve-echo", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--serve-proxy", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--serve-rproxy", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.serve_echo:
+    if args.serve_collector:
+        asyncio.run(serve_collector(args.serve_collector))
+    elif args.serve_echo:
         asyncio.run(serve_echo(args.serve_echo))
+    elif args.serve_rproxy:
+        asyncio.run(serve_runtime_proxy(int(args.serve_rproxy[0]), args.serve_rproxy[1]))
     elif args.serve_proxy:
         asyncio.run(serve_bare_proxy(int(args.serve_proxy[0]), args.serve_proxy[1]))
     else:
-        asyncio.run(main(args.requests, not args.no_quotas, args.rounds))
+        asyncio.run(main(args.requests, not args.no_quotas, args.rounds, args.otlp))

@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator, Coroutine, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode
@@ -34,8 +33,7 @@ SUBJECT_KEY = "x-lattice-subject"
 TENANT_KEY = "x-lattice-tenant"
 
 
-@dataclasses.dataclass(frozen=True)
-class Call:
+class Call(NamedTuple):
     """What the gateway needs from an inbound RPC besides its request."""
 
     method: str
@@ -66,7 +64,7 @@ class Gateway:
         self._tracer = tracer or trace.get_tracer("lattice.gateway")
         self._tasks: set[asyncio.Task[Any]] = set()
         self._shadow_slots = max_shadow_in_flight
-        quotas.on_usage = lambda subject, kind, used: metrics.quota_used.labels(subject, kind).set(
+        quotas.on_usage = lambda subject, kind, used: metrics.quota_used_for(subject, kind).set(
             used
         )
         inference.on_health = lambda address, ok: metrics.upstream_healthy.labels(address).set(
@@ -127,7 +125,7 @@ class Gateway:
             raise
         finally:
             span.end()
-        self._metrics.routes.labels(ref.name, str(decision.version), decision.reason).inc()
+        self._metrics.routes_for(ref.name, str(decision.version), decision.reason).inc()
         return decision
 
     async def _admit(self, principal: Principal, model: str) -> Admission | None:
@@ -161,13 +159,18 @@ class Gateway:
             model = self._model_label(ref)
             decision = self._route(principal, ref, request.routing_key)
             admission = await self._admit(principal, decision.name)
-            forwarded = _with_model(request, decision.target)
             metadata = self._forward_metadata(principal)
-            response = await self._inference.unary(method, forwarded, metadata)
+            shadow = None
+            if decision.shadow_version:
+                shadow = _with_model(request, decision.shadow_target)
+            # The request was decoded for this call alone: pin its model in place
+            # rather than copying the message.
+            request.model = decision.target
+            response = await self._inference.unary(method, request, metadata)
             tokens = response.usage.total_tokens
             self._charge(admission, tenant, model, tokens)
-            if decision.shadow_version:
-                self._shadow(method, _with_model(request, decision.shadow_target), metadata)
+            if shadow is not None:
+                self._shadow(method, shadow, metadata)
             return response
         except LatticeError as exc:
             code = exc.code.name
@@ -179,7 +182,7 @@ class Gateway:
             code = "INTERNAL"
             raise
         finally:
-            self._metrics.requests.labels(tenant, model, code).inc()
+            self._metrics.requests_for(tenant, model, code).inc()
 
     async def invoke_stream(self, call: Call, request: Any) -> AsyncIterator[Any]:
         """GenerateStream: charged for the tokens actually delivered, even if cancelled."""
@@ -218,7 +221,7 @@ class Gateway:
             code = "INTERNAL"
             raise
         finally:
-            self._metrics.requests.labels(tenant, model, code).inc()
+            self._metrics.requests_for(tenant, model, code).inc()
             # Without a final usage (cancelled, failed mid-stream) charge one token
             # per delta delivered: what the caller actually received.
             self._charge(
@@ -228,7 +231,7 @@ class Gateway:
     def _charge(self, admission: Admission | None, tenant: str, model: str, tokens: int) -> None:
         if tokens <= 0:
             return
-        self._metrics.tokens.labels(tenant, model).inc(tokens)
+        self._metrics.tokens_for(tenant, model).inc(tokens)
         if admission is not None:
             self._spawn(self._quotas.record_tokens(admission, tokens))
 
