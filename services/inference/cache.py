@@ -32,7 +32,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Hashable, Mapping
 from typing import Any
 
 from opentelemetry.sdk.trace import TracerProvider
@@ -49,6 +49,36 @@ def cache_key(artifact_digest: str, canonical: Mapping[str, Any]) -> str:
     body = _CANONICAL.encode(canonical)
     digest = hashlib.sha256(f"{artifact_digest}\0{body}".encode()).hexdigest()
     return KEY_PREFIX + digest
+
+
+class CacheSlot:
+    """Where one request's answer is cached. The local tier is keyed by the
+    request itself (`local`: a hashable of the version's identity and the
+    request's deciding fields), so a hot key costs no canonical JSON and no
+    sha256; the Redis key (the digest above) is computed only when Redis is
+    asked. `local_size` approximates the memory the local key holds."""
+
+    __slots__ = ("_canonical", "_identity", "_key", "local", "local_size")
+
+    def __init__(
+        self,
+        identity: str,
+        local: Hashable,
+        local_size: int,
+        canonical: Callable[[], Mapping[str, Any]],
+    ) -> None:
+        self._identity = identity
+        self.local = (identity, local)
+        self.local_size = local_size
+        self._canonical = canonical
+        self._key: str | None = None
+
+    @property
+    def key(self) -> str:
+        """The Redis key (computed once)."""
+        if self._key is None:
+            self._key = cache_key(self._identity, self._canonical())
+        return self._key
 
 
 class CacheObserver:
@@ -83,7 +113,7 @@ class LocalCache:
     def size_bytes(self) -> int:
         return self._bytes
 
-    def get(self, key: str) -> Any | None:
+    def get(self, key: Hashable) -> Any | None:
         item = self._data.get(key)
         if item is None:
             return None
@@ -93,7 +123,7 @@ class LocalCache:
         self._data.move_to_end(key)
         return item[1]
 
-    def put(self, key: str, value: Any, size: int) -> None:
+    def put(self, key: Hashable, value: Any, size: int) -> None:
         if size > self._max_bytes:
             return  # would evict everything else
         if key in self._data:
@@ -104,7 +134,7 @@ class LocalCache:
             _key, (_expires, _value, dropped) = self._data.popitem(last=False)
             self._bytes -= dropped
 
-    def _drop(self, key: str) -> None:
+    def _drop(self, key: Hashable) -> None:
         self._bytes -= self._data.pop(key)[2]
 
 
@@ -153,29 +183,31 @@ class ResponseCache:
         """False while the breaker skips Redis after a failure."""
         return time.monotonic() >= self._down_until
 
-    def get_local(self, key: str) -> Any | None:
-        """The decoded answer from the local tier, or None; no await, so the
-        hot path of a hot key costs a dict lookup."""
+    def get_local(self, slot: CacheSlot) -> Any | None:
+        """The decoded answer from the local tier, or None; no await, no
+        hashing beyond the request's own, so a hot key costs a dict lookup."""
         local = self.local
         if local is None:
             return None
-        value = local.get(key)
+        value = local.get(slot.local)
         if value is not None:
             self._observer.lookup("hit_local")
         return value
 
-    async def get(self, key: str, decode: Callable[[bytes], Any]) -> Any | None:
+    async def get(self, slot: CacheSlot, decode: Callable[[bytes], Any]) -> Any | None:
         """The decoded answer, or None on a miss, when Redis is unavailable or
         when the stored bytes cannot be decoded (then it is a miss)."""
-        if (value := self.get_local(key)) is not None:
+        if (value := self.get_local(slot)) is not None:
             return value
-        return await self.get_remote(key, decode)
+        return await self.get_remote(slot, decode)
 
-    async def get_remote(self, key: str, decode: Callable[[bytes], Any]) -> Any | None:
-        """`get` without the local tier (the caller already looked there)."""
+    async def get_remote(self, slot: CacheSlot, decode: Callable[[bytes], Any]) -> Any | None:
+        """`get` without the local tier (the caller already looked there); a
+        hit is kept in the local tier."""
         if not self.available:
             self._observer.lookup("error")
             return None
+        key = slot.key
         try:
             # socket_timeout bounds the call: no wait_for (it costs a task per call).
             raw = await self._client.get(key)
@@ -194,18 +226,18 @@ class ResponseCache:
             return None
         self._observer.lookup("hit")
         if self.local is not None:
-            self.local.put(key, value, len(raw))
+            self.local.put(slot.local, value, len(raw) + slot.local_size)
         return value
 
-    async def set(self, key: str, value: Any, encode: Callable[[Any], bytes]) -> None:
+    async def set(self, slot: CacheSlot, value: Any, encode: Callable[[Any], bytes]) -> None:
         """Store with the TTL; failures are counted and otherwise ignored."""
         raw = encode(value)
         if self.local is not None:
-            self.local.put(key, value, len(raw))
+            self.local.put(slot.local, value, len(raw) + slot.local_size)
         if not self.available:
             return
         try:
-            await self._client.set(key, raw, ex=self.ttl_seconds)
+            await self._client.set(slot.key, raw, ex=self.ttl_seconds)
         except Exception as exc:
             self._failed("set", exc)
 
@@ -230,13 +262,13 @@ class SingleFlight:
     """Coalesces concurrent computations of the same key into one."""
 
     def __init__(self, observer: CacheObserver | None = None) -> None:
-        self._flights: dict[str, tuple[asyncio.Task[Any], list[int]]] = {}
+        self._flights: dict[Hashable, tuple[asyncio.Task[Any], list[int]]] = {}
         self._observer = observer or CacheObserver()
 
     def __len__(self) -> int:
         return len(self._flights)
 
-    async def do(self, key: str, compute: Callable[[], Awaitable[Any]]) -> tuple[Any, bool]:
+    async def do(self, key: Hashable, compute: Callable[[], Awaitable[Any]]) -> tuple[Any, bool]:
         """Run `compute` once per key at a time; returns (result, shared),
         shared being True for callers that joined an existing flight."""
         flight = self._flights.get(key)
@@ -259,7 +291,7 @@ class SingleFlight:
         finally:
             waiters[0] -= 1
 
-    def _forget(self, key: str, flight: tuple[asyncio.Task[Any], list[int]]) -> None:
+    def _forget(self, key: Hashable, flight: tuple[asyncio.Task[Any], list[int]]) -> None:
         if self._flights.get(key) is flight:
             del self._flights[key]
         task = flight[0]

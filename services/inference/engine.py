@@ -31,7 +31,7 @@ from services.inference.backends import (
     Task,
     require_task,
 )
-from services.inference.cache import ResponseCache, SingleFlight, cache_key
+from services.inference.cache import CacheSlot, ResponseCache, SingleFlight
 from services.inference.codec import (
     decode_embedding,
     decode_generation,
@@ -56,6 +56,8 @@ from services.runtime.registry_view import RegistryView
 log = logging.getLogger(__name__)
 
 _REFS_KEPT = 1024
+#: Bytes counted for a local cache entry besides its texts and encoded answer.
+_SLOT_OVERHEAD = 200
 GENERATE_OP = "text_completion"
 EMBED_OP = "embeddings"
 
@@ -253,9 +255,18 @@ class InferenceEngine:
 
     # -- cache ----------------------------------------------------------------
 
+    @staticmethod
+    def _generation_slot(entry: ServingVersion, prompt: str, params: GenerationParams) -> CacheSlot:
+        return CacheSlot(
+            entry.cache_identity,
+            ("generate", prompt, params),
+            len(prompt) + _SLOT_OVERHEAD,
+            lambda: canonical_generation(prompt, params),
+        )
+
     async def _through_cache(
         self,
-        key: str,
+        slot: CacheSlot,
         compute: Callable[[], Awaitable[Any]],
         encode: Callable[[Any], bytes],
         decode: Callable[[bytes], Any],
@@ -264,20 +275,20 @@ class InferenceEngine:
         by every identical request in flight (single-flight)."""
         cache = self._cache
         if cache is not None:
-            # The hot path: a local hit needs no await at all, a Redis hit no task.
-            hit = cache.get_local(key)
+            # The hot path: a local hit needs no await and no digest, a Redis hit no task.
+            hit = cache.get_local(slot)
             if hit is None:
-                hit = await cache.get_remote(key, decode)
+                hit = await cache.get_remote(slot, decode)
             if hit is not None:
                 return hit, True
 
         async def compute_and_store() -> tuple[Any, bool]:
             result = await compute()
             if cache is not None:
-                await cache.set(key, result, encode)
+                await cache.set(slot, result, encode)
             return result, False
 
-        outcome, _shared = await self._flights.do(key, compute_and_store)
+        outcome, _shared = await self._flights.do(slot.local, compute_and_store)
         return outcome
 
     def _count_call(self, operation: str) -> None:
@@ -324,9 +335,9 @@ class InferenceEngine:
                         return await backend.generate(call.prompt, params)
 
                 if params.deterministic and not call.skip_cache:
-                    key = cache_key(entry.cache_identity, canonical_generation(call.prompt, params))
+                    slot = self._generation_slot(entry, call.prompt, params)
                     result, cached = await self._through_cache(
-                        key, compute, encode_generation, decode_generation
+                        slot, compute, encode_generation, decode_generation
                     )
                 else:
                     result, cached = await compute(), False
@@ -355,14 +366,12 @@ class InferenceEngine:
                     entry = await self._pick(ref, call.routing_key, Task.GENERATE)
                 span.set_attribute("gen_ai.response.model", entry.label)
                 with entry.lease() as backend:
-                    key, hit = "", None
+                    slot, hit = None, None
                     with trace.use_span(span):
                         params = self._generation_params(call, entry, backend, params)
                         if params.deterministic and not call.skip_cache and self._cache:
-                            key = cache_key(
-                                entry.cache_identity, canonical_generation(call.prompt, params)
-                            )
-                            hit = await self._cache.get(key, decode_generation)
+                            slot = self._generation_slot(entry, call.prompt, params)
+                            hit = await self._cache.get(slot, decode_generation)
                     if hit is not None:
                         span.set_attribute("lattice.cached", True)
                         for part in _replay(entry, hit):
@@ -384,21 +393,25 @@ class InferenceEngine:
                                 )
                     finally:
                         backend_span.end()
-                await self._record_stream(ref.name, key, recorder, span)
+                await self._record_stream(ref.name, slot, recorder, span)
         finally:
             span.end()
 
     async def _record_stream(
-        self, model: str, key: str, recorder: _StreamRecorder, span: trace.Span
+        self, model: str, slot: CacheSlot | None, recorder: _StreamRecorder, span: trace.Span
     ) -> None:
         """Metrics for a finished stream, and its answer into the cache."""
         result = recorder.result()
         if result is None:
             return  # ended without a last chunk: nothing to record
         self._finish_stream(model, result, recorder)
-        if key and self._cache is not None and result.finish_reason is not FinishReason.CANCELLED:
+        if (
+            slot is not None
+            and self._cache is not None
+            and result.finish_reason is not FinishReason.CANCELLED
+        ):
             with trace.use_span(span):
-                await self._cache.set(key, result, encode_generation)
+                await self._cache.set(slot, result, encode_generation)
 
     def _observe_first_token(self, model: str, seconds: float) -> None:
         if self._metrics is not None:
@@ -438,11 +451,15 @@ class InferenceEngine:
                         return await backend.embed(call.inputs, normalize=call.normalize)
 
                 if not call.skip_cache:
-                    key = cache_key(
-                        entry.cache_identity, canonical_embedding(call.inputs, call.normalize)
+                    inputs, normalize = call.inputs, call.normalize
+                    slot = CacheSlot(
+                        entry.cache_identity,
+                        ("embed", inputs, normalize),
+                        sum(map(len, inputs)) + _SLOT_OVERHEAD,
+                        lambda: canonical_embedding(inputs, normalize),
                     )
                     result, cached = await self._through_cache(
-                        key, compute, encode_embedding, decode_embedding
+                        slot, compute, encode_embedding, decode_embedding
                     )
                 else:
                     result, cached = await compute(), False

@@ -7,12 +7,11 @@ its last message), so draining can wait for exactly the in-flight requests.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import enum
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 from opentelemetry import trace
 
@@ -110,21 +109,16 @@ class ServingVersion:
             return False
         return self.state in (VersionState.READY, VersionState.DRAINING)
 
-    @contextlib.contextmanager
-    def lease(self) -> Iterator[Backend]:
-        """Count one in-flight request; draining waits for all to finish.
-        Taken synchronously right after the version was picked, so no state
-        change can slip in between."""
-        if not self.servable:
-            raise Unavailable(f"{self.label} is {self.state.value}, not serving")
-        self.in_flight += 1
-        self._idle.clear()
-        try:
-            yield self.backend
-        finally:
-            self.in_flight -= 1
-            if self.in_flight == 0:
-                self._idle.set()
+    def lease(self) -> _Lease:
+        """Count one in-flight request (`with entry.lease() as backend:`);
+        draining waits for all to finish. Taken synchronously right after the
+        version was picked, so no state change can slip in between."""
+        return _Lease(self)
+
+    def _release(self) -> None:
+        self.in_flight -= 1
+        if self.in_flight == 0:
+            self._idle.set()
 
     async def wait_idle(self, timeout: float | None = None) -> bool:
         """True when no request is in flight (False: gave up after timeout)."""
@@ -195,6 +189,27 @@ class ServingVersion:
         if self.backend is not None:
             backend, self.backend = self.backend, None
             await backend.unload()
+
+
+class _Lease:
+    """One in-flight request on a version (a class, not a generator-based
+    context manager: it is taken on every request)."""
+
+    __slots__ = ("_entry",)
+
+    def __init__(self, entry: ServingVersion) -> None:
+        self._entry = entry
+
+    def __enter__(self) -> Backend:
+        entry = self._entry
+        if not entry.servable:
+            raise Unavailable(f"{entry.label} is {entry.state.value}, not serving")
+        entry.in_flight += 1
+        entry._idle.clear()
+        return entry.backend  # type: ignore[return-value]
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._entry._release()
 
 
 async def embed_merged(backend: Backend, items: Sequence[EmbedItem]) -> list[EmbeddingResult]:
