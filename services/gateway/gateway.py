@@ -232,7 +232,7 @@ class Gateway:
         if tokens <= 0:
             return
         self._metrics.tokens_for(tenant, model).inc(tokens)
-        if admission is not None:
+        if admission is not None and self._quotas.limits.tokens:  # no task for a no-op
             self._spawn(self._quotas.record_tokens(admission, tokens))
 
     def _shadow(self, method: str, request: Any, metadata: list[tuple[str, str]]) -> None:

@@ -17,8 +17,8 @@ from __future__ import annotations
 import collections
 import dataclasses
 import logging
+import random
 import time
-import uuid
 from collections.abc import Callable
 
 import redis.asyncio as aioredis
@@ -79,6 +79,11 @@ redis.call('PEXPIRE', KEYS[1], window)
 redis.call('PEXPIRE', KEYS[2], window)
 return total
 """
+
+
+def _member_id() -> str:
+    """A unique sorted-set member (128 random bits; an id, not a secret)."""
+    return f"{random.getrandbits(128):032x}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -192,7 +197,7 @@ class QuotaLimiter:
             try:
                 allowed, kind, retry_ms, used = await self._admit(
                     keys=self._keys(subject),
-                    args=[window_ms, self.limits.requests, self.limits.tokens, uuid.uuid4().hex],
+                    args=[window_ms, self.limits.requests, self.limits.tokens, _member_id()],
                 )
             except (RedisError, OSError) as exc:
                 self._redis_failed(exc)
@@ -217,7 +222,7 @@ class QuotaLimiter:
                     keys=self._keys(admission.subject)[1:],
                     args=[
                         int(self.limits.window_seconds * 1000),
-                        f"{uuid.uuid4().hex}:{tokens}",
+                        f"{_member_id()}:{tokens}",
                         tokens,
                     ],
                 )

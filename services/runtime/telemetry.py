@@ -31,13 +31,27 @@ def exporter_configured() -> bool:
     return any(os.environ.get(name) for name in _OTLP_ENDPOINTS)
 
 
+#: Spans per OTLP export unless OTEL_BSP_MAX_EXPORT_BATCH_SIZE says otherwise. The
+#: SDK's 512 makes its export thread hold the GIL for milliseconds at a time
+#: (encoding the batch), which stalls the event loop: +6 ms p99 through the
+#: gateway measured here, +2 ms with 64.
+EXPORT_BATCH_SIZE = 64
+
+
+def _export_batch_size() -> int | None:
+    """None lets the SDK read OTEL_BSP_MAX_EXPORT_BATCH_SIZE when it is set."""
+    return None if os.environ.get("OTEL_BSP_MAX_EXPORT_BATCH_SIZE") else EXPORT_BATCH_SIZE
+
+
 def create_tracer_provider(service: str) -> TracerProvider:
     """A tracer provider named after the service, exporting OTLP if configured."""
     provider = TracerProvider(resource=Resource.create({"service.name": f"lattice-{service}"}))
     if exporter_configured():
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
-        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+        provider.add_span_processor(
+            BatchSpanProcessor(OTLPSpanExporter(), max_export_batch_size=_export_batch_size())
+        )
     return provider
 
 
