@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 import grpc
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import NoOpTracerProvider, SpanKind
 
 from lattice.v1 import inference_pb2, inference_pb2_grpc
 from services.runtime import LatticeServer, ServerSettings, create_channel
@@ -91,3 +91,70 @@ async def test_inbound_request_id_is_kept(probe_server):
         await stub.Generate(inference_pb2.GenerateRequest(prompt="y"), timeout=5)
     assert servicer.seen_request_ids[0] == "abc-1"
     assert len(servicer.seen_request_ids[1]) == 32  # a fresh id for a call without one
+
+
+async def test_without_an_sdk_the_callers_trace_passes_through(spans, tracer_provider):
+    """No exporter, no SDK: nothing is recorded, yet the next hop continues the caller's trace."""
+    untraced = NoOpTracerProvider()
+    downstream = LatticeServer(
+        [inference_service(ProbeInference())],
+        ServerSettings(port=0),
+        tracer_provider=tracer_provider,
+    )
+    middle = LatticeServer(
+        [inference_service(ProbeInference(untraced))],
+        ServerSettings(port=0),
+        tracer_provider=untraced,
+    )
+    await downstream.start()
+    await middle.start()
+    try:
+        async with grpc.aio.insecure_channel(middle.address) as channel:
+            stub = inference_pb2_grpc.InferenceServiceStub(channel)
+            await stub.Generate(
+                inference_pb2.GenerateRequest(prompt=f"call:{downstream.address}"),
+                metadata=[("traceparent", f"00-{TRACE_ID}-{CLIENT_SPAN_ID}-01")],
+                timeout=5,
+            )
+    finally:
+        await middle.stop(0)
+        await downstream.stop(0)
+    (health_server,) = [
+        s
+        for s in spans.get_finished_spans()
+        if s.name.endswith("Health/Check") and s.kind == SpanKind.SERVER
+    ]
+    assert f"{health_server.context.trace_id:032x}" == TRACE_ID
+    assert f"{health_server.parent.span_id:016x}" == CLIENT_SPAN_ID
+
+
+class TraceHeaders(inference_pb2_grpc.InferenceServiceServicer):
+    """Answers with every traceparent value the call carried."""
+
+    async def Generate(self, request, context):
+        values = [v for k, v in context.invocation_metadata() if k == "traceparent"]
+        return inference_pb2.GenerateResponse(text=",".join(values))
+
+
+async def test_a_channel_injects_one_trace_context_unless_told_not_to(tracer_provider):
+    server = LatticeServer([inference_service(TraceHeaders())], ServerSettings(port=0))
+    await server.start()
+    own = f"00-{TRACE_ID}-{CLIENT_SPAN_ID}-01"
+    try:
+        async with create_channel(server.address, tracer_provider=tracer_provider) as traced:
+            stub = inference_pb2_grpc.InferenceServiceStub(traced)
+            injected = (await stub.Generate(inference_pb2.GenerateRequest())).text
+            reply = await stub.Generate(
+                inference_pb2.GenerateRequest(), metadata=[("traceparent", own)]
+            )
+            kept = reply.text
+        async with create_channel(
+            server.address, tracer_provider=tracer_provider, trace_calls=False
+        ) as untraced:
+            stub = inference_pb2_grpc.InferenceServiceStub(untraced)
+            none = (await stub.Generate(inference_pb2.GenerateRequest())).text
+    finally:
+        await server.stop(0)
+    assert injected.startswith("00-") and "," not in injected
+    assert kept == own  # the caller's own context, not a second one
+    assert none == ""
