@@ -1,9 +1,11 @@
 """Response cache: latency of a cache hit vs a miss for a 64-token greedy
 generation, through the real inference service (gRPC, registry-loaded tiny
 GPT-2, real Redis). Baseline: the miss (a new prompt each time, so the model
-runs and the answer is written to Redis).
+runs and the answer is written to Redis). The service runs with its defaults
+(bench/inference_setup.py), so a hit is served by the in-process tier in front
+of Redis; `--local-entries 0` times hits that each read Redis.
 
-    .venv/bin/python bench/inference_cache.py [--requests 40]
+    .venv/bin/python bench/inference_cache.py [--requests 40] [--local-entries 0]
 """
 
 from __future__ import annotations
@@ -18,6 +20,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from inference_setup import as_run_service  # noqa: E402
 
 from tests.inference.conftest import deploy_lm  # noqa: E402
 from tests.inference.support import Lab, generate_request  # noqa: E402
@@ -30,11 +35,13 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def main(requests: int) -> None:
+async def main(requests: int, local_entries: int | None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
+        setup = as_run_service(root / "inference.log")
         redis = RedisProcess(root / "redis").start()
-        lab = await Lab(root / "lab", redis_url=redis.url).start()
+        tier = {} if local_entries is None else {"cache_local_entries": local_entries}
+        lab = await Lab(root / "lab", redis_url=redis.url, **tier).start()
         try:
             models = {"lm1": build_tiny_causal_lm(root / "lm1", seed=1)}
             await deploy_lm(lab, models)
@@ -56,11 +63,18 @@ async def main(requests: int) -> None:
                 response = await lab.stub.Generate(hit_request)
                 hits.append(time.perf_counter() - start)
                 assert response.cached
+            served = {
+                result: lab.metric("lattice_inference_cache_lookups_total", {"result": result})
+                for result in ("hit_local", "hit")
+            }
         finally:
             await lab.stop()
             redis.stop()
     miss_p50, hit_p50 = statistics.median(misses), statistics.median(hits)
     print("64-token greedy Generate through the inference service (tiny GPT-2, CPU)")
+    print(
+        f"  {setup}; hits from the local tier {served['hit_local']:.0f}, Redis {served['hit']:.0f}"
+    )
     print(
         f"  misses generated {statistics.mean(tokens):.1f} tokens on average"
         " (EOS may end one early)"
@@ -75,4 +89,8 @@ async def main(requests: int) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--requests", type=int, default=40)
-    asyncio.run(main(parser.parse_args().requests))
+    parser.add_argument(
+        "--local-entries", type=int, default=None, help="default: the service's default"
+    )
+    args = parser.parse_args()
+    asyncio.run(main(args.requests, args.local_entries))
