@@ -8,6 +8,9 @@ request is admitted; they are recorded afterwards from the response's usage
 (or, for a stream, from what was actually delivered), and a tenant whose
 window already holds `tokens` or more is refused until entries age out.
 
+Admissions that arrive while one is on its way to Redis share the next
+round trip (`ScriptBatcher`: a pipeline of the same atomic script).
+
 Redis down: fail-open admits through a per-replica in-memory limiter with
 the same limits (and logs a warning); fail-closed answers UNAVAILABLE.
 """
@@ -25,6 +28,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from lattice._errors import ResourceExhausted, Unavailable
+from services.gateway.script_batch import ScriptBatcher
 
 log = logging.getLogger(__name__)
 
@@ -172,7 +176,9 @@ class QuotaLimiter:
         self._local = _LocalLimiter(limits, clock)
         self._down_until = float("-inf")
         self._warned_at = float("-inf")
-        self._admit = client.register_script(_ADMIT) if client is not None else None
+        self._admit = (
+            ScriptBatcher(client, client.register_script(_ADMIT)) if client is not None else None
+        )
         self._record = client.register_script(_RECORD) if client is not None else None
         #: Called with (subject, kind, value) on every decision, for metrics.
         self.on_usage: Callable[[str, str, int], None] = lambda *_: None
@@ -196,8 +202,8 @@ class QuotaLimiter:
             window_ms = int(self.limits.window_seconds * 1000)
             try:
                 allowed, kind, retry_ms, used = await self._admit(
-                    keys=self._keys(subject),
-                    args=[window_ms, self.limits.requests, self.limits.tokens, _member_id()],
+                    self._keys(subject),
+                    [window_ms, self.limits.requests, self.limits.tokens, _member_id()],
                 )
             except (RedisError, OSError) as exc:
                 self._redis_failed(exc)

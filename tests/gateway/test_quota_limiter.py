@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+import redis
 from google.rpc import error_details_pb2
 
 from lattice._errors import ResourceExhausted
@@ -66,3 +67,31 @@ async def test_quotas_off_touch_nothing():
     limiter = QuotaLimiter(None, QuotaLimits())
     assert await limiter.admit("acme", "chat") is None
     await limiter.record_tokens(None, 100)
+
+
+async def test_concurrent_admissions_share_round_trips_and_stay_exact(redis_server):
+    """Callers queued behind an in-flight admission go out as one pipeline; the count is
+    still exact, also after Redis lost its script cache (NOSCRIPT -> load and run)."""
+    limiter = QuotaLimiter(
+        connect(redis_server.url), QuotaLimits(requests=150), prefix="lattice:batch"
+    )
+    admitted = refused = 0
+
+    async def caller() -> None:
+        nonlocal admitted, refused
+        for _ in range(5):
+            try:
+                await limiter.admit("acme", "chat")
+                admitted += 1
+            except ResourceExhausted:
+                refused += 1
+
+    try:
+        await asyncio.gather(*(caller() for _ in range(20)))  # 100 admissions
+        redis.Redis.from_url(redis_server.url).script_flush()
+        await asyncio.gather(*(caller() for _ in range(20)))  # 100 more
+        assert (admitted, refused) == (150, 50)
+        assert (await limiter.usage("acme"))[0] == 150
+        assert not limiter.degraded
+    finally:
+        await limiter.close()
