@@ -35,7 +35,10 @@ import time
 from collections.abc import Awaitable, Callable, Hashable, Mapping
 from typing import Any
 
+from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
+
+from services.inference.pipelining import GetPipeline
 
 log = logging.getLogger(__name__)
 
@@ -171,6 +174,9 @@ class ResponseCache:
             retry=Retry(NoBackoff(), 0),  # the breaker below retries, not the client
         )
         RedisInstrumentor.instrument_client(self._client, tracer_provider=tracer_provider)
+        self._gets = GetPipeline(
+            self._client, trace.get_tracer(__name__, tracer_provider=tracer_provider)
+        )
         self._down_until = 0.0
         self.local = (
             LocalCache(local_entries, local_bytes, ttl_seconds)
@@ -210,7 +216,7 @@ class ResponseCache:
         key = slot.key
         try:
             # socket_timeout bounds the call: no wait_for (it costs a task per call).
-            raw = await self._client.get(key)
+            raw = await self._gets.get(key)
         except Exception as exc:
             self._failed("get", exc)
             self._observer.lookup("error")
