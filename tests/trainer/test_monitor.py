@@ -8,7 +8,7 @@ import torch
 
 from lattice.v1 import trainer_pb2
 from services.trainer.worker.data import DeterministicOrder
-from services.trainer.worker.monitor import HealthMonitor, layer_group
+from services.trainer.worker.monitor import HealthMonitor, ParameterStats, layer_group
 from services.trainer.worker.schedule import lr_lambda
 
 WARN, STOP = trainer_pb2.ALERT_ACTION_WARN, trainer_pb2.ALERT_ACTION_STOP
@@ -100,3 +100,34 @@ def test_schedules_warm_up_then_decay():
     linear = lr_lambda(trainer_pb2.LEARNING_RATE_SCHEDULE_LINEAR, 0, 100)
     assert linear(50) == 0.5
     assert lr_lambda(trainer_pb2.LEARNING_RATE_SCHEDULE_CONSTANT, 5, 100)(99) == 1.0
+
+
+def test_parameter_stats_match_a_plain_per_tensor_computation():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Embedding(50, 8), torch.nn.Linear(8, 8), torch.nn.Linear(8, 50)
+    )
+    model[1].bias.requires_grad_(False)  # not a trained parameter: not counted
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.1)
+    stats = ParameterStats(model)
+    model(torch.tensor([1, 2, 3])).sum().backward()
+    model[2].weight.grad = None  # a parameter without a gradient this step
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    stats.snapshot()
+    optimizer.step()
+    rows = {row["group"]: row for row in stats.as_dicts(stats.squares(), None)}
+    assert list(rows) == ["0", "1", "2"]
+    for group in rows:
+        named = [(n, p) for n, p in model.named_parameters() if n.startswith(group + ".")]
+        named = [(n, p) for n, p in named if p.requires_grad]
+        weight = math.sqrt(sum(float(p.detach().double().pow(2).sum()) for _, p in named))
+        grad = math.sqrt(
+            sum(float(p.grad.double().pow(2).sum()) for _, p in named if p.grad is not None)
+        )
+        update = math.sqrt(
+            sum(float((p.detach() - before[n]).double().pow(2).sum()) for n, p in named)
+        )
+        row = rows[group]
+        assert math.isclose(row["weight_norm"], weight, rel_tol=1e-6)
+        assert math.isclose(row["gradient_norm"], grad, rel_tol=1e-6, abs_tol=1e-12)
+        assert math.isclose(row["update_ratio"], update / weight, rel_tol=1e-5)

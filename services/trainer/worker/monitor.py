@@ -171,7 +171,11 @@ def _local(tensor: torch.Tensor) -> torch.Tensor:
 class ParameterStats:
     """Per-group weight norm, grad norm and update-to-weight ratio, computed on
     the local tensors (shards under FSDP, summed across ranks by the caller's
-    all-reduce), with one flat vector so it costs one collective at most."""
+    all-reduce), with one flat vector so it costs one collective at most.
+
+    A few fused kernels per statistic (`torch._foreach_norm` over every tensor,
+    one `index_add_` into the groups) on the parameters' own device, and one
+    host transfer when the rows are built: no per-tensor temporaries or syncs."""
 
     def __init__(self, model: torch.nn.Module) -> None:
         self.params: list[tuple[str, torch.nn.Parameter]] = [
@@ -179,25 +183,36 @@ class ParameterStats:
         ]
         self.groups = sorted({g for g, _ in self.params}, key=_natural)
         self.index = {g: i for i, g in enumerate(self.groups)}
+        self._columns: torch.Tensor | None = None
         self._before: list[torch.Tensor] | None = None
+
+    def _weights(self) -> list[torch.Tensor]:
+        return [_local(p).detach() for _, p in self.params]
 
     def snapshot(self) -> None:
         """Remember the weights before the optimiser step (for the update ratio)."""
         with torch.no_grad():
-            self._before = [_local(p).detach().clone() for _, p in self.params]
+            self._before = [w.clone() for w in self._weights()]
 
     def squares(self) -> torch.Tensor:
-        """[3, groups]: sum of squares of weights, gradients and the last update."""
-        out = torch.zeros(3, len(self.groups), dtype=torch.float64)
+        """[3, groups] float64 on the parameters' device: sum of squares of weights,
+        gradients and the last update."""
         with torch.no_grad():
-            for i, (group, p) in enumerate(self.params):
-                column = self.index[group]
-                weight = _local(p).detach()
-                out[0, column] += weight.double().pow(2).sum()
-                if p.grad is not None:
-                    out[1, column] += _local(p.grad).double().pow(2).sum()
-                if self._before is not None:
-                    out[2, column] += (weight - self._before[i]).double().pow(2).sum()
+            weights = self._weights()
+            device = weights[0].device
+            if self._columns is None or self._columns.device != device:
+                columns = [self.index[g] for g, _ in self.params]
+                self._columns = torch.tensor(columns, dtype=torch.long, device=device)
+            out = torch.zeros(3, len(self.groups), dtype=torch.float64, device=device)
+            out[0].index_add_(0, self._columns, _squared_norms(weights))
+            with_grad = [i for i, (_, p) in enumerate(self.params) if p.grad is not None]
+            if with_grad:
+                grads = [_local(self.params[i][1].grad) for i in with_grad]
+                rows = torch.tensor(with_grad, dtype=torch.long, device=device)
+                out[1].index_add_(0, self._columns[rows], _squared_norms(grads))
+            if self._before is not None:
+                torch._foreach_sub_(self._before, weights)  # our own copies: before - after
+                out[2].index_add_(0, self._columns, _squared_norms(self._before))
         self._before = None
         return out
 
@@ -220,20 +235,26 @@ class ParameterStats:
         return result
 
     def as_dicts(self, squares: torch.Tensor, histograms: dict | None) -> list[dict]:
+        weights, grads, updates = squares.cpu().tolist()  # the one host transfer
         rows = []
         for column, group in enumerate(self.groups):
-            weight = math.sqrt(float(squares[0, column]))
-            update = math.sqrt(float(squares[2, column]))
+            weight = math.sqrt(weights[column])
+            update = math.sqrt(updates[column])
             row = {
                 "group": group,
                 "weight_norm": weight,
-                "gradient_norm": math.sqrt(float(squares[1, column])),
+                "gradient_norm": math.sqrt(grads[column]),
                 "update_ratio": update / weight if weight > 0 else 0.0,
             }
             if histograms and group in histograms:
                 row["histogram_edges"], row["histogram_counts"] = histograms[group]
             rows.append(row)
         return rows
+
+
+def _squared_norms(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """Squared L2 norm of each tensor, accumulated in float64."""
+    return torch.stack(torch._foreach_norm(tensors, 2, dtype=torch.float64)).square()
 
 
 def _natural(group: str) -> tuple[str, ...]:
