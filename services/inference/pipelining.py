@@ -12,13 +12,15 @@ the value for its key. Nothing else is scheduled (no task, no timer).
 Each queued lookup waits inside its own span ("GET" with
 `lattice.redis.pipelined`), so every request's trace shows its Redis lookup;
 the MGET is a child of the request that sent it. A failure reaches every
-lookup of the batch (each then counts it and is served uncached, as without
-pipelining). A lookup that gives up while queued is simply skipped.
+lookup queued behind the failed command (each then counts it and is served
+uncached, as without pipelining, and none waits out a second timeout). A
+lookup that gives up while queued is simply skipped.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
 from typing import Any
 
 from opentelemetry import trace
@@ -50,10 +52,7 @@ class GetPipeline:
         """The value of `key` (None when absent); raises what Redis raised."""
         if not self._busy:
             self._busy = True
-            try:
-                return await self._client.get(key)
-            finally:
-                self._hand_over()
+            return await self._finish(self._client.get(key))
         waiter = asyncio.get_running_loop().create_future()
         self._queue.append((key, waiter))
         with self._tracer.start_as_current_span(
@@ -66,10 +65,22 @@ class GetPipeline:
                 raise
             if not isinstance(value, _Lead):
                 return value
-            try:
-                return await self._send(key, value.batch)
-            finally:
-                self._hand_over()
+            return await self._finish(self._send(key, value.batch))
+
+    async def _finish(self, command: Awaitable[Any]) -> Any:
+        """Run the command in flight, then let the queue go next; when Redis
+        failed, the queued lookups fail with it (they would wait out the same
+        timeout, and the caller's breaker now skips Redis)."""
+        try:
+            result = await command
+        except Exception as exc:
+            self._fail_queue(exc)
+            raise
+        except BaseException:
+            self._hand_over()
+            raise
+        self._hand_over()
+        return result
 
     async def _send(self, key: str, batch: list[_Waiter]) -> Any:
         """MGET for this lookup's key and the batch's; answer the batch."""
@@ -89,6 +100,13 @@ class GetPipeline:
             if not waiter.done():
                 waiter.set_result(found[k])
         return found[key]
+
+    def _fail_queue(self, exc: Exception) -> None:
+        queue, self._queue = self._queue, []
+        for _key, waiter in queue:
+            if not waiter.done():
+                waiter.set_exception(exc)
+        self._busy = False
 
     def _abdicate(self, waiter: asyncio.Future[Any]) -> None:
         """A lookup cancelled just after it was made the next sender: pass it on."""
