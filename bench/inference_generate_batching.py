@@ -23,7 +23,9 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from inference_load import run_load  # noqa: E402
+from inference_setup import as_run_service  # noqa: E402
 
+from services.inference.server import InferenceSettings  # noqa: E402
 from tests.inference.conftest import deploy_lm  # noqa: E402
 from tests.inference.support import Lab  # noqa: E402
 from tests.support.tiny_models import build_tiny_causal_lm  # noqa: E402
@@ -33,9 +35,14 @@ async def main(args) -> None:
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
+        print(as_run_service(root / "inference.log"))
         lm = build_tiny_causal_lm(root / "lm1", seed=1)
         for label, batched in (("decode alone", False), ("micro-batched", True)):
-            lab = await Lab(root / label.replace(" ", "-"), batch_generate=batched).start()
+            lab = await Lab(
+                root / label.replace(" ", "-"),
+                batch_generate=batched,
+                backend_threads=InferenceSettings.backend_threads,  # Lab's own default is 2
+            ).start()
             try:
                 await deploy_lm(lab, {"lm1": lm})
                 loop = asyncio.get_running_loop()

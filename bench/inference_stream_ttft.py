@@ -21,6 +21,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from inference_setup import as_run_service  # noqa: E402
 
 from lattice.v1 import inference_pb2  # noqa: E402
 from services.inference.backends import GenerationParams  # noqa: E402
@@ -64,6 +67,7 @@ async def service_ttft(lab: Lab, prompt: str) -> float:
 async def main(runs: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
+        print(as_run_service(root / "inference.log"))
         lab = await Lab(root / "lab").start()
         try:
             await deploy_lm(lab, {"lm1": build_tiny_causal_lm(root / "lm1", seed=1)})
