@@ -100,7 +100,9 @@ class _Propagating:
         self._fields = propagation_fields()
         self._default_timeout = default_timeout
 
-    def __call__(self, request: Any, *, timeout: float | None = None, metadata=None, **kwargs):
+    def __call__(
+        self, request: Any = None, *, timeout: float | None = None, metadata=None, **kwargs
+    ):
         pairs = list(metadata) if metadata else []
         request_id = request_id_var.get()
         if request_id and not any(key == REQUEST_ID_KEY for key, _ in pairs):
