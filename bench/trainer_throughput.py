@@ -21,6 +21,8 @@ evaluation/checkpoint time (none falls inside the window); process start-up
 is reported separately as the job's end-to-end wall time.
 
     .venv/bin/python bench/trainer_throughput.py [--steps 150] [--rounds 2]
+        [--allocator retain|system]   (the workers' and bare loop's policy; default
+                                       is the service's default, retain)
 """
 
 from __future__ import annotations
@@ -183,6 +185,9 @@ async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--steps", type=int, default=150)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument(
+        "--allocator", choices=allocator.CHOICES, default=TrainerSettings.worker_allocator
+    )
     parser.add_argument("--bare", nargs=3, metavar=("DATASET_DIR", "STEPS", "ALLOCATOR"))
     args = parser.parse_args()
     if args.bare:
@@ -190,19 +195,23 @@ async def main() -> None:
         return
     root = Path(tempfile.mkdtemp(prefix="trainer-bench-"))
     try:
-        await _bench(root, args.steps, args.rounds)
+        await _bench(root, args.steps, args.rounds, args.allocator)
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
 
-async def _bench(root: Path, steps: int, rounds: int) -> None:
+async def _bench(root: Path, steps: int, rounds: int, policy: str) -> None:
     registry_server = await build_registry(
         RegistrySettings(port=0, data_dir=root, log_json=False, sqlite_synchronous="NORMAL")
     )
     await registry_server.start()
     # Production defaults (stats every 10 steps, histograms every 100, allocator "retain").
     settings = TrainerSettings(
-        port=0, data_dir=root, log_json=False, registry_address=registry_server.address
+        port=0,
+        data_dir=root,
+        log_json=False,
+        registry_address=registry_server.address,
+        worker_allocator=policy,
     )
     trainer_server = await build_trainer(settings)
     await trainer_server.start()
