@@ -253,8 +253,11 @@ class ParameterStats:
 
 
 def _squared_norms(tensors: list[torch.Tensor]) -> torch.Tensor:
-    """Squared L2 norm of each tensor, accumulated in float64."""
-    return torch.stack(torch._foreach_norm(tensors, 2, dtype=torch.float64)).square()
+    """Squared L2 norm of each tensor as float64. The norms are taken in float32 (bf16
+    weights too): relative error ~1e-7, enough for monitoring, and about 7x faster
+    on CPU than asking `_foreach_norm` for float64."""
+    norms = torch._foreach_norm(tensors, 2, dtype=torch.float32)
+    return torch.stack(norms).double().square()
 
 
 def _natural(group: str) -> tuple[str, ...]:
