@@ -11,13 +11,18 @@ at all, and a forwarder on the shared runtime (`LatticeServer` +
 `create_channel`) without the gateway's logic. Optionally a second gateway with
 Redis quotas. The client runs in this process.
 
+The client calls as the lattice SDK does by default: with a deadline (120 s for
+Generate), on every path; each hop propagates it. `--client-timeout 0` sends
+none (then only the hops add a deadline of their own, an extra cost the direct
+path does not have).
+
 Figures: p50/p99 latency at concurrency 1 and 64, and requests/s, for direct
 vs each hop; "added" = hop - direct; throughput as a ratio; and the CPU each
 process spends per request (hop, inference, this client), so the shared
 2-core machine can be read: at concurrency 64 all processes compete for it.
 
     .venv/bin/python bench/gateway_overhead.py [--requests 2000] [--rounds 5]
-        [--no-quotas] [--otlp]
+        [--no-quotas] [--otlp] [--client-timeout 120]
 
 `--otlp` runs a local OTLP collector and points the services at it
 (OTEL_EXPORTER_OTLP_ENDPOINT), so every hop records and exports its spans;
@@ -46,6 +51,7 @@ import grpc  # noqa: E402
 from grpc import aio  # noqa: E402
 from grpc_health.v1 import health_pb2, health_pb2_grpc  # noqa: E402
 
+from lattice._config import DEFAULT_TIMEOUTS  # noqa: E402
 from lattice._tokens import mint_dev_token  # noqa: E402
 from lattice.v1 import (  # noqa: E402
     common_pb2,
@@ -216,14 +222,16 @@ class Path_:
         }
 
 
-async def measure(stub, metadata, requests: int, concurrency: int, into: Path_) -> None:
+async def measure(
+    stub, metadata, requests: int, concurrency: int, into: Path_, timeout: float | None
+) -> None:
     request = inference_pb2.GenerateRequest(model="chat:1", prompt="hello world")
     per_worker = max(1, requests // concurrency)
 
     async def worker() -> None:
         for _ in range(per_worker):
             started = time.perf_counter()
-            await stub.Generate(request, metadata=metadata)
+            await stub.Generate(request, metadata=metadata, timeout=timeout)
             into.latencies.append(time.perf_counter() - started)
 
     started = time.perf_counter()
@@ -231,7 +239,7 @@ async def measure(stub, metadata, requests: int, concurrency: int, into: Path_) 
     into.elapsed += time.perf_counter() - started
 
 
-async def main(requests: int, quotas: bool, rounds: int, otlp: bool) -> None:
+async def main(requests: int, quotas: bool, rounds: int, otlp: bool, timeout: float | None) -> None:
     data = Path(tempfile.mkdtemp(prefix="lattice-bench-"))
     echo_port, registry_port = free_port(), free_port()
     tracing: dict[str, str] = {}
@@ -328,7 +336,7 @@ async def main(requests: int, quotas: bool, rounds: int, otlp: bool) -> None:
         warm = inference_pb2.GenerateRequest(model="chat:1", prompt="warm up")
         for name, stub in stubs.items():
             for _ in range(200):
-                await stub.Generate(warm, metadata=targets[name][1])
+                await stub.Generate(warm, metadata=targets[name][1], timeout=timeout)
         rows: dict[tuple[str, int], dict[str, float]] = {}
         for concurrency in (1, 64):
             count = requests if concurrency == 1 else requests * 4
@@ -338,7 +346,9 @@ async def main(requests: int, quotas: bool, rounds: int, otlp: bool) -> None:
                     path = paths[name]
                     hop, inference = cpu_seconds(hops.get(name)), cpu_seconds(inference_process)
                     client = time.process_time()
-                    await measure(stub, targets[name][1], count // rounds, concurrency, path)
+                    await measure(
+                        stub, targets[name][1], count // rounds, concurrency, path, timeout
+                    )
                     path.client_cpu += time.process_time() - client
                     path.inference_cpu += cpu_seconds(inference_process) - inference
                     path.hop_cpu += cpu_seconds(hops.get(name)) - hop
@@ -351,7 +361,9 @@ async def main(requests: int, quotas: bool, rounds: int, otlp: bool) -> None:
             "client + servers on one machine)"
         )
         print(
-            "settings: production defaults (access log on, verified-token cache); tracing: "
+            "settings: production defaults (access log on, verified-token cache); client "
+            + (f"deadline {timeout:g} s" if timeout else "without a deadline")
+            + "; tracing: "
             + (
                 "OTLP exporter to a local collector (spans recorded)"
                 if otlp
@@ -397,6 +409,12 @@ if __name__ == "__main__":
     parser.add_argument("--no-quotas", action="store_true")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--otlp", action="store_true", help="export spans to a local collector")
+    parser.add_argument(
+        "--client-timeout",
+        type=float,
+        default=DEFAULT_TIMEOUTS["generate"],
+        help="deadline each call sets, as the lattice SDK does for Generate (0 = none)",
+    )
     parser.add_argument("--serve-collector", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--serve-echo", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--serve-proxy", nargs=2, help=argparse.SUPPRESS)
@@ -411,4 +429,12 @@ if __name__ == "__main__":
     elif args.serve_proxy:
         asyncio.run(serve_bare_proxy(int(args.serve_proxy[0]), args.serve_proxy[1]))
     else:
-        asyncio.run(main(args.requests, not args.no_quotas, args.rounds, args.otlp))
+        asyncio.run(
+            main(
+                args.requests,
+                not args.no_quotas,
+                args.rounds,
+                args.otlp,
+                args.client_timeout or None,
+            )
+        )
