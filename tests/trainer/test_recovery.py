@@ -26,27 +26,24 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def start_trainer(port: int, data_dir: Path, registry_address: str) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "services.trainer",
-            "--port",
-            str(port),
-            "--data-dir",
-            str(data_dir),
-            "--registry-address",
-            registry_address,
-            "--poll-interval-seconds",
-            "0.1",
-            "--log-json",
-            "false",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    argv = [
+        sys.executable,
+        "-m",
+        "services.trainer",
+        "--port",
+        str(port),
+        "--data-dir",
+        str(data_dir),
+        "--registry-address",
+        registry_address,
+        "--poll-interval-seconds",
+        "0.1",
+        "--log-json",
+        "false",
+    ]
+    # Both starts append to one log beside the data (for a failure's post-mortem).
+    with (data_dir.parent / "trainer-service.log").open("ab") as log:
+        return subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
 
 
 async def connect(port: int) -> aio.Channel:
