@@ -50,6 +50,7 @@ from services.inference.requests import (
     validate_generate,
 )
 from services.inference.serving import EmbedItem, GenerateItem, ServingVersion
+from services.inference.spans import current_span
 from services.runtime.context import remaining_time
 from services.runtime.registry_view import RegistryView
 
@@ -313,7 +314,7 @@ class InferenceEngine:
         ref = self._parse_ref(call.model)
         with (
             self._observe(GENERATE_OP, ref.name),
-            self._tracer.start_as_current_span("inference.generate") as span,
+            current_span(self._tracer.start_span("inference.generate")) as span,
         ):
             entry = await self._pick(ref, call.routing_key, Task.GENERATE)
             span.set_attribute("gen_ai.response.model", entry.label)
@@ -331,7 +332,7 @@ class InferenceEngine:
                         except asyncio.CancelledError:
                             item.cancel.set()  # drop the row from a running batch
                             raise
-                    with self._tracer.start_as_current_span("inference.backend.generate"):
+                    with current_span(self._tracer.start_span("inference.backend.generate")):
                         return await backend.generate(call.prompt, params)
 
                 if params.deterministic and not call.skip_cache:
@@ -432,7 +433,7 @@ class InferenceEngine:
         ref = self._parse_ref(call.model)
         with (
             self._observe(EMBED_OP, ref.name),
-            self._tracer.start_as_current_span("inference.embed") as span,
+            current_span(self._tracer.start_span("inference.embed")) as span,
         ):
             entry = await self._pick(ref, call.routing_key, Task.EMBED)
             span.set_attribute("gen_ai.response.model", entry.label)
@@ -447,7 +448,7 @@ class InferenceEngine:
                     self._count_call(EMBED_OP)
                     if batcher is not None:
                         return await batcher.submit(EmbedItem(call.inputs, call.normalize))
-                    with self._tracer.start_as_current_span("inference.backend.embed"):
+                    with current_span(self._tracer.start_span("inference.backend.embed")):
                         return await backend.embed(call.inputs, normalize=call.normalize)
 
                 if not call.skip_cache:
