@@ -23,6 +23,7 @@ FALLBACK = {
     "registry_address": "The registry (host:port).",
     "inference_addresses": "Inference replicas, comma-separated host:port or dns:/// targets.",
     "trainer_address": "The trainer (host:port).",
+    "cache_local_bytes": "Memory bound of the in-process tier in bytes (answers, request text).",
     "jwks_url": "JWKS URL of the identity provider (alternative to jwks_file).",
     "jwt_issuer": "Required `iss` claim.",
     "jwt_audience": "Required `aud` claim.",

@@ -47,7 +47,7 @@ class TrainerSettings(ServerSettings):
     histogram_interval_steps: int = 100
     #: Workers' host memory: "retain" keeps freed blocks in the heap for the next step
     #: (no page faults per step); "system" leaves the C library's policy alone.
-    worker_allocator: str = allocator.RETAIN
+    worker_allocator: str = "retain"  # allocator.RETAIN
 
 
 async def build_server(
