@@ -1,5 +1,5 @@
 """The shared runtime of the Lattice services: server bootstrap, settings,
-telemetry, interceptors, client channels. Services depend on this; it depends
+telemetry, the per-RPC wrapper, client channels. Services depend on this; it depends
 only on the generated stubs and the `lattice` error tree."""
 
 from lattice._errors import (

@@ -1,7 +1,7 @@
 """Per-request context that outlives one function: request id and deadline.
 
-The server interceptor sets these for each inbound RPC; the client
-interceptors read them, so a call made while serving a request carries the
+The server's per-RPC wrapper sets these for each inbound RPC and the
+client channel reads them, so a call made while serving a request carries the
 same request id and a deadline no later than the caller's.
 """
 

@@ -16,7 +16,7 @@ from typing import Any
 import grpc
 from grpc import aio
 
-from services.runtime.interceptors import RpcWrapper
+from services.runtime.rpc_wrapper import RpcWrapper
 
 
 class _Capture:

@@ -26,9 +26,9 @@ from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 from opentelemetry.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 
-from services.runtime.interceptors import RpcWrapper
 from services.runtime.logs import AccessLog
 from services.runtime.mounting import mount
+from services.runtime.rpc_wrapper import RpcWrapper
 from services.runtime.settings import ServerSettings
 from services.runtime.telemetry import MetricsEndpoint, RpcMetrics
 from services.runtime.tracing import ServerSpans
