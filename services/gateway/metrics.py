@@ -2,29 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.metrics import MetricWrapperBase
 
-
-class Children:
-    """Labelled children of one metric, looked up once per label set.
-
-    `metric.labels(...)` validates and locks on every call; the per-request
-    path asks this dict instead. It holds exactly the label sets the metric
-    itself holds, so it grows no more than the metric's own cardinality.
-    """
-
-    def __init__(self, metric: MetricWrapperBase) -> None:
-        self._metric = metric
-        self._children: dict[tuple[str, ...], Any] = {}
-
-    def __call__(self, *labels: str) -> Any:
-        child = self._children.get(labels)
-        if child is None:
-            child = self._children[labels] = self._metric.labels(*labels)
-        return child
+from services.runtime.telemetry import LabelledChildren
 
 
 class GatewayMetrics:
@@ -80,7 +60,7 @@ class GatewayMetrics:
             buckets=(0.00002, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.01, 0.1),
         )
         #: Hot-path accessors: `self.requests_for(tenant, model, code).inc()` etc.
-        self.requests_for = Children(self.requests)
-        self.routes_for = Children(self.routes)
-        self.tokens_for = Children(self.tokens)
-        self.quota_used_for = Children(self.quota_used)
+        self.requests_for = LabelledChildren(self.requests)
+        self.routes_for = LabelledChildren(self.routes)
+        self.tokens_for = LabelledChildren(self.tokens)
+        self.quota_used_for = LabelledChildren(self.quota_used)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
-from typing import Any
 
 import psutil
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -21,6 +20,7 @@ from prometheus_client.registry import Collector
 from services.inference.batcher import BatchObserver
 from services.inference.cache import CacheObserver
 from services.inference.serving import ServingVersion
+from services.runtime.telemetry import LabelledChildren
 
 log = logging.getLogger(__name__)
 
@@ -40,23 +40,6 @@ _TOKEN_BUCKETS = (
 )  # fmt: skip
 _QUEUE_BUCKETS = (0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
-
-
-class _Children:
-    """`metric.labels(*values)` memoised: prometheus_client spends microseconds
-    per `labels()` call, which the cache-hit path would pay several times."""
-
-    __slots__ = ("_children", "_metric")
-
-    def __init__(self, metric: Counter | Histogram) -> None:
-        self._metric = metric
-        self._children: dict[tuple[str, ...], Any] = {}
-
-    def __call__(self, *values: str) -> Any:
-        child = self._children.get(values)
-        if child is None:
-            child = self._children[values] = self._metric.labels(*values)
-        return child
 
 
 class InferenceMetrics(CacheObserver):
@@ -129,11 +112,11 @@ class InferenceMetrics(CacheObserver):
             registry=registry,
         )
 
-        self.duration_of = _Children(self.request_duration)
-        self.tokens_of = _Children(self.token_usage)
-        self.backend_calls_of = _Children(self.backend_calls)
-        self._lookups_of = _Children(self.cache_lookups)
-        self._errors_of = _Children(self.cache_errors)
+        self.duration_of = LabelledChildren(self.request_duration)
+        self.tokens_of = LabelledChildren(self.token_usage)
+        self.backend_calls_of = LabelledChildren(self.backend_calls)
+        self._lookups_of = LabelledChildren(self.cache_lookups)
+        self._errors_of = LabelledChildren(self.cache_errors)
 
     # -- observers ----------------------------------------------------------
 

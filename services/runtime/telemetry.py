@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import logging
 import os
+from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.metrics import MetricWrapperBase
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +69,28 @@ def install_global_tracing(service: str) -> TracerProvider | None:
     provider = create_tracer_provider(service)
     trace.set_tracer_provider(provider)
     return provider
+
+
+class LabelledChildren:
+    """Labelled children of one metric, looked up once per label set.
+
+    `metric.labels(...)` validates and locks on every call, microseconds that
+    a hot path would pay several times per request; this dict answers
+    instead. It holds exactly the label sets the metric itself holds, so it
+    grows no more than the metric's own cardinality.
+    """
+
+    __slots__ = ("_children", "_metric")
+
+    def __init__(self, metric: MetricWrapperBase) -> None:
+        self._metric = metric
+        self._children: dict[tuple[str, ...], Any] = {}
+
+    def __call__(self, *labels: str) -> Any:
+        child = self._children.get(labels)
+        if child is None:
+            child = self._children[labels] = self._metric.labels(*labels)
+        return child
 
 
 class RpcMetrics:
