@@ -11,22 +11,19 @@ import grpc
 from grpc import aio
 
 from lattice import _artifacts, _requests
-from lattice._client import PathOrBytes, check_artifact, is_terminal
-from lattice._config import ClientConfig
+from lattice._client import check_artifact, is_terminal
+from lattice._connection import Connection, PathOrBytes
 from lattice._errors import from_rpc_error
 from lattice._streams import AsyncStream
 from lattice._types import Embeddings, Generation, GenerationDelta
 from lattice.v1 import (
     inference_pb2,
-    inference_pb2_grpc,
     registry_pb2,
-    registry_pb2_grpc,
     trainer_pb2,
-    trainer_pb2_grpc,
 )
 
 
-class AsyncClient:
+class AsyncClient(Connection):
     """`Client` for asyncio: the same methods and settings, awaited.
 
     `stream`, `watch` and `watch_job` return async iterators (not awaited);
@@ -34,40 +31,7 @@ class AsyncClient:
     `await close()`.
     """
 
-    def __init__(
-        self,
-        target: str | None = None,
-        token: str | None = None,
-        *,
-        tls: bool | None = None,
-        root_certificates: PathOrBytes | None = None,
-        private_key: PathOrBytes | None = None,
-        certificate_chain: PathOrBytes | None = None,
-        server_name: str | None = None,
-        timeout: float | None = None,
-        retries: int = 4,
-        metadata: Sequence[tuple[str, str]] = (),
-    ) -> None:
-        self._config = ClientConfig.resolve(
-            target,
-            token,
-            tls=tls,
-            root_certificates=root_certificates,
-            private_key=private_key,
-            certificate_chain=certificate_chain,
-            server_name=server_name,
-            timeout=timeout,
-            retries=retries,
-            metadata=metadata,
-        )
-        self._channel = self._config.open_channel(aio)
-        self._inference = inference_pb2_grpc.InferenceServiceStub(self._channel)
-        self._registry = registry_pb2_grpc.ModelRegistryServiceStub(self._channel)
-        self._trainer = trainer_pb2_grpc.TrainerServiceStub(self._channel)
-
-    @property
-    def target(self) -> str:
-        return self._config.target
+    channel_api = aio
 
     async def close(self) -> None:
         await self._channel.close()

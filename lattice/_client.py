@@ -10,27 +10,22 @@ from typing import Any
 import grpc
 
 from lattice import _artifacts, _requests
-from lattice._config import ClientConfig
+from lattice._connection import Connection, PathOrBytes
 from lattice._errors import InvalidArgument, from_rpc_error
 from lattice._streams import Stream
 from lattice._types import Embeddings, Generation, GenerationDelta
 from lattice.v1 import (
     inference_pb2,
-    inference_pb2_grpc,
     registry_pb2,
-    registry_pb2_grpc,
     trainer_pb2,
-    trainer_pb2_grpc,
 )
-
-PathOrBytes = str | os.PathLike[str] | bytes
 
 _TERMINAL_JOB_STATES = frozenset(
     {trainer_pb2.JOB_STATE_SUCCEEDED, trainer_pb2.JOB_STATE_FAILED, trainer_pb2.JOB_STATE_CANCELLED}
 )
 
 
-class Client:
+class Client(Connection):
     """Talks to the Lattice gateway (or any one service) over gRPC.
 
     `target` defaults to $LATTICE_TARGET, then 127.0.0.1:50051 (the gateway);
@@ -43,40 +38,7 @@ class Client:
     Use as a context manager or call `close()`.
     """
 
-    def __init__(
-        self,
-        target: str | None = None,
-        token: str | None = None,
-        *,
-        tls: bool | None = None,
-        root_certificates: PathOrBytes | None = None,
-        private_key: PathOrBytes | None = None,
-        certificate_chain: PathOrBytes | None = None,
-        server_name: str | None = None,
-        timeout: float | None = None,
-        retries: int = 4,
-        metadata: Sequence[tuple[str, str]] = (),
-    ) -> None:
-        self._config = ClientConfig.resolve(
-            target,
-            token,
-            tls=tls,
-            root_certificates=root_certificates,
-            private_key=private_key,
-            certificate_chain=certificate_chain,
-            server_name=server_name,
-            timeout=timeout,
-            retries=retries,
-            metadata=metadata,
-        )
-        self._channel = self._config.open_channel(grpc)
-        self._inference = inference_pb2_grpc.InferenceServiceStub(self._channel)
-        self._registry = registry_pb2_grpc.ModelRegistryServiceStub(self._channel)
-        self._trainer = trainer_pb2_grpc.TrainerServiceStub(self._channel)
-
-    @property
-    def target(self) -> str:
-        return self._config.target
+    channel_api = grpc
 
     def close(self) -> None:
         self._channel.close()
