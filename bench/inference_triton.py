@@ -1,23 +1,28 @@
 """Triton path overhead: Lattice (backend, and the whole service) vs calling Triton directly.
 
 Starts a real `tritonserver` (CPU, from nvidia-pytriton) on a repository that
-`export_triton_repository` makes from a tiny GPT-2, then times, in one run and
-interleaved request by request (so machine noise hits both sides alike):
+`export_triton_repository` makes from a tiny GPT-2, then times, in one run, in
+rounds of consecutive requests per path with a rotating order (so machine
+noise hits every path alike, and each path is timed in its own steady state,
+not right after whatever another path left behind):
 
 * unary: `tritonclient.grpc.aio` `infer()` on the unary model (the baseline)
   vs `TritonBackend.generate()` (request building, span + trace-context headers,
   deadline, result parsing) vs `Generate` on the inference service (a real
   registry + inference server in this process, version `triton://...`,
-  skip_cache) -- the service path adds a whole gRPC hop, so a bare
-  `grpc.health.v1` Check on the same inference server is timed alongside to
-  show what the hop alone costs;
+  skip_cache) -- the service path adds a whole gRPC hop, so two floors are
+  timed alongside: a plain `grpc.aio` server in this process whose Generate
+  forwards to Triton with no Lattice code around it (the least any Python gRPC
+  hop in front of Triton adds), and a bare `grpc.health.v1` Check on the
+  inference server (a hop with no backend call);
 * streaming: `stream_infer()` over the decoupled model to the final response
   vs `TritonBackend.stream()` drained to its last chunk vs `GenerateStream`.
 
 Prints p50/p99 per path, the ratio to the baseline and the added milliseconds
-(goal: <= 0.5 ms added at p50).
+(goal: <= 0.5 ms added at p50), and the service's p50 minus the plain
+forwarder's: what Lattice itself adds over the floor.
 
-    .venv/bin/python bench/inference_triton.py [--requests 300] [--tokens 4]
+    .venv/bin/python bench/inference_triton.py [--requests 300] [--tokens 4] [--round 20]
 """
 
 from __future__ import annotations
@@ -88,15 +93,19 @@ def summary(name: str, samples: list[float], baseline: list[float] | None) -> st
     return line
 
 
-async def interleaved(n: int, *calls) -> list[list[float]]:
-    """Each call n times, round-robin with a rotating start, so drift hits all alike."""
+async def interleaved(n: int, *calls, run: int = 1) -> list[list[float]]:
+    """Each call n times, in rounds of `run` consecutive calls per path with a
+    rotating start, so drift hits all alike. Per-request alternation (run=1)
+    would time each call right after a different path's, so that one path
+    always inherits, say, an idle gap and another a warm connection."""
     samples: list[list[float]] = [[] for _ in calls]
-    for i in range(n):
+    for i in range(max(1, n // run)):
         for j in range(len(calls)):
             k = (i + j) % len(calls)
-            start = time.perf_counter()
-            await calls[k]()
-            samples[k].append(time.perf_counter() - start)
+            for _ in range(run):
+                start = time.perf_counter()
+                await calls[k]()
+                samples[k].append(time.perf_counter() - start)
     return samples
 
 
@@ -121,7 +130,37 @@ async def start_service(root: Path, address: str):
     return lab
 
 
-async def measure(server: TritonProcess, requests: int, tokens: int, root: Path) -> None:
+async def start_plain_forwarder(triton_address: str, model: str):
+    """The floor: a plain grpc.aio server in this process whose Generate sends
+    the same KServe request to Triton and answers with its text -- no Lattice
+    runtime, engine, spans, metrics or log. Returns (server, channel, address)."""
+    from grpc import aio
+    from tritonclient.grpc import service_pb2_grpc
+
+    from lattice.v1 import inference_pb2, inference_pb2_grpc
+    from services.inference import kserve
+
+    channel = aio.insecure_channel(triton_address)
+    triton = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+
+    class Forward(inference_pb2_grpc.InferenceServiceServicer):
+        async def Generate(self, request, context):
+            params = GenerationParams(max_new_tokens=request.parameters.max_new_tokens)
+            reply = await triton.ModelInfer(
+                kserve.generate_request(model, "", "", request.prompt, params)
+            )
+            return inference_pb2.GenerateResponse(text=kserve.Outputs(reply).text("TEXT"))
+
+    server = aio.server()
+    inference_pb2_grpc.add_InferenceServiceServicer_to_server(Forward(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    return server, channel, f"127.0.0.1:{port}"
+
+
+async def measure(
+    server: TritonProcess, requests: int, tokens: int, root: Path, run: int
+) -> None:
     from lattice.v1 import inference_pb2
 
     params = GenerationParams(max_new_tokens=tokens)
@@ -150,6 +189,11 @@ async def measure(server: TritonProcess, requests: int, tokens: int, root: Path)
 
     channel = aio.insecure_channel(lab.inference.address)  # one channel for every service call
     stub = inference_pb2_grpc.InferenceServiceStub(channel)
+    forwarder, forwarder_upstream, forwarder_address = await start_plain_forwarder(
+        server.grpc_address, "lm_unary"
+    )
+    forwarder_channel = aio.insecure_channel(forwarder_address)
+    plain = inference_pb2_grpc.InferenceServiceStub(forwarder_channel)
     health = health_pb2_grpc.HealthStub(channel)
     check = health_pb2.HealthCheckRequest()
 
@@ -161,6 +205,7 @@ async def measure(server: TritonProcess, requests: int, tokens: int, root: Path)
         lambda: client.infer("lm_unary", direct_inputs(tokens)),
         lambda: unary.generate(PROMPT, params),
         lambda: stub.Generate(unary_request),
+        lambda: plain.Generate(unary_request),
         lambda: health.Check(check),
     )
     stream_paths = (
@@ -170,16 +215,20 @@ async def measure(server: TritonProcess, requests: int, tokens: int, root: Path)
     )
     try:
         await interleaved(20, *unary_paths, *stream_paths)  # warm channels and model threads
-        direct, through, service, hop = await interleaved(requests, *unary_paths)
-        print(f"unary generate, {tokens} new tokens, {requests} requests per path (sequential):")
+        direct, through, service, floor, hop = await interleaved(requests, *unary_paths, run=run)
+        print(
+            f"unary generate, {tokens} new tokens, {requests} requests per path "
+            f"(sequential, rounds of {run}):"
+        )
         print(summary("tritonclient infer (baseline)", direct, None))
         print(summary("TritonBackend.generate", through, direct))
         print(summary("service Generate (gRPC hop)", service, direct))
+        print(summary("  floor: plain grpc.aio forwarder", floor, direct))
         print(summary("  for reference: bare health Check", hop, None))
-        engine = np.percentile(service, 50) - np.percentile(through, 50) - np.percentile(hop, 50)
-        print(f"  service p50 - backend p50 - bare hop p50 = {engine * 1e3:+.3f} ms (engine etc.)")
+        own = np.percentile(service, 50) - np.percentile(floor, 50)
+        print(f"  service p50 - plain forwarder p50 = {own * 1e3:+.3f} ms (what Lattice adds)")
 
-        direct, through, service = await interleaved(requests, *stream_paths)
+        direct, through, service = await interleaved(requests, *stream_paths, run=run)
         print(f"streaming generate, {tokens} new tokens, to the final response:")
         print(summary("tritonclient stream_infer (baseline)", direct, None))
         print(summary("TritonBackend.stream", through, direct))
@@ -188,6 +237,9 @@ async def measure(server: TritonProcess, requests: int, tokens: int, root: Path)
         print(f"  (baseline stdev {spread:.3f} ms; a shared machine adds noise to every path)")
     finally:
         await channel.close()
+        await forwarder_channel.close()
+        await forwarder.stop(0)
+        await forwarder_upstream.close()
         await lab.stop()
         await unary.unload()
         await streaming.unload()
@@ -198,6 +250,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--tokens", type=int, default=4)
+    parser.add_argument("--round", type=int, default=20, help="consecutive requests per path")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-triton-") as tmp:
         base = Path(tmp)
@@ -210,7 +263,7 @@ def main() -> None:
         setup = as_run_service(base / "inference.log")
         print(f"tritonserver ready in {server.startup_seconds:.1f} s (2 models); {setup}")
         try:
-            asyncio.run(measure(server, args.requests, args.tokens, base / "service"))
+            asyncio.run(measure(server, args.requests, args.tokens, base / "service", args.round))
         finally:
             server.stop()
 
