@@ -11,6 +11,7 @@ work itself on the hot path (see `services.runtime.mounting`).
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 import time
@@ -143,13 +144,11 @@ class _Method:
 
     def _exit(
         self,
-        started: float,
+        elapsed: float,
         span: trace.Span,
         code: grpc.StatusCode,
         error: LatticeError | None,
-        context: aio.ServicerContext,
     ) -> None:
-        elapsed = time.perf_counter() - started
         self._in_flight.dec()
         counter = self._counters.get(code)
         if counter is None:
@@ -173,7 +172,12 @@ class _Method:
             except BaseException as exc:
                 await self._fail(exc, context, started, span)
                 raise
-            self._exit(started, span, _final_code(context), None, context)
+            # The response is sent as soon as this returns: its bookkeeping (metrics,
+            # span end, access log line) runs on the next turn of the loop instead of
+            # in front of it. The callback keeps this call's context (trace ids).
+            asyncio.get_running_loop().call_soon(
+                self._exit, time.perf_counter() - started, span, _final_code(context), None
+            )
             return response
 
         return handle
@@ -191,7 +195,7 @@ class _Method:
             except BaseException as exc:
                 await self._fail(exc, context, started, span)
                 raise
-            self._exit(started, span, _final_code(context), None, context)
+            self._exit(time.perf_counter() - started, span, _final_code(context), None)
 
         return handle
 
@@ -203,12 +207,13 @@ class _Method:
         span: trace.Span,
     ) -> None:
         """Record the failure and, for our own errors, abort with the mapped status."""
+        elapsed = time.perf_counter() - started
         if isinstance(exc, aio.AbortError):
-            self._exit(started, span, _final_code(context), None, context)
+            self._exit(elapsed, span, _final_code(context), None)
             return
         if not isinstance(exc, Exception):  # CancelledError, GeneratorExit, KeyboardInterrupt
-            self._exit(started, span, _CANCELLED, None, context)
+            self._exit(elapsed, span, _CANCELLED, None)
             return
         error = _as_lattice_error(exc, self.method)
-        self._exit(started, span, error.code, error, context)
+        self._exit(elapsed, span, error.code, error)
         await abort_with(context, error)

@@ -87,10 +87,11 @@ class LatticeServer:
         self.metrics_registry = registry or CollectorRegistry()
         self.health = health.aio.HealthServicer()
         self._on_stop: list[Callable[[], Awaitable[None]]] = []
+        self._access_log = AccessLog(
+            settings.access_log, flush_after=settings.access_log_flush_ms / 1000
+        )
         wrapper = RpcWrapper(
-            RpcMetrics(self.metrics_registry),
-            ServerSpans(tracer_provider),
-            AccessLog(settings.access_log),
+            RpcMetrics(self.metrics_registry), ServerSpans(tracer_provider), self._access_log
         )
         # Interceptors run per call (and make grpc.aio rebuild handlers); the shared
         # behaviour is applied at mount instead. Extra ones are still honoured.
@@ -154,6 +155,7 @@ class LatticeServer:
         grace = self.settings.grace_seconds if grace is None else grace
         await self.set_serving(False)
         await self.server.stop(grace)
+        self._access_log.flush()
         if self._metrics_endpoint is not None:
             self._metrics_endpoint.close()
         for callback in reversed(self._on_stop):

@@ -38,6 +38,10 @@ class ServerSettings:
     log_json: bool = True
     #: One INFO line per served RPC (logger "lattice.rpc"); failures are logged either way.
     access_log: bool = True
+    #: Access log lines of successful RPCs are written in batches, at most this many
+    #: ms after the call (one write per batch, not per call); 0 writes each at once.
+    #: Failures are always written at once.
+    access_log_flush_ms: float = 50.0
     #: Offer gRPC server reflection (grpcurl list/describe).
     reflection: bool = True
 
