@@ -477,18 +477,20 @@ class _TritonSpan:
         self._span = span = backend._tracer.start_span(
             f"inference.GRPCInferenceService/{self._method}", kind=SpanKind.CLIENT
         )
-        span.set_attribute("rpc.system", "grpc")
-        span.set_attribute("rpc.service", "inference.GRPCInferenceService")
-        span.set_attribute("rpc.method", self._method)
-        if target is not None:
-            span.set_attribute("server.address", target.address)
-            span.set_attribute("triton.model_name", target.model)
-        span.set_attribute("lattice.model", f"{backend.spec.model_name}:{backend.spec.version}")
-        if self._params is not None:
-            span.set_attribute("gen_ai.request.max_tokens", self._params.max_new_tokens)
-            span.set_attribute("gen_ai.request.temperature", self._params.temperature)
+        if span.is_recording():  # attribute work only for a span that is kept
+            span.set_attribute("rpc.system", "grpc")
+            span.set_attribute("rpc.service", "inference.GRPCInferenceService")
+            span.set_attribute("rpc.method", self._method)
+            if target is not None:
+                span.set_attribute("server.address", target.address)
+                span.set_attribute("triton.model_name", target.model)
+            span.set_attribute("lattice.model", f"{backend.spec.model_name}:{backend.spec.version}")
+            if self._params is not None:
+                span.set_attribute("gen_ai.request.max_tokens", self._params.max_new_tokens)
+                span.set_attribute("gen_ai.request.temperature", self._params.temperature)
         headers: dict[str, str] = {}
-        inject(headers, context=trace.set_span_in_context(span))
+        if span.get_span_context().is_valid:  # else there is no trace to pass on
+            inject(headers, context=trace.set_span_in_context(span))
         request_id = request_id_var.get()
         if request_id:
             headers[REQUEST_ID_KEY] = request_id
