@@ -3,8 +3,10 @@
 Names follow the OpenTelemetry GenAI semantic conventions where one exists
 (`gen_ai.server.request.duration` -> `gen_ai_server_request_duration_seconds`
 and so on, with the conventions' bucket boundaries); the rest are
-`lattice_inference_*`. Process CPU/memory come from psutil; GPU utilisation
-and memory from NVML, only when a GPU and `pynvml` are present.
+`lattice_inference_*`. All are updated on the event loop, so they are the
+lock-free kind (`services.runtime.loop_metrics`). Process CPU/memory come
+from psutil; GPU utilisation and memory from NVML, only when a GPU and
+`pynvml` are present.
 """
 
 from __future__ import annotations
@@ -13,13 +15,14 @@ import logging
 from collections.abc import Callable, Iterable
 
 import psutil
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from services.inference.batcher import BatchObserver
 from services.inference.cache import CacheObserver
 from services.inference.serving import ServingVersion
+from services.runtime.loop_metrics import LoopCounter, LoopHistogram
 from services.runtime.telemetry import LabelledChildren
 
 log = logging.getLogger(__name__)
@@ -46,66 +49,66 @@ class InferenceMetrics(CacheObserver):
     """Every inference metric; also the cache's and batchers' observer."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
-        self.request_duration = Histogram(
+        self.request_duration = LoopHistogram(
             "gen_ai_server_request_duration_seconds",
             "Time to serve a request, by operation and model.",
             ["gen_ai_operation_name", "gen_ai_request_model", "error_type"],
             buckets=_DURATION_BUCKETS,
             registry=registry,
         )
-        self.time_to_first_token = Histogram(
+        self.time_to_first_token = LoopHistogram(
             "gen_ai_server_time_to_first_token_seconds",
             "Time from request to the first streamed token.",
             ["gen_ai_request_model"],
             buckets=_TTFT_BUCKETS,
             registry=registry,
         )
-        self.time_per_output_token = Histogram(
+        self.time_per_output_token = LoopHistogram(
             "gen_ai_server_time_per_output_token_seconds",
             "Time per output token after the first one.",
             ["gen_ai_request_model"],
             buckets=_TPOT_BUCKETS,
             registry=registry,
         )
-        self.token_usage = Histogram(
+        self.token_usage = LoopHistogram(
             "gen_ai_client_token_usage",
             "Tokens per request, by type (input/output).",
             ["gen_ai_operation_name", "gen_ai_request_model", "gen_ai_token_type"],
             buckets=_TOKEN_BUCKETS,
             registry=registry,
         )
-        self.queue_duration = Histogram(
+        self.queue_duration = LoopHistogram(
             "lattice_inference_queue_duration_seconds",
             "Time a request waited for its micro-batch to start.",
             ["gen_ai_request_model"],
             buckets=_QUEUE_BUCKETS,
             registry=registry,
         )
-        self.batch_size = Histogram(
+        self.batch_size = LoopHistogram(
             "lattice_inference_batch_size",
             "Rows (texts) per backend batch.",
             ["gen_ai_request_model"],
             buckets=_BATCH_BUCKETS,
             registry=registry,
         )
-        self.cache_lookups = Counter(
+        self.cache_lookups = LoopCounter(
             "lattice_inference_cache_lookups",
             "Response cache lookups by result: hit, miss, error (Redis unavailable).",
             ["result"],
             registry=registry,
         )
-        self.cache_errors = Counter(
+        self.cache_errors = LoopCounter(
             "lattice_inference_cache_errors",
             "Redis operations that failed or timed out (served uncached).",
             ["operation"],
             registry=registry,
         )
-        self.coalesced_requests = Counter(
+        self.coalesced_requests = LoopCounter(
             "lattice_inference_coalesced_requests",
             "Requests that shared an identical in-flight request's model call.",
             registry=registry,
         )
-        self.backend_calls = Counter(
+        self.backend_calls = LoopCounter(
             "lattice_inference_backend_calls",
             "Model computations started, by operation.",
             ["gen_ai_operation_name"],

@@ -19,8 +19,10 @@ from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.metrics import MetricWrapperBase
+
+from services.runtime.loop_metrics import LoopCounter, LoopGauge, LoopHistogram, LoopMetric
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +84,7 @@ class LabelledChildren:
 
     __slots__ = ("_children", "_metric")
 
-    def __init__(self, metric: MetricWrapperBase) -> None:
+    def __init__(self, metric: MetricWrapperBase | LoopMetric) -> None:
         self._metric = metric
         self._children: dict[tuple[str, ...], Any] = {}
 
@@ -94,16 +96,17 @@ class LabelledChildren:
 
 
 class RpcMetrics:
-    """Per-RPC counters and latency, in the server's own registry."""
+    """Per-RPC counters and latency, in the server's own registry (updated on the
+    event loop by the RPC wrapper, hence the lock-free kind)."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
-        self.requests = Counter(
+        self.requests = LoopCounter(
             "lattice_rpc_requests",
             "RPCs handled, by method and status code.",
             ["method", "code"],
             registry=registry,
         )
-        self.duration = Histogram(
+        self.duration = LoopHistogram(
             "lattice_rpc_duration_seconds",
             "RPC handling time, by method.",
             ["method"],
@@ -126,7 +129,7 @@ class RpcMetrics:
                 30,
             ),
         )
-        self.in_flight = Gauge(
+        self.in_flight = LoopGauge(
             "lattice_rpc_in_flight", "RPCs being handled now.", registry=registry
         )
 
