@@ -7,7 +7,8 @@ an instant backend: 24.2 us per request, 19.4 us without the engine's four).
 On a `grpc.aio` server the request path runs on one thread, the event loop's,
 so these keep plain numbers and answer `prometheus_client`'s registry through
 `collect()` at scrape time. Names, labels, buckets and exposition are those a
-`prometheus_client` metric with the same arguments would have.
+`prometheus_client` metric with the same arguments would have, less the
+`_created` series.
 
 Update them only from the event loop's thread. The scrape runs on the metrics
 endpoint's thread and may read one child's count a step ahead of its sum;
@@ -35,14 +36,18 @@ from prometheus_client.utils import floatToGoString
 class LoopMetric(Collector):
     """Children by label values, registered in `registry` as one collector."""
 
+    #: A suffix the exposition adds itself, dropped from a name given with it.
+    _added_suffix = ""
+
     def __init__(
         self,
         name: str,
         documentation: str,
-        labelnames: Sequence[str],
+        labelnames: Sequence[str] = (),
+        *,
         registry: CollectorRegistry,
     ) -> None:
-        self._name = name
+        self._name = name.removesuffix(self._added_suffix) if self._added_suffix else name
         self._documentation = documentation
         self._labelnames = tuple(labelnames)
         self._children: dict[tuple[str, ...], object] = {}
@@ -85,28 +90,11 @@ class _Count:
         self.value = value
 
 
-class LoopCounter(LoopMetric):
-    """A counter (exposed as `<name>_total`); children have `inc(amount=1)`."""
-
-    def __init__(
-        self,
-        name: str,
-        documentation: str,
-        labelnames: Sequence[str] = (),
-        *,
-        registry: CollectorRegistry,
-    ) -> None:
-        super().__init__(name.removesuffix("_total"), documentation, labelnames, registry)
-
-    def inc(self, amount: float = 1.0) -> None:
-        """For a counter without labels."""
-        self._children[()].inc(amount)
+class _ScalarMetric(LoopMetric):
+    """A metric whose children each hold one number."""
 
     def _new_child(self) -> _Count:
         return _Count()
-
-    def _family(self) -> CounterMetricFamily:
-        return CounterMetricFamily(self._name, self._documentation, labels=self._labelnames)
 
     def collect(self) -> Iterator[Metric]:
         family = self._family()
@@ -115,18 +103,21 @@ class LoopCounter(LoopMetric):
         yield family
 
 
-class LoopGauge(LoopMetric):
-    """A gauge; it and its children have `inc`, `dec` and `set`."""
+class LoopCounter(_ScalarMetric):
+    """A counter (exposed as `<name>_total`); children have `inc(amount=1)`."""
 
-    def __init__(
-        self,
-        name: str,
-        documentation: str,
-        labelnames: Sequence[str] = (),
-        *,
-        registry: CollectorRegistry,
-    ) -> None:
-        super().__init__(name, documentation, labelnames, registry)
+    _added_suffix = "_total"
+
+    def inc(self, amount: float = 1.0) -> None:
+        """For a counter without labels."""
+        self._children[()].inc(amount)
+
+    def _family(self) -> CounterMetricFamily:
+        return CounterMetricFamily(self._name, self._documentation, labels=self._labelnames)
+
+
+class LoopGauge(_ScalarMetric):
+    """A gauge; it and its children have `inc`, `dec` and `set`."""
 
     def inc(self, amount: float = 1.0) -> None:
         self._children[()].inc(amount)
@@ -137,17 +128,8 @@ class LoopGauge(LoopMetric):
     def set(self, value: float) -> None:
         self._children[()].set(value)
 
-    def _new_child(self) -> _Count:
-        return _Count()
-
     def _family(self) -> GaugeMetricFamily:
         return GaugeMetricFamily(self._name, self._documentation, labels=self._labelnames)
-
-    def collect(self) -> Iterator[Metric]:
-        family = self._family()
-        for values, child in list(self._children.items()):
-            family.add_metric(values, child.value)
-        yield family
 
 
 class _Buckets:
@@ -182,7 +164,7 @@ class LoopHistogram(LoopMetric):
             raise ValueError(f"{name}: buckets must be increasing, got {buckets}")
         self._bounds = bounds
         self._le = [floatToGoString(b) for b in bounds] + ["+Inf"]
-        super().__init__(name, documentation, labelnames, registry)
+        super().__init__(name, documentation, labelnames, registry=registry)
 
     def observe(self, amount: float) -> None:
         self._children[()].observe(amount)
