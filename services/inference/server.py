@@ -139,7 +139,15 @@ async def build_server(
         inference_pb2_grpc.add_InferenceServiceServicer_to_server,
         inference_pb2.DESCRIPTOR.services_by_name["InferenceService"],
     )
-    server = LatticeServer([service], settings, tracer_provider=tracer_provider, registry=registry)
+    # Health says SERVING only once the registry view is complete: before that
+    # every request would be UNAVAILABLE ("not synced with the registry yet").
+    server = LatticeServer(
+        [service],
+        settings,
+        tracer_provider=tracer_provider,
+        registry=registry,
+        readiness=view.wait_synced,
+    )
     await view.start()
     await manager.start()
 

@@ -81,8 +81,13 @@ class LatticeServer:
         registry: CollectorRegistry | None = None,
         extra_interceptors: Iterable[aio.ServerInterceptor] = (),
         server_credentials: grpc.ServerCredentials | None = None,
+        readiness: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
+        """`readiness`, if given, is awaited after start; health reports
+        NOT_SERVING until it returns (calls are still accepted meanwhile)."""
         self.settings = settings
+        self._readiness = readiness
+        self._becoming_ready: asyncio.Task[None] | None = None
         self.services = list(services)
         self.metrics_registry = registry or CollectorRegistry()
         self.health = health.aio.HealthServicer()
@@ -141,8 +146,19 @@ class LatticeServer:
             self._metrics_endpoint = MetricsEndpoint(
                 self.metrics_registry, self.settings.host, self.settings.metrics_port
             )
+        names = ", ".join(s.name for s in self.services)
+        if self._readiness is None:
+            await self.set_serving(True)
+            log.info("serving %s on %s", names, self.address)
+            return
+        await self.set_serving(False)
+        log.info("started %s on %s; SERVING once ready", names, self.address)
+        self._becoming_ready = asyncio.create_task(self._serve_when_ready(names))
+
+    async def _serve_when_ready(self, names: str) -> None:
+        await self._readiness()
         await self.set_serving(True)
-        log.info("serving %s on %s", ", ".join(s.name for s in self.services), self.address)
+        log.info("serving %s on %s", names, self.address)
 
     async def set_serving(self, serving: bool) -> None:
         """Set the overall health and each service's health at once."""
@@ -153,6 +169,8 @@ class LatticeServer:
     async def stop(self, grace: float | None = None) -> None:
         """Drain: NOT_SERVING first, then let in-flight RPCs finish within grace."""
         grace = self.settings.grace_seconds if grace is None else grace
+        if self._becoming_ready is not None:
+            self._becoming_ready.cancel()
         await self.set_serving(False)
         await self.server.stop(grace)
         self._access_log.flush()
