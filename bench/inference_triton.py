@@ -158,9 +158,7 @@ async def start_plain_forwarder(triton_address: str, model: str):
     return server, channel, f"127.0.0.1:{port}"
 
 
-async def measure(
-    server: TritonProcess, requests: int, tokens: int, root: Path, run: int
-) -> None:
+async def measure(server: TritonProcess, requests: int, tokens: int, root: Path, run: int) -> None:
     from lattice.v1 import inference_pb2
 
     params = GenerationParams(max_new_tokens=tokens)
