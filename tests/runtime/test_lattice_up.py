@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,6 +36,14 @@ class Suite:
         self.process = process
         self.ports = ports
         self.seconds_to_ready = seconds
+        #: What `lattice up` prints after "Lattice is up" (exits, restarts).
+        self.reports: list[str] = []
+        threading.Thread(target=self._read_reports, daemon=True).start()
+
+    def _read_reports(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.reports.append(line.rstrip())
 
     def address(self, name: str) -> str:
         return f"127.0.0.1:{self.ports[name]}"
@@ -63,7 +72,11 @@ def suite(tmp_path_factory) -> Iterator[Suite]:
         argv += [f"--{name}-port", str(port)]
     started = time.monotonic()
     process = subprocess.Popen(
-        argv, stdout=subprocess.PIPE, text=True, env={**os.environ, "LATTICE_LOG_LEVEL": "WARNING"}
+        argv,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,  # its reports ("lattice: ... exited ...") too
+        text=True,
+        env={**os.environ, "LATTICE_LOG_LEVEL": "WARNING"},
     )
     assert process.stdout is not None
     for line in process.stdout:  # the supervisor prints this once all four are SERVING
@@ -118,9 +131,29 @@ def test_a_child_that_dies_is_restarted(suite):
     pytest.fail("the registry was not restarted")
 
 
+def _running_services(suite: Suite) -> dict[str, psutil.Process]:
+    """The supervisor's live service children by name (a restarting one is absent)."""
+    found = {}
+    for process in suite.children():
+        try:
+            command = " ".join(process.cmdline())
+        except psutil.NoSuchProcess:
+            continue
+        for name in EXPECTED_SERVICES:
+            if f"services.{name}" in command:
+                found[name] = process
+    return found
+
+
 def test_sigterm_stops_everything_and_leaves_no_orphans(suite):
+    # The test before kills the registry: let the supervisor finish that restart first.
+    deadline = time.monotonic() + 20
+    while len(running := _running_services(suite)) < len(EXPECTED_SERVICES):
+        assert time.monotonic() < deadline, f"only {sorted(running)} running: {suite.reports}"
+        time.sleep(0.2)
+    exits = [line for line in suite.reports if " exited with code " in line]
+    assert all(line.startswith("lattice: registry ") for line in exits), suite.reports
     children = suite.children()
-    assert len([p for p in children if "services." in " ".join(p.cmdline())]) == 4
     suite.process.send_signal(signal.SIGTERM)
     assert suite.process.wait(timeout=30) == 0
     _gone, alive = psutil.wait_procs(children, timeout=10)
