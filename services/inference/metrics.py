@@ -23,7 +23,6 @@ from services.inference.batcher import BatchObserver
 from services.inference.cache import CacheObserver
 from services.inference.serving import ServingVersion
 from services.runtime.loop_metrics import LoopCounter, LoopHistogram
-from services.runtime.telemetry import LabelledChildren
 
 log = logging.getLogger(__name__)
 
@@ -115,11 +114,12 @@ class InferenceMetrics(CacheObserver):
             registry=registry,
         )
 
-        self.duration_of = LabelledChildren(self.request_duration)
-        self.tokens_of = LabelledChildren(self.token_usage)
-        self.backend_calls_of = LabelledChildren(self.backend_calls)
-        self._lookups_of = LabelledChildren(self.cache_lookups)
-        self._errors_of = LabelledChildren(self.cache_errors)
+        # Loop metrics remember their children: `labels` is one dict lookup.
+        self.duration_of = self.request_duration.labels
+        self.tokens_of = self.token_usage.labels
+        self.backend_calls_of = self.backend_calls.labels
+        self._lookups_of = self.cache_lookups.labels
+        self._errors_of = self.cache_errors.labels
 
     # -- observers ----------------------------------------------------------
 

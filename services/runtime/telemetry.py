@@ -22,7 +22,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.metrics import MetricWrapperBase
 
-from services.runtime.loop_metrics import LoopCounter, LoopGauge, LoopHistogram, LoopMetric
+from services.runtime.loop_metrics import LoopCounter, LoopGauge, LoopHistogram
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ class LabelledChildren:
 
     __slots__ = ("_children", "_metric")
 
-    def __init__(self, metric: MetricWrapperBase | LoopMetric) -> None:
+    def __init__(self, metric: MetricWrapperBase) -> None:
         self._metric = metric
         self._children: dict[tuple[str, ...], Any] = {}
 
