@@ -21,15 +21,22 @@ def backend_calls(lab) -> float:
     return lab.metric("lattice_inference_backend_calls_total", GEN)
 
 
-async def test_a_hit_returns_the_identical_response_flagged_cached(cached_lab, model_dirs):
-    lab = cached_lab
-    await deploy_lm(lab, model_dirs)
-    request = generate_request("lm", max_new_tokens=16)
+async def assert_second_call_is_cached(lab, request) -> inference_pb2.GenerateResponse:
+    """The same request twice: a miss, then the identical answer flagged cached.
+    Returns the answer."""
     first = await lab.stub.Generate(request)
     second = await lab.stub.Generate(request)
     assert not first.cached and second.cached
     first.cached = True
     assert second == first
+    return first
+
+
+async def test_a_hit_returns_the_identical_response_flagged_cached(cached_lab, model_dirs):
+    lab = cached_lab
+    await deploy_lm(lab, model_dirs)
+    request = generate_request("lm", max_new_tokens=16)
+    first = await assert_second_call_is_cached(lab, request)
     assert backend_calls(lab) == 1
     assert lab.metric("lattice_inference_cache_lookups_total", {"result": "hit"}) == 1
 
@@ -167,11 +174,7 @@ async def test_the_local_tier_answers_hot_keys_and_outlives_a_redis_outage(
     lab = tiered_lab
     await deploy_lm(lab, model_dirs)
     request = generate_request("lm", max_new_tokens=16)
-    first = await lab.stub.Generate(request)
-    second = await lab.stub.Generate(request)
-    assert not first.cached and second.cached
-    first.cached = True
-    assert second == first
+    await assert_second_call_is_cached(lab, request)
     assert lab.metric("lattice_inference_cache_lookups_total", {"result": "hit_local"}) == 1
     assert lab.metric("lattice_inference_cache_lookups_total", {"result": "hit"}) == 0
 

@@ -16,14 +16,19 @@ TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
 CLIENT_SPAN_ID = "b7ad6b7169203331"
 
 
-async def test_client_trace_context_is_parent_of_server_span(probe_server, spans):
-    async with grpc.aio.insecure_channel(probe_server.address) as channel:
+async def _generate_traced(address: str, prompt: str) -> None:
+    """A Generate as a traced caller sends it: its span is the parent of the server's."""
+    async with grpc.aio.insecure_channel(address) as channel:
         stub = inference_pb2_grpc.InferenceServiceStub(channel)
         await stub.Generate(
-            inference_pb2.GenerateRequest(prompt="hi"),
+            inference_pb2.GenerateRequest(prompt=prompt),
             metadata=[("traceparent", f"00-{TRACE_ID}-{CLIENT_SPAN_ID}-01")],
             timeout=5,
         )
+
+
+async def test_client_trace_context_is_parent_of_server_span(probe_server, spans):
+    await _generate_traced(probe_server.address, "hi")
     (server_span,) = [s for s in spans.get_finished_spans() if s.kind == SpanKind.SERVER]
     assert f"{server_span.context.trace_id:032x}" == TRACE_ID
     assert f"{server_span.parent.span_id:016x}" == CLIENT_SPAN_ID
@@ -38,13 +43,7 @@ async def test_a_call_to_another_service_continues_the_trace(probe_server, spans
     )
     await downstream.start()
     try:
-        async with grpc.aio.insecure_channel(probe_server.address) as channel:
-            stub = inference_pb2_grpc.InferenceServiceStub(channel)
-            await stub.Generate(
-                inference_pb2.GenerateRequest(prompt=f"call:{downstream.address}"),
-                metadata=[("traceparent", f"00-{TRACE_ID}-{CLIENT_SPAN_ID}-01")],
-                timeout=5,
-            )
+        await _generate_traced(probe_server.address, f"call:{downstream.address}")
     finally:
         await downstream.stop(0)
     finished = spans.get_finished_spans()
@@ -109,13 +108,7 @@ async def test_without_an_sdk_the_callers_trace_passes_through(spans, tracer_pro
     await downstream.start()
     await middle.start()
     try:
-        async with grpc.aio.insecure_channel(middle.address) as channel:
-            stub = inference_pb2_grpc.InferenceServiceStub(channel)
-            await stub.Generate(
-                inference_pb2.GenerateRequest(prompt=f"call:{downstream.address}"),
-                metadata=[("traceparent", f"00-{TRACE_ID}-{CLIENT_SPAN_ID}-01")],
-                timeout=5,
-            )
+        await _generate_traced(middle.address, f"call:{downstream.address}")
     finally:
         await middle.stop(0)
         await downstream.stop(0)
