@@ -52,7 +52,7 @@ from grpc import aio  # noqa: E402
 from grpc_health.v1 import health_pb2, health_pb2_grpc  # noqa: E402
 
 from lattice._config import DEFAULT_TIMEOUTS  # noqa: E402
-from lattice._tokens import mint_dev_token  # noqa: E402
+from lattice.tokens import mint_dev_token  # noqa: E402
 from lattice.v1 import (  # noqa: E402
     common_pb2,
     inference_pb2,

@@ -13,7 +13,9 @@ Everything not exported here is private. The generated messages live in
 
 from lattice._async_client import AsyncClient
 from lattice._client import Client
-from lattice._errors import (
+from lattice._streams import AsyncStream, Stream
+from lattice._types import Embeddings, Generation, GenerationDelta, Usage
+from lattice.errors import (
     Aborted,
     AlreadyExists,
     Cancelled,
@@ -29,8 +31,6 @@ from lattice._errors import (
     Unavailable,
     Unimplemented,
 )
-from lattice._streams import AsyncStream, Stream
-from lattice._types import Embeddings, Generation, GenerationDelta, Usage
 
 __all__ = [
     "Aborted",

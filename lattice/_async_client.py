@@ -10,12 +10,13 @@ from typing import Any
 import grpc
 from grpc import aio
 
-from lattice import _artifacts, _requests
+from lattice import _requests
+from lattice import artifacts as _artifacts
 from lattice._client import check_artifact, is_terminal
 from lattice._connection import Connection, PathOrBytes
-from lattice._errors import from_rpc_error
 from lattice._streams import AsyncStream
 from lattice._types import Embeddings, Generation, GenerationDelta
+from lattice.errors import from_rpc_error
 from lattice.v1 import (
     inference_pb2,
     registry_pb2,

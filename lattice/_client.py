@@ -9,11 +9,12 @@ from typing import Any
 
 import grpc
 
-from lattice import _artifacts, _requests
+from lattice import _requests
+from lattice import artifacts as _artifacts
 from lattice._connection import Connection, PathOrBytes
-from lattice._errors import InvalidArgument, from_rpc_error
 from lattice._streams import Stream
 from lattice._types import Embeddings, Generation, GenerationDelta
+from lattice.errors import InvalidArgument, from_rpc_error
 from lattice.v1 import (
     inference_pb2,
     registry_pb2,

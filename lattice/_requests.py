@@ -13,8 +13,8 @@ from typing import Any
 
 from google.protobuf import json_format
 
-from lattice import _artifacts
-from lattice._errors import InvalidArgument
+from lattice import artifacts as _artifacts
+from lattice.errors import InvalidArgument
 from lattice.v1 import common_pb2, inference_pb2, registry_pb2, trainer_pb2
 
 _TASKS = {

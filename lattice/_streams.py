@@ -15,7 +15,7 @@ from typing import Any, Generic, TypeVar
 import grpc
 from grpc import aio
 
-from lattice._errors import from_rpc_error
+from lattice.errors import from_rpc_error
 
 T = TypeVar("T")
 

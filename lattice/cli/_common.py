@@ -23,7 +23,7 @@ from google.protobuf.message import Message
 
 from lattice._client import Client
 from lattice._config import DEFAULT_TARGET
-from lattice._errors import LatticeError, from_rpc_error
+from lattice.errors import LatticeError, from_rpc_error
 
 #: Exit codes: 1 for a failed call or bad input, 130 after Ctrl-C (click's usage errors: 2).
 EXIT_ERROR = 1

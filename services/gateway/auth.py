@@ -23,7 +23,7 @@ from pathlib import Path
 import jwt
 from jwt import PyJWK
 
-from lattice._errors import Unauthenticated
+from lattice.errors import Unauthenticated
 
 log = logging.getLogger(__name__)
 

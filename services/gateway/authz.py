@@ -6,7 +6,7 @@ from the table is refused (deny by default). `admin` implies every scope.
 
 from __future__ import annotations
 
-from lattice._errors import PermissionDenied
+from lattice.errors import PermissionDenied
 from lattice.v1 import registry_pb2
 from services.gateway.auth import Principal
 

@@ -18,8 +18,8 @@ from typing import Any, NamedTuple
 from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode
 
-from lattice._errors import LatticeError
-from lattice._refs import ModelRef, parse_model_ref
+from lattice.errors import LatticeError
+from lattice.refs import ModelRef, parse_model_ref
 from services.gateway.auth import Authenticator, Principal
 from services.gateway.authz import require_scope, require_tenant
 from services.gateway.metrics import GatewayMetrics

@@ -27,7 +27,7 @@ from collections.abc import Callable
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from lattice._errors import ResourceExhausted, Unavailable
+from lattice.errors import ResourceExhausted, Unavailable
 from services.gateway.script_batch import ScriptBatcher
 
 log = logging.getLogger(__name__)

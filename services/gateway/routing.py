@@ -10,13 +10,13 @@ the caller's `routing_key` for sticky routing); `name@alias` and
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import random
 from collections.abc import Callable
 from typing import Protocol
 
-from lattice._errors import FailedPrecondition, NotFound, Unavailable
-from lattice._refs import ModelRef
+from lattice.errors import FailedPrecondition, NotFound, Unavailable
+from lattice.refs import ModelRef
+from lattice.routing import pick_weighted
 from lattice.v1 import registry_pb2
 
 
@@ -48,12 +48,6 @@ class RouteDecision:
         return f"{self.name}:{self.shadow_version}" if self.shadow_version else ""
 
 
-def sticky_point(name: str, routing_key: str) -> float:
-    """A stable point in [0, 1) for (model, key): same on every replica and restart."""
-    digest = hashlib.blake2b(f"{name}\0{routing_key}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") / 2**64
-
-
 class Router:
     """Routes model references to concrete versions using a `DeploymentView`."""
 
@@ -65,7 +59,7 @@ class Router:
         rng: random.Random | None = None,
     ) -> None:
         self._view = view
-        self._random = (rng or random.Random()).random
+        self._rng = rng or random.Random()
         #: False until the view has synced once; unknown models are then UNAVAILABLE.
         self._ready = ready
 
@@ -93,14 +87,11 @@ class Router:
         routes = [r for r in (deployment.routes if deployment else ()) if r.weight > 0]
         if not routes:
             raise FailedPrecondition(f"model {ref.name!r} is offline (no version has traffic)")
-        total = sum(r.weight for r in routes)
-        point = (sticky_point(ref.name, routing_key) if routing_key else self._random()) * total
-        chosen = routes[-1].version
-        for route in routes:
-            point -= route.weight
-            if point < 0:
-                chosen = route.version
-                break
+        if len(routes) == 1:
+            chosen = routes[0].version
+        else:
+            pairs = [(r.version, r.weight) for r in routes]
+            chosen = pick_weighted(ref.name, pairs, routing_key, rng=self._rng)
         return RouteDecision(
             ref.name,
             chosen,

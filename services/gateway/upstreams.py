@@ -30,7 +30,7 @@ from opentelemetry import propagate, trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from lattice._errors import Unavailable, from_rpc_error
+from lattice.errors import Unavailable, from_rpc_error
 from services.runtime.channels import create_channel
 from services.runtime.context import remaining_time
 

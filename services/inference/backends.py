@@ -7,7 +7,7 @@ wire. Two implementations exist: `transformers_backend.TransformersBackend`
 (in-process torch) and `triton_backend.TritonBackend` (tritonclient gRPC).
 
 Contract every backend keeps:
-- Errors are `lattice._errors` exceptions (`InvalidArgument` for input the
+- Errors are `lattice.errors` exceptions (`InvalidArgument` for input the
   model cannot take, `Unavailable` when the backend cannot serve now); the
   shared interceptor maps them to status codes.
 - Cancelling the task that awaits `generate`/`embed`, or closing / abandoning
@@ -27,7 +27,7 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import ClassVar
 
-from lattice._errors import FailedPrecondition
+from lattice.errors import FailedPrecondition
 
 
 class Task(enum.Enum):

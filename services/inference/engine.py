@@ -19,8 +19,8 @@ from typing import Any
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 
-from lattice._errors import InvalidArgument
-from lattice._refs import ModelRef, parse_model_ref
+from lattice.errors import InvalidArgument
+from lattice.refs import ModelRef, parse_model_ref
 from services.inference.backends import (
     Backend,
     EmbeddingResult,

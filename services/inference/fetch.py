@@ -17,8 +17,8 @@ from pathlib import Path
 
 from grpc import aio
 
-from lattice._artifacts import unpack_to
-from lattice._errors import FailedPrecondition
+from lattice.artifacts import unpack_to
+from lattice.errors import FailedPrecondition
 from lattice.v1 import registry_pb2, registry_pb2_grpc
 
 log = logging.getLogger(__name__)

@@ -27,13 +27,14 @@ from pathlib import Path
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 
-from lattice._errors import (
+from lattice.errors import (
     FailedPrecondition,
     LatticeError,
     NotFound,
     Unavailable,
 )
-from lattice._refs import ModelRef
+from lattice.refs import ModelRef
+from lattice.routing import pick_weighted
 from lattice.v1 import common_pb2, registry_pb2
 from services.inference.backends import (
     Backend,
@@ -44,7 +45,6 @@ from services.inference.backends import (
 )
 from services.inference.batcher import BatchObserver
 from services.inference.fetch import ArtifactFetcher
-from services.inference.routing import pick_weighted
 from services.inference.serving import ServingVersion, VersionState
 from services.runtime.registry_view import RegistryView
 

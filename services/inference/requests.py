@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
-from lattice._errors import InvalidArgument
+from lattice.errors import InvalidArgument
 from services.inference.backends import GenerationParams
 
 MAX_STOP_SEQUENCES = 8

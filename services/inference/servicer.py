@@ -1,6 +1,6 @@
 """gRPC servicer for lattice.v1.InferenceService: converts, nothing else.
 
-Errors are `lattice._errors` exceptions raised by the engine; the shared
+Errors are `lattice.errors` exceptions raised by the engine; the shared
 interceptor maps them to status codes.
 """
 

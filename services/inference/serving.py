@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from opentelemetry import trace
 
-from lattice._errors import Unavailable
+from lattice.errors import Unavailable
 from services.inference.backends import (
     Backend,
     EmbeddingResult,

@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar
 
-from lattice._errors import FailedPrecondition, InvalidArgument, Unavailable
+from lattice.errors import FailedPrecondition, InvalidArgument, Unavailable
 from services.inference.backends import (
     Backend,
     EmbeddingResult,

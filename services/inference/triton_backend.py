@@ -47,7 +47,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from tritonclient.grpc import service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
-from lattice._errors import (
+from lattice.errors import (
     DeadlineExceeded,
     FailedPrecondition,
     Internal,

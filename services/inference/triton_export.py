@@ -22,7 +22,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from lattice._errors import AlreadyExists, InvalidArgument
+from lattice.errors import AlreadyExists, InvalidArgument
 
 TEMPLATES = Path(__file__).parent / "triton_repo_template"
 GENERATE, EMBED = "generate", "embed"

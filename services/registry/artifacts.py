@@ -18,7 +18,7 @@ import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from lattice._errors import InvalidArgument, NotFound
+from lattice.errors import InvalidArgument, NotFound
 from services.registry.validation import DIGEST_PATTERN
 
 URI_PREFIX = "lattice-artifact://sha256/"

@@ -18,14 +18,14 @@ from collections.abc import AsyncIterator, Callable, Sequence
 
 from google.protobuf import timestamp_pb2
 
-from lattice._errors import (
+from lattice.errors import (
     Aborted,
     AlreadyExists,
     FailedPrecondition,
     InvalidArgument,
     NotFound,
 )
-from lattice._refs import parse_model_ref
+from lattice.refs import parse_model_ref
 from lattice.v1 import registry_pb2
 from services.registry import validation as check
 from services.registry.artifacts import ArtifactStore, digest_from_reference

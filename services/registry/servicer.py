@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 
 from grpc import aio
 
-from lattice._errors import InvalidArgument
+from lattice.errors import InvalidArgument
 from lattice.v1 import registry_pb2 as pb
 from lattice.v1 import registry_pb2_grpc
 from services.registry.registry import Registry

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import AsyncIterator
 
-from lattice._errors import InvalidArgument, NotFound
+from lattice.errors import InvalidArgument, NotFound
 from lattice.v1 import registry_pb2
 from services.registry import validation as check
 from services.registry.artifacts import ArtifactStore, artifact_uri, digest_from_reference

@@ -16,8 +16,8 @@ from collections.abc import Mapping
 
 from google.protobuf import duration_pb2
 
-from lattice._errors import InvalidArgument
-from lattice._refs import NAME_PATTERN
+from lattice.errors import InvalidArgument
+from lattice.refs import NAME_PATTERN
 from lattice.v1 import common_pb2, registry_pb2
 
 DIGEST_PATTERN = re.compile(r"^[0-9a-f]{64}$")

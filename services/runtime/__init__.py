@@ -2,7 +2,7 @@
 telemetry, the per-RPC wrapper, client channels. Services depend on this; it depends
 only on the generated stubs and the `lattice` error tree."""
 
-from lattice._errors import (
+from lattice.errors import (
     Aborted,
     AlreadyExists,
     Cancelled,

@@ -22,7 +22,7 @@ import grpc
 from grpc import aio
 from opentelemetry import trace
 
-from lattice._errors import Internal, LatticeError, Unimplemented
+from lattice.errors import Internal, LatticeError, Unimplemented
 from services.runtime.context import (
     REQUEST_ID_KEY,
     deadline_var,

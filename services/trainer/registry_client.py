@@ -11,9 +11,9 @@ from pathlib import Path
 import grpc
 from grpc import aio
 
-from lattice._artifacts import CONTENT_TYPE, iter_chunks, unpack_to
-from lattice._errors import AlreadyExists, InvalidArgument, NotFound, from_rpc_error
-from lattice._refs import parse_model_ref
+from lattice.artifacts import CONTENT_TYPE, iter_chunks, unpack_to
+from lattice.errors import AlreadyExists, InvalidArgument, NotFound, from_rpc_error
+from lattice.refs import parse_model_ref
 from lattice.v1 import registry_pb2, registry_pb2_grpc
 
 JOB_TAG = "lattice.job_id"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-from lattice._errors import InvalidArgument
+from lattice.errors import InvalidArgument
 from lattice.v1 import trainer_pb2, trainer_pb2_grpc
 from services.trainer.data.service import DatasetService
 from services.trainer.jobs.runner import JobRunner

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from lattice.cli._progress import JobProgress, finish
+from lattice.cli.progress import JobProgress, finish
 from lattice.v1 import trainer_pb2
 
 

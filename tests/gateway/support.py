@@ -19,7 +19,7 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from grpc import aio
 
-from lattice._tokens import mint_dev_token
+from lattice.tokens import mint_dev_token
 from lattice.v1 import (
     common_pb2,
     inference_pb2,

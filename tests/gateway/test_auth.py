@@ -18,7 +18,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from lattice._tokens import mint_dev_token
+from lattice.tokens import mint_dev_token
 from lattice.v1 import inference_pb2
 from services.gateway.auth import AuthConfig, Authenticator, AuthFailure, JwksKeys
 from services.gateway.server import build_server

@@ -8,7 +8,7 @@ import pytest
 import redis
 from google.rpc import error_details_pb2
 
-from lattice._errors import ResourceExhausted
+from lattice.errors import ResourceExhausted
 from services.gateway.quotas import QuotaLimiter, QuotaLimits, connect
 
 

@@ -7,7 +7,7 @@ import asyncio
 import grpc
 from google.rpc import error_details_pb2
 
-from lattice._errors import from_rpc_error
+from lattice.errors import from_rpc_error
 from lattice.v1 import inference_pb2
 from tests.gateway.support import bearer, token
 

@@ -12,7 +12,7 @@ import asyncio
 import grpc
 import pytest
 
-from lattice._artifacts import iter_chunks, pack_directory, sha256_hex
+from lattice.artifacts import iter_chunks, pack_directory, sha256_hex
 from lattice.v1 import common_pb2, inference_pb2, registry_pb2
 from services.inference.server import InferenceSettings
 from services.inference.server import build_server as build_inference

@@ -9,8 +9,8 @@ import math
 import grpc
 import pytest
 
-from lattice._errors import FailedPrecondition, NotFound
-from lattice._refs import parse_model_ref
+from lattice.errors import FailedPrecondition, NotFound
+from lattice.refs import parse_model_ref
 from lattice.v1 import inference_pb2, registry_pb2
 from services.gateway.routing import Router
 from services.runtime.registry_view import RegistryView

@@ -7,7 +7,7 @@ import pytest
 from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from lattice._errors import Unavailable
+from lattice.errors import Unavailable
 from lattice.v1 import inference_pb2, inference_pb2_grpc
 from services.gateway.server import build_server
 from services.gateway.tls import channel_credentials

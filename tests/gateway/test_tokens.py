@@ -1,4 +1,4 @@
-"""lattice._tokens: dev tokens the gateway accepts, minted without any server package."""
+"""lattice.tokens: dev tokens the gateway accepts, minted without any server package."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from lattice._tokens import ALL_SCOPES, mint_dev_token
+from lattice.tokens import ALL_SCOPES, mint_dev_token
 from services.gateway.auth import AuthConfig, Authenticator, AuthFailure
 from services.gateway.authz import METHOD_SCOPES
 
@@ -44,7 +44,7 @@ def test_bad_arguments_are_refused(kwargs, message):
 
 def test_importing_it_needs_no_server_packages():
     code = (
-        "import sys, lattice._tokens; "
+        "import sys, lattice.tokens; "
         "bad = [m for m in ('services', 'torch', 'redis', 'opentelemetry') if m in sys.modules]; "
         "sys.exit(f'imported {bad}' if bad else 0)"
     )

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from grpc import aio
 
-from lattice._artifacts import CONTENT_TYPE, iter_chunks, pack_directory, sha256_hex
+from lattice.artifacts import CONTENT_TYPE, iter_chunks, pack_directory, sha256_hex
 from lattice.v1 import (
     common_pb2,
     inference_pb2,

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from lattice._errors import FailedPrecondition, InvalidArgument
+from lattice.errors import FailedPrecondition, InvalidArgument
 from services.inference.backends import FinishReason, GenerationParams, LoadSpec, Task
 from services.inference.transformers_backend import TransformersBackend
 from tests.inference.support import poll

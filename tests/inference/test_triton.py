@@ -26,8 +26,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
-from lattice._artifacts import pack_directory
-from lattice._errors import FailedPrecondition, InvalidArgument, Unavailable
+from lattice.artifacts import pack_directory
+from lattice.errors import FailedPrecondition, InvalidArgument, Unavailable
 from lattice.v1 import common_pb2, inference_pb2, registry_pb2
 from services.inference.backends import FinishReason, GenerationParams, LoadSpec, Task
 from services.inference.serving import VersionState

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from lattice._errors import AlreadyExists, FailedPrecondition, InvalidArgument
+from lattice.errors import AlreadyExists, FailedPrecondition, InvalidArgument
 from services.inference.backends import LoadSpec, Task
 from services.inference.triton_backend import (
     TritonTarget,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from lattice._artifacts import iter_chunks, sha256_hex
+from lattice.artifacts import iter_chunks, sha256_hex
 from lattice.v1 import common_pb2, registry_pb2, registry_pb2_grpc
 
 TEXT = common_pb2.MODEL_TASK_TEXT_GENERATION

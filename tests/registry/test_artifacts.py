@@ -8,8 +8,8 @@ from pathlib import Path
 import grpc
 import pytest
 
-from lattice._artifacts import sha256_hex
-from lattice._errors import InvalidArgument, from_rpc_error
+from lattice.artifacts import sha256_hex
+from lattice.errors import InvalidArgument, from_rpc_error
 from lattice.v1 import common_pb2, registry_pb2
 from tests.registry.support import TRANSFORMERS, RegistryClient, upload_messages
 

@@ -8,7 +8,7 @@ import grpc
 import pytest
 from google.protobuf import duration_pb2
 
-from lattice._errors import Aborted, FailedPrecondition, from_rpc_error
+from lattice.errors import Aborted, FailedPrecondition, from_rpc_error
 from lattice.v1 import registry_pb2
 from tests.registry.support import RegistryClient
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import grpc
 import pytest
 
-from lattice._artifacts import sha256_hex
+from lattice.artifacts import sha256_hex
 from lattice.v1 import registry_pb2
 from tests.registry.support import TEXT, RegistryClient
 

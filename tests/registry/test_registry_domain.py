@@ -9,7 +9,7 @@ import pytest
 from opentelemetry import trace
 from prometheus_client import CollectorRegistry
 
-from lattice._errors import NotFound
+from lattice.errors import NotFound
 from lattice.v1 import common_pb2, registry_pb2
 from services.registry.artifacts import ArtifactStore
 from services.registry.metrics import RegistryMetrics

@@ -17,8 +17,8 @@ from google.protobuf import duration_pb2
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lattice._artifacts import sha256_hex
-from lattice._errors import from_rpc_error
+from lattice.artifacts import sha256_hex
+from lattice.errors import from_rpc_error
 from lattice.v1 import common_pb2, registry_pb2, registry_pb2_grpc
 from services.registry.server import build_server
 from tests.registry.conftest import settings_for

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Sequence
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from opentelemetry.sdk.trace import TracerProvider
 
-from lattice._errors import InvalidArgument, NotFound
+from lattice.errors import InvalidArgument, NotFound
 from lattice.v1 import inference_pb2, inference_pb2_grpc
 from services.runtime import LatticeServer, ServerSettings, Service, create_channel
 from services.runtime.context import REQUEST_ID_KEY, request_id_var

@@ -7,7 +7,7 @@ import pytest
 from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from lattice._errors import InvalidArgument, NotFound, from_rpc_error
+from lattice.errors import InvalidArgument, NotFound, from_rpc_error
 from lattice.v1 import inference_pb2, inference_pb2_grpc
 
 

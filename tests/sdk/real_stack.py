@@ -16,7 +16,7 @@ from concurrent.futures import Future
 from pathlib import Path
 
 import lattice
-from lattice._tokens import ALL_SCOPES, mint_dev_token
+from lattice.tokens import ALL_SCOPES, mint_dev_token
 from services.runtime import LatticeServer
 
 SECRET = "sdk-test-dev-secret-0123456789abcdef"

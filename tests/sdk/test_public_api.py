@@ -22,7 +22,8 @@ def test_exported_names_are_exactly_the_public_api():
     for name in lattice.__all__:
         assert getattr(lattice, name) is not None
     public = {n for n in dir(lattice) if not n.startswith("_")}
-    assert public - set(lattice.__all__) <= {"v1", "cli", "annotations"}
+    contract = {"v1", "errors", "refs", "artifacts", "routing", "tokens"}
+    assert public - set(lattice.__all__) <= contract | {"cli", "annotations"}
 
 
 def test_sdk_and_cli_import_without_torch():

@@ -9,7 +9,7 @@ import time
 import pytest
 
 import lattice
-from lattice._tokens import mint_dev_token
+from lattice.tokens import mint_dev_token
 from tests.sdk.real_stack import ENCODER, MODEL, SECRET
 
 pytestmark = pytest.mark.slow

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 import lattice
-from lattice._errors import Unavailable
+from lattice.errors import Unavailable
 from lattice.v1 import registry_pb2, registry_pb2_grpc
 from services.runtime import LatticeServer, ServerSettings, Service
 

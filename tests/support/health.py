@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from lattice._supervisor import wait_serving as _supervisor_wait
+from services.suite.supervisor import wait_serving as _supervisor_wait
 
 
 async def wait_serving(

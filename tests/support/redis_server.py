@@ -8,7 +8,7 @@ from pathlib import Path
 
 import redis
 
-from lattice._local_suite import redis_binary as local_redis_binary
+from services.suite.local import redis_binary as local_redis_binary
 from tests.support.ports import free_port
 
 

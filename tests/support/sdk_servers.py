@@ -18,8 +18,8 @@ from concurrent.futures import Future
 import grpc
 from google.protobuf import timestamp_pb2
 
-from lattice import _artifacts
-from lattice._errors import (
+from lattice import artifacts as _artifacts
+from lattice.errors import (
     AlreadyExists,
     FailedPrecondition,
     InvalidArgument,

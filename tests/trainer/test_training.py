@@ -14,7 +14,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from lattice._artifacts import unpack_to
+from lattice.artifacts import unpack_to
 from lattice.v1 import common_pb2, registry_pb2, trainer_pb2
 from services.trainer.registry_client import JOB_TAG
 

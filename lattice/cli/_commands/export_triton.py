@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import importlib
 import tempfile
 from pathlib import Path
 
 import click
 
 from lattice.cli._common import Session, lattice_command
+from lattice.cli._server_side import require_server_extras
 
 
 @click.command("export-triton")
@@ -60,12 +62,10 @@ def export_triton(
     """
     if (source is None) == (not ref):
         raise click.UsageError("give either --source DIR or --from-registry name:N")
-    try:
-        from services.inference.triton_export import export_triton_repository
-    except ImportError as exc:
-        raise ValueError(
-            f"export-triton needs the ml extra (pip install 'lattice-llm[ml]'): {exc}"
-        ) from None
+    require_server_extras("export-triton")
+    export_triton_repository = importlib.import_module(
+        "services.inference.triton_export"
+    ).export_triton_repository
     options = {"decoupled": decoupled, "device": device, "dtype": dtype,
                "instance_count": instances, "overwrite": overwrite}  # fmt: skip
     if task:

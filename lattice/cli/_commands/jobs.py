@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from lattice.cli._common import Session, lattice_command, print_fields, print_table, when
-from lattice.cli._progress import JobProgress, alert_text, finish, metrics_text, state_name
+from lattice.cli.progress import JobProgress, alert_text, finish, metrics_text, state_name
 from lattice.v1 import trainer_pb2
 
 STATES = tuple(

@@ -6,16 +6,16 @@ from pathlib import Path
 
 import click
 
-#: Where `lattice up` keeps the dev secret, under its data directory.
-from lattice._local_suite import DEV_SECRET_FILE as SECRET_FILE
-from lattice._tokens import ALL_SCOPES, mint_dev_token
 from lattice.cli._common import run_reporting_errors
+
+#: Where `lattice up` keeps the dev secret, under its data directory.
+from lattice.tokens import ALL_SCOPES, DEV_SECRET_FILE, mint_dev_token
 
 
 def find_secret(secret: str | None, data_dir: Path) -> str:
     if secret:
         return secret
-    path = data_dir / SECRET_FILE
+    path = data_dir / DEV_SECRET_FILE
     if path.exists():
         return path.read_text().strip()
     raise ValueError(

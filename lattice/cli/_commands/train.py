@@ -9,7 +9,7 @@ import click
 
 from lattice import _requests
 from lattice.cli._common import Session, lattice_command
-from lattice.cli._progress import JobProgress, finish
+from lattice.cli.progress import JobProgress, finish
 from lattice.v1 import trainer_pb2
 
 FAMILIES = {

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from lattice._errors import InvalidArgument
-from lattice._refs import NAME_PATTERN
+from lattice.errors import InvalidArgument
+from lattice.refs import NAME_PATTERN
 from lattice.v1 import trainer_pb2
 from services.trainer.data import cleaning
 from services.trainer.data.decoding import repair_mojibake

@@ -8,7 +8,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from lattice._errors import FailedPrecondition, InvalidArgument
+from lattice.errors import FailedPrecondition, InvalidArgument
 from lattice.v1 import trainer_pb2
 from services.trainer.data.prepare import DatasetPreparer, validate_spec
 from services.trainer.data.store import DatasetStore

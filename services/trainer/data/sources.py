@@ -18,7 +18,7 @@ import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from lattice._errors import InvalidArgument
+from lattice.errors import InvalidArgument
 from lattice.v1 import trainer_pb2
 from services.trainer.data.builtin import BUILTIN_SOURCES, builtin_documents
 from services.trainer.data.decoding import decode_bytes

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from google.protobuf import timestamp_pb2
 
-from lattice._errors import NotFound
+from lattice.errors import NotFound
 from lattice.v1 import trainer_pb2
 
 RECORD = "dataset.binpb"

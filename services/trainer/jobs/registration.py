@@ -14,7 +14,7 @@ from pathlib import Path
 
 from google.protobuf import json_format
 
-from lattice._artifacts import pack_directory, sha256_hex
+from lattice.artifacts import pack_directory, sha256_hex
 from lattice.v1 import common_pb2, registry_pb2, trainer_pb2
 from services.trainer.registry_client import JOB_TAG, RegistryClient
 

@@ -27,7 +27,7 @@ from google.protobuf import timestamp_pb2
 from opentelemetry import trace
 
 import services
-from lattice._errors import (
+from lattice.errors import (
     DeadlineExceeded,
     FailedPrecondition,
     LatticeError,

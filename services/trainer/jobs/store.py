@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from lattice._errors import AlreadyExists, NotFound
+from lattice.errors import AlreadyExists, NotFound
 from lattice.v1 import trainer_pb2
 
 TERMINAL = frozenset(

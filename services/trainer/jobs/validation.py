@@ -12,8 +12,8 @@ import json
 import math
 from pathlib import Path
 
-from lattice._errors import FailedPrecondition, InvalidArgument, NotFound
-from lattice._refs import NAME_PATTERN, parse_model_ref
+from lattice.errors import FailedPrecondition, InvalidArgument, NotFound
+from lattice.refs import NAME_PATTERN, parse_model_ref
 from lattice.v1 import trainer_pb2
 
 DEFAULT_ARCH = trainer_pb2.ModelArchitecture(

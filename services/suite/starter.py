@@ -12,9 +12,9 @@ import time
 
 import click
 
-from lattice._client import Client
-from lattice._errors import FailedPrecondition, NotFound, Unavailable
-from lattice.cli._progress import JobProgress
+from lattice import Client
+from lattice.cli.progress import JobProgress
+from lattice.errors import FailedPrecondition, NotFound, Unavailable
 from lattice.v1 import trainer_pb2
 
 #: Docstrings need no markup stripping, but do repeat themselves across modules.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from collections import Counter
 
-from services.inference.routing import pick_weighted
+from lattice.routing import pick_weighted
 
 
 def test_weights_are_followed():

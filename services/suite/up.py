@@ -8,10 +8,10 @@ from pathlib import Path
 
 import click
 
-from lattice._client import Client
-from lattice._local_suite import LocalSuite, SuiteConfig, dev_secret
-from lattice._tokens import ALL_SCOPES, mint_dev_token
-from lattice.cli._starter import StarterRecipe, online_version, train_starter, wait_until_served
+from lattice import Client
+from lattice.tokens import ALL_SCOPES, mint_dev_token
+from services.suite.local import LocalSuite, SuiteConfig, dev_secret
+from services.suite.starter import StarterRecipe, online_version, train_starter, wait_until_served
 
 
 def suite_options(command):

@@ -14,10 +14,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from lattice._supervisor import ChildSpec, Supervisor, service_argv
+from lattice.tokens import DEV_SECRET_FILE
+from services.suite.supervisor import ChildSpec, Supervisor, service_argv
 
-#: Where the development HMAC secret lives in the data directory (`lattice token` reads it).
-DEV_SECRET_FILE = "dev-jwt-secret"
 SERVICE_ORDER = ("registry", "inference", "trainer", "gateway")
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import re
 
-from lattice._errors import InvalidArgument
+from lattice.errors import InvalidArgument
 
 #: Lower-case DNS label: what model names and aliases look like.
 NAME_PATTERN = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")

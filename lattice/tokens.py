@@ -14,6 +14,9 @@ from collections.abc import Iterable
 
 import jwt
 
+#: Where `lattice up` keeps the development HMAC secret in its data directory
+#: (`lattice token` reads it from there).
+DEV_SECRET_FILE = "dev-jwt-secret"
 DEFAULT_ISSUER = "lattice"
 DEFAULT_AUDIENCE = "lattice"
 #: Every scope the gateway knows; `admin` implies the others.

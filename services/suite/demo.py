@@ -11,11 +11,11 @@ import click
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from lattice._client import Client
-from lattice._local_suite import LocalSuite, SuiteConfig, dev_secret
-from lattice._tokens import ALL_SCOPES, mint_dev_token
-from lattice.cli._starter import StarterRecipe, train_starter, wait_until_served
-from lattice.cli._up import report, suite_config, suite_options
+from lattice import Client
+from lattice.tokens import ALL_SCOPES, mint_dev_token
+from services.suite.local import LocalSuite, SuiteConfig, dev_secret
+from services.suite.starter import StarterRecipe, train_starter, wait_until_served
+from services.suite.up import report, suite_config, suite_options
 
 
 def _serving(address: str) -> bool:
