@@ -1,6 +1,6 @@
 """One small exception tree, shared by the servers and the client SDK.
 
-Servers raise these from domain code; one interceptor in the shared runtime
+Servers raise these from domain code; one RPC wrapper in the shared runtime
 turns them into gRPC status codes with `google.rpc` details. The SDK turns a
 failed call back into the same classes, so both sides speak one vocabulary.
 """

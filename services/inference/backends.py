@@ -9,7 +9,7 @@ wire. Two implementations exist: `transformers_backend.TransformersBackend`
 Contract every backend keeps:
 - Errors are `lattice.errors` exceptions (`InvalidArgument` for input the
   model cannot take, `Unavailable` when the backend cannot serve now); the
-  shared interceptor maps them to status codes.
+  shared RPC wrapper maps them to status codes.
 - Cancelling the task that awaits `generate`/`embed`, or closing / abandoning
   the iterator returned by `stream`, stops the work promptly (the local
   backend checks a flag per token, so it stops within one decode step).

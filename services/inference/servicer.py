@@ -1,7 +1,7 @@
 """gRPC servicer for lattice.v1.InferenceService: converts, nothing else.
 
 Errors are `lattice.errors` exceptions raised by the engine; the shared
-interceptor maps them to status codes.
+wrapper (`services.runtime.rpc_wrapper`) maps them to status codes.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The gRPC face of the registry: convert the request, call `Registry`, convert back.
 
 No business logic and no try/except here; domain errors raised by the
-`Registry` become status codes in the shared runtime's interceptor.
+`Registry` become status codes in the shared runtime's RPC wrapper.
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ intercepted call into extra tasks, which was most of a cheap call's cost.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Sequence
 from functools import partial
@@ -65,16 +66,30 @@ def channel_options(
     ]
 
 
-_CODES = grpc._common.CYGRPC_STATUS_CODE_TO_STATUS_CODE
+async def _finish_client_span(span: trace.Span, call: Any) -> None:
+    """Its final status onto a traced call's span, then end it.
+
+    `aio.Call.code()` is the public way to read a status and it is a
+    coroutine, so the done-callback schedules this instead of reading grpc's
+    private call state. The call is finished by then, so the await returns at
+    once; only calls whose span records pay for the task.
+    """
+    try:
+        code = await call.code()
+    except Exception:
+        code = grpc.StatusCode.UNKNOWN
+    finish_span(span, code)
 
 
 def _end_client_span(span: trace.Span, call: Any) -> None:
-    """Done-callback of a traced call: its status onto the span, then end it."""
-    try:
-        code = _CODES[call._cython_call._status.code()]  # private: no public sync getter
-    except (AttributeError, KeyError):
-        code = grpc.StatusCode.UNKNOWN
-    finish_span(span, code)
+    """Done-callback of a traced call (runs on the loop): end its span from a task."""
+    task = asyncio.get_running_loop().create_task(_finish_client_span(span, call))
+    _span_tasks.add(task)
+    task.add_done_callback(_span_tasks.discard)
+
+
+#: Strong references to the span-ending tasks until they finish.
+_span_tasks: set[asyncio.Task[None]] = set()
 
 
 class _Propagating:

@@ -53,6 +53,7 @@ async def test_a_call_to_another_service_continues_the_trace(probe_server, spans
     )
     hop = by_id[health_server.parent.span_id]  # the client span inside the first server
     assert hop.kind == SpanKind.CLIENT
+    assert hop.attributes["rpc.grpc.status_code"] == 0  # the call's own status, read publicly
     first_server = by_id[hop.parent.span_id]
     assert first_server.kind == SpanKind.SERVER
     assert {f"{s.context.trace_id:032x}" for s in (health_server, hop, first_server)} == {TRACE_ID}
@@ -63,7 +64,7 @@ async def test_request_id_and_shrinking_deadline_are_forwarded(probe_server):
     echo = LatticeServer([inference_service(HeaderEcho())], ServerSettings(port=0))
     await echo.start()
     try:
-        # Bind the request context exactly as the server interceptor does for A.
+        # Bind the request context exactly as the RPC wrapper does for A.
         request_id_var.set("req-123")
         deadline_var.set(time.monotonic() + 2.0)
         async with create_channel(echo.address) as channel:
