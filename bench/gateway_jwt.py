@@ -12,18 +12,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import jwt
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-import jwt  # noqa: E402
-from cryptography.hazmat.primitives.asymmetric import ec, rsa  # noqa: E402
-
-from services.gateway.auth import AuthConfig, Authenticator, JwksKeys, file_fetcher  # noqa: E402
+from services.gateway.auth import AuthConfig, Authenticator, JwksKeys, file_fetcher
 
 SECRET = "bench-secret-0123456789abcdef-0123456789"
 

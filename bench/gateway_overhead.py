@@ -1,7 +1,7 @@
 """Latency and throughput the gateway hop adds, against calling inference directly.
 
 Processes (each its own Python process, as deployed): a cheap InferenceService
-(the tests' EchoInference on the shared runtime, with logging and tracing set
+(services.suite.echo's EchoInference on the shared runtime, with logging and tracing set
 up as `run_service` does: a response that costs almost nothing, to isolate the
 hop, as a cached response would), a real registry, and a real gateway
 (`python -m services.gateway`, production defaults: HS256 dev tokens with the
@@ -44,35 +44,34 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import grpc
+from grpc import aio
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-import grpc  # noqa: E402
-from grpc import aio  # noqa: E402
-from grpc_health.v1 import health_pb2, health_pb2_grpc  # noqa: E402
-
-from lattice._config import DEFAULT_TIMEOUTS  # noqa: E402
-from lattice.tokens import mint_dev_token  # noqa: E402
-from lattice.v1 import (  # noqa: E402
+from lattice._config import DEFAULT_TIMEOUTS
+from lattice.tokens import mint_dev_token
+from lattice.v1 import (
     common_pb2,
     inference_pb2,
     inference_pb2_grpc,
     registry_pb2,
     registry_pb2_grpc,
 )
-from tests.support.ports import free_port  # noqa: E402
+from services.suite.echo import start_echo
+from services.suite.ports import free_port
+
+ROOT = Path(__file__).resolve().parents[1]
 
 SECRET = "bench-secret-0123456789abcdef-0123456789"
 
 
 async def serve_echo(port: int) -> None:
-    """Run the tests' EchoInference on the shared runtime until killed.
+    """Run the EchoInference on the shared runtime until killed.
 
     Logging and tracing are set up as `run_service` does for a real service.
     """
     from services.runtime.logs import configure_logging
     from services.runtime.telemetry import install_global_tracing
-    from tests.gateway.support import start_echo
 
     configure_logging("inference")
     install_global_tracing("inference")
@@ -310,7 +309,7 @@ async def main(requests: int, quotas: bool, rounds: int, otlp: bool, timeout: fl
         )
         processes.append(hops["gateway"])
         if quotas:
-            from tests.support.redis_server import RedisProcess
+            from services.suite.redis import RedisProcess
 
             redis = RedisProcess(data / "redis").start()
             gateways["gateway+quotas"] = free_port()

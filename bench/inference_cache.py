@@ -13,21 +13,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
+from inference_setup import as_run_service
 
-from inference_setup import as_run_service  # noqa: E402
-
-from tests.inference.conftest import deploy_lm  # noqa: E402
-from tests.inference.support import Lab, generate_request  # noqa: E402
-from tests.support.redis_server import RedisProcess  # noqa: E402
-from tests.support.tiny_models import build_tiny_causal_lm  # noqa: E402
+from services.suite.embedded import Lab, deploy_lm, generate_request
+from services.suite.redis import RedisProcess
+from services.suite.tiny_models import build_tiny_causal_lm
 
 
 def pct(values: list[float], q: float) -> float:

@@ -20,22 +20,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
+from inference_load import run_load
+from inference_setup import as_run_service
 
-from inference_load import run_load  # noqa: E402
-from inference_setup import as_run_service  # noqa: E402
-
-from services.inference.server import InferenceSettings  # noqa: E402
-from tests.inference.conftest import deploy_lm  # noqa: E402
-from tests.inference.support import Lab, generate_request  # noqa: E402
-from tests.support.redis_server import RedisProcess  # noqa: E402
-from tests.support.tiny_models import build_tiny_causal_lm  # noqa: E402
+from services.inference.server import InferenceSettings
+from services.suite.embedded import Lab, deploy_lm, generate_request
+from services.suite.redis import RedisProcess
+from services.suite.tiny_models import build_tiny_causal_lm
 
 
 async def main(args) -> None:

@@ -13,14 +13,9 @@ import argparse
 import asyncio
 import multiprocessing
 import os
-import sys
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-import psutil  # noqa: E402
+import psutil
 
 METHODS = ("health", "generate", "generate-uncached", "embed")
 

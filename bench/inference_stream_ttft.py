@@ -14,22 +14,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
+from inference_setup import as_run_service
 
-from inference_setup import as_run_service  # noqa: E402
-
-from lattice.v1 import inference_pb2  # noqa: E402
-from services.inference.backends import GenerationParams  # noqa: E402
-from tests.inference.conftest import deploy_lm  # noqa: E402
-from tests.inference.support import Lab  # noqa: E402
-from tests.support.tiny_models import build_tiny_causal_lm  # noqa: E402
+from lattice.v1 import inference_pb2
+from services.inference.backends import GenerationParams
+from services.suite.embedded import Lab, deploy_lm
+from services.suite.tiny_models import build_tiny_causal_lm
 
 PROMPTS = ["Once upon a time", "The stars were bright", "Hello lattice", "Green trees"]
 

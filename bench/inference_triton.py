@@ -31,25 +31,20 @@ import argparse
 import asyncio
 import contextlib
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
+import numpy as np
+import tritonclient.grpc as grpcclient
+import tritonclient.grpc.aio as aioclient
+from inference_setup import as_run_service
 
-import numpy as np  # noqa: E402
-import tritonclient.grpc as grpcclient  # noqa: E402
-import tritonclient.grpc.aio as aioclient  # noqa: E402
-from inference_setup import as_run_service  # noqa: E402
-
-from services.inference.backends import GenerationParams, LoadSpec, Task  # noqa: E402
-from services.inference.triton_backend import TritonBackend  # noqa: E402
-from services.inference.triton_export import export_triton_repository  # noqa: E402
-from tests.support.tiny_models import build_tiny_causal_lm  # noqa: E402
-from tests.support.triton_server import TritonProcess  # noqa: E402
+from services.inference.backends import GenerationParams, LoadSpec, Task
+from services.inference.triton_backend import TritonBackend
+from services.inference.triton_export import export_triton_repository
+from services.suite.tiny_models import build_tiny_causal_lm
+from services.suite.triton import TritonProcess
 
 PROMPT = "Once upon a time"
 
@@ -113,7 +108,7 @@ async def start_service(root: Path, address: str):
     """Registry + inference in this process, serving the two Triton models."""
     from lattice.v1 import common_pb2, registry_pb2
     from services.inference.serving import VersionState
-    from tests.inference.support import Lab
+    from services.suite.embedded import Lab
 
     lab = await Lab(root).start()
     for name, model in (("remote", "lm"), ("remote-unary", "lm_unary")):

@@ -27,12 +27,11 @@ import grpc
 from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from lattice.artifacts import sha256_hex
+from lattice.v1 import common_pb2, registry_pb2, registry_pb2_grpc
+from services.suite.ports import free_port
 
-from lattice.artifacts import sha256_hex  # noqa: E402
-from lattice.v1 import common_pb2, registry_pb2, registry_pb2_grpc  # noqa: E402
-from tests.support.ports import free_port  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 pb = registry_pb2
 SYNCED = pb.WATCH_EVENT_TYPE_SYNCED

@@ -3,27 +3,28 @@ CLI start-up vs a bare interpreter.
 
     .venv/bin/python bench/sdk_overhead.py
 
-Runs a small real gRPC server in-process (tests/support/sdk_servers.py); prints
+Runs a small real gRPC server in-process (services.suite.echo, on a background loop); prints
 per-call latencies and their ratio to the baseline measured in this same run.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
+import grpc
+
+import lattice
+from lattice.v1 import inference_pb2, inference_pb2_grpc
+from services.suite.echo import start_echo
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-import grpc  # noqa: E402
-
-import lattice  # noqa: E402
-from lattice.v1 import inference_pb2, inference_pb2_grpc  # noqa: E402
-from tests.support.sdk_servers import LatticeServices  # noqa: E402
 
 CALLS = 400
 STREAMS = 60
@@ -60,9 +61,12 @@ def startup(args: list[str], runs: int = 5) -> float:
 
 def main() -> None:
     logging.getLogger("lattice.rpc").setLevel(logging.WARNING)  # no access log per call
-    services = LatticeServices().start()
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    server, _ = asyncio.run_coroutine_threadsafe(start_echo("tiny"), loop).result(30)
     try:
-        channel = grpc.insecure_channel(services.address)
+        channel = grpc.insecure_channel(server.address)
         stub = inference_pb2_grpc.InferenceServiceStub(channel)
         request = inference_pb2.GenerateRequest(
             model="tiny",
@@ -78,14 +82,16 @@ def main() -> None:
         raw_stream = per_call(
             lambda: list(stub.GenerateStream(stream_request, timeout=30)), STREAMS
         )
-        with lattice.Client(services.address, "token") as client:
+        with lattice.Client(server.address, "token") as client:
             sdk_unary = per_call(lambda: client.generate("tiny", "hi", max_new_tokens=4), CALLS)
             sdk_stream = per_call(
                 lambda: list(client.stream("tiny", "hi", max_new_tokens=4)), STREAMS
             )
         channel.close()
     finally:
-        services.stop()
+        asyncio.run_coroutine_threadsafe(server.stop(0), loop).result(30)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=10)
 
     bare = startup([sys.executable, "-c", "pass"])
     grpc_only = startup([sys.executable, "-c", "import grpc"])

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.support.redis_server import RedisProcess
+from services.suite.redis import RedisProcess
 
 
 @pytest.fixture

@@ -121,7 +121,7 @@ def test_every_import_follows_the_layers():
         ("services.gateway.gateway", "services.inference.cache"),
         ("services.registry.registry", "lattice._errors"),
         ("services.suite.up", "lattice._client"),
-        ("bench.inference_cache", "tests.support.redis_server"),
+        ("bench.inference_cache", "tests.support.sdk_servers"),
     ],
 )
 def test_the_rule_catches_each_kind_of_violation(importer, imported):

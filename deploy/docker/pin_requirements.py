@@ -34,7 +34,12 @@ def resolve(extra: str, constraints: Path) -> list[tuple[str, str]]:
         )  # fmt: skip
         items = json.loads(report.read_text())["install"]
     pins = [(i["metadata"]["name"].lower(), i["metadata"]["version"]) for i in items]
-    return sorted((n, v) for n, v in pins if n not in SKIP and not n.startswith("nvidia-"))
+    return sorted((n, v) for n, v in pins if n not in SKIP and not _cuda_wheel(n))
+
+
+def _cuda_wheel(name: str) -> bool:
+    """CUDA runtime wheels come with the image's torch build; NVML bindings are ours."""
+    return name.startswith("nvidia-") and name != "nvidia-ml-py"
 
 
 def main() -> None:

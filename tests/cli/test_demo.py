@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from tests.support.ports import free_port
+from services.suite.ports import free_port
 
 pytestmark = pytest.mark.slow
 

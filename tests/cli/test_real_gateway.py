@@ -15,7 +15,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    from tests.support.tiny_models import build_tiny_causal_lm
+    from services.suite.tiny_models import build_tiny_causal_lm
 
     model_dir = build_tiny_causal_lm(tmp_path_factory.mktemp("model"), n_positions=512)
     yield from running_stack(tmp_path_factory.mktemp("stack"), model_dir)

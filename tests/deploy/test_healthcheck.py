@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from services.runtime import LatticeServer, ServerSettings
-from tests.support.ports import free_port
+from services.suite.ports import free_port
 
 PROBE = Path(__file__).resolve().parents[2] / "deploy" / "docker" / "healthcheck.py"
 

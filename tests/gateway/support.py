@@ -1,6 +1,6 @@
 """Real servers for gateway tests: a registry, inference replicas and gateways on port 0.
 
-`EchoInference` is a small, real gRPC InferenceService (not a mock): it
+`EchoInference` (services.suite.echo) is a small, real gRPC InferenceService (not a mock): it
 answers Generate/Embed/GenerateStream deterministically, with usage, and
 records what reached it (metadata, remaining deadline) so tests can check
 what the gateway forwarded.
@@ -22,7 +22,6 @@ from grpc import aio
 from lattice.tokens import mint_dev_token
 from lattice.v1 import (
     common_pb2,
-    inference_pb2,
     inference_pb2_grpc,
     registry_pb2,
     registry_pb2_grpc,
@@ -30,7 +29,8 @@ from lattice.v1 import (
 from services.gateway.server import GatewaySettings, build_server
 from services.registry.server import RegistrySettings
 from services.registry.server import build_server as build_registry
-from services.runtime import LatticeServer, ServerSettings, Service
+from services.runtime import LatticeServer
+from services.suite.echo import EchoInference, start_echo
 
 SECRET = "test-dev-secret-0123456789abcdef-0123"
 TRITON = common_pb2.ARTIFACT_FORMAT_TRITON
@@ -95,97 +95,6 @@ class SigningKeys:
         if kid.startswith("rsa"):
             return jwt.encode(payload, self.rsa, algorithm="RS256", headers={"kid": kid})
         return jwt.encode(payload, self.ec, algorithm="ES256", headers={"kid": kid})
-
-
-class EchoInference(inference_pb2_grpc.InferenceServiceServicer):
-    """A real, deterministic InferenceService for gateway tests."""
-
-    def __init__(self, name: str, *, stream_delay: float = 0.0) -> None:
-        self.name = name
-        self.stream_delay = stream_delay
-        self.requests: list[Any] = []
-        self.metadata: list[dict[str, str]] = []
-        self.remaining: list[float | None] = []
-        self.stream_sent = 0
-        self.stream_cancelled = asyncio.Event()
-
-    def _record(self, request: Any, context: aio.ServicerContext) -> tuple[str, int]:
-        self.requests.append(request)
-        self.metadata.append(dict(context.invocation_metadata() or ()))
-        self.remaining.append(context.time_remaining())
-        name, _, version = request.model.partition(":")
-        return name, int(version or 0)
-
-    async def Generate(self, request, context):
-        name, version = self._record(request, context)
-        completion = max(1, len(request.prompt.split()))
-        return inference_pb2.GenerateResponse(
-            text=f"{self.name}:{request.prompt}",
-            model_name=name,
-            model_version=version,
-            finish_reason=inference_pb2.FINISH_REASON_LENGTH,
-            usage=common_pb2.Usage(
-                prompt_tokens=completion, completion_tokens=completion, total_tokens=2 * completion
-            ),
-        )
-
-    async def GenerateStream(self, request, context):
-        name, version = self._record(request, context)
-        count = request.parameters.max_new_tokens or 4
-        try:
-            for index in range(count):
-                first = index == 0
-                yield inference_pb2.GenerateStreamResponse(
-                    delta=f"t{index} ",
-                    index=index,
-                    model_name=name if first else "",
-                    model_version=version if first else 0,
-                )
-                self.stream_sent += 1
-                if self.stream_delay:
-                    await asyncio.sleep(self.stream_delay)
-        except asyncio.CancelledError:
-            self.stream_cancelled.set()
-            raise
-        yield inference_pb2.GenerateStreamResponse(
-            index=count,
-            finish_reason=inference_pb2.FINISH_REASON_LENGTH,
-            usage=common_pb2.Usage(
-                prompt_tokens=2, completion_tokens=count, total_tokens=count + 2
-            ),
-        )
-
-    async def Embed(self, request, context):
-        name, version = self._record(request, context)
-        return inference_pb2.EmbedResponse(
-            embeddings=[inference_pb2.Embedding(values=[float(len(t))]) for t in request.inputs],
-            model_name=name,
-            model_version=version,
-            usage=common_pb2.Usage(
-                prompt_tokens=len(request.inputs), total_tokens=len(request.inputs)
-            ),
-        )
-
-    async def ListLoadedModels(self, request, context):
-        return inference_pb2.ListLoadedModelsResponse(registry_revision=7)
-
-
-async def start_echo(
-    name: str, *, port: int = 0, **kwargs: Any
-) -> tuple[LatticeServer, EchoInference]:
-    servicer = EchoInference(name, **kwargs)
-    server = LatticeServer(
-        [
-            Service(
-                servicer,
-                inference_pb2_grpc.add_InferenceServiceServicer_to_server,
-                inference_pb2.DESCRIPTOR.services_by_name["InferenceService"],
-            )
-        ],
-        ServerSettings(port=port, log_json=False, grace_seconds=0.1),
-    )
-    await server.start()
-    return server, servicer
 
 
 class Stack:

@@ -16,8 +16,8 @@ from lattice.artifacts import iter_chunks, pack_directory, sha256_hex
 from lattice.v1 import common_pb2, inference_pb2, registry_pb2
 from services.inference.server import InferenceSettings
 from services.inference.server import build_server as build_inference
+from services.suite.tiny_models import build_tiny_causal_lm
 from tests.gateway.support import bearer, token
-from tests.support.tiny_models import build_tiny_causal_lm
 
 pytestmark = pytest.mark.slow
 

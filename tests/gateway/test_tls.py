@@ -12,7 +12,7 @@ from lattice.v1 import inference_pb2, inference_pb2_grpc
 from services.gateway.server import build_server
 from services.gateway.tls import channel_credentials
 from services.gateway.upstreams import ReplicaPool
-from tests.gateway.support import EchoInference
+from services.suite.echo import EchoInference
 from tests.support.certs import make_tls_files
 
 

@@ -9,7 +9,8 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from lattice.v1 import inference_pb2
 from services.gateway.server import build_server
-from tests.gateway.support import bearer, start_echo, token
+from services.suite.echo import start_echo
+from tests.gateway.support import bearer, token
 
 
 async def test_killing_one_of_two_replicas_under_load_keeps_unary_succeeding(stack):

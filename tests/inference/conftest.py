@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.inference.support import EMBEDDING, Lab
-from tests.support.tiny_models import build_tiny_causal_lm, build_tiny_encoder
+from services.suite.embedded import Lab
+from services.suite.tiny_models import build_tiny_causal_lm, build_tiny_encoder
 
 
 @pytest.fixture(scope="session")
@@ -48,22 +48,3 @@ async def tiered_lab(tmp_path, redis_server) -> AsyncIterator[Lab]:
     lab = await Lab(tmp_path, redis_url=redis_server.url, cache_retry_seconds=0.2).start()
     yield lab
     await lab.stop()
-
-
-async def deploy_lm(lab: Lab, model_dirs, name: str = "lm") -> None:
-    """Register lm1 as version 1 of `name`, put it online, wait until READY."""
-    from services.inference.serving import VersionState
-
-    await lab.create_model(name)
-    await lab.register(name, model_dirs["lm1"])
-    await lab.deploy(name, {1: 100})
-    await lab.wait_state(name, 1, VersionState.READY)
-
-
-async def deploy_encoder(lab: Lab, model_dirs, name: str = "enc") -> None:
-    from services.inference.serving import VersionState
-
-    await lab.create_model(name, EMBEDDING)
-    await lab.register(name, model_dirs["enc"])
-    await lab.deploy(name, {1: 100})
-    await lab.wait_state(name, 1, VersionState.READY)

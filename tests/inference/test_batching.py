@@ -9,8 +9,7 @@ import pytest
 
 from lattice.v1 import inference_pb2
 from services.inference.backends import GenerationParams
-from tests.inference.conftest import deploy_encoder, deploy_lm
-from tests.inference.support import generate_request
+from services.suite.embedded import deploy_encoder, deploy_lm, generate_request
 
 TEXTS = [f"sentence number {i} about the quick brown fox" for i in range(24)]
 

@@ -11,8 +11,7 @@ import redis.asyncio as redis
 from lattice.v1 import inference_pb2
 from services.inference.cache import LocalCache
 from services.inference.serving import VersionState
-from tests.inference.conftest import deploy_lm
-from tests.inference.support import Lab, generate_request
+from services.suite.embedded import Lab, deploy_lm, generate_request
 
 GEN = {"gen_ai_operation_name": "text_completion"}
 

@@ -15,7 +15,7 @@ from services.inference.server import InferenceSettings
 from services.inference.server import build_server as build_inference
 from services.registry.server import RegistrySettings
 from services.registry.server import build_server as build_registry
-from tests.support.ports import free_port
+from services.suite.ports import free_port
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING

@@ -9,8 +9,7 @@ import pytest
 
 from lattice.v1 import inference_pb2, registry_pb2
 from services.inference.serving import VersionState
-from tests.inference.conftest import deploy_lm
-from tests.inference.support import generate_request, poll
+from services.suite.embedded import deploy_lm, generate_request, poll
 
 
 @pytest.mark.slow

@@ -8,8 +8,7 @@ import time
 import grpc
 
 from lattice.v1 import inference_pb2
-from tests.inference.conftest import deploy_lm
-from tests.inference.support import generate_request, poll
+from services.suite.embedded import deploy_lm, generate_request, poll
 
 
 def stream_request(max_new_tokens: int, **kwargs) -> inference_pb2.GenerateStreamRequest:

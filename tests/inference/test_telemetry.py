@@ -10,8 +10,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from prometheus_client import generate_latest
 
 from lattice.v1 import inference_pb2
-from tests.inference.conftest import deploy_encoder, deploy_lm
-from tests.inference.support import Lab, generate_request
+from services.suite.embedded import Lab, deploy_encoder, deploy_lm, generate_request
 
 
 @pytest.fixture

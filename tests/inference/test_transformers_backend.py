@@ -13,7 +13,7 @@ import pytest
 from lattice.errors import FailedPrecondition, InvalidArgument
 from services.inference.backends import FinishReason, GenerationParams, LoadSpec, Task
 from services.inference.transformers_backend import TransformersBackend
-from tests.inference.support import poll
+from services.suite.embedded import poll
 
 
 @pytest.fixture

@@ -40,10 +40,17 @@ from services.inference.triton_export import (
     render_config,
 )
 from services.runtime.context import request_id_var
-from tests.inference.conftest import deploy_encoder, deploy_lm
-from tests.inference.support import EMBEDDING, GENERATION, Lab, generate_request
-from tests.support.ports import free_port
-from tests.support.triton_server import TritonProcess, triton_factory  # noqa: F401 (a fixture)
+from services.suite.embedded import (
+    EMBEDDING,
+    GENERATION,
+    Lab,
+    deploy_encoder,
+    deploy_lm,
+    generate_request,
+)
+from services.suite.ports import free_port
+from services.suite.triton import TritonProcess
+from tests.support.triton_server import triton_factory  # noqa: F401 (a fixture)
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
 

@@ -10,9 +10,8 @@ from lattice.v1 import inference_pb2, inference_pb2_grpc
 from services.inference.server import InferenceSettings
 from services.inference.server import build_server as build_inference
 from services.inference.serving import VersionState
-from tests.inference.conftest import deploy_encoder, deploy_lm
-from tests.inference.support import generate_request
-from tests.support.ports import free_port
+from services.suite.embedded import deploy_encoder, deploy_lm, generate_request
+from services.suite.ports import free_port
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
 

@@ -18,10 +18,10 @@ from lattice.v1 import common_pb2, registry_pb2, registry_pb2_grpc
 from services.registry.migrations import SCHEMA_VERSION, SchemaTooNew
 from services.registry.server import build_server
 from services.registry.store import SqliteStore
+from services.suite.ports import free_port
 from tests.registry.conftest import settings_for
 from tests.registry.support import RegistryClient
 from tests.support.health import wait_serving
-from tests.support.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 

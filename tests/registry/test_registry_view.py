@@ -11,9 +11,9 @@ from hypothesis import strategies as st
 from lattice.v1 import registry_pb2, registry_pb2_grpc
 from services.registry.server import build_server
 from services.runtime.registry_view import RegistryState, RegistryView
+from services.suite.ports import free_port
 from tests.registry.conftest import settings_for
 from tests.registry.support import RegistryClient
-from tests.support.ports import free_port
 
 EventType = registry_pb2.WatchEventType
 

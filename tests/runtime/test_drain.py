@@ -11,8 +11,8 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from lattice.v1 import inference_pb2, inference_pb2_grpc
+from services.suite.ports import free_port
 from tests.support.health import wait_serving
-from tests.support.ports import free_port
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING

@@ -14,7 +14,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.support.ports import free_port
+from services.suite.ports import free_port
 
 pytestmark = pytest.mark.slow
 

@@ -16,9 +16,9 @@ from opentelemetry.proto.collector.trace.v1 import (
 
 from lattice.v1 import inference_pb2, inference_pb2_grpc
 from services.runtime import LatticeServer, ServerSettings
+from services.suite.ports import free_port
 from tests.runtime.servicers import ProbeInference, inference_service
 from tests.support.health import wait_serving
-from tests.support.ports import free_port
 
 
 class Collector(trace_service_pb2_grpc.TraceServiceServicer):

@@ -15,8 +15,8 @@ import pytest
 from grpc import aio
 
 from lattice.v1 import registry_pb2, trainer_pb2, trainer_pb2_grpc
+from services.suite.ports import free_port
 from services.trainer.registry_client import JOB_TAG
-from tests.support.ports import free_port
 
 from .conftest import docstring_spec, tiny_gpt2_job, wait_for_job
 

