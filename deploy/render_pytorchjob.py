@@ -128,9 +128,15 @@ def render(job: ClusterJob, template: Path = TEMPLATE) -> list[dict[str, Any]]:
     (container,) = [c for c in pod["spec"]["containers"] if c["name"] == "pytorch"]
     container["image"] = job.image
     container["command"] = [
-        "python", "-m", "torch.distributed.run", "--rdzv-backend=c10d",
-        "--module", job.worker_module, "--job-dir", job.job_dir,
-    ]  # fmt: skip
+        "python",
+        "-m",
+        "torch.distributed.run",
+        "--rdzv-backend=c10d",
+        "--module",
+        job.worker_module,
+        "--job-dir",
+        job.job_dir,
+    ]
     resources: dict[str, Any] = {"cpu": job.cpu, "memory": job.memory}
     if job.gpus_per_worker:
         resources["nvidia.com/gpu"] = job.gpus_per_worker

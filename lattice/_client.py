@@ -98,9 +98,17 @@ class Client(Connection):
     ) -> Generation:
         """Generate a completion for `prompt` with `model` ("name", "name@alias", "name:N")."""
         request = _requests.generate(
-            model, prompt, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
-            top_k=top_k, stop=stop, seed=seed, skip_cache=skip_cache, routing_key=routing_key,
-        )  # fmt: skip
+            model,
+            prompt,
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            top_p=top_p,
+            top_k=top_k,
+            stop=stop,
+            seed=seed,
+            skip_cache=skip_cache,
+            routing_key=routing_key,
+        )
         response = self._unary(self._inference.Generate, request, "generate", timeout)
         return Generation.from_proto(response)
 
@@ -121,9 +129,17 @@ class Client(Connection):
     ) -> Stream[GenerationDelta]:
         """Stream a completion as text deltas; breaking out of the loop cancels generation."""
         request = _requests.generate_stream(
-            model, prompt, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
-            top_k=top_k, stop=stop, seed=seed, skip_cache=skip_cache, routing_key=routing_key,
-        )  # fmt: skip
+            model,
+            prompt,
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            top_p=top_p,
+            top_k=top_k,
+            stop=stop,
+            seed=seed,
+            skip_cache=skip_cache,
+            routing_key=routing_key,
+        )
         return self._stream(
             self._inference.GenerateStream, request, "stream", timeout, GenerationDelta.from_proto
         )

@@ -28,10 +28,23 @@ def resolve(extra: str, constraints: Path) -> list[tuple[str, str]]:
     with tempfile.TemporaryDirectory() as tmp:
         report = Path(tmp) / "report.json"
         subprocess.run(
-            [sys.executable, "-m", "pip", "install", "--quiet", "--dry-run", "--ignore-installed",
-             "--report", str(report), "-c", str(constraints), f".[{extra}]"],
-            cwd=ROOT, check=True,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--dry-run",
+                "--ignore-installed",
+                "--report",
+                str(report),
+                "-c",
+                str(constraints),
+                f".[{extra}]",
+            ],
+            cwd=ROOT,
+            check=True,
+        )
         items = json.loads(report.read_text())["install"]
     pins = [(i["metadata"]["name"].lower(), i["metadata"]["version"]) for i in items]
     return sorted((n, v) for n, v in pins if n not in SKIP and not _cuda_wheel(n))
@@ -45,8 +58,10 @@ def _cuda_wheel(name: str) -> bool:
 def main() -> None:
     freeze = subprocess.run(
         [sys.executable, "-m", "pip", "freeze", "--exclude-editable"],
-        check=True, capture_output=True, text=True,
-    ).stdout  # fmt: skip
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
     lines = [ln for ln in freeze.splitlines() if not ln.lower().startswith(("torch", "lattice"))]
     with tempfile.NamedTemporaryFile("w", suffix=".txt") as constraints:
         constraints.write("\n".join(lines) + "\n")

@@ -123,30 +123,42 @@ def lattice_command(function: Callable[..., Any]) -> Callable[..., Any]:
             "--timeout", type=float, default=None, help="Deadline in seconds for each call."
         ),
         click.option(
-            "--tls-client-key", envvar="LATTICE_TLS_CLIENT_KEY", default=None,
+            "--tls-client-key",
+            envvar="LATTICE_TLS_CLIENT_KEY",
+            default=None,
             help="PEM key for mutual TLS [LATTICE_TLS_CLIENT_KEY].",
         ),
         click.option(
-            "--tls-client-cert", envvar="LATTICE_TLS_CLIENT_CERT", default=None,
+            "--tls-client-cert",
+            envvar="LATTICE_TLS_CLIENT_CERT",
+            default=None,
             help="PEM client certificate for mutual TLS [LATTICE_TLS_CLIENT_CERT].",
         ),
         click.option(
-            "--tls-root-cert", envvar="LATTICE_TLS_ROOT_CERT", default=None,
+            "--tls-root-cert",
+            envvar="LATTICE_TLS_ROOT_CERT",
+            default=None,
             help="PEM CA bundle to verify the server; turns TLS on [LATTICE_TLS_ROOT_CERT].",
         ),
         click.option(
-            "--tls/--plaintext", default=None,
+            "--tls/--plaintext",
+            default=None,
             help="Force TLS on (system CAs) or off [LATTICE_TLS].",
         ),
         click.option(
-            "--token", envvar="LATTICE_TOKEN", default=None,
+            "--token",
+            envvar="LATTICE_TOKEN",
+            default=None,
             help="Bearer token (see `lattice token`) [LATTICE_TOKEN].",
         ),
         click.option(
-            "--target", envvar="LATTICE_TARGET", default=DEFAULT_TARGET, show_default=True,
+            "--target",
+            envvar="LATTICE_TARGET",
+            default=DEFAULT_TARGET,
+            show_default=True,
             help="host:port of the gateway (or a service) [LATTICE_TARGET].",
         ),
-    ]  # fmt: skip
+    ]
     for option in options:
         wrapper = option(wrapper)
     return wrapper

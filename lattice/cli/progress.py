@@ -41,8 +41,9 @@ def metrics_text(m: trainer_pb2.TrainingMetrics) -> str:
 class JobProgress:
     """Renders events as they arrive; remembers the last job state it saw."""
 
-    def __init__(self, as_json: bool = False, out: TextIO | None = None,
-                 show_logs: bool = False) -> None:  # fmt: skip
+    def __init__(
+        self, as_json: bool = False, out: TextIO | None = None, show_logs: bool = False
+    ) -> None:
         self.as_json = as_json
         self.out = out or sys.stderr
         self.tty = self.out.isatty()

@@ -34,15 +34,21 @@ def _serving(address: str) -> bool:
 @suite_options
 @click.option("--model", default="starter-gpt", show_default=True, help="Model to train.")
 @click.option("--steps", default=900, show_default=True, type=click.IntRange(min=1))
-@click.option("--processes", default=2, show_default=True, type=click.IntRange(1, 8),
-              help="DDP processes.")  # fmt: skip
+@click.option(
+    "--processes", default=2, show_default=True, type=click.IntRange(1, 8), help="DDP processes."
+)
 @click.option("--prompt", default="Return the", show_default=True)
 @click.option("--max-new-tokens", default=40, show_default=True, type=click.IntRange(1, 512))
 @click.option("--keep-running", is_flag=True, help="Leave the suite up afterwards.")
 def demo(
-    model: str, steps: int, processes: int, prompt: str, max_new_tokens: int,
-    keep_running: bool, **options,
-) -> None:  # fmt: skip
+    model: str,
+    steps: int,
+    processes: int,
+    prompt: str,
+    max_new_tokens: int,
+    keep_running: bool,
+    **options,
+) -> None:
     """Start the suite (or use a running one), train a small GPT-2 with DDP on the
     built-in corpus, put it online, and stream a generation through the gateway."""
     config = suite_config(options)
@@ -51,9 +57,12 @@ def demo(
 
 
 async def _main(
-    config: SuiteConfig, recipe: StarterRecipe, prompt: str, max_new_tokens: int,
+    config: SuiteConfig,
+    recipe: StarterRecipe,
+    prompt: str,
+    max_new_tokens: int,
     keep_running: bool,
-) -> None:  # fmt: skip
+) -> None:
     suite: LocalSuite | None = None
     gateway = config.address("gateway")
     if await asyncio.to_thread(_serving, gateway):
@@ -112,8 +121,9 @@ class _Result:
     version: int
 
 
-def _stream(client: Client, model: str, prompt: str, max_new_tokens: int,
-            echo: bool = True) -> _Result:  # fmt: skip
+def _stream(
+    client: Client, model: str, prompt: str, max_new_tokens: int, echo: bool = True
+) -> _Result:
     started = time.perf_counter()
     first_token = None
     pieces: list[str] = []

@@ -39,9 +39,13 @@ def metrics_port(service_port: int) -> int:
 class SuiteConfig:
     host: str = "127.0.0.1"
     ports: dict[str, int] = dataclasses.field(
-        default_factory=lambda: {"gateway": 50051, "registry": 50052,
-                                 "inference": 50053, "trainer": 50054}
-    )  # fmt: skip
+        default_factory=lambda: {
+            "gateway": 50051,
+            "registry": 50052,
+            "inference": 50053,
+            "trainer": 50054,
+        }
+    )
     redis_port: int = 50059
     #: Use this Redis instead of starting one; "none" runs without Redis.
     redis_url: str = ""
@@ -98,10 +102,17 @@ class LocalSuite:
         directory = config.data_dir / "redis"
         directory.mkdir(parents=True, exist_ok=True)
         self._redis = await asyncio.create_subprocess_exec(
-            binary, "--port", str(config.redis_port), "--bind", config.host,
-            "--save", "", "--dir", str(directory),
+            binary,
+            "--port",
+            str(config.redis_port),
+            "--bind",
+            config.host,
+            "--save",
+            "",
+            "--dir",
+            str(directory),
             stdout=asyncio.subprocess.DEVNULL,
-        )  # fmt: skip
+        )
         return f"redis://{config.host}:{config.redis_port}/0"
 
     def _specs(self) -> list[ChildSpec]:
@@ -127,8 +138,14 @@ class LocalSuite:
         ]
 
     def _flags(self, port: int) -> list[str]:
-        return ["--host", self.config.host, "--port", str(port),
-                "--metrics-port", str(metrics_port(port))]  # fmt: skip
+        return [
+            "--host",
+            self.config.host,
+            "--port",
+            str(port),
+            "--metrics-port",
+            str(metrics_port(port)),
+        ]
 
     def describe(self) -> list[str]:
         """Human-readable endpoint lines."""

@@ -47,15 +47,21 @@ class StarterRecipe:
         return trainer_pb2.JobSpec(
             family=trainer_pb2.MODEL_FAMILY_GPT2_CAUSAL_LM,
             architecture=trainer_pb2.ModelArchitecture(
-                num_layers=self.layers, num_heads=self.heads,
-                hidden_size=self.hidden_size, max_positions=self.sequence_length * 2,
+                num_layers=self.layers,
+                num_heads=self.heads,
+                hidden_size=self.hidden_size,
+                max_positions=self.sequence_length * 2,
             ),
             dataset_id=dataset_id,
             hyperparameters=trainer_pb2.Hyperparameters(
-                learning_rate=3e-3, schedule=trainer_pb2.LEARNING_RATE_SCHEDULE_COSINE,
-                warmup_steps=10, batch_size=self.batch_size,
-                sequence_length=self.sequence_length, max_steps=self.steps,
-                gradient_clip_norm=1.0, seed=7,
+                learning_rate=3e-3,
+                schedule=trainer_pb2.LEARNING_RATE_SCHEDULE_COSINE,
+                warmup_steps=10,
+                batch_size=self.batch_size,
+                sequence_length=self.sequence_length,
+                max_steps=self.steps,
+                gradient_clip_norm=1.0,
+                seed=7,
             ),
             distributed=trainer_pb2.DistributedConfig(
                 processes_per_node=self.processes,
@@ -65,7 +71,7 @@ class StarterRecipe:
             eval_interval_steps=max(25, self.steps // 4),
             registration=trainer_pb2.RegistrationSpec(model_name=self.model, canary_weight=100),
             display_name=f"{self.model} starter",
-        )  # fmt: skip
+        )
 
 
 def online_version(client: Client, model: str) -> int:
@@ -82,9 +88,12 @@ def train_starter(client: Client, recipe: StarterRecipe) -> trainer_pb2.Job:
     """Prepare the built-in corpus, train with DDP, register and put it online."""
     click.echo("preparing the built-in corpus (Python standard library docstrings)", err=True)
     dataset = client.prepare_dataset(
-        recipe.dataset_name(), ["builtin:python-docstrings"],
-        tokenizer="bpe", vocab_size=recipe.vocab_size, cleaning=STARTER_CLEANING,
-    )  # fmt: skip
+        recipe.dataset_name(),
+        ["builtin:python-docstrings"],
+        tokenizer="bpe",
+        vocab_size=recipe.vocab_size,
+        cleaning=STARTER_CLEANING,
+    )
     report = dataset.report
     click.echo(
         f"dataset {dataset.id}: {report.documents_out} documents, "

@@ -100,9 +100,12 @@ class Supervisor:
             log_path.parent.mkdir(parents=True, exist_ok=True)
             with log_path.open("ab") as log_file:  # the child keeps its own descriptor
                 child.process = await asyncio.create_subprocess_exec(
-                    *child.spec.argv, env=env, preexec_fn=_die_with_parent,
-                    stdout=log_file, stderr=asyncio.subprocess.STDOUT,
-                )  # fmt: skip
+                    *child.spec.argv,
+                    env=env,
+                    preexec_fn=_die_with_parent,
+                    stdout=log_file,
+                    stderr=asyncio.subprocess.STDOUT,
+                )
         child.started_at = time.monotonic()
 
     async def _watch(self, child: _Child) -> None:

@@ -22,16 +22,32 @@ def suite_options(command):
         click.option("--registry-port", default=50052, show_default=True),
         click.option("--inference-port", default=50053, show_default=True),
         click.option("--trainer-port", default=50054, show_default=True),
-        click.option("--redis-port", default=50059, show_default=True,
-                     help="Port of the bundled Redis (when --redis-url is not given)."),
-        click.option("--redis-url", default="", envvar="LATTICE_REDIS_URL",
-                     help="Use this Redis instead of starting one; 'none' runs without Redis."),
-        click.option("--data-dir", default=".lattice", show_default=True, envvar="LATTICE_DATA_DIR",
-                     type=click.Path(file_okay=False, path_type=Path)),
+        click.option(
+            "--redis-port",
+            default=50059,
+            show_default=True,
+            help="Port of the bundled Redis (when --redis-url is not given).",
+        ),
+        click.option(
+            "--redis-url",
+            default="",
+            envvar="LATTICE_REDIS_URL",
+            help="Use this Redis instead of starting one; 'none' runs without Redis.",
+        ),
+        click.option(
+            "--data-dir",
+            default=".lattice",
+            show_default=True,
+            envvar="LATTICE_DATA_DIR",
+            type=click.Path(file_okay=False, path_type=Path),
+        ),
         click.option("--grace", default=10.0, show_default=True, help="Drain period on stop (s)."),
-        click.option("--console-logs", is_flag=True,
-                     help="Print service logs here instead of <data-dir>/logs/."),
-    ]  # fmt: skip
+        click.option(
+            "--console-logs",
+            is_flag=True,
+            help="Print service logs here instead of <data-dir>/logs/.",
+        ),
+    ]
     for option in reversed(options):
         command = option(command)
     return command
@@ -39,8 +55,10 @@ def suite_options(command):
 
 def suite_config(options: dict) -> SuiteConfig:
     """Pop the suite options out of a command's keyword arguments."""
-    ports = {name: options.pop(f"{name}_port")
-             for name in ("gateway", "registry", "inference", "trainer")}  # fmt: skip
+    ports = {
+        name: options.pop(f"{name}_port")
+        for name in ("gateway", "registry", "inference", "trainer")
+    }
     return SuiteConfig(
         host=options.pop("host"),
         ports=ports,
@@ -104,8 +122,9 @@ async def _run(suite: LocalSuite, starter_model: str = "") -> bool:
             click.echo(line)
         if starter_model:
             starter = asyncio.create_task(asyncio.to_thread(_ensure_starter, suite, starter_model))
-            await asyncio.wait([starter, asyncio.create_task(stop.wait())],
-                               return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
+            await asyncio.wait(
+                [starter, asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED
+            )
             if starter.done() and starter.exception() is not None:
                 report(f"starter model: {starter.exception()}")
         click.echo("Ctrl-C to stop.")

@@ -38,9 +38,12 @@ class Cli:
         click's usage message and exit 2."""
         result = subprocess.run(
             [sys.executable, "-m", "lattice.cli", *args],
-            capture_output=True, text=True, timeout=60, cwd=self.cwd,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=self.cwd,
             env={**self.env, **env},
-        )  # fmt: skip
+        )
         if usage:
             assert result.returncode == 2, f"{args}: {result.stderr}"
             assert result.stderr.startswith("Usage:") and "Traceback" not in result.stderr

@@ -13,19 +13,39 @@ from tests.support.sdk_servers import TEST_TOKEN
 @pytest.mark.slow  # many subprocesses
 def test_every_command_has_help(cli):
     top = cli("--help").stdout
-    for name in ("token", "models", "versions", "deploy", "generate", "embed", "data",
-                 "train", "jobs", "export-triton", "up", "serve"):  # fmt: skip
+    for name in (
+        "token",
+        "models",
+        "versions",
+        "deploy",
+        "generate",
+        "embed",
+        "data",
+        "train",
+        "jobs",
+        "export-triton",
+        "up",
+        "serve",
+    ):
         assert name in top
-    for args in (["models", "list"], ["models", "create"], ["versions", "create"],
-                 ["data", "prepare"], ["jobs", "watch"], ["export-triton"], ["train"]):  # fmt: skip
+    for args in (
+        ["models", "list"],
+        ["models", "create"],
+        ["versions", "create"],
+        ["data", "prepare"],
+        ["jobs", "watch"],
+        ["export-triton"],
+        ["train"],
+    ):
         assert "Usage:" in cli(*args, "--help").stdout
     assert "the server and ml extras" in " ".join(cli("export-triton", "--help").stdout.split())
 
 
 def test_token_mints_a_jwt_with_the_dev_secret(cli):
     secret = "s3cret-s3cret-s3cret-s3cret-s3cret"
-    result = cli("token", "--tenant", "acme", "--scope", "inference:invoke",
-                 LATTICE_DEV_JWT_SECRET=secret)  # fmt: skip
+    result = cli(
+        "token", "--tenant", "acme", "--scope", "inference:invoke", LATTICE_DEV_JWT_SECRET=secret
+    )
     claims = jwt.decode(result.stdout.strip(), secret, algorithms=["HS256"], audience="lattice")
     assert claims["tenant"] == "acme" and claims["scope"] == "inference:invoke"
     (cli.cwd / ".lattice").mkdir()
@@ -68,8 +88,17 @@ def test_versions_upload_list_show_and_deploy(cli, services):
     model_dir = cli.cwd / "model"
     model_dir.mkdir()
     (model_dir / "config.json").write_text("{}")
-    out = cli("versions", "create", "cli-deploy", "--from", str(model_dir), "--metric",
-              "val_loss=2.5", "--param", "lr=0.1").stdout  # fmt: skip
+    out = cli(
+        "versions",
+        "create",
+        "cli-deploy",
+        "--from",
+        str(model_dir),
+        "--metric",
+        "val_loss=2.5",
+        "--param",
+        "lr=0.1",
+    ).stdout
     assert out.startswith("registered cli-deploy:1 (sha256 ")
     second = cli.json("versions", "create", "cli-deploy", "--from", str(model_dir))
     assert second["version"] == "2"  # int64 is a string in proto JSON
@@ -96,8 +125,16 @@ def test_versions_upload_list_show_and_deploy(cli, services):
 @pytest.mark.slow  # many subprocesses
 def test_versions_and_deploy_failures(cli):
     cli("models", "create", "cli-bad")
-    missing = cli("versions", "create", "cli-bad", "--uri", "lattice-artifact://sha256/" + "0" * 64,
-                  "--digest", "0" * 64, ok=False)  # fmt: skip
+    missing = cli(
+        "versions",
+        "create",
+        "cli-bad",
+        "--uri",
+        "lattice-artifact://sha256/" + "0" * 64,
+        "--digest",
+        "0" * 64,
+        ok=False,
+    )
     assert missing.stderr.startswith("error: FAILED_PRECONDITION")
     unknown = cli("deploy", "cli-bad", "1=100", ok=False)
     assert unknown.stderr.startswith("error: NOT_FOUND: version cli-bad:1")
@@ -149,8 +186,19 @@ def test_data_prepare_list_show(cli):
 
 def test_train_watches_to_the_end_then_jobs(cli):
     cli("data", "prepare", "tr", "builtin:python-docstrings")
-    result = cli("train", "--dataset", "tr-0123456789ab", "--model", "cli-trained",
-                 "--steps", "5", "--processes", "2", "--layers", "1")  # fmt: skip
+    result = cli(
+        "train",
+        "--dataset",
+        "tr-0123456789ab",
+        "--model",
+        "cli-trained",
+        "--steps",
+        "5",
+        "--processes",
+        "2",
+        "--layers",
+        "1",
+    )
     assert "submitted job job-" in result.stderr
     assert "step 5/5  loss 1.0000  1,000 tok/s" in result.stderr
     assert "alert gradient_explosion at step 2" in result.stderr
@@ -200,7 +248,10 @@ def test_lattice_debug_lets_the_traceback_through(cli):
 
     result = subprocess.run(
         [sys.executable, "-m", "lattice.cli", "models", "show", "no-such-model"],
-        capture_output=True, text=True, timeout=60, env={**cli.env, "LATTICE_DEBUG": "1"},
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**cli.env, "LATTICE_DEBUG": "1"},
+    )
     assert result.returncode == 1
     assert "Traceback" in result.stderr and "NotFound" in result.stderr

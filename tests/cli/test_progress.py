@@ -19,18 +19,22 @@ class Terminal(io.StringIO):
 def events() -> list[trainer_pb2.WatchJobResponse]:
     job = trainer_pb2.Job(id="job-1", state=trainer_pb2.JOB_STATE_RUNNING)
     done = trainer_pb2.Job(
-        id="job-1", state=trainer_pb2.JOB_STATE_SUCCEEDED,
-        registered_model="m", registered_version=3,
-    )  # fmt: skip
+        id="job-1",
+        state=trainer_pb2.JOB_STATE_SUCCEEDED,
+        registered_model="m",
+        registered_version=3,
+    )
     metrics = [
         trainer_pb2.TrainingMetrics(step=s, total_steps=4, loss=2.0 / s, tokens_per_second=1500.0)
         for s in (1, 2, 3, 4)
     ]
     metrics[1].validation_loss = 1.5
     alert = trainer_pb2.TrainingAlert(
-        kind=trainer_pb2.ALERT_KIND_NON_FINITE, step=3, message="loss is NaN",
+        kind=trainer_pb2.ALERT_KIND_NON_FINITE,
+        step=3,
+        message="loss is NaN",
         action=trainer_pb2.ALERT_ACTION_WARN,
-    )  # fmt: skip
+    )
     return [
         trainer_pb2.WatchJobResponse(sequence=1, job=job),
         trainer_pb2.WatchJobResponse(sequence=2, metrics=metrics[0]),

@@ -55,8 +55,9 @@ def test_scopes_are_enforced_for_cli_calls(real_cli):
 
 def test_export_triton_from_the_registry(real_cli):
     repo = real_cli.cwd / "triton-repo"
-    out = real_cli.json("export-triton", str(repo), "--from-registry", f"{MODEL}:1",
-                        "--device", "cpu")  # fmt: skip
+    out = real_cli.json(
+        "export-triton", str(repo), "--from-registry", f"{MODEL}:1", "--device", "cpu"
+    )
     model_dir = repo / MODEL
     assert out["model_dir"] == str(model_dir)
     config = (model_dir / "config.pbtxt").read_text()
@@ -77,11 +78,30 @@ def test_data_prepare_and_train_with_live_progress(real_cli):
     dataset = real_cli.json("data", "prepare", "cli-corpus", str(corpus), "--vocab-size", "300")
     assert dataset["report"]["documents_out"] == "80"
     result = real_cli(
-        "train", "--dataset", dataset["id"], "--model", "cli-tiny", "--steps", "4",
-        "--layers", "1", "--heads", "2", "--hidden-size", "32", "--max-positions", "64",
-        "--batch-size", "2", "--sequence-length", "32", "--processes", "1",
-        "--eval-interval", "2",
-    )  # fmt: skip
+        "train",
+        "--dataset",
+        dataset["id"],
+        "--model",
+        "cli-tiny",
+        "--steps",
+        "4",
+        "--layers",
+        "1",
+        "--heads",
+        "2",
+        "--hidden-size",
+        "32",
+        "--max-positions",
+        "64",
+        "--batch-size",
+        "2",
+        "--sequence-length",
+        "32",
+        "--processes",
+        "1",
+        "--eval-interval",
+        "2",
+    )
     assert "submitted job" in result.stderr
     assert "step 4/4" in result.stderr and "loss" in result.stderr
     assert "succeeded; registered cli-tiny:1" in result.stdout

@@ -88,8 +88,16 @@ def test_bad_jobs_are_refused(change, message):
 def test_cli_prints_yaml_for_kubectl_and_refuses_bad_input(tmp_path, capsys):
     spec = tmp_path / "job.json"
     spec.write_text(JOB.job_spec_json)
-    args = ["--job-id", "j1", "--job-dir", "/var/lib/lattice/trainer/jobs/j1", "--spec", str(spec),
-            "--image", JOB.image]  # fmt: skip
+    args = [
+        "--job-id",
+        "j1",
+        "--job-dir",
+        "/var/lib/lattice/trainer/jobs/j1",
+        "--spec",
+        str(spec),
+        "--image",
+        JOB.image,
+    ]
     assert main(args) == 0
     kinds = [d["kind"] for d in yaml.safe_load_all(capsys.readouterr().out)]
     assert kinds == ["ConfigMap", "PyTorchJob"]

@@ -25,9 +25,10 @@ async def test_tls_server_answers_tls_clients_and_refuses_plaintext(tmp_path):
     try:
         client_credentials = grpc.ssl_channel_credentials(files.ca.read_bytes())
         async with grpc.aio.secure_channel(
-            server.address, client_credentials,
+            server.address,
+            client_credentials,
             options=[("grpc.ssl_target_name_override", "localhost")],
-        ) as channel:  # fmt: skip
+        ) as channel:
             reply = await inference_pb2_grpc.InferenceServiceStub(channel).Generate(
                 inference_pb2.GenerateRequest(prompt="over tls"), timeout=5
             )

@@ -152,9 +152,12 @@ def test_watch_streams_snapshot_then_live_changes(client):
 
 def test_trainer_datasets_and_jobs(client):
     dataset = client.prepare_dataset(
-        "corpus", ["builtin:python-docstrings"], tokenizer="bpe", vocab_size=500,
+        "corpus",
+        ["builtin:python-docstrings"],
+        tokenizer="bpe",
+        vocab_size=500,
         cleaning={"deduplicate": True, "minChars": 5},
-    )  # fmt: skip
+    )
     assert dataset.spec.sources[0].builtin == "python-docstrings"
     assert dataset.spec.cleaning.deduplicate and dataset.spec.cleaning.min_chars == 5
     assert dataset.report.dropped["duplicate"] == 2
@@ -184,8 +187,9 @@ def test_trainer_datasets_and_jobs(client):
     resumed = list(client.watch_job(job.id, from_sequence=5))
     assert resumed[0].sequence == 6
 
-    other = client.submit_job(trainer_pb2.JobSpec(
-        family=trainer_pb2.MODEL_FAMILY_GPT2_CAUSAL_LM, dataset_id=dataset.id))  # fmt: skip
+    other = client.submit_job(
+        trainer_pb2.JobSpec(family=trainer_pb2.MODEL_FAMILY_GPT2_CAUSAL_LM, dataset_id=dataset.id)
+    )
     cancelled = client.cancel_job(other.id)
     assert cancelled.id == other.id
 

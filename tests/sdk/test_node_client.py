@@ -27,8 +27,10 @@ def node_client() -> list[str]:
     if not installed.exists() or installed.stat().st_mtime < lock.stat().st_mtime:
         subprocess.run(
             [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"],
-            cwd=NODE_DIR, check=True, timeout=300,
-        )  # fmt: skip
+            cwd=NODE_DIR,
+            check=True,
+            timeout=300,
+        )
     return [node, str(NODE_DIR / "client.js")]
 
 

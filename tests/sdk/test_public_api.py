@@ -11,14 +11,30 @@ import lattice
 def test_exported_names_are_exactly_the_public_api():
     assert sorted(lattice.__all__) == sorted(
         [
-            "Client", "AsyncClient", "Stream", "AsyncStream",
-            "Generation", "GenerationDelta", "Embeddings", "Usage",
-            "LatticeError", "InvalidArgument", "NotFound", "AlreadyExists",
-            "FailedPrecondition", "Aborted", "Unauthenticated", "PermissionDenied",
-            "ResourceExhausted", "Unavailable", "DeadlineExceeded", "Cancelled",
-            "Unimplemented", "Internal",
+            "Client",
+            "AsyncClient",
+            "Stream",
+            "AsyncStream",
+            "Generation",
+            "GenerationDelta",
+            "Embeddings",
+            "Usage",
+            "LatticeError",
+            "InvalidArgument",
+            "NotFound",
+            "AlreadyExists",
+            "FailedPrecondition",
+            "Aborted",
+            "Unauthenticated",
+            "PermissionDenied",
+            "ResourceExhausted",
+            "Unavailable",
+            "DeadlineExceeded",
+            "Cancelled",
+            "Unimplemented",
+            "Internal",
         ]
-    )  # fmt: skip
+    )
     for name in lattice.__all__:
         assert getattr(lattice, name) is not None
     public = {n for n in dir(lattice) if not n.startswith("_")}

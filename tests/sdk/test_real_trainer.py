@@ -24,9 +24,13 @@ def test_datasets_jobs_watch_and_cancel(stack, tmp_path):
     corpus.write_text("\n".join(lines) + "\n")
     with lattice.Client(stack.gateway, stack.token) as client:
         dataset = client.prepare_dataset(
-            "sdk-docs", [str(corpus)], vocab_size=300, validation_fraction=0.1, seed=1,
+            "sdk-docs",
+            [str(corpus)],
+            vocab_size=300,
+            validation_fraction=0.1,
+            seed=1,
             cleaning={"deduplicate": True, "normalizeWhitespace": True},
-        )  # fmt: skip
+        )
         assert dataset.id.startswith("sdk-docs-")
         assert (dataset.report.documents_in, dataset.report.documents_out) == (120, 60)
         assert client.get_dataset(dataset.id).digest == dataset.digest

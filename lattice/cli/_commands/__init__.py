@@ -16,8 +16,17 @@ from lattice.cli._commands.train import train
 from lattice.cli._commands.versions import versions
 
 COMMANDS: tuple[click.Command, ...] = (
-    token, models, versions, deploy, generate, embed, data, train, jobs, export_triton,
-)  # fmt: skip
+    token,
+    models,
+    versions,
+    deploy,
+    generate,
+    embed,
+    data,
+    train,
+    jobs,
+    export_triton,
+)
 
 
 def register(group: click.Group) -> None:

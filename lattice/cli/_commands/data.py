@@ -98,10 +98,18 @@ def list_datasets(session: Session) -> None:
         found,
         lambda: print_table(
             ["id", "documents", "train tokens", "vocab", "created"],
-            [(d.id, d.report.documents_out, d.report.train_tokens, d.report.vocab_size,
-              when(d.create_time)) for d in found],
+            [
+                (
+                    d.id,
+                    d.report.documents_out,
+                    d.report.train_tokens,
+                    d.report.vocab_size,
+                    when(d.create_time),
+                )
+                for d in found
+            ],
         ),
-    )  # fmt: skip
+    )
 
 
 @data.command("show")

@@ -66,8 +66,13 @@ def export_triton(
     export_triton_repository = importlib.import_module(
         "services.inference.triton_export"
     ).export_triton_repository
-    options = {"decoupled": decoupled, "device": device, "dtype": dtype,
-               "instance_count": instances, "overwrite": overwrite}  # fmt: skip
+    options = {
+        "decoupled": decoupled,
+        "device": device,
+        "dtype": dtype,
+        "instance_count": instances,
+        "overwrite": overwrite,
+    }
     if task:
         options["task"] = task
     with tempfile.TemporaryDirectory(prefix="lattice-export-") as scratch:

@@ -37,15 +37,20 @@ def list_jobs(session: Session, states: tuple[str, ...]) -> None:
         lambda: print_table(
             ["id", "state", "step", "loss", "model", "created"],
             [
-                (j.id, state_name(j.state), j.latest_metrics.step or "-",
-                 f"{j.latest_metrics.loss:.4f}" if j.latest_metrics.step else "-",
-                 f"{j.registered_model}:{j.registered_version}" if j.registered_model
-                 else j.spec.registration.model_name or "-",
-                 when(j.create_time))
+                (
+                    j.id,
+                    state_name(j.state),
+                    j.latest_metrics.step or "-",
+                    f"{j.latest_metrics.loss:.4f}" if j.latest_metrics.step else "-",
+                    f"{j.registered_model}:{j.registered_version}"
+                    if j.registered_model
+                    else j.spec.registration.model_name or "-",
+                    when(j.create_time),
+                )
                 for j in found
             ],
         ),
-    )  # fmt: skip
+    )
 
 
 @jobs.command("show")

@@ -31,12 +31,17 @@ def list_models(session: Session) -> None:
         lambda: print_table(
             ["name", "task", "latest", "created", "description"],
             [
-                (m.name, _requests.task_name(m.task), m.latest_version or "-",
-                 when(m.create_time), m.description)
+                (
+                    m.name,
+                    _requests.task_name(m.task),
+                    m.latest_version or "-",
+                    when(m.create_time),
+                    m.description,
+                )
                 for m in found
             ],
         ),
-    )  # fmt: skip
+    )
 
 
 @models.command("show")
@@ -71,9 +76,12 @@ def show_model(session: Session, name: str) -> None:
 @models.command("create")
 @click.argument("name")
 @click.option(
-    "--task", type=click.Choice(_requests.TASK_NAMES), default="text-generation",
-    show_default=True, help="What the model is for.",
-)  # fmt: skip
+    "--task",
+    type=click.Choice(_requests.TASK_NAMES),
+    default="text-generation",
+    show_default=True,
+    help="What the model is for.",
+)
 @click.option("--description", default="", help="Free text, at most 1024 characters.")
 @click.option("--label", "labels", multiple=True, metavar="KEY=VALUE", help="Repeatable.")
 @lattice_command
@@ -97,7 +105,16 @@ def history(session: Session, name: str) -> None:
         entries,
         lambda: print_table(
             ["revision", "time", "actor", "from", "to", "reason"],
-            [(e.revision, when(e.time), e.actor, describe(e.from_deployment),
-              describe(e.to_deployment), e.reason) for e in entries],
+            [
+                (
+                    e.revision,
+                    when(e.time),
+                    e.actor,
+                    describe(e.from_deployment),
+                    describe(e.to_deployment),
+                    e.reason,
+                )
+                for e in entries
+            ],
         ),
-    )  # fmt: skip
+    )

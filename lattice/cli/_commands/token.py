@@ -27,9 +27,12 @@ def find_secret(secret: str | None, data_dir: Path) -> str:
 @click.option("--tenant", default="dev", show_default=True, help="Tenant the token acts for.")
 @click.option("--subject", default="dev", show_default=True, help="Who the token names.")
 @click.option(
-    "--scope", "scopes", multiple=True, type=click.Choice(ALL_SCOPES),
+    "--scope",
+    "scopes",
+    multiple=True,
+    type=click.Choice(ALL_SCOPES),
     help="Repeatable; default: every scope.",
-)  # fmt: skip
+)
 @click.option(
     "--ttl",
     type=click.FloatRange(min=1),

@@ -69,7 +69,7 @@ def build_spec(options: dict) -> trainer_pb2.JobSpec:
         spec.registration.canary_weight = options["canary_weight"]
     if options["alias"]:
         spec.registration.alias = options["alias"]
-    return spec  # fmt: skip
+    return spec
 
 
 @click.command()

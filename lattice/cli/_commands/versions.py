@@ -33,13 +33,18 @@ def list_versions(session: Session, model: str) -> None:
         lambda: print_table(
             ["version", "format", "digest", "size", "created", "metrics"],
             [
-                (v.version, _requests.format_name(v.format), v.artifact_digest[:12],
-                 v.artifact_size_bytes, when(v.create_time),
-                 ", ".join(f"{k}={x:.4g}" for k, x in sorted(v.metrics.items())))
+                (
+                    v.version,
+                    _requests.format_name(v.format),
+                    v.artifact_digest[:12],
+                    v.artifact_size_bytes,
+                    when(v.create_time),
+                    ", ".join(f"{k}={x:.4g}" for k, x in sorted(v.metrics.items())),
+                )
                 for v in found
             ],
         ),
-    )  # fmt: skip
+    )
 
 
 @versions.command("show")
@@ -72,15 +77,20 @@ def show_version(session: Session, model: str, version: int) -> None:
 @versions.command("create")
 @click.argument("model")
 @click.option(
-    "--from", "source", type=click.Path(exists=True, file_okay=False, path_type=Path),
+    "--from",
+    "source",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
     help="Model directory to upload (packed as a deterministic tar).",
-)  # fmt: skip
+)
 @click.option("--uri", default="", help="Register an artifact already stored, by URI.")
 @click.option("--digest", default="", help="sha256 of the artifact (with --uri).")
 @click.option(
-    "--format", "format_", type=click.Choice(_requests.FORMAT_NAMES), default="transformers",
+    "--format",
+    "format_",
+    type=click.Choice(_requests.FORMAT_NAMES),
+    default="transformers",
     show_default=True,
-)  # fmt: skip
+)
 @click.option("--metric", "metrics", multiple=True, metavar="KEY=NUMBER", help="Repeatable.")
 @click.option("--param", "params", multiple=True, metavar="KEY=VALUE", help="Repeatable.")
 @click.option("--description", default="")
