@@ -9,13 +9,15 @@ from __future__ import annotations
 import datetime as _dt
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from google.protobuf import json_format
 
 from lattice import artifacts as _artifacts
 from lattice.errors import InvalidArgument
 from lattice.v1 import common_pb2, inference_pb2, registry_pb2, trainer_pb2
+
+_Enum = TypeVar("_Enum", bound=int)
 
 _TASKS = {
     "text-generation": common_pb2.MODEL_TASK_TEXT_GENERATION,
@@ -39,16 +41,17 @@ FORMAT_NAMES = tuple(_FORMATS)
 TOKENIZER_NAMES = tuple(_TOKENIZERS)
 
 
-def _choice(table: Mapping[str, int], value: str | int, field: str) -> int:
+def _choice(table: Mapping[str, _Enum], value: str | int, field: str) -> _Enum:
+    """The enum value named `value`; an int passes through as that enum's value."""
     if isinstance(value, int):
-        return value
+        return cast(_Enum, value)
     try:
         return table[value]
     except KeyError:
         raise InvalidArgument(field, f"{value!r} is not one of {', '.join(table)}") from None
 
 
-def model_task(value: str | int) -> int:
+def model_task(value: str | int) -> common_pb2.ModelTask:
     return _choice(_TASKS, value, "task")
 
 
@@ -56,7 +59,7 @@ def task_name(value: int) -> str:
     return next((name for name, v in _TASKS.items() if v == value), "unspecified")
 
 
-def artifact_format(value: str | int) -> int:
+def artifact_format(value: str | int) -> common_pb2.ArtifactFormat:
     return _choice(_FORMATS, value, "format")
 
 
@@ -64,7 +67,7 @@ def format_name(value: int) -> str:
     return next((name for name, v in _FORMATS.items() if v == value), "unspecified")
 
 
-def version_status(value: str | int) -> int:
+def version_status(value: str | int) -> registry_pb2.VersionStatus:
     return _choice(_STATUSES, value, "status")
 
 
@@ -291,15 +294,17 @@ def submit_job(
     )
 
 
-def job_states(states: Iterable[str | int]) -> list[int]:
+def job_states(states: Iterable[str | int]) -> list[trainer_pb2.JobState]:
     """("running", "queued") or enum values, as JobState values."""
-    values = []
+    values: list[trainer_pb2.JobState] = []
     for state in states:
         if isinstance(state, int):
-            values.append(state)
+            values.append(cast(trainer_pb2.JobState, state))
             continue
         try:
-            values.append(trainer_pb2.JobState.Value(f"JOB_STATE_{state.upper()}"))
+            values.append(
+                cast(trainer_pb2.JobState, trainer_pb2.JobState.Value(f"JOB_STATE_{state.upper()}"))
+            )
         except ValueError:
             raise InvalidArgument("states", f"unknown job state {state!r}") from None
     return values

@@ -7,7 +7,7 @@ import dataclasses
 
 from lattice.v1 import common_pb2, inference_pb2
 
-_FINISH_REASONS = {
+_FINISH_REASONS: dict[int, str] = {
     inference_pb2.FINISH_REASON_UNSPECIFIED: "",
     inference_pb2.FINISH_REASON_LENGTH: "length",
     inference_pb2.FINISH_REASON_EOS: "eos",

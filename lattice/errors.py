@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import datetime as _dt
 from collections.abc import Sequence
+from typing import Any
 
 import grpc
 from google.protobuf import any_pb2, duration_pb2
+from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
@@ -21,11 +23,11 @@ class LatticeError(Exception):
 
     code: grpc.StatusCode = grpc.StatusCode.INTERNAL
 
-    def __init__(self, message: str, *, details: Sequence[object] = ()) -> None:
+    def __init__(self, message: str, *, details: Sequence[Message] = ()) -> None:
         super().__init__(message)
         self.message = message
         #: `google.rpc` detail messages (BadRequest, QuotaFailure, RetryInfo ...).
-        self.details: list[object] = list(details)
+        self.details: list[Message] = list(details)
 
     def to_status(self) -> grpc.Status:
         """The rich gRPC status for this error (code, message, packed details)."""
@@ -46,7 +48,7 @@ class InvalidArgument(LatticeError):
 
     code = grpc.StatusCode.INVALID_ARGUMENT
 
-    def __init__(self, field: str, message: str, **kwargs) -> None:
+    def __init__(self, field: str, message: str, **kwargs: Any) -> None:
         violation = error_details_pb2.BadRequest.FieldViolation(field=field, description=message)
         super().__init__(
             f"{field}: {message}",
@@ -69,7 +71,7 @@ class FailedPrecondition(LatticeError):
 
     code = grpc.StatusCode.FAILED_PRECONDITION
 
-    def __init__(self, message: str, *, retry_after: float | None = None, **kwargs) -> None:
+    def __init__(self, message: str, *, retry_after: float | None = None, **kwargs: Any) -> None:
         details = list(kwargs.pop("details", ()))
         if retry_after is not None:
             details.append(_retry_info(retry_after))
@@ -103,7 +105,7 @@ class ResourceExhausted(LatticeError):
         retry_after: float | None = None,
         subject: str = "",
         quota: str = "",
-        **kwargs,
+        **kwargs: Any,
     ) -> None:
         details = list(kwargs.pop("details", ()))
         if quota:
@@ -162,7 +164,7 @@ def _retry_info(seconds: float) -> error_details_pb2.RetryInfo:
     return error_details_pb2.RetryInfo(retry_delay=delay)
 
 
-def _unpack_details(status: status_pb2.Status) -> list[object]:
+def _unpack_details(status: status_pb2.Status) -> list[Message]:
     known = (
         error_details_pb2.BadRequest,
         error_details_pb2.QuotaFailure,
@@ -171,7 +173,7 @@ def _unpack_details(status: status_pb2.Status) -> list[object]:
         error_details_pb2.PreconditionFailure,
         error_details_pb2.ResourceInfo,
     )
-    unpacked: list[object] = []
+    unpacked: list[Message] = []
     for packed in status.details:
         for message_type in known:
             if packed.Is(message_type.DESCRIPTOR):
@@ -211,12 +213,13 @@ def from_rpc_error(error: grpc.RpcError) -> LatticeError:
         LatticeError.__init__(result, message or "", details=details)
         result.field = field
     elif code in (grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.FAILED_PRECONDITION):
-        cls = (
+        retryable: type[ResourceExhausted | FailedPrecondition] = (
             ResourceExhausted if code == grpc.StatusCode.RESOURCE_EXHAUSTED else FailedPrecondition
         )
-        result = cls.__new__(cls)
-        LatticeError.__init__(result, message or "", details=details)
-        result.retry_after = retry_after
+        with_retry = retryable.__new__(retryable)
+        LatticeError.__init__(with_retry, message or "", details=details)
+        with_retry.retry_after = retry_after
+        result = with_retry
     else:
         cls = _BY_CODE.get(code, LatticeError)
         result = cls(message or code.name, details=details)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -113,7 +114,7 @@ def create_version(
         metric_values = {k: float(v) for k, v in parse_pairs(metrics, "--metric").items()}
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--metric") from None
-    fields = {
+    fields: dict[str, Any] = {
         "metrics": metric_values,
         "params": parse_pairs(params, "--param"),
         "description": description,
