@@ -22,12 +22,13 @@ import grpc
 from google.protobuf.descriptor import ServiceDescriptor
 from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 from opentelemetry.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 
 from services.runtime.logs import AccessLog
 from services.runtime.mounting import mount
+from services.runtime.reflection import ADD_TO_SERVER as REFLECTION_ADD_TO_SERVER
+from services.runtime.reflection import reflection_servicer
 from services.runtime.rpc_wrapper import RpcWrapper
 from services.runtime.settings import ServerSettings
 from services.runtime.telemetry import MetricsEndpoint, RpcMetrics
@@ -107,16 +108,10 @@ class LatticeServer:
         mount(self.server, self.health, health_pb2_grpc.add_HealthServicer_to_server, wrapper)
         if settings.reflection:
             names = [s.name for s in self.services]
-            names += [
-                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-                reflection.SERVICE_NAME,
-            ]
-            mount(
-                self.server,
-                reflection.aio.ReflectionServicer(names),
-                reflection_pb2_grpc.add_ServerReflectionServicer_to_server,
-                wrapper,
-            )
+            names.append(health_pb2.DESCRIPTOR.services_by_name["Health"].full_name)
+            servicer = reflection_servicer(names)
+            for add_to_server in REFLECTION_ADD_TO_SERVER:
+                mount(self.server, servicer, add_to_server, wrapper)
         bind = f"{settings.host}:{settings.port}"
         if server_credentials is None:
             self.port = self.server.add_insecure_port(bind)

@@ -106,6 +106,7 @@ def test_every_service_is_reflectable_and_healthy(suite, name):
     listed = set(_grpcurl(suite.address(name), "list").split())
     assert listed >= EXPECTED_SERVICES[name] | {
         "grpc.health.v1.Health",
+        "grpc.reflection.v1.ServerReflection",
         "grpc.reflection.v1alpha.ServerReflection",
     }
     some_service = sorted(EXPECTED_SERVICES[name])[0]
