@@ -23,7 +23,7 @@ from google.protobuf.message import Message
 
 from lattice._client import Client
 from lattice._config import DEFAULT_TARGET
-from lattice.errors import LatticeError, from_rpc_error
+from lattice.errors import LatticeError, Unauthenticated, Unavailable, from_rpc_error
 
 #: Exit codes: 1 for a failed call or bad input, 130 after Ctrl-C (click's usage errors: 2).
 EXIT_ERROR = 1
@@ -74,7 +74,39 @@ def _fail(message: str, code: int = EXIT_ERROR) -> None:
     sys.exit(code)
 
 
-def run_reporting_errors(body: Callable[[], Any]) -> Any:
+def explain(error: LatticeError, session: Session | None = None) -> str:
+    """The error's line, with what to do next where the cause is a usual one."""
+    line = str(error)
+    if session is None:
+        return line
+    if isinstance(error, Unavailable) and _unreachable(error.message):
+        return (
+            f"no Lattice suite at {session.target} ({error.message}); "
+            "start one with `lattice up`, or point --target / LATTICE_TARGET at yours"
+        )
+    if isinstance(error, Unauthenticated) and not session.token:
+        return f"{line}; set LATTICE_TOKEN (see `lattice token --help`) or pass --token"
+    return line
+
+
+_UNREACHABLE = ("failed to connect", "connection refused", "connect failed", "dns resolution")
+
+
+def _unreachable(message: str) -> bool:
+    """Whether an UNAVAILABLE says nothing answered at the address at all."""
+    lowered = message.lower()
+    return any(
+        marker in lowered
+        for marker in (
+            "failed to connect",
+            "connection refused",
+            "connect failed",
+            "dns resolution",
+        )
+    )
+
+
+def run_reporting_errors(body: Callable[[], Any], session: Session | None = None) -> Any:
     """Run `body`; turn any foreseeable failure into one line on stderr and exit 1.
 
     LATTICE_DEBUG=1 lets the exception through, traceback and all.
@@ -88,9 +120,9 @@ def run_reporting_errors(body: Callable[[], Any]) -> Any:
         sys.stderr.close()
         sys.exit(0)
     except LatticeError as exc:
-        _fail(str(exc))
+        _fail(explain(exc, session))
     except grpc.RpcError as exc:
-        _fail(str(from_rpc_error(exc)))
+        _fail(explain(from_rpc_error(exc), session))
     except (OSError, ValueError) as exc:
         _fail(str(exc) or type(exc).__name__)
     except KeyboardInterrupt:
@@ -113,7 +145,7 @@ def lattice_command(function: Callable[..., Any]) -> Callable[..., Any]:
             as_json=kwargs.pop("as_json"),
         )
         try:
-            return run_reporting_errors(lambda: function(*args, session=session, **kwargs))
+            return run_reporting_errors(lambda: function(*args, session=session, **kwargs), session)
         finally:
             session.close()
 
