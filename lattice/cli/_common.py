@@ -81,7 +81,7 @@ def explain(error: LatticeError, session: Session | None = None) -> str:
         return line
     if isinstance(error, Unavailable) and _unreachable(error.message):
         return (
-            f"no Lattice suite at {session.target} ({error.message}); "
+            f"{error.code.name}: no Lattice suite at {session.target} ({error.message}); "
             "start one with `lattice up`, or point --target / LATTICE_TARGET at yours"
         )
     if isinstance(error, Unauthenticated) and not session.token:
