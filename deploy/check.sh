@@ -5,7 +5,9 @@
 #
 #  1. hadolint on every Dockerfile
 #  2. render every overlay with kubectl's built-in kustomize; the rendered
-#     output must match deploy/k8s/rendered/ (reviewed, committed manifests)
+#     output must match deploy/k8s/rendered/ (reviewed, committed manifests),
+#     and every image override (overlays', and the README's release step)
+#     must take effect
 #  3. validate every resource against the Kubernetes schemas (1.30 and 1.37,
 #     strict) with kubernetes-validate; the PyTorchJob CRD against the schema
 #     in deploy/k8s/training/, its pod templates as core/v1 PodTemplateSpec
@@ -78,6 +80,9 @@ for overlay in deploy/k8s/overlays/*/; do
   fi
 done
 [[ $stale == 0 ]] || fail "rendered manifests out of date"
+# Every image override an overlay declares or deploy/README.md documents must change
+# the rendered image (kustomize ignores an override whose name matches nothing).
+"$PY" deploy/check_overrides.py "$BIN/kubectl"
 # One PyTorchJob through the trainer's renderer, GPU variant.
 echo '{"job_id": "example"}' > "$OUT/job.json"
 "$PY" deploy/render_pytorchjob.py --job-id example --job-dir /var/lib/lattice/trainer/jobs/example \
