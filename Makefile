@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12
 PROTOS := $(wildcard protos/lattice/v1/*.proto)
 BUF    := node_modules/.bin/buf
 
-.PHONY: install up test protos check-protos lint buf-lint buf-breaking clean
+.PHONY: install up test test-client-versions protos check-protos lint buf-lint buf-breaking clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,23 @@ up: install
 
 test: install
 	$(BIN)/python -m pytest -q
+
+# The client package (contract, SDK, CLI) on every other CPython this machine has:
+# a client-only install (no extras) in a fresh venv per interpreter, and the
+# tests that need nothing else. The full stack is tested on 3.11 by `make test`.
+CLIENT_PYTHONS ?= 3.12 3.13
+CLIENT_TESTS := tests/contract tests/sdk/test_public_api.py tests/cli/test_client_only.py tests/test_layers.py
+test-client-versions:
+	@for v in $(CLIENT_PYTHONS); do \
+	  py=$$(ls $$HOME/.pyenv/versions/$$v*/bin/python$$v 2>/dev/null | tail -1); \
+	  [ -n "$$py" ] || py=$$(command -v python$$v); \
+	  if [ -z "$$py" ] || ! $$py --version >/dev/null 2>&1; then \
+	    echo "python$$v: not installed here, not tested"; continue; fi; \
+	  echo "== client package on $$($$py --version)"; \
+	  rm -rf .venv-$$v && $$py -m venv .venv-$$v && \
+	  .venv-$$v/bin/pip install --quiet . pytest pytest-asyncio pytest-timeout && \
+	  .venv-$$v/bin/python -m pytest -q -p no:cacheprovider --noconftest $(CLIENT_TESTS) || exit 1; \
+	done
 
 # Regenerate messages, gRPC stubs and .pyi type stubs into lattice/v1/.
 protos: install
