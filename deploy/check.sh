@@ -8,6 +8,8 @@
 #     output must match deploy/k8s/rendered/ (reviewed, committed manifests),
 #     and every image override (overlays', and the README's release step)
 #     must take effect
+#     the Helm chart is linted and rendered (defaults and ci/*.yaml values)
+#     with Helm's own Go SDK, and its image overrides must take effect
 #  3. validate every resource against the Kubernetes schemas (1.30 and 1.37,
 #     strict) with kubernetes-validate; the PyTorchJob CRD against the schema
 #     in deploy/k8s/training/, its pod templates as core/v1 PodTemplateSpec
@@ -83,6 +85,10 @@ done
 # Every image override an overlay declares or deploy/README.md documents must change
 # the rendered image (kustomize ignores an override whose name matches nothing).
 "$PY" deploy/check_overrides.py "$BIN/kubectl"
+# The Helm chart: Helm's lint (strict) and render with its defaults and ci/*.yaml,
+# image overrides checked; the output joins the manifests validated below.
+step "helm chart (deploy/helm/lattice)"
+"$PY" deploy/check_helm.py "$OUT/manifests"
 # One PyTorchJob through the trainer's renderer, GPU variant.
 echo '{"job_id": "example"}' > "$OUT/job.json"
 "$PY" deploy/render_pytorchjob.py --job-id example --job-dir /var/lib/lattice/trainer/jobs/example \

@@ -23,11 +23,13 @@ import jsonschema
 import kubernetes_validate
 import yaml
 
+K8S = Path(__file__).resolve().parent / "k8s"
+#: Custom resources: a JSON schema each (the fields our manifests use, strictly).
 SCHEMAS = {
-    ("kubeflow.org/v1", "PyTorchJob"): Path(__file__).resolve().parent
-    / "k8s"
-    / "training"
-    / "pytorchjob.schema.json"
+    ("kubeflow.org/v1", "PyTorchJob"): K8S / "training" / "pytorchjob.schema.json",
+    ("cert-manager.io/v1", "Certificate"): K8S / "crds" / "certificate.schema.json",
+    ("gateway.networking.k8s.io/v1", "HTTPRoute"): K8S / "crds" / "httproute.schema.json",
+    ("gateway.networking.k8s.io/v1", "GRPCRoute"): K8S / "crds" / "grpcroute.schema.json",
 }
 
 
@@ -37,13 +39,17 @@ def documents(path: Path) -> Iterator[dict[str, Any]]:
             yield doc
 
 
-def _pytorchjob_errors(doc: dict[str, Any], version: str) -> list[str]:
+def _schema_errors(doc: dict[str, Any]) -> list[str]:
     schema = json.loads(SCHEMAS[(doc["apiVersion"], doc["kind"])].read_text())
     validator = jsonschema.Draft202012Validator(schema)
-    errors = [
+    return [
         f"{'.'.join(map(str, e.absolute_path)) or '(root)'}: {e.message}"
         for e in validator.iter_errors(doc)
     ]
+
+
+def _pytorchjob_errors(doc: dict[str, Any], version: str) -> list[str]:
+    errors = _schema_errors(doc)
     if errors:
         return errors
     spec = doc["spec"]
@@ -71,8 +77,10 @@ def _pytorchjob_errors(doc: dict[str, Any], version: str) -> list[str]:
 def validate(doc: dict[str, Any], version: str) -> list[str]:
     """Error messages for one resource against one Kubernetes version."""
     key = (doc.get("apiVersion"), doc.get("kind"))
-    if key in SCHEMAS:
+    if key == ("kubeflow.org/v1", "PyTorchJob"):
         return _pytorchjob_errors(doc, version)
+    if key in SCHEMAS:
+        return _schema_errors(doc)
     try:
         kubernetes_validate.validate(doc, version, strict=True)
     except kubernetes_validate.SchemaNotFoundError:
