@@ -29,8 +29,12 @@ GENERATE, EMBED = "generate", "embed"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
 _KINDS = {"auto": "KIND_AUTO", "cpu": "KIND_CPU", "gpu": "KIND_GPU"}
 
-# (name, Triton type, dims, optional) -- the wire contract TritonBackend speaks.
-GENERATE_INPUTS = (
+#: (name, Triton type, dims, optional) -- the wire contract TritonBackend speaks.
+TensorIn = tuple[str, str, str, bool]
+#: (name, Triton type, dims)
+TensorOut = tuple[str, str, str]
+
+GENERATE_INPUTS: tuple[TensorIn, ...] = (
     ("PROMPT", "TYPE_STRING", "1", False),
     ("MAX_NEW_TOKENS", "TYPE_INT32", "1", True),
     ("TEMPERATURE", "TYPE_FP32", "1", True),
@@ -39,7 +43,7 @@ GENERATE_INPUTS = (
     ("SEED", "TYPE_UINT64", "1", True),
     ("STOP", "TYPE_STRING", "-1", True),
 )
-GENERATE_OUTPUTS = (
+GENERATE_OUTPUTS: tuple[TensorOut, ...] = (
     ("TEXT", "TYPE_STRING", "1"),
     ("TOKEN_IDS", "TYPE_INT64", "-1"),
     ("FINISH_REASON", "TYPE_STRING", "1"),
@@ -47,8 +51,14 @@ GENERATE_OUTPUTS = (
     ("COMPLETION_TOKENS", "TYPE_INT32", "1"),
 )
 # Batched: each request is [rows, 1]; the dynamic batcher groups requests.
-EMBED_INPUTS = (("TEXT", "TYPE_STRING", "1", False), ("NORMALIZE", "TYPE_BOOL", "1", True))
-EMBED_OUTPUTS = (("EMBEDDING", "TYPE_FP32", "-1"), ("TOKEN_COUNT", "TYPE_INT32", "1"))
+EMBED_INPUTS: tuple[TensorIn, ...] = (
+    ("TEXT", "TYPE_STRING", "1", False),
+    ("NORMALIZE", "TYPE_BOOL", "1", True),
+)
+EMBED_OUTPUTS: tuple[TensorOut, ...] = (
+    ("EMBEDDING", "TYPE_FP32", "-1"),
+    ("TOKEN_COUNT", "TYPE_INT32", "1"),
+)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

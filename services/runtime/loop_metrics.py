@@ -21,6 +21,7 @@ from __future__ import annotations
 import bisect
 import math
 from collections.abc import Iterator, Sequence
+from typing import Generic, TypeVar
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import (
@@ -32,8 +33,12 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
+_Child = TypeVar("_Child")
+_FamilyT = TypeVar("_FamilyT", CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily)
+_ScalarFamily = TypeVar("_ScalarFamily", CounterMetricFamily, GaugeMetricFamily)
 
-class LoopMetric(Collector):
+
+class LoopMetric(Collector, Generic[_Child, _FamilyT]):
     """Children by label values, registered in `registry` as one collector."""
 
     #: A suffix the exposition adds itself, dropped from a name given with it.
@@ -50,12 +55,12 @@ class LoopMetric(Collector):
         self._name = name.removesuffix(self._added_suffix) if self._added_suffix else name
         self._documentation = documentation
         self._labelnames = tuple(labelnames)
-        self._children: dict[tuple[str, ...], object] = {}
+        self._children: dict[tuple[str, ...], _Child] = {}
         if not self._labelnames:
             self._children[()] = self._new_child()
         registry.register(self)
 
-    def labels(self, *values: str):
+    def labels(self, *values: str) -> _Child:
         """The child for these label values (made on first use)."""
         child = self._children.get(values)
         if child is None:
@@ -64,13 +69,13 @@ class LoopMetric(Collector):
             child = self._children[values] = self._new_child()
         return child
 
-    def _new_child(self):
+    def _new_child(self) -> _Child:
         raise NotImplementedError
 
     def describe(self) -> Iterator[Metric]:
         yield self._family()
 
-    def _family(self) -> Metric:
+    def _family(self) -> _FamilyT:
         raise NotImplementedError
 
 
@@ -90,7 +95,7 @@ class _Count:
         self.value = value
 
 
-class _ScalarMetric(LoopMetric):
+class _ScalarMetric(LoopMetric[_Count, _ScalarFamily]):
     """A metric whose children each hold one number."""
 
     def _new_child(self) -> _Count:
@@ -103,7 +108,7 @@ class _ScalarMetric(LoopMetric):
         yield family
 
 
-class LoopCounter(_ScalarMetric):
+class LoopCounter(_ScalarMetric[CounterMetricFamily]):
     """A counter (exposed as `<name>_total`); children have `inc(amount=1)`."""
 
     _added_suffix = "_total"
@@ -116,7 +121,7 @@ class LoopCounter(_ScalarMetric):
         return CounterMetricFamily(self._name, self._documentation, labels=self._labelnames)
 
 
-class LoopGauge(_ScalarMetric):
+class LoopGauge(_ScalarMetric[GaugeMetricFamily]):
     """A gauge; it and its children have `inc`, `dec` and `set`."""
 
     def inc(self, amount: float = 1.0) -> None:
@@ -147,7 +152,7 @@ class _Buckets:
         self.sum += amount
 
 
-class LoopHistogram(LoopMetric):
+class LoopHistogram(LoopMetric[_Buckets, HistogramMetricFamily]):
     """A histogram with fixed upper bounds (`le`, +Inf added); children have `observe`."""
 
     def __init__(

@@ -151,6 +151,7 @@ class LatticeServer:
         self._becoming_ready = asyncio.create_task(self._serve_when_ready(names))
 
     async def _serve_when_ready(self, names: str) -> None:
+        assert self._readiness is not None
         await self._readiness()
         await self.set_serving(True)
         log.info("serving %s on %s", names, self.address)

@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-T = TypeVar("T")
+T = TypeVar("T", bound="ServerSettings")
 
 
 @dataclasses.dataclass(frozen=True)

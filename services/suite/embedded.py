@@ -29,6 +29,12 @@ GENERATION = common_pb2.MODEL_TASK_TEXT_GENERATION
 EMBEDDING = common_pb2.MODEL_TASK_EMBEDDING
 
 
+def _started(server: LatticeServer | None) -> LatticeServer:
+    if server is None:
+        raise RuntimeError("the lab is not started")
+    return server
+
+
 @dataclasses.dataclass
 class Registered:
     name: str
@@ -64,7 +70,7 @@ class Lab:
             "data_dir": self.root,
             "grace_seconds": 1.0,
             "log_json": False,
-            "registry_address": self.registry.address,
+            "registry_address": _started(self.registry).address,
             "device": "cpu",
             "backend_threads": 2,
             **self._inference_settings,
@@ -89,7 +95,7 @@ class Lab:
 
     @property
     def servicer(self):
-        return self.inference.services[0].servicer
+        return _started(self.inference).services[0].servicer
 
     @property
     def manager(self):
@@ -104,7 +110,7 @@ class Lab:
         return self.entry(name, version).backend
 
     def metric(self, name: str, labels: dict[str, str] | None = None) -> float:
-        value = self.inference.metrics_registry.get_sample_value(name, labels or {})
+        value = _started(self.inference).metrics_registry.get_sample_value(name, labels or {})
         return value or 0.0
 
     async def wait_state(
@@ -121,7 +127,7 @@ class Lab:
 
     # -- the registry side ------------------------------------------------------
 
-    async def create_model(self, name: str, task: int = GENERATION) -> None:
+    async def create_model(self, name: str, task: common_pb2.ModelTask = GENERATION) -> None:
         await self.reg.CreateModel(
             registry_pb2.CreateModelRequest(model=registry_pb2.Model(name=name, task=task))
         )
