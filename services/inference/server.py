@@ -20,9 +20,10 @@ from services.inference.requests import Limits
 from services.inference.servicer import InferenceServicer
 from services.inference.transformers_backend import TransformersBackend
 from services.inference.triton_backend import TritonBackend
-from services.runtime import LatticeServer, ServerSettings, Service, create_channel
+from services.runtime import LatticeServer, ServerSettings, Service
 from services.runtime.entrypoint import run_service
 from services.runtime.registry_view import RegistryView
+from services.runtime.security import service_security
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,8 +93,11 @@ async def build_server(
 ) -> LatticeServer:
     registry = CollectorRegistry()
     metrics = InferenceMetrics(registry)
-    view = RegistryView(settings.registry_address, tracer_provider=tracer_provider)
-    channel = create_channel(settings.registry_address, tracer_provider=tracer_provider)
+    security = service_security(settings, "inference")
+    channel = security.channel(
+        settings.registry_address, "registry", tracer_provider=tracer_provider
+    )
+    view = RegistryView(settings.registry_address, tracer_provider=tracer_provider, channel=channel)
     fetcher = ArtifactFetcher(channel, settings.data_dir / "inference" / "artifacts")
     manager = ModelManager(
         view,
@@ -147,6 +151,8 @@ async def build_server(
         tracer_provider=tracer_provider,
         registry=registry,
         readiness=view.wait_synced,
+        server_credentials=security.server_credentials,
+        verifier=security.verifier(),
     )
     await view.start()
     await manager.start()

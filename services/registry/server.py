@@ -18,6 +18,7 @@ from services.registry.store import Database, SqliteStore
 from services.registry.uploads import Artifacts
 from services.runtime import LatticeServer, ServerSettings, Service
 from services.runtime.entrypoint import run_service
+from services.runtime.security import service_security
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,6 +58,7 @@ async def build_server(
     settings: RegistrySettings, *, tracer_provider: TracerProvider | None = None
 ) -> LatticeServer:
     root = settings.data_dir / "registry"
+    security = service_security(settings, "registry")
     tracer = (tracer_provider or trace.get_tracer_provider()).get_tracer("lattice.registry")
     metrics_registry = CollectorRegistry()
     metrics = RegistryMetrics(metrics_registry)
@@ -86,6 +88,8 @@ async def build_server(
         tracer_provider=tracer_provider,
         registry=metrics_registry,
         registry_domain=registry,
+        server_credentials=security.server_credentials,
+        verifier=security.verifier(),
     )
     server.on_stop(registry.close)
     return server

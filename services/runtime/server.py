@@ -26,6 +26,7 @@ from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 from opentelemetry.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 
+from services.runtime.internal_tokens import CallerVerifier
 from services.runtime.logs import AccessLog
 from services.runtime.mounting import mount
 from services.runtime.rpc_wrapper import RpcWrapper
@@ -82,9 +83,12 @@ class LatticeServer:
         extra_interceptors: Iterable[aio.ServerInterceptor] = (),
         server_credentials: grpc.ServerCredentials | None = None,
         readiness: Callable[[], Awaitable[None]] | None = None,
+        verifier: CallerVerifier | None = None,
     ) -> None:
         """`readiness`, if given, is awaited after start; health reports
-        NOT_SERVING until it returns (calls are still accepted meanwhile)."""
+        NOT_SERVING until it returns (calls are still accepted meanwhile).
+        With a `verifier`, every call but health and reflection must carry a
+        valid internal token (UNAUTHENTICATED otherwise)."""
         self.settings = settings
         self._readiness = readiness
         self._becoming_ready: asyncio.Task[None] | None = None
@@ -96,7 +100,10 @@ class LatticeServer:
             settings.access_log, flush_after=settings.access_log_flush_ms / 1000
         )
         wrapper = RpcWrapper(
-            RpcMetrics(self.metrics_registry), ServerSpans(tracer_provider), self._access_log
+            RpcMetrics(self.metrics_registry),
+            ServerSpans(tracer_provider),
+            self._access_log,
+            verifier,
         )
         # Interceptors run per call (and make grpc.aio rebuild handlers); the shared
         # behaviour is applied at mount instead. Extra ones are still honoured.

@@ -12,6 +12,7 @@ from lattice.v1 import registry_pb2_grpc
 from services.registry.server import RegistrySettings, build_server
 from services.runtime import LatticeServer
 from tests.registry.support import RegistryClient
+from tests.support.identity import signed_channel
 
 
 def settings_for(data_dir: Path, **overrides) -> RegistrySettings:
@@ -28,8 +29,8 @@ async def registry_server(tmp_path) -> AsyncIterator[LatticeServer]:
 
 
 @pytest.fixture
-async def channel(registry_server) -> AsyncIterator[aio.Channel]:
-    async with aio.insecure_channel(registry_server.address) as chan:
+async def channel(registry_server, tmp_path) -> AsyncIterator[aio.Channel]:
+    async with signed_channel(registry_server.address, tmp_path, "registry") as chan:
         yield chan
 
 
