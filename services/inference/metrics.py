@@ -92,7 +92,8 @@ class InferenceMetrics(CacheObserver):
         )
         self.cache_lookups = LoopCounter(
             "lattice_inference_cache_lookups",
-            "Response cache lookups by result: hit, miss, error (Redis unavailable).",
+            "Response cache lookups by result: hit, hit_local, miss, error (Redis unavailable), "
+            "rejected (an entry that failed authentication: forged or corrupt; recomputed).",
             ["result"],
             registry=registry,
         )

@@ -17,6 +17,7 @@ from services.inference.fetch import ArtifactFetcher
 from services.inference.manager import ModelManager
 from services.inference.metrics import InferenceMetrics
 from services.inference.requests import Limits
+from services.inference.sealing import CacheSealer
 from services.inference.servicer import InferenceServicer
 from services.inference.transformers_backend import TransformersBackend
 from services.inference.triton_backend import TritonBackend
@@ -123,6 +124,7 @@ async def build_server(
             tracer_provider=tracer_provider,
             local_entries=settings.cache_local_entries,
             local_bytes=settings.cache_local_bytes,
+            sealer=CacheSealer(security.keys),
         )
     limits = Limits(
         default_max_new_tokens=settings.default_max_new_tokens,
