@@ -15,7 +15,7 @@ import logging
 from collections.abc import Callable, Iterable
 
 import psutil
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -101,6 +101,11 @@ class InferenceMetrics(CacheObserver):
             "lattice_inference_cache_errors",
             "Redis operations that failed or timed out (served uncached).",
             ["operation"],
+            registry=registry,
+        )
+        self.artifact_copies_refused = Counter(
+            "lattice_inference_artifact_copies_refused",
+            "Local unpacked artifact copies that failed verification (removed, fetched again).",
             registry=registry,
         )
         self.coalesced_requests = LoopCounter(

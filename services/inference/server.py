@@ -25,6 +25,7 @@ from services.runtime import LatticeServer, ServerSettings, Service
 from services.runtime.entrypoint import run_service
 from services.runtime.registry_view import RegistryView
 from services.runtime.security import service_security
+from services.runtime.signatures import ArtifactSignatures
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,7 +100,13 @@ async def build_server(
         settings.registry_address, "registry", tracer_provider=tracer_provider
     )
     view = RegistryView(settings.registry_address, tracer_provider=tracer_provider, channel=channel)
-    fetcher = ArtifactFetcher(channel, settings.data_dir / "inference" / "artifacts")
+    fetcher = ArtifactFetcher(
+        channel,
+        settings.data_dir / "inference" / "artifacts",
+        keys=security.keys,
+        signatures=ArtifactSignatures(security.keys),
+        on_refused_copy=metrics.artifact_copies_refused.inc,
+    )
     manager = ModelManager(
         view,
         fetcher,

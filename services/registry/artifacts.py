@@ -5,14 +5,17 @@ temporary file in `<root>/tmp` while hashing; only when the size and sha256
 match what the client declared is the file fsynced and atomically renamed
 into place (then the directory is fsynced). Anything else removes the
 temporary file, so a refused or interrupted upload leaves nothing behind.
-The same bytes uploaded twice are stored once.
+The same bytes uploaded twice are stored once. The registry's signature of
+a blob lives beside it as `<digest>.sig` (see `services.runtime.signatures`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import dataclasses
 import hashlib
+import json
 import os
 import uuid
 from collections.abc import AsyncIterator
@@ -120,6 +123,28 @@ class ArtifactStore:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+    def _signature_path(self, digest: str) -> Path:
+        return self._blobs / digest[:2] / f"{digest}.sig"
+
+    def read_signature(self, digest: str) -> tuple[str, bytes] | None:
+        """(key id, signature) stored beside the blob, or None if it was never signed."""
+        try:
+            record = json.loads(self._signature_path(digest).read_text())
+            return str(record["kid"]), base64.b64decode(record["signature"], validate=True)
+        except FileNotFoundError:
+            return None
+        except (ValueError, KeyError, TypeError):
+            return None  # unreadable: signed again on the next download
+
+    def write_signature(self, digest: str, kid: str, signature: bytes) -> None:
+        """Store the registry's signature beside the blob (atomically)."""
+        path = self._signature_path(digest)
+        staging = self._tmp / f"{uuid.uuid4().hex}.sig"
+        staging.write_text(
+            json.dumps({"kid": kid, "signature": base64.b64encode(signature).decode()})
+        )
+        os.replace(staging, path)
 
     async def read(self, digest: str, chunk_bytes: int = READ_CHUNK_BYTES) -> AsyncIterator[bytes]:
         """Yield the blob's bytes in chunks (reads run off the event loop)."""

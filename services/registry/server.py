@@ -19,6 +19,7 @@ from services.registry.uploads import Artifacts
 from services.runtime import LatticeServer, ServerSettings, Service
 from services.runtime.entrypoint import run_service
 from services.runtime.security import service_security
+from services.runtime.signatures import ArtifactSignatures
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,7 +77,13 @@ async def build_server(
         watch_queue_size=settings.watch_queue_size,
     )
     await registry.open()
-    artifacts = Artifacts(store, database, metrics, max_artifact_bytes=settings.max_artifact_bytes)
+    artifacts = Artifacts(
+        store,
+        database,
+        metrics,
+        ArtifactSignatures(security.keys),
+        max_artifact_bytes=settings.max_artifact_bytes,
+    )
     service = Service(
         RegistryServicer(registry, artifacts),
         registry_pb2_grpc.add_ModelRegistryServiceServicer_to_server,

@@ -45,6 +45,7 @@ KEY_BYTES = 32
 PURPOSE_INTERNAL_TOKEN = "lattice internal token v1"
 PURPOSE_CACHE_SEAL = "lattice cache seal v1"
 PURPOSE_ARTIFACT_SIGNATURE = "lattice artifact signature v1"
+PURPOSE_ARTIFACT_MANIFEST = "lattice artifact manifest v1"
 
 
 class UnknownKey(FailedPrecondition):
