@@ -24,6 +24,7 @@ from services.inference.triton_backend import TritonBackend
 from services.runtime import LatticeServer, ServerSettings, Service
 from services.runtime.entrypoint import run_service
 from services.runtime.registry_view import RegistryView
+from services.runtime.remote_targets import RemoteAllowlist
 from services.runtime.security import service_security
 from services.runtime.signatures import ArtifactSignatures
 
@@ -67,12 +68,16 @@ class InferenceSettings(ServerSettings):
     #: Triton (KServe v2 gRPC, host:port) for TRITON-format versions whose URI,
     #: params or tags name no address.
     triton_url: str = ""
+    #: host:port patterns a version may name as its remote backend (checked again
+    #: here after the registry, before connecting); empty = only triton_url.
+    remote_allowlist: tuple[str, ...] = ()
 
 
 def backend_factories(
     settings: InferenceSettings, tracer_provider: TracerProvider | None = None
 ) -> dict[int, BackendFactory]:
     """Which backend serves which artifact format."""
+    allowlist = RemoteAllowlist(settings.remote_allowlist)
 
     def transformers(spec: LoadSpec) -> TransformersBackend:
         return TransformersBackend(
@@ -81,7 +86,10 @@ def backend_factories(
 
     def triton(spec: LoadSpec) -> TritonBackend:
         return TritonBackend(
-            spec, default_address=settings.triton_url or None, tracer_provider=tracer_provider
+            spec,
+            default_address=settings.triton_url or None,
+            allowlist=allowlist,
+            tracer_provider=tracer_provider,
         )
 
     return {

@@ -18,6 +18,7 @@ from services.registry.store import Database, SqliteStore
 from services.registry.uploads import Artifacts
 from services.runtime import LatticeServer, ServerSettings, Service
 from services.runtime.entrypoint import run_service
+from services.runtime.remote_targets import RemoteAllowlist
 from services.runtime.security import service_security
 from services.runtime.signatures import ArtifactSignatures
 
@@ -33,6 +34,9 @@ class RegistrySettings(ServerSettings):
     max_artifact_bytes: int = 64 * 1024**3
     #: SQLite `synchronous` level: FULL survives power loss, NORMAL only crashes.
     sqlite_synchronous: str = "FULL"
+    #: host:port patterns a version's remote backend (triton://host:port/..., a
+    #: triton_address param) may name, e.g. "*.gpu.internal:8001"; empty = none.
+    remote_allowlist: tuple[str, ...] = ()
 
 
 class RegistryServer(LatticeServer):
@@ -75,6 +79,7 @@ async def build_server(
         metrics,
         watch_retain_revisions=settings.watch_retain_revisions,
         watch_queue_size=settings.watch_queue_size,
+        remote_allowlist=RemoteAllowlist(settings.remote_allowlist),
     )
     await registry.open()
     artifacts = Artifacts(

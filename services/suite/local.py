@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
 import secrets
 import shutil
 import time
@@ -149,6 +150,11 @@ class LocalSuite:
             "LATTICE_TRAINER_ADDRESS": config.address("trainer"),
             "LATTICE_REDIS_URL": self.redis_url,
             "LATTICE_DEV_JWT_SECRET": dev_secret(config.data_dir),
+            # A local Triton (e.g. `lattice export-triton` + tritonserver) may serve
+            # versions; nothing beyond loopback. Add patterns with LATTICE_REMOTE_ALLOWLIST.
+            "LATTICE_REMOTE_ALLOWLIST": os.environ.get(
+                "LATTICE_REMOTE_ALLOWLIST", "127.0.0.1:*,localhost:*,[::1]:*"
+            ),
         }
         return [
             ChildSpec(

@@ -205,7 +205,13 @@ class Stack:
 
     async def start_registry(self) -> registry_pb2_grpc.ModelRegistryServiceStub:
         self.registry = await build_registry(
-            RegistrySettings(port=0, data_dir=self.tmp / "reg", grace_seconds=0.1, log_json=False)
+            RegistrySettings(
+                port=0,
+                data_dir=self.tmp / "reg",
+                grace_seconds=0.1,
+                log_json=False,
+                remote_allowlist=("127.0.0.1:*",),
+            )
         )
         await self.registry.start()
         channel = signed_channel(self.registry.address, self.tmp / "reg", "registry")

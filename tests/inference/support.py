@@ -49,7 +49,13 @@ class Lab:
 
     async def start(self) -> Lab:
         self.registry = await build_registry(
-            RegistrySettings(port=0, data_dir=self.root, grace_seconds=0.2, log_json=False)
+            RegistrySettings(
+                port=0,
+                data_dir=self.root,
+                grace_seconds=0.2,
+                log_json=False,
+                remote_allowlist=("127.0.0.1:*",),
+            )
         )
         await self.registry.start()
         reg_channel = signed_channel(self.registry.address, self.root, "registry")
@@ -67,6 +73,7 @@ class Lab:
             "registry_address": self.registry.address,
             "device": "cpu",
             "backend_threads": 2,
+            "remote_allowlist": ("127.0.0.1:*",),
             **self._inference_settings,
         }
         self.inference = await build_inference(

@@ -14,9 +14,18 @@ from services.runtime import LatticeServer
 from tests.registry.support import RegistryClient
 from tests.support.identity import signed_channel
 
+#: Tests run their Triton (or a stand-in listener) on loopback.
+LOOPBACK = ("127.0.0.1:*",)
+
 
 def settings_for(data_dir: Path, **overrides) -> RegistrySettings:
-    values = {"port": 0, "data_dir": data_dir, "grace_seconds": 0.2, "log_json": False}
+    values = {
+        "port": 0,
+        "data_dir": data_dir,
+        "grace_seconds": 0.2,
+        "log_json": False,
+        "remote_allowlist": LOOPBACK,
+    }
     return RegistrySettings(**{**values, **overrides})
 
 

@@ -164,7 +164,9 @@ CASES = [
     ("CreateVersion", pb.CreateVersionRequest(), C.INVALID_ARGUMENT, "model_name"),
     (
         "CreateVersion",
-        pb.CreateVersionRequest(model_name="m", artifact_uri="s3://b/k", artifact_digest=HEX),
+        pb.CreateVersionRequest(
+            model_name="m", artifact_uri="https://127.0.0.1:9000/b/k", artifact_digest=HEX
+        ),
         C.INVALID_ARGUMENT,
         "format",
     ),
@@ -185,7 +187,10 @@ CASES = [
     (
         "CreateVersion",
         pb.CreateVersionRequest(
-            model_name="m", format=TRANSFORMERS, artifact_uri="s3://b/k", artifact_digest="ABC"
+            model_name="m",
+            format=TRANSFORMERS,
+            artifact_uri="https://127.0.0.1:9000/b/k",
+            artifact_digest="ABC",
         ),
         C.INVALID_ARGUMENT,
         "artifact_digest",
@@ -195,7 +200,7 @@ CASES = [
         pb.CreateVersionRequest(
             model_name="m",
             format=TRANSFORMERS,
-            artifact_uri="s3://b/k",
+            artifact_uri="https://127.0.0.1:9000/b/k",
             artifact_digest=HEX,
             metrics={"loss": float("nan")},
         ),
@@ -207,7 +212,7 @@ CASES = [
         pb.CreateVersionRequest(
             model_name="m",
             format=TRANSFORMERS,
-            artifact_uri="s3://b/k",
+            artifact_uri="https://127.0.0.1:9000/b/k",
             artifact_digest=HEX,
             lineage=pb.Lineage(base_version=-3),
         ),
@@ -219,7 +224,7 @@ CASES = [
         pb.CreateVersionRequest(
             model_name="m",
             format=TRANSFORMERS,
-            artifact_uri="s3://b/k",
+            artifact_uri="https://127.0.0.1:9000/b/k",
             artifact_digest=HEX,
             lineage=pb.Lineage(dataset_digest="xyz"),
         ),
@@ -231,7 +236,7 @@ CASES = [
         pb.CreateVersionRequest(
             model_name="m",
             format=TRANSFORMERS,
-            artifact_uri="s3://b/k",
+            artifact_uri="https://127.0.0.1:9000/b/k",
             artifact_digest=HEX,
             lineage=pb.Lineage(base_version=7),
         ),
@@ -243,7 +248,7 @@ CASES = [
         pb.CreateVersionRequest(
             model_name="m",
             format=TRANSFORMERS,
-            artifact_uri="s3://b/k",
+            artifact_uri="https://127.0.0.1:9000/b/k",
             artifact_digest=HEX,
             params={"p": LONG},
         ),
@@ -253,7 +258,10 @@ CASES = [
     (
         "CreateVersion",
         pb.CreateVersionRequest(
-            model_name="nope", format=TRANSFORMERS, artifact_uri="s3://b/k", artifact_digest=HEX
+            model_name="nope",
+            format=TRANSFORMERS,
+            artifact_uri="https://127.0.0.1:9000/b/k",
+            artifact_digest=HEX,
         ),
         C.NOT_FOUND,
         "",
