@@ -51,9 +51,11 @@ def keys() -> None:
 @keys.command()
 @_ring_options
 def rotate(data_dir: Path, key_ring_file: Path | None) -> None:
-    """Add a new key version; new writes use it, old versions still open."""
+    """Add a new key version (or create the ring); new writes use it, old ones still open."""
     path = _ring_path(data_dir, key_ring_file)
-    create_key_ring(path)
+    if create_key_ring(path):
+        click.echo(f"key ring {path}: created at version 1 (k1)")
+        return
     version = rotate_key_ring(path)
     click.echo(f"key ring {path}: now at version {version} (k{version})")
 
