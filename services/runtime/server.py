@@ -151,7 +151,11 @@ class LatticeServer:
         await self.server.start()
         if self.settings.metrics_port >= 0:
             self._metrics_endpoint = MetricsEndpoint(
-                self.metrics_registry, self.settings.host, self.settings.metrics_port
+                self.metrics_registry,
+                self.settings.host,
+                self.settings.metrics_port,
+                certfile=self.settings.tls_cert_file,
+                keyfile=self.settings.tls_key_file,
             )
         names = ", ".join(s.name for s in self.services)
         if self._readiness is None:

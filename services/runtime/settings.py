@@ -49,7 +49,8 @@ class ServerSettings:
     key_ring_file: str = ""
     #: Lifetime of the internal caller tokens this service signs.
     internal_token_seconds: float = 300.0
-    #: Server TLS (PEM); with tls_client_ca_file, callers need a client certificate
+    #: Server TLS (PEM) for the gRPC listener and /metrics; with tls_client_ca_file,
+    #: gRPC callers need a client certificate
     #: from that CA (mutual TLS). Empty = plaintext.
     tls_cert_file: str = ""
     tls_key_file: str = ""

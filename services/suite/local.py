@@ -202,9 +202,10 @@ class LocalSuite:
         lines = []
         for name in ("gateway", "registry", "inference", "trainer"):
             port = config.ports[name]
+            scheme = "https" if config.tls else "http"
             lines.append(
                 f"  {name:<10} {config.host}:{port}  "
-                f"metrics http://{config.host}:{metrics_port(port)}/metrics"
+                f"metrics {scheme}://{config.host}:{metrics_port(port)}/metrics"
             )
         if self.redis_url:
             lines.append(f"  {'redis':<10} {self.redis_url}")
