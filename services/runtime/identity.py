@@ -61,7 +61,12 @@ class Caller:
 
 
 def caller_from_metadata(metadata: Iterable[tuple[str, str | bytes]]) -> Caller:
-    """The caller named by forwarded identity metadata; Unauthenticated without one."""
+    """The caller that outgoing identity metadata names (`Caller.metadata()`).
+
+    A channel's `TokenMinter` uses this to sign the caller a hop acts for;
+    nothing inbound is ever read this way (see `caller_of`). Unauthenticated
+    when the metadata names no tenant.
+    """
     values: dict[str, str] = {}
     for key, value in metadata:
         if key in (TENANT_KEY, SUBJECT_KEY, SCOPES_KEY) and isinstance(value, str):

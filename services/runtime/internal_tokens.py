@@ -125,7 +125,7 @@ class CallerVerifier:
         keys: KeyManager,
         *,
         audience: str,
-        leeway: float = 5.0,
+        leeway: float = 30.0,
         cache_size: int = 10_000,
         clock=time.time,
     ) -> None:
