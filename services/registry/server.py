@@ -11,6 +11,7 @@ from prometheus_client import CollectorRegistry
 
 from lattice.v1 import registry_pb2, registry_pb2_grpc
 from services.registry.artifacts import ArtifactStore
+from services.registry.at_rest import AtRest
 from services.registry.metrics import RegistryMetrics
 from services.registry.registry import Registry
 from services.registry.servicer import RegistryServicer
@@ -37,6 +38,9 @@ class RegistrySettings(ServerSettings):
     #: host:port patterns a version's remote backend (triton://host:port/..., a
     #: triton_address param) may name, e.g. "*.gpu.internal:8001"; empty = none.
     remote_allowlist: tuple[str, ...] = ()
+    #: Store new artifacts encrypted (AES-GCM, key ring); existing ones stay readable
+    #: either way. Off by default: the volume's own encryption may be enough.
+    encrypt_artifacts_at_rest: bool = False
 
 
 class RegistryServer(LatticeServer):
@@ -72,7 +76,11 @@ async def build_server(
         tracer=tracer,
         duration=metrics.db_duration,
     )
-    store = ArtifactStore(root / "artifacts")
+    store = ArtifactStore(
+        root / "artifacts",
+        AtRest(security.keys),
+        encrypt=settings.encrypt_artifacts_at_rest,
+    )
     registry = Registry(
         database,
         store,
