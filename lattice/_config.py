@@ -16,6 +16,8 @@ from typing import Any
 
 import grpc
 
+from lattice.tokens import DEV_CA_FILE
+
 DEFAULT_TARGET = "127.0.0.1:50051"
 
 #: Default deadline in seconds per kind of call; None = no deadline (watches).
@@ -95,6 +97,12 @@ def _read(value: str | bytes | os.PathLike[str] | None) -> bytes | None:
     return Path(text).expanduser().read_bytes()
 
 
+def _dev_ca(env: Mapping[str, str]) -> bytes | None:
+    """The CA of a local `lattice up --tls` (in LATTICE_DATA_DIR, else ./.lattice), if any."""
+    path = Path(env.get("LATTICE_DATA_DIR") or ".lattice") / DEV_CA_FILE
+    return path.read_bytes() if path.is_file() else None
+
+
 def _env_bool(raw: str | None) -> bool | None:
     if raw is None or raw.strip() == "":
         return None
@@ -148,6 +156,8 @@ class ClientConfig:
         use_tls = tls if tls is not None else _env_bool(env.get("LATTICE_TLS"))
         if use_tls is None:
             use_tls = bool(root or chain)
+        if use_tls and root is None:
+            root = _dev_ca(env)
         timeouts = dict(DEFAULT_TIMEOUTS)
         if timeout is not None:
             timeouts = {

@@ -17,6 +17,9 @@ import jwt
 #: Where `lattice up` keeps the development HMAC secret in its data directory
 #: (`lattice token` reads it from there).
 DEV_SECRET_FILE = "dev-jwt-secret"
+#: Where `lattice up --tls` keeps its development CA certificate in the data
+#: directory; clients asked for TLS without a root certificate trust it.
+DEV_CA_FILE = "tls/ca.pem"
 DEFAULT_ISSUER = "lattice"
 DEFAULT_AUDIENCE = "lattice"
 #: Every scope the gateway knows; `admin` implies the others.

@@ -30,6 +30,7 @@ SERVER_PACKAGES = (
 SERVER_COMMANDS = {
     "up": ("services.suite.up", "up"),
     "demo": ("services.suite.demo", "demo"),
+    "keys": ("services.suite.keys", "keys"),
 }
 #: What `lattice --help` shows for them, so listing commands imports nothing.
 SHORT_HELP = {

@@ -374,14 +374,18 @@ class DownloadArtifactRequest(_message.Message):
     def __init__(self, digest: _Optional[str] = ...) -> None: ...
 
 class ArtifactInfo(_message.Message):
-    __slots__ = ("digest", "size_bytes", "content_type")
+    __slots__ = ("digest", "size_bytes", "content_type", "signature", "signature_key_id")
     DIGEST_FIELD_NUMBER: _ClassVar[int]
     SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
     CONTENT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_KEY_ID_FIELD_NUMBER: _ClassVar[int]
     digest: str
     size_bytes: int
     content_type: str
-    def __init__(self, digest: _Optional[str] = ..., size_bytes: _Optional[int] = ..., content_type: _Optional[str] = ...) -> None: ...
+    signature: bytes
+    signature_key_id: str
+    def __init__(self, digest: _Optional[str] = ..., size_bytes: _Optional[int] = ..., content_type: _Optional[str] = ..., signature: _Optional[bytes] = ..., signature_key_id: _Optional[str] = ...) -> None: ...
 
 class DownloadArtifactResponse(_message.Message):
     __slots__ = ("info", "chunk")

@@ -230,6 +230,27 @@ _DECODE_FAILURES: Sequence[tuple[type[Exception], str, str]] = (
 )
 
 
+#: The latest time claim we read (the last second of year 9999); later is absurd.
+MAX_TIME_CLAIM = 253_402_300_799
+
+
+def check_time_claims(claims: dict) -> None:
+    """exp/nbf/iat must be finite JSON numbers in a sane range.
+
+    PyJWT accepts a numeric *string* ("exp": "9999999999") and any integer
+    however large (10**400 overflows a float later); both are refused here,
+    as UNAUTHENTICATED, before anything converts them.
+    """
+    for name in ("exp", "nbf", "iat"):
+        if name not in claims:
+            continue
+        value = claims[name]
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise AuthFailure("bad_claim", f"token {name} claim must be a number (seconds)")
+        if not 0 <= value <= MAX_TIME_CLAIM:  # also false for NaN
+            raise AuthFailure("bad_claim", f"token {name} claim is out of range")
+
+
 def bearer_token(metadata: Iterable[tuple[str, str | bytes]]) -> str:
     """The token from exactly one `authorization: Bearer <token>` entry."""
     values = [v for k, v in metadata if k == "authorization"]
@@ -312,6 +333,9 @@ class Authenticator:
                 if isinstance(exc, kind):
                     raise AuthFailure(reason, message) from None
             raise AuthFailure("malformed", "token could not be verified") from None
+        except (ValueError, TypeError, OverflowError):  # e.g. exp = 1e400 (inf)
+            raise AuthFailure("bad_claim", "token time claims must be numbers") from None
+        check_time_claims(claims)
         principal = self._principal(claims)
         if self._cache is not None:
             self._cache.put(token, principal, now)

@@ -24,11 +24,12 @@ from services.gateway.metrics import GatewayMetrics
 from services.gateway.quotas import QuotaLimiter, QuotaLimits, connect
 from services.gateway.routing import Router
 from services.gateway.servicers import InferenceServicer, forwarding_servicer
-from services.gateway.tls import channel_credentials, server_credentials
 from services.gateway.upstreams import OutlierConfig, ReplicaPool, Upstream
 from services.runtime import LatticeServer, ServerSettings, Service, create_channel
 from services.runtime.entrypoint import run_service
 from services.runtime.registry_view import RegistryView
+from services.runtime.security import service_security
+from services.runtime.tls import channel_credentials, server_credentials
 
 log = logging.getLogger(__name__)
 
@@ -77,10 +78,6 @@ class GatewaySettings(ServerSettings):
     upstream_deadline_margin_seconds: float = 0.1
     #: How long start-up waits for the registry view before serving anyway.
     registry_sync_timeout: float = 5.0
-    #: Server TLS (PEM); with tls_client_ca_file, callers need a client certificate.
-    tls_cert_file: str = ""
-    tls_key_file: str = ""
-    tls_client_ca_file: str = ""
     #: TLS to upstreams (CA to trust; cert + key make it mutual TLS).
     upstream_ca_file: str = ""
     upstream_cert_file: str = ""
@@ -136,11 +133,18 @@ async def build_server(
     )
     metrics_registry = CollectorRegistry()
     tracer = (tracer_provider or trace.get_tracer_provider()).get_tracer("lattice.gateway")
-    upstream_tls = channel_credentials(
-        settings.upstream_ca_file, settings.upstream_cert_file, settings.upstream_key_file
+    security = service_security(settings, "gateway")
+    upstream_tls = (
+        channel_credentials(
+            settings.upstream_ca_file, settings.upstream_cert_file, settings.upstream_key_file
+        )
+        or security.client_credentials
     )
     registry_channel = create_channel(
-        settings.registry_address, credentials=upstream_tls, tracer_provider=tracer_provider
+        settings.registry_address,
+        credentials=upstream_tls,
+        minter=security.minter("registry"),
+        tracer_provider=tracer_provider,
     )
     view = RegistryView(
         settings.registry_address, tracer_provider=tracer_provider, channel=registry_channel
@@ -150,6 +154,7 @@ async def build_server(
         settings.inference_addresses,
         inference_pb2_grpc.InferenceServiceStub,
         credentials=upstream_tls,
+        minter=security.minter("inference"),
         outlier=OutlierConfig(
             consecutive_failures=settings.outlier_consecutive_failures,
             base_ejection_seconds=settings.outlier_ejection_seconds,
@@ -164,12 +169,14 @@ async def build_server(
             settings.registry_address,
             registry_pb2_grpc.ModelRegistryServiceStub,
             credentials=upstream_tls,
+            minter=security.minter("registry"),
             tracer_provider=tracer_provider,
         ),
         "trainer": Upstream(
             settings.trainer_address,
             trainer_pb2_grpc.TrainerServiceStub,
             credentials=upstream_tls,
+            minter=security.minter("trainer"),
             tracer_provider=tracer_provider,
         ),
     }

@@ -33,6 +33,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from lattice.errors import Unavailable, from_rpc_error
 from services.runtime.channels import create_channel
 from services.runtime.context import remaining_time
+from services.runtime.internal_tokens import TokenMinter
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +78,7 @@ class ReplicaPool:
         stub_type: Callable[[aio.Channel], Any],
         *,
         credentials: grpc.ChannelCredentials | None = None,
+        minter: TokenMinter | None = None,
         outlier: OutlierConfig | None = None,
         max_attempts: int = 3,
         deadline_margin: float = 0.1,
@@ -97,6 +99,7 @@ class ReplicaPool:
             channel = create_channel(
                 address,
                 credentials=credentials,
+                minter=minter,
                 retries=1,
                 default_timeout=default_timeout,
                 trace_calls=False,  # each attempt gets our own CLIENT span below
@@ -257,11 +260,12 @@ class Upstream:
         stub_type: Callable[[aio.Channel], Any],
         *,
         credentials: grpc.ChannelCredentials | None = None,
+        minter: TokenMinter | None = None,
         tracer_provider: TracerProvider | None = None,
     ) -> None:
         self.address = address
         self.channel = create_channel(
-            address, credentials=credentials, tracer_provider=tracer_provider
+            address, credentials=credentials, minter=minter, tracer_provider=tracer_provider
         )
         self._stub = stub_type(self.channel)
 

@@ -2,9 +2,12 @@
 single-flight in process.
 
 Only deterministic requests are cached (the caller decides); the key is the
-sha256 of the serving version's artifact digest and the canonical request, so
-a new version can never serve an old version's answer, while two versions
-with identical bytes share entries (their answers are identical too).
+sha256 of the caller's tenant, the serving version's artifact digest and the
+canonical request, so a new version can never serve an old version's answer
+and one tenant never sees another's (not even as a `cached` flag), while two
+versions with identical bytes share entries (their answers are identical too).
+Values in Redis are sealed (AES-GCM from the key ring, see `sealing`): an
+entry that fails authentication is ignored, counted and recomputed.
 
 The local tier keeps recently used answers *decoded* (no Redis round trip, no
 JSON parsing on a hot key). It is safe to keep per replica because an entry
@@ -39,12 +42,20 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 
 from services.inference.pipelining import GetPipeline
+from services.inference.sealing import BrokenSeal, CacheSealer
 
 log = logging.getLogger(__name__)
 
-KEY_PREFIX = "lattice:inference:v1:"
+#: v2: values are sealed (see `sealing`) and keys name the tenant.
+KEY_PREFIX = "lattice:inference:v2:"
 # One encoder for every key (json.dumps with options builds a new one per call).
 _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def tenant_identity(tenant: str, version_identity: str) -> str:
+    """What a tenant's answers on one version are bound to: no entry, local or in
+    Redis, is ever shared between tenants (nor, so, is the `cached` flag)."""
+    return f"{tenant}\0{version_identity}"
 
 
 def cache_key(artifact_digest: str, canonical: Mapping[str, Any]) -> str:
@@ -156,6 +167,7 @@ class ResponseCache:
         tracer_provider: TracerProvider | None = None,
         local_entries: int = 0,
         local_bytes: int = 64 * 1024 * 1024,
+        sealer: CacheSealer,
     ) -> None:
         import redis.asyncio as redis
         from opentelemetry.instrumentation.redis import RedisInstrumentor
@@ -164,6 +176,7 @@ class ResponseCache:
 
         self.url = url
         self.ttl_seconds = ttl_seconds
+        self._sealer = sealer
         self._timeout = timeout
         self._retry_interval = retry_interval
         self._observer = observer or CacheObserver()
@@ -225,6 +238,14 @@ class ResponseCache:
             self._observer.lookup("miss")
             return None
         try:
+            raw = self._sealer.open(key, raw)
+        except BrokenSeal as exc:
+            # Forged, corrupted or copied from another key: never served; the
+            # request recomputes and its answer replaces the entry.
+            log.warning("ignoring cache entry %s: %s", key, exc)
+            self._observer.lookup("rejected")
+            return None
+        try:
             value = decode(raw)
         except (ValueError, KeyError, TypeError) as exc:
             log.warning("ignoring unreadable cache entry %s: %s", key, exc)
@@ -242,8 +263,9 @@ class ResponseCache:
             self.local.put(slot.local, value, len(raw) + slot.local_size)
         if not self.available:
             return
+        key = slot.key
         try:
-            await self._client.set(slot.key, raw, ex=self.ttl_seconds)
+            await self._client.set(key, self._sealer.seal(key, raw), ex=self.ttl_seconds)
         except Exception as exc:
             self._failed("set", exc)
 

@@ -31,7 +31,7 @@ from services.inference.backends import (
     Task,
     require_task,
 )
-from services.inference.cache import CacheSlot, ResponseCache, SingleFlight
+from services.inference.cache import CacheSlot, ResponseCache, SingleFlight, tenant_identity
 from services.inference.codec import (
     decode_embedding,
     decode_generation,
@@ -257,9 +257,11 @@ class InferenceEngine:
     # -- cache ----------------------------------------------------------------
 
     @staticmethod
-    def _generation_slot(entry: ServingVersion, prompt: str, params: GenerationParams) -> CacheSlot:
+    def _generation_slot(
+        entry: ServingVersion, tenant: str, prompt: str, params: GenerationParams
+    ) -> CacheSlot:
         return CacheSlot(
-            entry.cache_identity,
+            tenant_identity(tenant, entry.cache_identity),
             ("generate", prompt, params),
             len(prompt) + _SLOT_OVERHEAD,
             lambda: canonical_generation(prompt, params),
@@ -336,7 +338,7 @@ class InferenceEngine:
                         return await backend.generate(call.prompt, params)
 
                 if params.deterministic and not call.skip_cache:
-                    slot = self._generation_slot(entry, call.prompt, params)
+                    slot = self._generation_slot(entry, call.tenant, call.prompt, params)
                     result, cached = await self._through_cache(
                         slot, compute, encode_generation, decode_generation
                     )
@@ -371,7 +373,7 @@ class InferenceEngine:
                     with trace.use_span(span):
                         params = self._generation_params(call, entry, backend, params)
                         if params.deterministic and not call.skip_cache and self._cache:
-                            slot = self._generation_slot(entry, call.prompt, params)
+                            slot = self._generation_slot(entry, call.tenant, call.prompt, params)
                             hit = await self._cache.get(slot, decode_generation)
                     if hit is not None:
                         span.set_attribute("lattice.cached", True)
@@ -454,7 +456,7 @@ class InferenceEngine:
                 if not call.skip_cache:
                     inputs, normalize = call.inputs, call.normalize
                     slot = CacheSlot(
-                        entry.cache_identity,
+                        tenant_identity(call.tenant, entry.cache_identity),
                         ("embed", inputs, normalize),
                         sum(map(len, inputs)) + _SLOT_OVERHEAD,
                         lambda: canonical_embedding(inputs, normalize),

@@ -15,7 +15,7 @@ import logging
 from collections.abc import Callable, Iterable
 
 import psutil
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -147,7 +147,8 @@ class InferenceMetrics(CacheObserver):
         )
         self.cache_lookups = LoopCounter(
             "lattice_inference_cache_lookups",
-            "Response cache lookups by result: hit, miss, error (Redis unavailable).",
+            "Response cache lookups by result: hit, hit_local, miss, error (Redis unavailable), "
+            "rejected (an entry that failed authentication: forged or corrupt; recomputed).",
             ["result"],
             registry=registry,
         )
@@ -155,6 +156,11 @@ class InferenceMetrics(CacheObserver):
             "lattice_inference_cache_errors",
             "Redis operations that failed or timed out (served uncached).",
             ["operation"],
+            registry=registry,
+        )
+        self.artifact_copies_refused = Counter(
+            "lattice_inference_artifact_copies_refused",
+            "Local unpacked artifact copies that failed verification (removed, fetched again).",
             registry=registry,
         )
         self.coalesced_requests = LoopCounter(

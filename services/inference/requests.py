@@ -43,6 +43,8 @@ class GenerateCall:
     seed: int | None = None
     skip_cache: bool = False
     routing_key: str = ""
+    #: The verified caller's tenant: cached answers are never shared across tenants.
+    tenant: str = ""
 
 
 @dataclasses.dataclass(slots=True)
@@ -54,6 +56,7 @@ class EmbedCall:
     normalize: bool = False
     skip_cache: bool = False
     routing_key: str = ""
+    tenant: str = ""
 
 
 def _finite(value: float, field: str) -> float:

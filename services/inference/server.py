@@ -17,12 +17,16 @@ from services.inference.fetch import ArtifactFetcher
 from services.inference.manager import ModelManager
 from services.inference.metrics import InferenceMetrics
 from services.inference.requests import Limits
+from services.inference.sealing import CacheSealer
 from services.inference.servicer import InferenceServicer
 from services.inference.transformers_backend import TransformersBackend
 from services.inference.triton_backend import TritonBackend
-from services.runtime import LatticeServer, ServerSettings, Service, create_channel
+from services.runtime import LatticeServer, ServerSettings, Service
 from services.runtime.entrypoint import run_service
 from services.runtime.registry_view import RegistryView
+from services.runtime.remote_targets import RemoteAllowlist
+from services.runtime.security import service_security
+from services.runtime.signatures import ArtifactSignatures
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,12 +68,16 @@ class InferenceSettings(ServerSettings):
     #: Triton (KServe v2 gRPC, host:port) for TRITON-format versions whose URI,
     #: params or tags name no address.
     triton_url: str = ""
+    #: host:port patterns a version may name as its remote backend (checked again
+    #: here after the registry, before connecting); empty = only triton_url.
+    remote_allowlist: tuple[str, ...] = ()
 
 
 def backend_factories(
     settings: InferenceSettings, tracer_provider: TracerProvider | None = None
 ) -> dict[int, BackendFactory]:
     """Which backend serves which artifact format."""
+    allowlist = RemoteAllowlist(settings.remote_allowlist)
 
     def transformers(spec: LoadSpec) -> TransformersBackend:
         return TransformersBackend(
@@ -78,7 +86,10 @@ def backend_factories(
 
     def triton(spec: LoadSpec) -> TritonBackend:
         return TritonBackend(
-            spec, default_address=settings.triton_url or None, tracer_provider=tracer_provider
+            spec,
+            default_address=settings.triton_url or None,
+            allowlist=allowlist,
+            tracer_provider=tracer_provider,
         )
 
     return {
@@ -92,9 +103,18 @@ async def build_server(
 ) -> LatticeServer:
     registry = CollectorRegistry()
     metrics = InferenceMetrics(registry)
-    view = RegistryView(settings.registry_address, tracer_provider=tracer_provider)
-    channel = create_channel(settings.registry_address, tracer_provider=tracer_provider)
-    fetcher = ArtifactFetcher(channel, settings.data_dir / "inference" / "artifacts")
+    security = service_security(settings, "inference")
+    channel = security.channel(
+        settings.registry_address, "registry", tracer_provider=tracer_provider
+    )
+    view = RegistryView(settings.registry_address, tracer_provider=tracer_provider, channel=channel)
+    fetcher = ArtifactFetcher(
+        channel,
+        settings.data_dir / "inference" / "artifacts",
+        keys=security.keys,
+        signatures=ArtifactSignatures(security.keys),
+        on_refused_copy=metrics.artifact_copies_refused.inc,
+    )
     manager = ModelManager(
         view,
         fetcher,
@@ -119,6 +139,7 @@ async def build_server(
             tracer_provider=tracer_provider,
             local_entries=settings.cache_local_entries,
             local_bytes=settings.cache_local_bytes,
+            sealer=CacheSealer(security.keys),
         )
     limits = Limits(
         default_max_new_tokens=settings.default_max_new_tokens,
@@ -147,6 +168,8 @@ async def build_server(
         tracer_provider=tracer_provider,
         registry=registry,
         readiness=view.wait_synced,
+        server_credentials=security.server_credentials,
+        verifier=security.verifier(),
     )
     await view.start()
     await manager.start()

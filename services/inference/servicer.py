@@ -17,6 +17,7 @@ from services.inference.engine import InferenceEngine, StreamPart
 from services.inference.manager import ModelManager
 from services.inference.requests import EmbedCall, GenerateCall
 from services.inference.serving import VersionState
+from services.runtime.identity import caller_of
 from services.runtime.registry_view import RegistryView
 
 _FINISH = {
@@ -42,6 +43,7 @@ def _usage(prompt: int, completion: int) -> common_pb2.Usage:
 
 def generate_call(
     request: inference_pb2.GenerateRequest | inference_pb2.GenerateStreamRequest,
+    tenant: str = "",
 ) -> GenerateCall:
     p = request.parameters
     return GenerateCall(
@@ -55,6 +57,7 @@ def generate_call(
         seed=p.seed if p.HasField("seed") else None,
         skip_cache=request.skip_cache,
         routing_key=request.routing_key,
+        tenant=tenant,
     )
 
 
@@ -79,7 +82,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         self._view = view
 
     async def Generate(self, request, context) -> inference_pb2.GenerateResponse:
-        outcome = await self.engine.generate(generate_call(request))
+        outcome = await self.engine.generate(generate_call(request, caller_of(context).tenant))
         result: GenerationResult = outcome.result
         return inference_pb2.GenerateResponse(
             text=result.text,
@@ -93,7 +96,9 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
     async def GenerateStream(
         self, request, context
     ) -> AsyncIterator[inference_pb2.GenerateStreamResponse]:
-        async with contextlib.aclosing(self.engine.stream(generate_call(request))) as parts:
+        async with contextlib.aclosing(
+            self.engine.stream(generate_call(request, caller_of(context).tenant))
+        ) as parts:
             async for part in parts:
                 yield _stream_message(part)
 
@@ -104,6 +109,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
             normalize=request.normalize,
             skip_cache=request.skip_cache,
             routing_key=request.routing_key,
+            tenant=caller_of(context).tenant,
         )
         outcome = await self.engine.embed(call)
         return inference_pb2.EmbedResponse(

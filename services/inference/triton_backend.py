@@ -68,6 +68,7 @@ from services.inference.backends import (
     Task,
 )
 from services.runtime.context import REQUEST_ID_KEY, remaining_time, request_id_var
+from services.runtime.remote_targets import RemoteAllowlist
 
 SCHEME = "triton://"
 _FINISH = {reason.value: reason for reason in FinishReason}
@@ -233,12 +234,16 @@ class TritonBackend(Backend):
         spec: LoadSpec,
         *,
         default_address: str | None = None,
+        allowlist: RemoteAllowlist | None = None,
         timeout: float = 60.0,
         ready_timeout: float = 30.0,
         tracer_provider: TracerProvider | None = None,
     ) -> None:
+        """`allowlist`: addresses a version may name besides `default_address`
+        (the operator's own); checked before any connection is made."""
         super().__init__(spec)
         self._default_address = default_address
+        self._allowlist = allowlist
         self._timeout = timeout
         self._ready_timeout = ready_timeout
         self._tracer = (tracer_provider or trace.get_tracer_provider()).get_tracer(__name__)
@@ -256,6 +261,8 @@ class TritonBackend(Backend):
     async def load(self) -> ModelInfo:
         """Connect, wait until Triton reports the model ready, read its config."""
         self.target = target = resolve_target(self.spec, self._default_address)
+        if self._allowlist is not None and target.address != self._default_address:
+            self._allowlist.check(target.address, "artifact_uri")
         self._client = aioclient.InferenceServerClient(target.address, channel_args=_GRPC_OPTIONS)
         self._channel = aio.insecure_channel(target.address, options=_GRPC_OPTIONS)
         self._stub = service_pb2_grpc.GRPCInferenceServiceStub(self._channel)

@@ -33,6 +33,7 @@ from services.registry.metrics import RegistryMetrics
 from services.registry.store import Database, SqliteStore
 from services.registry.watch import WatchHub
 from services.runtime.registry_view import RegistryState
+from services.runtime.remote_targets import RemoteAllowlist
 
 EventType = registry_pb2.WatchEventType
 PUT = EventType.WATCH_EVENT_TYPE_PUT
@@ -78,8 +79,10 @@ class Registry:
         *,
         watch_retain_revisions: int = 10_000,
         watch_queue_size: int = 1024,
+        remote_allowlist: RemoteAllowlist | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        self._remote = remote_allowlist or RemoteAllowlist(())
         self._db = db
         self._artifacts = artifacts
         self._metrics = metrics
@@ -238,6 +241,7 @@ class Registry:
         self, request: registry_pb2.CreateVersionRequest
     ) -> registry_pb2.ModelVersion:
         check.create_version(request)
+        self._remote.check_version(request.artifact_uri, request.params, request.tags)
         size_bytes = 0
         digest = request.artifact_digest
         if request.artifact_uri.startswith("lattice-artifact://"):

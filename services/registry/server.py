@@ -11,6 +11,7 @@ from prometheus_client import CollectorRegistry
 
 from lattice.v1 import registry_pb2, registry_pb2_grpc
 from services.registry.artifacts import ArtifactStore
+from services.registry.at_rest import AtRest
 from services.registry.metrics import RegistryMetrics
 from services.registry.registry import Registry
 from services.registry.servicer import RegistryServicer
@@ -18,6 +19,9 @@ from services.registry.store import Database, SqliteStore
 from services.registry.uploads import Artifacts
 from services.runtime import LatticeServer, ServerSettings, Service
 from services.runtime.entrypoint import run_service
+from services.runtime.remote_targets import RemoteAllowlist
+from services.runtime.security import service_security
+from services.runtime.signatures import ArtifactSignatures
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,6 +35,12 @@ class RegistrySettings(ServerSettings):
     max_artifact_bytes: int = 64 * 1024**3
     #: SQLite `synchronous` level: FULL survives power loss, NORMAL only crashes.
     sqlite_synchronous: str = "FULL"
+    #: host:port patterns a version's remote backend (triton://host:port/..., a
+    #: triton_address param) may name, e.g. "*.gpu.internal:8001"; empty = none.
+    remote_allowlist: tuple[str, ...] = ()
+    #: Store new artifacts encrypted (AES-GCM, key ring); existing ones stay readable
+    #: either way. Off by default: the volume's own encryption may be enough.
+    encrypt_artifacts_at_rest: bool = False
 
 
 class RegistryServer(LatticeServer):
@@ -57,6 +67,7 @@ async def build_server(
     settings: RegistrySettings, *, tracer_provider: TracerProvider | None = None
 ) -> LatticeServer:
     root = settings.data_dir / "registry"
+    security = service_security(settings, "registry")
     tracer = (tracer_provider or trace.get_tracer_provider()).get_tracer("lattice.registry")
     metrics_registry = CollectorRegistry()
     metrics = RegistryMetrics(metrics_registry)
@@ -65,16 +76,27 @@ async def build_server(
         tracer=tracer,
         duration=metrics.db_duration,
     )
-    store = ArtifactStore(root / "artifacts")
+    store = ArtifactStore(
+        root / "artifacts",
+        AtRest(security.keys),
+        encrypt=settings.encrypt_artifacts_at_rest,
+    )
     registry = Registry(
         database,
         store,
         metrics,
         watch_retain_revisions=settings.watch_retain_revisions,
         watch_queue_size=settings.watch_queue_size,
+        remote_allowlist=RemoteAllowlist(settings.remote_allowlist),
     )
     await registry.open()
-    artifacts = Artifacts(store, database, metrics, max_artifact_bytes=settings.max_artifact_bytes)
+    artifacts = Artifacts(
+        store,
+        database,
+        metrics,
+        ArtifactSignatures(security.keys),
+        max_artifact_bytes=settings.max_artifact_bytes,
+    )
     service = Service(
         RegistryServicer(registry, artifacts),
         registry_pb2_grpc.add_ModelRegistryServiceServicer_to_server,
@@ -86,6 +108,8 @@ async def build_server(
         tracer_provider=tracer_provider,
         registry=metrics_registry,
         registry_domain=registry,
+        server_credentials=security.server_credentials,
+        verifier=security.verifier(),
     )
     server.on_stop(registry.close)
     return server

@@ -15,17 +15,15 @@ from lattice.v1 import registry_pb2 as pb
 from lattice.v1 import registry_pb2_grpc
 from services.registry.registry import Registry
 from services.registry.uploads import Artifacts
+from services.runtime.identity import caller_var
 
-SUBJECT_KEY = "x-lattice-subject"
 ANONYMOUS = "anonymous"
 
 
 def actor_of(context: aio.ServicerContext) -> str:
-    """Who is calling: the subject the gateway authenticated, else anonymous."""
-    for key, value in context.invocation_metadata() or ():
-        if key == SUBJECT_KEY and isinstance(value, str) and value:
-            return value[:256]
-    return ANONYMOUS
+    """Who is calling: the verified caller's subject, else anonymous."""
+    caller = caller_var.get()
+    return caller.subject if caller is not None else ANONYMOUS
 
 
 class RegistryServicer(registry_pb2_grpc.ModelRegistryServiceServicer):

@@ -7,6 +7,7 @@ subscribers follow.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import AsyncIterator
 
@@ -16,6 +17,7 @@ from services.registry import validation as check
 from services.registry.artifacts import ArtifactStore, artifact_uri, digest_from_reference
 from services.registry.metrics import RegistryMetrics
 from services.registry.store import Database, SqliteStore
+from services.runtime.signatures import ArtifactSignatures
 
 MAX_CONTENT_TYPE = 256
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
@@ -35,9 +37,11 @@ class Artifacts:
         store: ArtifactStore,
         db: Database,
         metrics: RegistryMetrics,
+        signatures: ArtifactSignatures,
         *,
         max_artifact_bytes: int = 64 * 1024**3,
     ) -> None:
+        self._signatures = signatures
         self._store = store
         self._db = db
         self._metrics = metrics
@@ -70,6 +74,7 @@ class Artifacts:
         )
         if is_new_row:
             self._metrics.artifact_bytes.inc(header.size_bytes)
+        await asyncio.to_thread(self._signature, digest)
         return registry_pb2.UploadArtifactResponse(
             artifact_uri=artifact_uri(digest),
             digest=digest,
@@ -84,10 +89,13 @@ class Artifacts:
         if not self._store.exists(digest):
             raise NotFound(f"artifact sha256:{digest} is not stored")
         row = await self._db.call("get_artifact", SqliteStore.artifact, digest)
+        kid, signature = await asyncio.to_thread(self._signature, digest)
         info = registry_pb2.ArtifactInfo(
             digest=digest,
             size_bytes=self._store.size(digest),
             content_type=row.content_type if row else DEFAULT_CONTENT_TYPE,
+            signature=signature,
+            signature_key_id=kid,
         )
 
         async def counted() -> AsyncIterator[bytes]:
@@ -96,3 +104,12 @@ class Artifacts:
                 yield chunk
 
         return Download(info, counted())
+
+    def _signature(self, digest: str) -> tuple[str, bytes]:
+        """The stored signature of a blob, made now if it has none (stored before
+        signing existed, or its signature file was lost)."""
+        stored = self._store.read_signature(digest)
+        if stored is None:
+            stored = self._signatures.sign(digest)
+            self._store.write_signature(digest, *stored)
+        return stored

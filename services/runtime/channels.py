@@ -1,7 +1,8 @@
 """Client channels for calls between Lattice services.
 
 A channel from here injects W3C trace context (OpenTelemetry), forwards the
-current request id, gives every call a deadline no later than the inbound
+current request id, signs the caller into an internal token (with a
+`TokenMinter`, see `internal_tokens`), gives every call a deadline no later than the inbound
 RPC's (or a default), retries UNAVAILABLE through gRPC's own retry policy,
 and keeps idle connections alive. The propagation wraps each stub method
 once instead of running client interceptors per call: grpc.aio turns every
@@ -21,6 +22,7 @@ from grpc import aio
 from opentelemetry import trace
 
 from services.runtime.context import REQUEST_ID_KEY, remaining_time, request_id_var
+from services.runtime.internal_tokens import TokenMinter
 from services.runtime.tracing import (
     ClientSpans,
     finish_span,
@@ -99,7 +101,15 @@ class _Propagating:
     call costs one metadata list and, when tracing records, one span.
     """
 
-    __slots__ = ("_attributes", "_default_timeout", "_fields", "_inner", "_method", "_spans")
+    __slots__ = (
+        "_attributes",
+        "_default_timeout",
+        "_fields",
+        "_inner",
+        "_method",
+        "_minter",
+        "_spans",
+    )
 
     def __init__(
         self,
@@ -107,8 +117,10 @@ class _Propagating:
         method: str,
         spans: ClientSpans | None,
         default_timeout: float | None,
+        minter: TokenMinter | None = None,
     ) -> None:
         self._inner = inner
+        self._minter = minter
         self._method = method
         self._attributes = method_attributes(method)
         self._spans = spans
@@ -119,6 +131,8 @@ class _Propagating:
         self, request: Any = None, *, timeout: float | None = None, metadata=None, **kwargs
     ):
         pairs = list(metadata) if metadata else []
+        if self._minter is not None:
+            pairs = self._minter.authorize(pairs)
         request_id = request_id_var.get()
         if request_id and not any(key == REQUEST_ID_KEY for key, _ in pairs):
             pairs.append((REQUEST_ID_KEY, request_id))
@@ -148,14 +162,16 @@ class PropagatingChannel(aio.Channel):
         channel: aio.Channel,
         spans: ClientSpans | None,
         unary_timeout: float | None,
+        minter: TokenMinter | None = None,
     ) -> None:
         self._channel = channel
         self._spans = spans
         self._unary_timeout = unary_timeout
+        self._minter = minter
 
     def _wrap(self, inner: Any, method: str | bytes, timeout: float | None) -> _Propagating:
         name = method.decode() if isinstance(method, bytes) else method
-        return _Propagating(inner, name, self._spans, timeout)
+        return _Propagating(inner, name, self._spans, timeout, self._minter)
 
     def unary_unary(self, method, *args, **kwargs):
         inner = self._channel.unary_unary(method, *args, **kwargs)
@@ -201,6 +217,7 @@ def create_channel(
     tracer_provider: trace.TracerProvider | None = None,
     extra_options: Sequence[tuple[str, Any]] = (),
     trace_calls: bool = True,
+    minter: TokenMinter | None = None,
 ) -> aio.Channel:
     """An aio channel to another Lattice service with propagation built in.
 
@@ -208,7 +225,9 @@ def create_channel(
     get none, but every call is capped by the inbound RPC's deadline. Each
     call gets a CLIENT span whose context travels in the metadata, unless
     `trace_calls` is False (a caller that makes its own spans) or the call's
-    metadata already carries a trace context.
+    metadata already carries a trace context. With a `minter`, every call
+    carries a signed internal token for the caller it names (or the one being
+    served, or this service) instead of bare identity headers.
     """
     options = [*channel_options(max_message_bytes, retries), *extra_options]
     if credentials is None:
@@ -216,4 +235,4 @@ def create_channel(
     else:
         channel = aio.secure_channel(target, credentials, options=options)
     spans = ClientSpans(tracer_provider) if trace_calls else None
-    return PropagatingChannel(channel, spans, default_timeout)
+    return PropagatingChannel(channel, spans, default_timeout, minter)

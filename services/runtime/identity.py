@@ -4,16 +4,20 @@ Servicers call `caller_of(context)` and hand the `Caller` to their domain
 classes, which scope every read and write to `caller.tenant` (another
 tenant's resource is NOT_FOUND) unless `caller.admin`.
 
-How the identity travels is decided here and nowhere else. Today the
-gateway forwards the principal it authenticated as metadata
-(`x-lattice-tenant`, `x-lattice-subject`, `x-lattice-scopes`); that is
-transitional and forgeable by anyone who can reach a service directly, and
-is to be replaced by a verified credential (mTLS plus a short-lived token
-the gateway signs) without changing this module's interface.
+How the identity travels: a hop names the caller with `Caller.metadata()`
+(`x-lattice-tenant`, `x-lattice-subject`, `x-lattice-scopes`), and the
+channel it calls through (built with a `TokenMinter`) replaces those
+headers with a short-lived token signed from the suite's key ring
+(`services.runtime.internal_tokens`). The receiving server verifies that
+token before any handler runs and records the verified caller in
+`caller_var`; `caller_of` reads only that. Bare identity headers arriving at
+a server are never believed: a direct call without a valid token is
+refused with UNAUTHENTICATED before it reaches a servicer.
 """
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 from collections.abc import Iterable
 
@@ -25,6 +29,7 @@ TENANT_KEY = "x-lattice-tenant"
 SUBJECT_KEY = "x-lattice-subject"
 SCOPES_KEY = "x-lattice-scopes"
 ADMIN_SCOPE = "admin"
+IDENTITY_KEYS = frozenset((TENANT_KEY, SUBJECT_KEY, SCOPES_KEY))
 #: Identity values longer than this are refused, not truncated.
 MAX_IDENTITY_CHARS = 256
 
@@ -56,7 +61,12 @@ class Caller:
 
 
 def caller_from_metadata(metadata: Iterable[tuple[str, str | bytes]]) -> Caller:
-    """The caller named by forwarded identity metadata; Unauthenticated without one."""
+    """The caller that outgoing identity metadata names (`Caller.metadata()`).
+
+    A channel's `TokenMinter` uses this to sign the caller a hop acts for;
+    nothing inbound is ever read this way (see `caller_of`). Unauthenticated
+    when the metadata names no tenant.
+    """
     values: dict[str, str] = {}
     for key, value in metadata:
         if key in (TENANT_KEY, SUBJECT_KEY, SCOPES_KEY) and isinstance(value, str):
@@ -73,6 +83,19 @@ def caller_from_metadata(metadata: Iterable[tuple[str, str | bytes]]) -> Caller:
     )
 
 
+#: The verified caller of the RPC being served; set by the server's per-RPC wrapper.
+caller_var: contextvars.ContextVar[Caller | None] = contextvars.ContextVar(
+    "lattice_caller", default=None
+)
+
+
 def caller_of(context: aio.ServicerContext) -> Caller:
-    """The caller of the RPC being served (see the module docstring)."""
-    return caller_from_metadata(context.invocation_metadata() or ())
+    """The verified caller of the RPC being served (see the module docstring).
+
+    Unauthenticated when the server verified no caller (it was built without
+    a verifier): identity metadata on its own is never trusted.
+    """
+    caller = caller_var.get()
+    if caller is None:
+        raise Unauthenticated("no verified caller: call this service through the gateway")
+    return caller

@@ -2,8 +2,10 @@
 
 `RpcWrapper.wrap` takes a method handler and returns one whose behaviour
 does, per call: continue the caller's trace in a SERVER span, bind the
-request id and deadline, count and time the RPC, write the access log line,
-and map exceptions to status codes in one place. It is not a
+request id and deadline, verify the caller's internal token (when the
+server has a `CallerVerifier`; health and reflection stay open), count and
+time the RPC, write the access log line, and map exceptions to status
+codes in one place. It is not a
 `grpc.aio.ServerInterceptor` because those run per call and rebuild a
 handler each time; wrapping when the service is mounted leaves only the
 work itself on the hot path (see `services.runtime.mounting`).
@@ -29,6 +31,8 @@ from services.runtime.context import (
     new_request_id,
     request_id_var,
 )
+from services.runtime.identity import caller_var
+from services.runtime.internal_tokens import AUTHORIZATION_KEY, CallerVerifier
 from services.runtime.logs import AccessLog
 from services.runtime.telemetry import RpcMetrics
 from services.runtime.tracing import ServerSpans, finish_span, method_attributes
@@ -69,14 +73,21 @@ def _final_code(context: aio.ServicerContext) -> grpc.StatusCode:
 class RpcWrapper:
     """Builds the per-method wrappers of one server (shared metrics, spans, log)."""
 
-    def __init__(self, metrics: RpcMetrics, spans: ServerSpans, access_log: AccessLog) -> None:
+    def __init__(
+        self,
+        metrics: RpcMetrics,
+        spans: ServerSpans,
+        access_log: AccessLog,
+        verifier: CallerVerifier | None = None,
+    ) -> None:
         self._metrics = metrics
         self._spans = spans
         self._access_log = access_log
+        self._verifier = verifier
 
     def wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         """The same handler, its behaviour wrapped in `_Method`'s bookkeeping."""
-        m = _Method(method, self._metrics, self._spans, self._access_log)
+        m = _Method(method, self._metrics, self._spans, self._access_log, self._verifier)
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(
                 m.unary(handler.unary_unary),
@@ -106,7 +117,12 @@ class _Method:
     """One method's bookkeeping; everything that does not vary per call is made here."""
 
     def __init__(
-        self, method: str, metrics: RpcMetrics, spans: ServerSpans, access_log: AccessLog
+        self,
+        method: str,
+        metrics: RpcMetrics,
+        spans: ServerSpans,
+        access_log: AccessLog,
+        verifier: CallerVerifier | None = None,
     ) -> None:
         self.method = method
         self._spans = spans
@@ -114,20 +130,25 @@ class _Method:
         self._attributes = method_attributes(method)
         self._access_log = access_log
         self._quiet = method.startswith(_QUIET_PREFIXES)
+        self._verifier = None if self._quiet else verifier
         self._in_flight = metrics.in_flight
         self._duration = metrics.duration.labels(method)
         self._requests = metrics.requests
         self._counters: dict[grpc.StatusCode, Any] = {}
 
-    def _enter(self, context: aio.ServicerContext) -> tuple[float, trace.Span]:
-        """Bind request id, deadline and span for this call; returns its start time."""
+    def _enter(self, context: aio.ServicerContext) -> tuple[float, trace.Span, Any]:
+        """Bind request id, deadline and span for this call; returns its start time,
+        its span and its authorization metadata."""
         request_id = ""
+        authorization = None
         carrier: dict[str, str] | None = None
         fields = self._fields
         for key, value in context.invocation_metadata() or ():
             if key == REQUEST_ID_KEY:
                 if isinstance(value, str):
                     request_id = value
+            elif key == AUTHORIZATION_KEY:
+                authorization = value
             elif key in fields:
                 if carrier is None:
                     carrier = {}
@@ -140,7 +161,12 @@ class _Method:
             # Only while the call is live: peer() on a finished call can crash grpc.
             span.set_attribute("network.peer.address", context.peer())
         self._in_flight.inc()
-        return time.perf_counter(), span
+        return time.perf_counter(), span, authorization
+
+    def _verify(self, authorization: Any) -> None:
+        """Record the verified caller for `caller_of`; Unauthenticated without one."""
+        if self._verifier is not None:
+            caller_var.set(self._verifier.verify(authorization))
 
     def _exit(
         self,
@@ -166,8 +192,9 @@ class _Method:
 
     def unary(self, behavior: Callable[..., Awaitable[Any]]):
         async def handle(request: Any, context: aio.ServicerContext) -> Any:
-            started, span = self._enter(context)
+            started, span, authorization = self._enter(context)
             try:
+                self._verify(authorization)
                 response = await behavior(request, context)
             except BaseException as exc:
                 await self._fail(exc, context, started, span)
@@ -184,8 +211,9 @@ class _Method:
 
     def stream(self, behavior: Callable[..., Any]):
         async def handle(request: Any, context: aio.ServicerContext) -> AsyncIterator[Any]:
-            started, span = self._enter(context)
+            started, span, authorization = self._enter(context)
             try:
+                self._verify(authorization)
                 result = behavior(request, context)
                 if inspect.isasyncgen(result):
                     async for item in result:

@@ -25,6 +25,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from opentelemetry.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 
+from services.runtime.internal_tokens import CallerVerifier
 from services.runtime.logs import AccessLog
 from services.runtime.mounting import mount
 from services.runtime.reflection import ADD_TO_SERVER as REFLECTION_ADD_TO_SERVER
@@ -83,9 +84,12 @@ class LatticeServer:
         extra_interceptors: Iterable[aio.ServerInterceptor] = (),
         server_credentials: grpc.ServerCredentials | None = None,
         readiness: Callable[[], Awaitable[None]] | None = None,
+        verifier: CallerVerifier | None = None,
     ) -> None:
         """`readiness`, if given, is awaited after start; health reports
-        NOT_SERVING until it returns (calls are still accepted meanwhile)."""
+        NOT_SERVING until it returns (calls are still accepted meanwhile).
+        With a `verifier`, every call but health and reflection must carry a
+        valid internal token (UNAUTHENTICATED otherwise)."""
         self.settings = settings
         self._readiness = readiness
         self._becoming_ready: asyncio.Task[None] | None = None
@@ -97,7 +101,10 @@ class LatticeServer:
             settings.access_log, flush_after=settings.access_log_flush_ms / 1000
         )
         wrapper = RpcWrapper(
-            RpcMetrics(self.metrics_registry), ServerSpans(tracer_provider), self._access_log
+            RpcMetrics(self.metrics_registry),
+            ServerSpans(tracer_provider),
+            self._access_log,
+            verifier,
         )
         # Interceptors run per call (and make grpc.aio rebuild handlers); the shared
         # behaviour is applied at mount instead. Extra ones are still honoured.
@@ -139,7 +146,11 @@ class LatticeServer:
         await self.server.start()
         if self.settings.metrics_port >= 0:
             self._metrics_endpoint = MetricsEndpoint(
-                self.metrics_registry, self.settings.host, self.settings.metrics_port
+                self.metrics_registry,
+                self.settings.host,
+                self.settings.metrics_port,
+                certfile=self.settings.tls_cert_file,
+                keyfile=self.settings.tls_key_file,
             )
         names = ", ".join(s.name for s in self.services)
         if self._readiness is None:

@@ -44,6 +44,20 @@ class ServerSettings:
     access_log_flush_ms: float = 50.0
     #: Offer gRPC server reflection (grpcurl list/describe).
     reflection: bool = True
+    #: The suite's key ring (internal tokens, cache sealing, artifact signatures);
+    #: empty = <data_dir>/keys/keyring.json, created on first use.
+    key_ring_file: str = ""
+    #: Lifetime of the internal caller tokens this service signs.
+    internal_token_seconds: float = 300.0
+    #: Server TLS (PEM) for the gRPC listener and /metrics; with tls_client_ca_file,
+    #: gRPC callers need a client certificate
+    #: from that CA (mutual TLS). Empty = plaintext.
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    tls_client_ca_file: str = ""
+    #: CA to trust when calling other suite services; the calls then use TLS and
+    #: present tls_cert_file/tls_key_file as the client certificate.
+    tls_ca_file: str = ""
 
 
 def _field_types(cls: type) -> dict[str, Any]:

@@ -135,12 +135,23 @@ class RpcMetrics:
 
 
 class MetricsEndpoint:
-    """Serves a registry on http://host:port/metrics in a background thread."""
+    """Serves a registry on http(s)://host:port/metrics in a background thread
+    (HTTPS with the server's own certificate when it has one)."""
 
-    def __init__(self, registry: CollectorRegistry, host: str, port: int) -> None:
-        self._server, self._thread = start_http_server(port, addr=host, registry=registry)
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        host: str,
+        port: int,
+        *,
+        certfile: str = "",
+        keyfile: str = "",
+    ) -> None:
+        tls = {"certfile": certfile, "keyfile": keyfile} if certfile and keyfile else {}
+        self._server, self._thread = start_http_server(port, addr=host, registry=registry, **tls)
         self.port: int = self._server.server_address[1]
-        log.info("metrics on http://%s:%d/metrics", host, self.port)
+        scheme = "https" if tls else "http"
+        log.info("metrics on %s://%s:%d/metrics", scheme, host, self.port)
 
     def close(self) -> None:
         self._server.shutdown()

@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import secrets
 import time
+from pathlib import Path
 
 import click
 import grpc
@@ -13,14 +14,21 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from lattice import Client
 from lattice.tokens import ALL_SCOPES, mint_dev_token
+from services.runtime.pki import dev_ca_file
 from services.suite.local import LocalSuite, SuiteConfig, dev_secret
 from services.suite.starter import StarterRecipe, train_starter, wait_until_served
 from services.suite.up import report, suite_config, suite_options
 
 
-def _serving(address: str) -> bool:
+def _channel(address: str, ca: Path | None) -> grpc.Channel:
+    if ca is None or not ca.is_file():
+        return grpc.insecure_channel(address)
+    return grpc.secure_channel(address, grpc.ssl_channel_credentials(ca.read_bytes()))
+
+
+def _serving(address: str, ca: Path | None = None) -> bool:
     """Whether something healthy already answers at `address`."""
-    with grpc.insecure_channel(address) as channel:
+    with _channel(address, ca) as channel:
         try:
             reply = health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(), timeout=1
@@ -65,7 +73,8 @@ async def _main(
 ) -> None:
     suite: LocalSuite | None = None
     gateway = config.address("gateway")
-    if await asyncio.to_thread(_serving, gateway):
+    ca = dev_ca_file(config.data_dir) if config.tls else None
+    if await asyncio.to_thread(_serving, gateway, ca):
         click.echo(f"[1/6] using the suite already running at {gateway}")
     else:
         suite = LocalSuite(config, report)
@@ -90,7 +99,11 @@ def _tour(config: SuiteConfig, recipe: StarterRecipe, prompt: str, max_new_token
     trace_id = secrets.token_hex(16)
     traceparent = f"00-{trace_id}-{secrets.token_hex(8)}-01"
     with Client(
-        config.address("gateway"), token, metadata=[("traceparent", traceparent)]
+        config.address("gateway"),
+        token,
+        metadata=[("traceparent", traceparent)],
+        tls=config.tls,
+        root_certificates=dev_ca_file(config.data_dir.resolve()) if config.tls else None,
     ) as client:
         click.echo("[2/6] minted a development token (tenant 'demo', every scope)")
         click.echo("[3/6] preparing data and training")

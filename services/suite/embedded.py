@@ -24,6 +24,7 @@ from services.inference.serving import VersionState
 from services.registry.server import RegistrySettings
 from services.registry.server import build_server as build_registry
 from services.runtime import LatticeServer
+from tests.support.identity import signed_channel
 
 GENERATION = common_pb2.MODEL_TASK_TEXT_GENERATION
 EMBEDDING = common_pb2.MODEL_TASK_EMBEDDING
@@ -55,10 +56,16 @@ class Lab:
 
     async def start(self) -> Lab:
         self.registry = await build_registry(
-            RegistrySettings(port=0, data_dir=self.root, grace_seconds=0.2, log_json=False)
+            RegistrySettings(
+                port=0,
+                data_dir=self.root,
+                grace_seconds=0.2,
+                log_json=False,
+                remote_allowlist=("127.0.0.1:*",),
+            )
         )
         await self.registry.start()
-        reg_channel = aio.insecure_channel(self.registry.address)
+        reg_channel = signed_channel(self.registry.address, self.root, "registry")
         self._channels.append(reg_channel)
         self.reg = registry_pb2_grpc.ModelRegistryServiceStub(reg_channel)
         await self.start_inference()
@@ -73,13 +80,14 @@ class Lab:
             "registry_address": _started(self.registry).address,
             "device": "cpu",
             "backend_threads": 2,
+            "remote_allowlist": ("127.0.0.1:*",),
             **self._inference_settings,
         }
         self.inference = await build_inference(
             InferenceSettings(**values), tracer_provider=self._tracer_provider
         )
         await self.inference.start()
-        channel = aio.insecure_channel(self.inference.address)
+        channel = signed_channel(self.inference.address, self.root, "inference")
         self._channels.append(channel)
         self.stub = inference_pb2_grpc.InferenceServiceStub(channel)
 

@@ -8,16 +8,25 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
 import secrets
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from lattice.tokens import DEV_SECRET_FILE
+import grpc
+
+from lattice.tokens import DEV_CA_FILE, DEV_SECRET_FILE
+from services.runtime.keys import DEFAULT_KEY_RING_PATH, create_key_ring
+from services.runtime.pki import CertFiles, ensure_dev_pki
 from services.suite.redis import redis_binary
 from services.suite.supervisor import ChildSpec, Supervisor, service_argv
 
 SERVICE_ORDER = ("registry", "inference", "trainer", "gateway")
+#: Internal services: with --tls they accept only callers holding a suite certificate.
+INTERNAL_SERVICES = ("registry", "inference", "trainer")
+#: The certificate `lattice up` itself presents (health checks).
+SUPERVISOR = "supervisor"
 
 
 def dev_secret(data_dir: Path) -> str:
@@ -53,6 +62,10 @@ class SuiteConfig:
     grace_seconds: float = 10.0
     #: Service logs go to <data_dir>/logs/<service>.log unless this is set.
     console_logs: bool = False
+    #: TLS on every listener, mutual TLS between services (a development CA and
+    #: per-service certificates are made in <data_dir>/tls/ on first start).
+    #: Off, calls between services still need a signed internal token.
+    tls: bool = False
 
     def address(self, name: str) -> str:
         return f"{self.host}:{self.ports[name]}"
@@ -68,6 +81,7 @@ class LocalSuite:
         self._supervisor: Supervisor | None = None
         self.redis_url = ""
         self.ready_after: dict[str, float] = {}
+        self.certs: dict[str, CertFiles] = {}
 
     @property
     def log_dir(self) -> Path:
@@ -76,6 +90,15 @@ class LocalSuite:
     async def start(self, timeout: float = 60.0) -> None:
         """Start everything; raises TimeoutError if a service never turns healthy."""
         started = time.monotonic()
+        # Made before any service starts, so all four read the same ring and CA.
+        create_key_ring(self.config.data_dir / DEFAULT_KEY_RING_PATH)
+        self.certs = (
+            ensure_dev_pki(
+                self.config.data_dir, [*SERVICE_ORDER, SUPERVISOR], hosts=[self.config.host]
+            )
+            if self.config.tls
+            else {}
+        )
         self.redis_url = await self._start_redis()
         self._supervisor = Supervisor(
             self._specs(), grace_seconds=self.config.grace_seconds, report=self._report
@@ -125,17 +148,47 @@ class LocalSuite:
             "LATTICE_TRAINER_ADDRESS": config.address("trainer"),
             "LATTICE_REDIS_URL": self.redis_url,
             "LATTICE_DEV_JWT_SECRET": dev_secret(config.data_dir),
+            # A local Triton (e.g. `lattice export-triton` + tritonserver) may serve
+            # versions; nothing beyond loopback. Add patterns with LATTICE_REMOTE_ALLOWLIST.
+            "LATTICE_REMOTE_ALLOWLIST": os.environ.get(
+                "LATTICE_REMOTE_ALLOWLIST", "127.0.0.1:*,localhost:*,[::1]:*"
+            ),
         }
         return [
             ChildSpec(
                 name=name,
                 address=config.address(name),
                 argv=service_argv(name, *self._flags(config.ports[name])),
-                env=shared_env,
+                env={**shared_env, **self._tls_env(name)},
                 log_path=None if config.console_logs else self.log_dir / f"{name}.log",
+                credentials=self.client_credentials(),
             )
             for name in SERVICE_ORDER
         ]
+
+    def _tls_env(self, name: str) -> dict[str, str]:
+        """A service's certificate, the CA it trusts and, internal ones, client auth."""
+        if not self.certs:
+            return {}
+        files = self.certs[name]
+        prefix = f"LATTICE_{name.upper()}_"
+        env = {
+            prefix + "TLS_CERT_FILE": str(files.cert),
+            prefix + "TLS_KEY_FILE": str(files.key),
+            prefix + "TLS_CA_FILE": str(files.ca),
+        }
+        if name in INTERNAL_SERVICES:
+            env[prefix + "TLS_CLIENT_CA_FILE"] = str(files.ca)
+        return env
+
+    def client_credentials(self) -> grpc.ChannelCredentials | None:
+        """How `lattice up` itself reaches the services: TLS with its own certificate."""
+        if not self.certs:
+            return None
+        files = self.certs[SUPERVISOR]
+        return grpc.ssl_channel_credentials(
+            files.ca.read_bytes(), files.key.read_bytes(), files.cert.read_bytes()
+        )
 
     def _flags(self, port: int) -> list[str]:
         return [
@@ -153,12 +206,17 @@ class LocalSuite:
         lines = []
         for name in ("gateway", "registry", "inference", "trainer"):
             port = config.ports[name]
+            scheme = "https" if config.tls else "http"
             lines.append(
                 f"  {name:<10} {config.host}:{port}  "
-                f"metrics http://{config.host}:{metrics_port(port)}/metrics"
+                f"metrics {scheme}://{config.host}:{metrics_port(port)}/metrics"
             )
         if self.redis_url:
             lines.append(f"  {'redis':<10} {self.redis_url}")
+        if config.tls:
+            lines.append(
+                f"  {'tls':<10} CA {config.data_dir / DEV_CA_FILE} (clients: LATTICE_TLS=1)"
+            )
         if not config.console_logs:
             lines.append(f"  {'logs':<10} {self.log_dir}/<service>.log")
         return lines

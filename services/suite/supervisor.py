@@ -44,6 +44,8 @@ class ChildSpec:
     env: Mapping[str, str] = dataclasses.field(default_factory=dict)
     #: Append the child's stdout and stderr here; None = inherit the terminal.
     log_path: Path | None = None
+    #: TLS for the health checks (None = plaintext).
+    credentials: grpc.ChannelCredentials | None = None
 
 
 @dataclasses.dataclass
@@ -85,7 +87,10 @@ class Supervisor:
         """Wait until every child answers SERVING; returns seconds-to-ready by name."""
         started = time.monotonic()
         results = await asyncio.gather(
-            *(wait_serving(c.spec.address, started + timeout) for c in self._children)
+            *(
+                wait_serving(c.spec.address, started + timeout, c.spec.credentials)
+                for c in self._children
+            )
         )
         return {c.spec.name: t - started for c, t in zip(self._children, results, strict=True)}
 
@@ -149,9 +154,17 @@ class Supervisor:
         await asyncio.gather(*self._watchers, return_exceptions=True)
 
 
-async def wait_serving(address: str, deadline: float) -> float:
+def _health_channel(address: str, credentials: grpc.ChannelCredentials | None) -> grpc.aio.Channel:
+    if credentials is None:
+        return grpc.aio.insecure_channel(address)
+    return grpc.aio.secure_channel(address, credentials)
+
+
+async def wait_serving(
+    address: str, deadline: float, credentials: grpc.ChannelCredentials | None = None
+) -> float:
     """Poll grpc.health.v1 until SERVING; returns the monotonic time it was."""
-    async with grpc.aio.insecure_channel(address) as channel:
+    async with _health_channel(address, credentials) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         while True:
             try:

@@ -10,6 +10,7 @@ import click
 
 from lattice import Client
 from lattice.tokens import ALL_SCOPES, mint_dev_token
+from services.runtime.pki import dev_ca_file
 from services.suite.local import LocalSuite, SuiteConfig, dev_secret
 from services.suite.starter import StarterRecipe, online_version, train_starter, wait_until_served
 
@@ -47,6 +48,12 @@ def suite_options(command):
             is_flag=True,
             help="Print service logs here instead of <data-dir>/logs/.",
         ),
+        click.option(
+            "--tls",
+            is_flag=True,
+            help="TLS on every listener and mutual TLS between services, from a "
+            "development CA made in <data-dir>/tls/ (clients: LATTICE_TLS=1).",
+        ),
     ]
     for option in reversed(options):
         command = option(command)
@@ -67,6 +74,7 @@ def suite_config(options: dict) -> SuiteConfig:
         data_dir=options.pop("data_dir"),
         grace_seconds=options.pop("grace"),
         console_logs=options.pop("console_logs"),
+        tls=options.pop("tls"),
     )
 
 
@@ -94,13 +102,16 @@ def _ensure_starter(suite: LocalSuite, model: str) -> None:
     """Make sure `model` is online, training it on first use."""
     config = suite.config
     token = mint_dev_token(dev_secret(config.data_dir), tenant="local", scopes=ALL_SCOPES)
-    with Client(config.address("gateway"), token) as client:
+    root = dev_ca_file(config.data_dir) if config.tls else None
+    with Client(config.address("gateway"), token, tls=config.tls, root_certificates=root) as client:
         version = online_version(client, model)
         if not version:
             version = train_starter(client, StarterRecipe(model=model)).registered_version
         wait_until_served(client, f"{model}:{version}")
     click.echo(f"Serving {model}:{version}. Try:")
     click.echo(f"  export LATTICE_TOKEN=$(lattice token --data-dir {config.data_dir})")
+    if config.tls:
+        click.echo(f"  export LATTICE_TLS=1 LATTICE_TLS_ROOT_CERT={dev_ca_file(config.data_dir)}")
     click.echo(f"  lattice generate {model} 'Return the' --stream --temperature 0.8 --seed 1")
 
 

@@ -11,8 +11,9 @@ from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 
 from lattice.v1 import trainer_pb2, trainer_pb2_grpc
-from services.runtime import LatticeServer, ServerSettings, Service, create_channel
+from services.runtime import LatticeServer, ServerSettings, Service
 from services.runtime.entrypoint import run_service
+from services.runtime.security import service_security
 from services.trainer.data.service import DatasetService
 from services.trainer.data.store import DatasetStore
 from services.trainer.jobs.metrics import TrainerMetrics
@@ -62,10 +63,13 @@ async def build_server(
     tracer = (tracer_provider or trace.get_tracer_provider()).get_tracer("lattice.trainer")
     metrics_registry = CollectorRegistry()
     metrics = TrainerMetrics(metrics_registry)
+    security = service_security(settings, "trainer")
     channel = None
     registry = None
     if settings.registry_address:
-        channel = create_channel(settings.registry_address, tracer_provider=tracer_provider)
+        channel = security.channel(
+            settings.registry_address, "registry", tracer_provider=tracer_provider
+        )
         registry = RegistryClient(channel)
     datasets = DatasetStore(root / "datasets")
     store = JobStore(root / "jobs.db")
@@ -99,7 +103,12 @@ async def build_server(
         trainer_pb2.DESCRIPTOR.services_by_name["TrainerService"],
     )
     server = LatticeServer(
-        [service], settings, tracer_provider=tracer_provider, registry=metrics_registry
+        [service],
+        settings,
+        tracer_provider=tracer_provider,
+        registry=metrics_registry,
+        server_credentials=security.server_credentials,
+        verifier=security.verifier(),
     )
 
     async def close() -> None:

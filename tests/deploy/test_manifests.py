@@ -61,11 +61,19 @@ def test_every_deployment_has_probes_resources_and_a_locked_down_security_contex
             assert not ctx.get("privileged"), name
 
 
+def _serves_tls(container: dict[str, Any]) -> bool:
+    return any(e["name"].endswith("_TLS_CERT_FILE") for e in container.get("env", []))
+
+
 def test_lattice_services_use_native_grpc_health_probes_on_their_port(docs):
     deployments = of_kind(docs, "Deployment")
     for name, port in SERVICES.items():
         (c,) = containers(deployments[name])
         assert {p["containerPort"] for p in c["ports"]} == {port, 9464}
+        if _serves_tls(c):  # kubelet's grpc probe speaks plaintext only
+            for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+                assert c[probe].get("grpc") is None and c[probe]["tcpSocket"]["port"] == port
+            continue
         for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
             assert c[probe]["grpc"]["port"] == port, (name, probe)
         assert c["readinessProbe"]["grpc"]["service"].startswith("lattice.v1."), name
@@ -73,6 +81,36 @@ def test_lattice_services_use_native_grpc_health_probes_on_their_port(docs):
             {"configMapRef": {"name": "lattice-common"}},
             {"configMapRef": {"name": f"lattice-{name}"}},
         ]
+
+
+def test_prod_has_no_plaintext_public_listener():
+    docs = rendered("prod")
+    public = [
+        s["metadata"]["name"]
+        for s in of_kind(docs, "Service").values()
+        if s["spec"].get("type") in ("LoadBalancer", "NodePort")
+    ]
+    assert public == ["gateway"]
+    gateway = of_kind(docs, "Deployment")["gateway"]
+    (c,) = containers(gateway)
+    env = {e["name"]: e.get("value") for e in c.get("env", [])}
+    assert env["LATTICE_GATEWAY_TLS_CERT_FILE"] == "/etc/lattice/tls/tls.crt"
+    assert env["LATTICE_GATEWAY_TLS_KEY_FILE"] == "/etc/lattice/tls/tls.key"
+    volumes = {v["name"]: v for v in gateway["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["tls"]["secret"]["optional"] is False  # no certificate, no start
+
+
+def test_every_service_reads_the_one_key_ring(docs):
+    config = of_kind(docs, "ConfigMap")["lattice-common"]["data"]
+    path = config["LATTICE_KEY_RING_FILE"]
+    deployments = of_kind(docs, "Deployment")
+    for name in SERVICES:
+        spec = deployments[name]["spec"]["template"]["spec"]
+        (c,) = containers(deployments[name])
+        mounts = {m["name"]: m for m in c["volumeMounts"]}
+        assert path.startswith(mounts["keys"]["mountPath"] + "/") and mounts["keys"]["readOnly"]
+        volumes = {v["name"]: v for v in spec["volumes"]}
+        assert volumes["keys"]["secret"]["secretName"] == "lattice-keyring", name
 
 
 def test_gateway_and_inference_have_a_pdb_and_an_hpa(docs):

@@ -30,7 +30,9 @@ from services.gateway.server import GatewaySettings, build_server
 from services.registry.server import RegistrySettings
 from services.registry.server import build_server as build_registry
 from services.runtime import LatticeServer
+from services.runtime.keys import DEFAULT_KEY_RING_PATH
 from services.suite.echo import EchoInference, start_echo
+from tests.support.identity import signed_channel
 
 SECRET = "test-dev-secret-0123456789abcdef-0123"
 TRITON = common_pb2.ARTIFACT_FORMAT_TRITON
@@ -112,10 +114,17 @@ class Stack:
 
     async def start_registry(self) -> registry_pb2_grpc.ModelRegistryServiceStub:
         self.registry = await build_registry(
-            RegistrySettings(port=0, data_dir=self.tmp / "reg", grace_seconds=0.1, log_json=False)
+            RegistrySettings(
+                port=0,
+                data_dir=self.tmp / "reg",
+                grace_seconds=0.1,
+                log_json=False,
+                remote_allowlist=("127.0.0.1:*",),
+            )
         )
         await self.registry.start()
-        channel = self.channel(self.registry.address)
+        channel = signed_channel(self.registry.address, self.tmp / "reg", "registry")
+        self.channels.append(channel)
         self.registry_stub = registry_pb2_grpc.ModelRegistryServiceStub(channel)
         return self.registry_stub
 
@@ -169,6 +178,8 @@ class Stack:
             "trainer_address": "127.0.0.1:1",
             "dev_jwt_secret": SECRET,
             "registry_sync_timeout": 5.0,
+            "data_dir": self.tmp / "gateway",
+            "key_ring_file": str(self.tmp / "reg" / DEFAULT_KEY_RING_PATH),
         }
         values.update(overrides)
         return GatewaySettings(**values)

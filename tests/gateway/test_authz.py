@@ -14,7 +14,9 @@ from lattice.v1 import (
     trainer_pb2_grpc,
 )
 from services.gateway.authz import METHOD_SCOPES
+from services.runtime.internal_tokens import CallerVerifier
 from tests.gateway.support import bearer, token
+from tests.support.identity import key_ring
 
 
 def test_every_served_method_has_a_scope():
@@ -85,13 +87,17 @@ async def test_scopes_tenants_and_forwarding(stack):
     assert await _code(inference.Generate(private, metadata=other_tenant)) == denied
     assert await _code(inference.Generate(generate, metadata=other_tenant)) == ok
 
-    # What reached inference: the pinned version, the subject and tenant, no token.
+    # What reached inference: the pinned version and an internal token for inference
+    # naming alice of acme; never the user's token, never bare identity headers.
     forwarded = echo.requests[0]
     assert forwarded.model == "chat:1"
-    assert echo.metadata[0]["x-lattice-subject"] == "alice"
-    assert echo.metadata[0]["x-lattice-tenant"] == "acme"
-    assert "authorization" not in echo.metadata[0]
-    assert echo.metadata[0].get("x-request-id")
+    sent = echo.metadata[0]
+    verifier = CallerVerifier(key_ring(stack.tmp / "reg"), audience="inference")
+    caller = verifier.verify(sent["authorization"])
+    assert (caller.tenant, caller.subject) == ("acme", "alice")
+    assert sent["authorization"] != dict(invoke)["authorization"]
+    assert not {"x-lattice-subject", "x-lattice-tenant"} & set(sent)
+    assert sent.get("x-request-id")
 
     # Registry RPCs are forwarded after the scope check, with the subject.
     listing = registry_pb2.ListModelsRequest()

@@ -16,6 +16,7 @@ from lattice.artifacts import iter_chunks, pack_directory, sha256_hex
 from lattice.v1 import common_pb2, inference_pb2, registry_pb2
 from services.inference.server import InferenceSettings
 from services.inference.server import build_server as build_inference
+from services.runtime.keys import DEFAULT_KEY_RING_PATH
 from services.suite.tiny_models import build_tiny_causal_lm
 from tests.gateway.support import bearer, token
 
@@ -57,6 +58,7 @@ async def test_real_inference_usage_is_what_the_quota_charges(stack, redis_serve
         InferenceSettings(
             port=0,
             data_dir=tmp_path / "inf",
+            key_ring_file=str(stack.tmp / "reg" / DEFAULT_KEY_RING_PATH),
             log_json=False,
             grace_seconds=0.2,
             registry_address=stack.registry.address,

@@ -15,6 +15,7 @@ from lattice.v1 import inference_pb2, registry_pb2
 from services.gateway.routing import Router
 from services.runtime.registry_view import RegistryView
 from tests.gateway.support import bearer, token
+from tests.support.identity import signed_channel
 
 
 @pytest.fixture
@@ -25,7 +26,10 @@ async def view(stack):
     await stub.SetAlias(
         registry_pb2.SetAliasRequest(model_name="chat", alias="champion", version=2)
     )
-    view = RegistryView(stack.registry.address)
+    view = RegistryView(
+        stack.registry.address,
+        channel=signed_channel(stack.registry.address, stack.tmp / "reg", "registry"),
+    )
     await view.start()
     await view.wait_synced(5)
     yield view

@@ -10,8 +10,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from lattice.errors import Unavailable
 from lattice.v1 import inference_pb2, inference_pb2_grpc
 from services.gateway.server import build_server
-from services.gateway.tls import channel_credentials
 from services.gateway.upstreams import ReplicaPool
+from services.runtime.tls import channel_credentials
 from services.suite.echo import EchoInference
 from tests.support.certs import make_tls_files
 

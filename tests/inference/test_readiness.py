@@ -7,7 +7,6 @@ import time
 
 import grpc
 import pytest
-from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from lattice.v1 import inference_pb2, inference_pb2_grpc
@@ -16,6 +15,7 @@ from services.inference.server import build_server as build_inference
 from services.registry.server import RegistrySettings
 from services.registry.server import build_server as build_registry
 from services.suite.ports import free_port
+from tests.support.identity import signed_channel
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -34,7 +34,7 @@ async def test_not_serving_until_the_registry_view_is_synced(tmp_path):
     )
     await inference.start()
     registry = None
-    channel = aio.insecure_channel(inference.address)
+    channel = signed_channel(inference.address, tmp_path, "inference")
     try:
         health = health_pb2_grpc.HealthStub(channel)
         for service in ("", "lattice.v1.InferenceService"):

@@ -12,6 +12,7 @@ from services.inference.server import build_server as build_inference
 from services.inference.serving import VersionState
 from services.suite.embedded import deploy_encoder, deploy_lm, generate_request
 from services.suite.ports import free_port
+from tests.support.identity import signed_channel
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
 
@@ -162,7 +163,7 @@ async def test_before_the_registry_is_reachable_requests_are_unavailable(tmp_pat
     )
     await server.start()
     try:
-        async with grpc.aio.insecure_channel(server.address) as channel:
+        async with signed_channel(server.address, tmp_path, "inference") as channel:
             stub = inference_pb2_grpc.InferenceServiceStub(channel)
             with pytest.raises(grpc.aio.AioRpcError) as error:
                 await stub.Generate(generate_request("lm"))

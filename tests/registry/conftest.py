@@ -12,10 +12,20 @@ from lattice.v1 import registry_pb2_grpc
 from services.registry.server import RegistrySettings, build_server
 from services.runtime import LatticeServer
 from tests.registry.support import RegistryClient
+from tests.support.identity import signed_channel
+
+#: Tests run their Triton (or a stand-in listener) on loopback.
+LOOPBACK = ("127.0.0.1:*",)
 
 
 def settings_for(data_dir: Path, **overrides) -> RegistrySettings:
-    values = {"port": 0, "data_dir": data_dir, "grace_seconds": 0.2, "log_json": False}
+    values = {
+        "port": 0,
+        "data_dir": data_dir,
+        "grace_seconds": 0.2,
+        "log_json": False,
+        "remote_allowlist": LOOPBACK,
+    }
     return RegistrySettings(**{**values, **overrides})
 
 
@@ -28,8 +38,8 @@ async def registry_server(tmp_path) -> AsyncIterator[LatticeServer]:
 
 
 @pytest.fixture
-async def channel(registry_server) -> AsyncIterator[aio.Channel]:
-    async with aio.insecure_channel(registry_server.address) as chan:
+async def channel(registry_server, tmp_path) -> AsyncIterator[aio.Channel]:
+    async with signed_channel(registry_server.address, tmp_path, "registry") as chan:
         yield chan
 
 

@@ -11,7 +11,9 @@ import pytest
 from lattice.artifacts import sha256_hex
 from lattice.errors import InvalidArgument, from_rpc_error
 from lattice.v1 import common_pb2, registry_pb2
+from services.runtime.signatures import ArtifactSignatures
 from tests.registry.support import TRANSFORMERS, RegistryClient, upload_messages
+from tests.support.identity import key_ring
 
 
 def _files(root: Path) -> list[Path]:
@@ -79,7 +81,8 @@ async def test_upload_is_idempotent_and_downloads_back(client: RegistryClient, t
     assert first.created and not second.created
     assert first.artifact_uri == second.artifact_uri and second.size_bytes == len(data)
     stored = _files(tmp_path / "registry" / "artifacts")
-    assert len(stored) == 1 and stored[0].read_bytes() == data
+    assert [p.suffix for p in stored] == ["", ".sig"]  # the blob once, and its signature
+    assert stored[0].read_bytes() == data
 
     for reference in (first.digest, first.artifact_uri):
         stream = client.stub.DownloadArtifact(
@@ -90,6 +93,11 @@ async def test_upload_is_idempotent_and_downloads_back(client: RegistryClient, t
         assert messages[0].info.size_bytes == len(data)
         assert messages[0].info.content_type == "application/x-tar"
         assert b"".join(m.chunk for m in messages[1:]) == data
+        # Signed by the registry with the suite's key ring.
+        info = messages[0].info
+        ArtifactSignatures(key_ring(tmp_path)).verify(
+            first.digest, info.signature_key_id, info.signature
+        )
 
 
 async def test_empty_artifact_and_unknown_download(client: RegistryClient):

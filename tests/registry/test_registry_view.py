@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 
-from grpc import aio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -14,6 +13,7 @@ from services.runtime.registry_view import RegistryState, RegistryView
 from services.suite.ports import free_port
 from tests.registry.conftest import settings_for
 from tests.registry.support import RegistryClient
+from tests.support.identity import signed_channel
 
 EventType = registry_pb2.WatchEventType
 
@@ -25,7 +25,7 @@ async def _until(predicate, timeout: float = 5.0) -> None:
         await asyncio.sleep(0.01)
 
 
-async def test_view_syncs_and_follows_changes(registry_server, client: RegistryClient):
+async def test_view_syncs_and_follows_changes(registry_server, client: RegistryClient, tmp_path):
     await client.model("alpha")
     v1 = await client.version("alpha")
     await client.stub.SetAlias(
@@ -33,7 +33,10 @@ async def test_view_syncs_and_follows_changes(registry_server, client: RegistryC
     )
     await client.deploy("alpha", (1, 100))
 
-    view = RegistryView(registry_server.address)
+    view = RegistryView(
+        registry_server.address,
+        channel=signed_channel(registry_server.address, tmp_path, "registry"),
+    )
     seen: list[registry_pb2.WatchResponse] = []
     view.add_listener(seen.append)
     await view.start()
@@ -63,10 +66,14 @@ async def test_view_syncs_and_follows_changes(registry_server, client: RegistryC
         await view.stop()
 
 
-async def test_view_filters_models(registry_server, client: RegistryClient):
+async def test_view_filters_models(registry_server, client: RegistryClient, tmp_path):
     await client.model("alpha")
     await client.model("beta")
-    view = RegistryView(registry_server.address, model_names=["beta"])
+    view = RegistryView(
+        registry_server.address,
+        model_names=["beta"],
+        channel=signed_channel(registry_server.address, tmp_path, "registry"),
+    )
     await view.start()
     try:
         await view.wait_synced(timeout=5)
@@ -81,11 +88,15 @@ async def test_view_reconnects_and_resumes_after_restart(tmp_path):
     settings = settings_for(tmp_path, port=port)
     server = await build_server(settings)
     await server.start()
-    view = RegistryView(f"127.0.0.1:{port}", max_backoff=0.2)
+    view = RegistryView(
+        f"127.0.0.1:{port}",
+        max_backoff=0.2,
+        channel=signed_channel(f"127.0.0.1:{port}", tmp_path, "registry"),
+    )
     events: list[registry_pb2.WatchResponse] = []
     view.add_listener(events.append)
     try:
-        async with aio.insecure_channel(server.address) as channel:
+        async with signed_channel(server.address, tmp_path, "registry") as channel:
             client = RegistryClient(registry_pb2_grpc.ModelRegistryServiceStub(channel))
             await client.model("alpha")
             await view.start()
@@ -95,7 +106,7 @@ async def test_view_reconnects_and_resumes_after_restart(tmp_path):
 
         server = await build_server(settings)
         await server.start()
-        async with aio.insecure_channel(server.address) as channel:
+        async with signed_channel(server.address, tmp_path, "registry") as channel:
             client = RegistryClient(registry_pb2_grpc.ModelRegistryServiceStub(channel))
             await client.version("alpha")
         await _until(lambda: view.version("alpha", 1) is not None)

@@ -22,6 +22,7 @@ from lattice.errors import from_rpc_error
 from lattice.v1 import common_pb2, registry_pb2, registry_pb2_grpc
 from services.registry.server import build_server
 from tests.registry.conftest import settings_for
+from tests.support.identity import signed_sync_channel
 
 pb = registry_pb2
 C = grpc.StatusCode
@@ -38,10 +39,11 @@ def stub(tmp_path_factory) -> Iterator[registry_pb2_grpc.ModelRegistryServiceStu
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
-    settings_ = settings_for(tmp_path_factory.mktemp("registry"))
+    data_dir = tmp_path_factory.mktemp("registry")
+    settings_ = settings_for(data_dir)
     server = asyncio.run_coroutine_threadsafe(build_server(settings_), loop).result(30)
     asyncio.run_coroutine_threadsafe(server.start(), loop).result(30)
-    channel = grpc.insecure_channel(server.address)
+    channel = signed_sync_channel(server.address, data_dir, "registry")
     stub = registry_pb2_grpc.ModelRegistryServiceStub(channel)
     stub.CreateModel(pb.CreateModelRequest(model=pb.Model(name="m", task=TEXT)))
     data = b"artifact"
@@ -162,7 +164,9 @@ CASES = [
     ("CreateVersion", pb.CreateVersionRequest(), C.INVALID_ARGUMENT, "model_name"),
     (
         "CreateVersion",
-        pb.CreateVersionRequest(model_name="m", artifact_uri="s3://b/k", artifact_digest=HEX),
+        pb.CreateVersionRequest(
+            model_name="m", artifact_uri="https://127.0.0.1:9000/b/k", artifact_digest=HEX
+        ),
         C.INVALID_ARGUMENT,
         "format",
     ),
@@ -183,7 +187,10 @@ CASES = [
     (
         "CreateVersion",
         pb.CreateVersionRequest(
-            model_name="m", format=TRANSFORMERS, artifact_uri="s3://b/k", artifact_digest="ABC"
+            model_name="m",
+            format=TRANSFORMERS,
+            artifact_uri="https://127.0.0.1:9000/b/k",
+            artifact_digest="ABC",
         ),
         C.INVALID_ARGUMENT,
         "artifact_digest",
@@ -193,7 +200,7 @@ CASES = [
         pb.CreateVersionRequest(
             model_name="m",
             format=TRANSFORMERS,
-            artifact_uri="s3://b/k",
+            artifact_uri="https://127.0.0.1:9000/b/k",
             artifact_digest=HEX,
             metrics={"loss": float("nan")},
         ),
@@ -205,7 +212,7 @@ CASES = [
         pb.CreateVersionRequest(
             model_name="m",
             format=TRANSFORMERS,
-            artifact_uri="s3://b/k",
+            artifact_uri="https://127.0.0.1:9000/b/k",
             artifact_digest=HEX,
             lineage=pb.Lineage(base_version=-3),
         ),
@@ -217,7 +224,7 @@ CASES = [
         pb.CreateVersionRequest(
             model_name="m",
             format=TRANSFORMERS,
-            artifact_uri="s3://b/k",
+            artifact_uri="https://127.0.0.1:9000/b/k",
             artifact_digest=HEX,
             lineage=pb.Lineage(dataset_digest="xyz"),
         ),
@@ -229,7 +236,7 @@ CASES = [
         pb.CreateVersionRequest(
             model_name="m",
             format=TRANSFORMERS,
-            artifact_uri="s3://b/k",
+            artifact_uri="https://127.0.0.1:9000/b/k",
             artifact_digest=HEX,
             lineage=pb.Lineage(base_version=7),
         ),
@@ -241,7 +248,7 @@ CASES = [
         pb.CreateVersionRequest(
             model_name="m",
             format=TRANSFORMERS,
-            artifact_uri="s3://b/k",
+            artifact_uri="https://127.0.0.1:9000/b/k",
             artifact_digest=HEX,
             params={"p": LONG},
         ),
@@ -251,7 +258,10 @@ CASES = [
     (
         "CreateVersion",
         pb.CreateVersionRequest(
-            model_name="nope", format=TRANSFORMERS, artifact_uri="s3://b/k", artifact_digest=HEX
+            model_name="nope",
+            format=TRANSFORMERS,
+            artifact_uri="https://127.0.0.1:9000/b/k",
+            artifact_digest=HEX,
         ),
         C.NOT_FOUND,
         "",

@@ -11,6 +11,7 @@ import pytest
 import lattice
 from lattice.tokens import mint_dev_token
 from tests.sdk.real_stack import ENCODER, MODEL, SECRET
+from tests.support.identity import internal_token
 
 pytestmark = pytest.mark.slow
 
@@ -24,7 +25,8 @@ def _completed_streams(stack) -> float:
 
 
 def _in_flight(stack) -> int:
-    with lattice.Client(stack.address("inference")) as direct:
+    token = internal_token(stack.root, "inference")
+    with lattice.Client(stack.address("inference"), token) as direct:
         return sum(m.in_flight for m in direct.loaded_models().models)
 
 

@@ -15,8 +15,10 @@ import pytest
 from grpc import aio
 
 from lattice.v1 import registry_pb2, trainer_pb2, trainer_pb2_grpc
+from services.runtime.keys import DEFAULT_KEY_RING_PATH
 from services.suite.ports import free_port
 from services.trainer.registry_client import JOB_TAG
+from tests.support.identity import signed_channel
 
 from .conftest import docstring_spec, tiny_gpt2_job, wait_for_job
 
@@ -38,6 +40,8 @@ def start_trainer(port: int, data_dir: Path, registry_address: str) -> subproces
         registry_address,
         "--poll-interval-seconds",
         "0.1",
+        "--key-ring-file",
+        str(data_dir.parent / "registry-data" / DEFAULT_KEY_RING_PATH),
         "--log-json",
         "false",
     ]
@@ -46,8 +50,8 @@ def start_trainer(port: int, data_dir: Path, registry_address: str) -> subproces
         return subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
 
 
-async def connect(port: int) -> aio.Channel:
-    channel = aio.insecure_channel(f"127.0.0.1:{port}")
+async def connect(port: int, data_dir: Path) -> aio.Channel:
+    channel = signed_channel(f"127.0.0.1:{port}", data_dir.parent / "registry-data", "trainer")
     await asyncio.wait_for(channel.channel_ready(), 60)
     return channel
 
@@ -58,7 +62,7 @@ async def test_service_sigkill_restart_resumes_job_and_registers_once(
     port, data_dir = free_port(), tmp_path / "trainer-data"
     service = start_trainer(port, data_dir, registry_server.address)
     try:
-        channel = await connect(port)
+        channel = await connect(port, data_dir)
         stub = trainer_pb2_grpc.TrainerServiceStub(channel)
         dataset = (
             await stub.PrepareDataset(trainer_pb2.PrepareDatasetRequest(spec=docstring_spec()))
@@ -74,7 +78,7 @@ async def test_service_sigkill_restart_resumes_job_and_registers_once(
         assert any(p.is_running() for p in orphans)  # the group outlived the service
 
         service = start_trainer(port, data_dir, registry_server.address)
-        channel = await connect(port)
+        channel = await connect(port, data_dir)
         stub = trainer_pb2_grpc.TrainerServiceStub(channel)
         _, alive = psutil.wait_procs(orphans, timeout=30)
         assert not alive  # the restarted service killed the stale group
