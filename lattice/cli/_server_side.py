@@ -36,6 +36,7 @@ SERVER_COMMANDS = {
 SHORT_HELP = {
     "up": "Run gateway, registry, inference and trainer on loopback until Ctrl-C.",
     "demo": "Start the suite, train a small GPT-2, serve it and stream a generation.",
+    "keys": "Look at and rotate the suite's key ring (sealing, signing, internal tokens).",
 }
 
 

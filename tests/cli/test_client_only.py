@@ -50,7 +50,7 @@ def test_the_client_package_imports_without_server_packages():
 def test_help_lists_every_command():
     result = _cli("--help")
     assert result.returncode == 0, result.stderr
-    for command in ("up", "demo", "serve", "generate", "models"):
+    for command in ("up", "demo", "keys", "serve", "generate", "models"):
         assert f"  {command} " in result.stdout
 
 
