@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import psutil
 import pytest
 
 from services.suite.ports import free_port
+from tests.deploy.test_dashboards import dashboard_metrics
 
 pytestmark = pytest.mark.slow
 
@@ -112,6 +114,34 @@ def test_every_service_is_reflectable_and_healthy(suite, name):
     some_service = sorted(EXPECTED_SERVICES[name])[0]
     assert "rpc " in _grpcurl(suite.address(name), "describe", some_service)
     assert '"SERVING"' in _grpcurl(suite.address(name), "grpc.health.v1.Health/Check")
+
+
+def _metric_names(scrape: str) -> set[str]:
+    """The series names a /metrics page offers, from its # TYPE lines."""
+    names: set[str] = set()
+    for line in scrape.splitlines():
+        if line.startswith("# TYPE "):
+            _, _, name, kind = line.split()
+            names.add(name)
+            if kind in ("histogram", "summary"):
+                names.update(f"{name}{suffix}" for suffix in ("_bucket", "_sum", "_count"))
+    return names
+
+
+def test_every_dashboard_queries_only_metrics_the_services_export(suite):
+    """deploy/grafana/*.json against a live scrape of each service's /metrics."""
+    exported: set[str] = set()
+    for name in EXPECTED_SERVICES:
+        url = f"http://127.0.0.1:{suite.ports[name] + 1000}/metrics"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            exported |= _metric_names(response.read().decode())
+    assert "lattice_rpc_requests_total" in exported  # the scrape parsed
+    missing = {
+        f"{path.name}: {panel['title']}: {metric}"
+        for path, panel, metric in dashboard_metrics()
+        if metric not in exported
+    }
+    assert not missing, "\n".join(sorted(missing))
 
 
 def test_a_child_that_dies_is_restarted(suite):
