@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12
 PROTOS := $(wildcard protos/lattice/v1/*.proto)
 BUF    := node_modules/.bin/buf
 
-.PHONY: install up test protos check-protos lint buf-lint buf-breaking clean
+.PHONY: install up test fuzz-long protos check-protos lint buf-lint buf-breaking clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,13 @@ up: install
 
 test: install
 	$(BIN)/python -m pytest -q
+
+# The fuzz harness of tests/reliability at length: FUZZ_EXAMPLES hostile requests per
+# RPC and front (CI runs 300); prints each test's count and the total.
+FUZZ_EXAMPLES ?= 2000
+fuzz-long: install
+	LATTICE_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -q -rA \
+	  tests/reliability/test_fuzz.py
 
 # Regenerate messages, gRPC stubs and .pyi type stubs into lattice/v1/.
 protos: install

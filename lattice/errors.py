@@ -15,6 +15,27 @@ from google.protobuf import any_pb2, duration_pb2
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
+#: Longest status message (and field description) sent to a client.
+MAX_MESSAGE_CHARS = 1024
+
+
+def clip(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
+    """`text`, cut to `limit` characters with a marker when it was longer."""
+    if len(text) <= limit:
+        return text
+    return text[: limit - 20] + f"... ({len(text)} chars)"
+
+
+def _clipped_bad_request(detail: error_details_pb2.BadRequest) -> error_details_pb2.BadRequest:
+    return error_details_pb2.BadRequest(
+        field_violations=[
+            error_details_pb2.BadRequest.FieldViolation(
+                field=clip(v.field, 200), description=clip(v.description)
+            )
+            for v in detail.field_violations
+        ]
+    )
+
 
 class LatticeError(Exception):
     """Base of every error Lattice raises or reports."""
@@ -28,13 +49,22 @@ class LatticeError(Exception):
         self.details: list[object] = list(details)
 
     def to_status(self) -> grpc.Status:
-        """The rich gRPC status for this error (code, message, packed details)."""
+        """The rich gRPC status for this error (code, message, packed details).
+
+        Message and field descriptions are clipped to `MAX_MESSAGE_CHARS`: they
+        travel in trailing metadata, and an echoed 1 MB value would overflow its
+        limit and turn the answer into a transport error.
+        """
         packed = []
         for detail in self.details:
+            if isinstance(detail, error_details_pb2.BadRequest):
+                detail = _clipped_bad_request(detail)
             any_detail = any_pb2.Any()
             any_detail.Pack(detail)
             packed.append(any_detail)
-        proto = status_pb2.Status(code=self.code.value[0], message=self.message, details=packed)
+        proto = status_pb2.Status(
+            code=self.code.value[0], message=clip(self.message), details=packed
+        )
         return rpc_status.to_status(proto)
 
     def __str__(self) -> str:

@@ -26,6 +26,7 @@ from services.gateway.metrics import GatewayMetrics
 from services.gateway.quotas import Admission, QuotaLimiter
 from services.gateway.routing import RouteDecision, Router
 from services.gateway.upstreams import ReplicaPool, Upstream
+from services.runtime.decoding import decoded
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +55,9 @@ class Gateway:
         metrics: GatewayMetrics,
         tracer: trace.Tracer | None = None,
         max_shadow_in_flight: int = 32,
+        max_request_bytes: int = 0,
     ) -> None:
+        """`max_request_bytes` caps an `Encoded` request (0 = no cap of our own)."""
         self._authenticator = authenticator
         self._router = router
         self._quotas = quotas
@@ -64,6 +67,7 @@ class Gateway:
         self._tracer = tracer or trace.get_tracer("lattice.gateway")
         self._tasks: set[asyncio.Task[Any]] = set()
         self._shadow_slots = max_shadow_in_flight
+        self._max_request_bytes = max_request_bytes
         quotas.on_usage = lambda subject, kind, used: metrics.quota_used_for(subject, kind).set(
             used
         )
@@ -148,13 +152,21 @@ class Gateway:
 
     # --- inference ---------------------------------------------------------------------
 
+    def _decode(self, request: Any) -> Any:
+        """The request message; one still `Encoded` is parsed only now, after authn."""
+        return decoded(request, self._max_request_bytes)
+
     async def invoke(self, call: Call, request: Any) -> Any:
-        """Generate or Embed: routed, quota-checked, failed over across replicas."""
+        """Generate or Embed: routed, quota-checked, failed over across replicas.
+
+        `request` is the message, or `Encoded` bytes parsed after authentication.
+        """
         method = call.method.rsplit("/", 1)[-1]
         tenant, model, code = "", "", "OK"
         try:
             principal = await self.authorize(call)
             tenant = principal.tenant
+            request = self._decode(request)
             ref = parse_model_ref(request.model)
             model = self._model_label(ref)
             decision = self._route(principal, ref, request.routing_key)
@@ -193,6 +205,7 @@ class Gateway:
         try:
             principal = await self.authorize(call)
             tenant = principal.tenant
+            request = self._decode(request)
             ref = parse_model_ref(request.model)
             model = self._model_label(ref)
             decision = self._route(principal, ref, request.routing_key)
@@ -263,7 +276,7 @@ class Gateway:
     async def list_loaded_models(self, call: Call, request: Any) -> Any:
         principal = await self.authorize(call)
         return await self._inference.unary(
-            "ListLoadedModels", request, self._forward_metadata(principal)
+            "ListLoadedModels", self._decode(request), self._forward_metadata(principal)
         )
 
     # --- registry and trainer ----------------------------------------------------------
@@ -272,14 +285,27 @@ class Gateway:
         principal = await self.authorize(call)
         method = call.method.rsplit("/", 1)[-1]
         return await self._upstreams[upstream].unary(
-            method, request, self._forward_metadata(principal)
+            method, self._decode(request), self._forward_metadata(principal)
+        )
+
+    async def forward_client_stream(
+        self, upstream: str, call: Call, requests: AsyncIterator[Any]
+    ) -> Any:
+        """A client-streaming call (UploadArtifact): each message parsed as it is relayed;
+        one that does not parse ends the upstream call and the caller's with
+        INVALID_ARGUMENT."""
+        principal = await self.authorize(call)
+        method = call.method.rsplit("/", 1)[-1]
+        messages = (self._decode(request) async for request in requests)
+        return await self._upstreams[upstream].client_stream(
+            method, messages, self._forward_metadata(principal)
         )
 
     async def forward_stream(self, upstream: str, call: Call, request: Any) -> AsyncIterator[Any]:
         principal = await self.authorize(call)
         method = call.method.rsplit("/", 1)[-1]
         stream = self._upstreams[upstream].stream(
-            method, request, self._forward_metadata(principal)
+            method, self._decode(request), self._forward_metadata(principal)
         )
         async with contextlib.aclosing(stream):
             async for message in stream:

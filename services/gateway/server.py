@@ -85,6 +85,9 @@ class GatewaySettings(ServerSettings):
     upstream_ca_file: str = ""
     upstream_cert_file: str = ""
     upstream_key_file: str = ""
+    #: Largest request message accepted at the gateway's edge, in bytes (a larger one
+    #: is refused with INVALID_ARGUMENT before it is parsed or forwarded).
+    max_request_bytes: int = 2 * 1024 * 1024
 
 
 def _authenticator(settings: GatewaySettings) -> Authenticator:
@@ -181,6 +184,7 @@ async def build_server(
         upstreams=upstreams,
         metrics=GatewayMetrics(metrics_registry),
         tracer=tracer,
+        max_request_bytes=settings.max_request_bytes,
     )
     registry_service = registry_pb2.DESCRIPTOR.services_by_name["ModelRegistryService"]
     trainer_service = trainer_pb2.DESCRIPTOR.services_by_name["TrainerService"]
@@ -189,6 +193,7 @@ async def build_server(
             InferenceServicer(gateway),
             inference_pb2_grpc.add_InferenceServiceServicer_to_server,
             inference_pb2.DESCRIPTOR.services_by_name["InferenceService"],
+            raw_requests=True,
         ),
         Service(
             forwarding_servicer(
@@ -199,6 +204,7 @@ async def build_server(
             ),
             registry_pb2_grpc.add_ModelRegistryServiceServicer_to_server,
             registry_service,
+            raw_requests=True,
         ),
         Service(
             forwarding_servicer(
@@ -206,6 +212,7 @@ async def build_server(
             ),
             trainer_pb2_grpc.add_TrainerServiceServicer_to_server,
             trainer_service,
+            raw_requests=True,
         ),
     ]
     server = LatticeServer(

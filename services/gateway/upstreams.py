@@ -17,6 +17,7 @@ the call's metadata, so the channel's own per-call span is turned off.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import itertools
 import logging
@@ -270,6 +271,27 @@ class Upstream:
             return await getattr(self._stub, method)(request, metadata=metadata)
         except aio.AioRpcError as exc:
             raise from_rpc_error(exc) from None
+
+    async def client_stream(
+        self, method: str, requests: AsyncIterator[Any], metadata: Sequence[tuple[str, str]]
+    ) -> Any:
+        """Relay `requests` one write at a time, so that a failure while producing
+        them (a message that does not parse) ends the upstream call at once
+        instead of leaving it waiting for more."""
+        call = getattr(self._stub, method)(metadata=metadata)
+        try:
+            async for request in requests:
+                try:
+                    await call.write(request)
+                except asyncio.InvalidStateError:  # upstream already answered (an error)
+                    break
+            else:
+                await call.done_writing()
+            return await call
+        except aio.AioRpcError as exc:
+            raise from_rpc_error(exc) from None
+        finally:
+            call.cancel()
 
     async def stream(
         self, method: str, request: Any, metadata: Sequence[tuple[str, str]]

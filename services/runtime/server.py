@@ -46,6 +46,8 @@ class Service:
     servicer: Any
     add_to_server: Callable[[Any, aio.Server], None]
     descriptor: ServiceDescriptor
+    #: Hand the servicer request bytes, not messages (it parses after authenticating).
+    raw_requests: bool = False
 
     @property
     def name(self) -> str:
@@ -103,7 +105,13 @@ class LatticeServer:
         interceptors = list(extra_interceptors) or None
         self.server = aio.server(interceptors=interceptors, options=server_options(settings))
         for service in self.services:
-            mount(self.server, service.servicer, service.add_to_server, wrapper)
+            mount(
+                self.server,
+                service.servicer,
+                service.add_to_server,
+                wrapper,
+                raw_requests=service.raw_requests,
+            )
         mount(self.server, self.health, health_pb2_grpc.add_HealthServicer_to_server, wrapper)
         if settings.reflection:
             names = [s.name for s in self.services]
