@@ -15,6 +15,9 @@ from google.protobuf import any_pb2, duration_pb2
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
+#: When to retry an UNAVAILABLE that does not say otherwise.
+DEFAULT_RETRY_SECONDS = 1.0
+
 #: Longest status message (and field description) sent to a client.
 MAX_MESSAGE_CHARS = 1024
 
@@ -146,9 +149,21 @@ class ResourceExhausted(LatticeError):
 
 
 class Unavailable(LatticeError):
-    """A backend or dependency is down; retrying later may succeed."""
+    """A backend or dependency is down; retrying later may succeed.
+
+    Always retryable, so it always carries a RetryInfo (`retry_after` seconds,
+    by default `DEFAULT_RETRY_SECONDS`)."""
 
     code = grpc.StatusCode.UNAVAILABLE
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **kwargs) -> None:
+        details = list(kwargs.pop("details", ()))
+        if not any(isinstance(d, error_details_pb2.RetryInfo) for d in details):
+            if retry_after is None:
+                retry_after = DEFAULT_RETRY_SECONDS
+            details.append(_retry_info(retry_after))
+        super().__init__(message, details=details, **kwargs)
+        self.retry_after = retry_after
 
 
 class DeadlineExceeded(LatticeError):
@@ -183,6 +198,14 @@ _BY_CODE: dict[grpc.StatusCode, type[LatticeError]] = {
         Unimplemented,
         Internal,
     )
+}
+
+
+#: Errors whose `retry_after` comes from the status's RetryInfo (None without one).
+_RETRYABLE: dict[grpc.StatusCode, type[ResourceExhausted | FailedPrecondition | Unavailable]] = {
+    grpc.StatusCode.RESOURCE_EXHAUSTED: ResourceExhausted,
+    grpc.StatusCode.FAILED_PRECONDITION: FailedPrecondition,
+    grpc.StatusCode.UNAVAILABLE: Unavailable,
 }
 
 
@@ -240,10 +263,8 @@ def from_rpc_error(error: grpc.RpcError) -> LatticeError:
         result = InvalidArgument.__new__(InvalidArgument)
         LatticeError.__init__(result, message or "", details=details)
         result.field = field
-    elif code in (grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.FAILED_PRECONDITION):
-        cls = (
-            ResourceExhausted if code == grpc.StatusCode.RESOURCE_EXHAUSTED else FailedPrecondition
-        )
+    elif code in _RETRYABLE:
+        cls = _RETRYABLE[code]
         result = cls.__new__(cls)
         LatticeError.__init__(result, message or "", details=details)
         result.retry_after = retry_after

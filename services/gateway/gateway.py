@@ -257,13 +257,8 @@ class Gateway:
 
         async def send() -> None:
             try:
-                if method == "GenerateStream":
-                    stream = self._inference.stream(method, request, metadata)
-                    async with contextlib.aclosing(stream):
-                        async for _ in stream:
-                            pass
-                else:
-                    await self._inference.unary(method, request, metadata)
+                # Shadow calls never count toward a replica's outlier ejection.
+                await self._inference.unary(method, request, metadata, shadow=True)
                 self._metrics.shadow.labels("sent").inc()
             except Exception as exc:
                 self._metrics.shadow.labels("failed").inc()

@@ -178,8 +178,21 @@ class ReplicaPool:
         propagate.inject(carrier, context=trace.set_span_in_context(span))
         return span, [*metadata, *carrier.items()]
 
-    async def unary(self, method: str, request: Any, metadata: Sequence[tuple[str, str]]) -> Any:
-        """Call `method`, failing over to another replica on UNAVAILABLE."""
+    async def unary(
+        self,
+        method: str,
+        request: Any,
+        metadata: Sequence[tuple[str, str]],
+        *,
+        shadow: bool = False,
+    ) -> Any:
+        """Call `method`, failing over to another replica on UNAVAILABLE.
+
+        A `shadow` copy goes to one replica and leaves its health alone: the shadow
+        version failing says nothing about the replica serving the primary.
+        """
+        if shadow:
+            return await self._shadow_attempt(method, self.candidates()[0], request, metadata)
         last: aio.AioRpcError | None = None
         for attempt, replica in enumerate(self.candidates()):
             span, traced = self._attempt(method, replica, attempt, metadata)
@@ -202,6 +215,27 @@ class ReplicaPool:
             self._succeeded(replica)
             return response
         raise _unavailable(last)
+
+    async def _shadow_attempt(
+        self, method: str, replica: Replica, request: Any, metadata: Sequence[tuple[str, str]]
+    ) -> Any:
+        """One call of a shadow copy: no failover, no outlier bookkeeping; unary
+        calls are awaited whole, streams read to the end."""
+        span, traced = self._attempt(method, replica, 0, metadata)
+        replica.in_flight += 1
+        try:
+            call = getattr(replica.stub, method)(request, metadata=traced, timeout=self._timeout())
+            if method == "GenerateStream":
+                async for _ in call:
+                    pass
+                return None
+            return await call
+        except aio.AioRpcError as exc:
+            span.set_status(Status(StatusCode.ERROR, exc.code().name))
+            raise from_rpc_error(exc) from None
+        finally:
+            replica.in_flight -= 1
+            span.end()
 
     async def stream(
         self, method: str, request: Any, metadata: Sequence[tuple[str, str]]

@@ -19,6 +19,7 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from grpc import aio
 
+from lattice.errors import Unavailable
 from lattice.tokens import mint_dev_token
 from lattice.v1 import (
     common_pb2,
@@ -100,9 +101,13 @@ class SigningKeys:
 class EchoInference(inference_pb2_grpc.InferenceServiceServicer):
     """A real, deterministic InferenceService for gateway tests."""
 
-    def __init__(self, name: str, *, stream_delay: float = 0.0) -> None:
+    def __init__(
+        self, name: str, *, stream_delay: float = 0.0, unavailable_versions: tuple[int, ...] = ()
+    ) -> None:
         self.name = name
         self.stream_delay = stream_delay
+        #: Versions this replica answers UNAVAILABLE for (a version that cannot serve).
+        self.unavailable_versions = unavailable_versions
         self.requests: list[Any] = []
         self.metadata: list[dict[str, str]] = []
         self.remaining: list[float | None] = []
@@ -118,6 +123,8 @@ class EchoInference(inference_pb2_grpc.InferenceServiceServicer):
 
     async def Generate(self, request, context):
         name, version = self._record(request, context)
+        if version in self.unavailable_versions:
+            raise Unavailable(f"version {version} is not loaded here")
         completion = max(1, len(request.prompt.split()))
         return inference_pb2.GenerateResponse(
             text=f"{self.name}:{request.prompt}",

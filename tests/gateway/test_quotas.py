@@ -135,3 +135,6 @@ async def test_redis_down_fails_open_or_closed_as_configured(stack, redis_server
     except grpc.aio.AioRpcError as error:
         assert error.code() == grpc.StatusCode.UNAVAILABLE
         assert "quota" in error.details()
+        # Issue 21, defect 11: a retryable error says when to retry.
+        retry_after = from_rpc_error(error).retry_after
+        assert retry_after is not None and 0 < retry_after <= 5
