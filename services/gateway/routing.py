@@ -5,6 +5,8 @@ stream, and if the registry goes away the last known view keeps routing.
 `name` picks among online versions by weight (random, or a stable hash of
 the caller's `routing_key` for sticky routing); `name@alias` and
 `name:version` pin. The gateway forwards the pinned "name:version" it chose.
+A weighted pick leaves out versions no replica reports READY (a canary that
+failed to load, one still loading) while another routed version is READY.
 """
 
 from __future__ import annotations
@@ -56,10 +58,15 @@ class Router:
         view: DeploymentView,
         *,
         ready: Callable[[], bool] = lambda: True,
+        servable: Callable[[str, int], bool] = lambda _name, _version: True,
         rng: random.Random | None = None,
     ) -> None:
+        """`servable(name, version)` says whether some replica can serve the version
+        now (see `replica_states`); weighted picks leave out those that cannot, as
+        long as one that can is left."""
         self._view = view
         self._rng = rng or random.Random()
+        self._servable = servable
         #: False until the view has synced once; unknown models are then UNAVAILABLE.
         self._ready = ready
 
@@ -87,6 +94,12 @@ class Router:
         routes = [r for r in (deployment.routes if deployment else ()) if r.weight > 0]
         if not routes:
             raise FailedPrecondition(f"model {ref.name!r} is offline (no version has traffic)")
+        if len(routes) > 1:
+            live = [r for r in routes if self._servable(ref.name, r.version)]
+            routes = live or routes
+        shadow = deployment.shadow_version if deployment else 0
+        if shadow and not self._servable(ref.name, shadow):
+            shadow = 0
         if len(routes) == 1:
             chosen = routes[0].version
         else:
@@ -95,7 +108,7 @@ class Router:
         return RouteDecision(
             ref.name,
             chosen,
-            shadow_version=deployment.shadow_version if deployment else 0,
+            shadow_version=shadow,
             reason="sticky" if routing_key else "weighted",
         )
 

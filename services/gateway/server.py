@@ -22,6 +22,7 @@ from services.gateway.auth import AuthConfig, Authenticator, JwksKeys, file_fetc
 from services.gateway.gateway import Gateway
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.quotas import QuotaLimiter, QuotaLimits, connect
+from services.gateway.replica_states import ReplicaStates
 from services.gateway.routing import Router
 from services.gateway.servicers import InferenceServicer, forwarding_servicer
 from services.gateway.tls import channel_credentials, server_credentials
@@ -75,6 +76,9 @@ class GatewaySettings(ServerSettings):
     inference_timeout_seconds: float = 120.0
     #: Kept back from the caller's deadline when calling inference (at most 5% of it).
     upstream_deadline_margin_seconds: float = 0.1
+    #: How often the gateway asks each inference replica which versions it has READY
+    #: (weighted routing leaves out versions none has); 0 turns it off.
+    replica_poll_seconds: float = 1.0
     #: How long start-up waits for the registry view before serving anyway.
     registry_sync_timeout: float = 5.0
     #: Server TLS (PEM); with tls_client_ca_file, callers need a client certificate.
@@ -148,7 +152,6 @@ async def build_server(
     view = RegistryView(
         settings.registry_address, tracer_provider=tracer_provider, channel=registry_channel
     )
-    router = Router(view, ready=lambda: view.synced)
     pool = ReplicaPool(
         settings.inference_addresses,
         inference_pb2_grpc.InferenceServiceStub,
@@ -162,6 +165,8 @@ async def build_server(
         default_timeout=settings.inference_timeout_seconds,
         tracer=tracer,
     )
+    states = ReplicaStates(pool, interval=settings.replica_poll_seconds)
+    router = Router(view, ready=lambda: view.synced, servable=states.servable)
     upstreams = {
         "registry": Upstream(
             settings.registry_address,
@@ -234,6 +239,9 @@ async def build_server(
     server.on_stop(registry_channel.close)
     server.on_stop(view.stop)
     server.on_stop(gateway.close)
+    states.start()
+    server.on_stop(states.stop)  # callbacks run last-first: polling stops before the pool
+
     server.gateway = gateway  # type: ignore[attr-defined]  # for tests and benchmarks
     return server
 

@@ -102,12 +102,19 @@ class EchoInference(inference_pb2_grpc.InferenceServiceServicer):
     """A real, deterministic InferenceService for gateway tests."""
 
     def __init__(
-        self, name: str, *, stream_delay: float = 0.0, unavailable_versions: tuple[int, ...] = ()
+        self,
+        name: str,
+        *,
+        stream_delay: float = 0.0,
+        unavailable_versions: tuple[int, ...] = (),
+        loaded: tuple[tuple[str, int], ...] = (),
     ) -> None:
         self.name = name
         self.stream_delay = stream_delay
         #: Versions this replica answers UNAVAILABLE for (a version that cannot serve).
         self.unavailable_versions = unavailable_versions
+        #: (model, version) pairs ListLoadedModels reports READY.
+        self.loaded = loaded
         self.requests: list[Any] = []
         self.metadata: list[dict[str, str]] = []
         self.remaining: list[float | None] = []
@@ -174,7 +181,12 @@ class EchoInference(inference_pb2_grpc.InferenceServiceServicer):
         )
 
     async def ListLoadedModels(self, request, context):
-        return inference_pb2.ListLoadedModelsResponse(registry_revision=7)
+        ready = inference_pb2.LOADED_MODEL_STATE_READY
+        models = [
+            inference_pb2.LoadedModel(model_name=name, version=version, state=ready)
+            for name, version in self.loaded
+        ]
+        return inference_pb2.ListLoadedModelsResponse(models=models, registry_revision=7)
 
 
 async def start_echo(

@@ -157,7 +157,9 @@ async def test_shadow_failures_never_eject_a_replica(stack):
     """Issue 21, defect 7: a failing shadow version ejected healthy replicas."""
     await stack.start_registry()
     await stack.model("chat", 2, [(1, 100)], shadow=2)
-    replicas = await stack.start_inference(2, unavailable_versions=(2,))
+    replicas = await stack.start_inference(
+        2, unavailable_versions=(2,), loaded=(("chat", 1), ("chat", 2))
+    )
     gateway = await stack.start_gateway(outlier_consecutive_failures=2)
     stub = stack.inference_stub(gateway)
     acme = bearer(token())
