@@ -7,6 +7,12 @@ READY, so the router can leave out a version that failed to load (a bad
 canary) or is still loading, instead of sending it a share of the traffic
 that would fail. With no report at all (replicas not polled yet, or none
 answering) nothing is filtered: the replicas then decide themselves.
+
+The same polls are the gateway's liveness check of each replica: one that
+misses `UNRESPONSIVE_AFTER` polls in a row (a hung or SIGSTOPped process
+still accepts connections but never answers) is taken out of rotation, so
+callers get a prompt UNAVAILABLE with RetryInfo, or another replica, instead
+of waiting out their deadline.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ import logging
 from grpc import aio
 
 from lattice.v1 import inference_pb2
-from services.gateway.upstreams import Replica, ReplicaPool
+from services.gateway.upstreams import UNRESPONSIVE_AFTER, Replica, ReplicaPool
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +57,15 @@ class ReplicaStates:
             )
         except aio.AioRpcError:
             self._reports.pop(replica.address, None)  # unknown: it no longer counts
+            replica.missed_polls += 1
+            if replica.missed_polls == UNRESPONSIVE_AFTER:
+                log.warning(
+                    "inference replica %s does not answer: out of rotation", replica.address
+                )
             return
+        if replica.unresponsive:
+            log.info("inference replica %s answers again: back in rotation", replica.address)
+        replica.missed_polls = 0
         self._reports[replica.address] = frozenset(
             (m.model_name, m.version) for m in answer.models if m.state == _READY
         )

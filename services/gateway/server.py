@@ -79,6 +79,9 @@ class GatewaySettings(ServerSettings):
     #: How often the gateway asks each inference replica which versions it has READY
     #: (weighted routing leaves out versions none has); 0 turns it off.
     replica_poll_seconds: float = 1.0
+    #: A replica that leaves two polls in a row unanswered within this is out of
+    #: rotation (hung or stopped) until it answers again.
+    replica_poll_timeout_seconds: float = 2.0
     #: How long start-up waits for the registry view before serving anyway.
     registry_sync_timeout: float = 5.0
     #: Server TLS (PEM); with tls_client_ca_file, callers need a client certificate.
@@ -165,7 +168,11 @@ async def build_server(
         default_timeout=settings.inference_timeout_seconds,
         tracer=tracer,
     )
-    states = ReplicaStates(pool, interval=settings.replica_poll_seconds)
+    states = ReplicaStates(
+        pool,
+        interval=settings.replica_poll_seconds,
+        timeout=settings.replica_poll_timeout_seconds,
+    )
     router = Router(view, ready=lambda: view.synced, servable=states.servable)
     upstreams = {
         "registry": Upstream(

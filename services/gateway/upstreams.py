@@ -53,6 +53,10 @@ class OutlierConfig:
 _UNARY_RETRYABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED)
 
 
+#: Polls in a row a replica may miss before it counts as unresponsive.
+UNRESPONSIVE_AFTER = 2
+
+
 class Replica:
     """One inference replica and its health bookkeeping."""
 
@@ -64,9 +68,15 @@ class Replica:
         self.consecutive_failures = 0
         self.ejections = 0
         self.ejected_until = float("-inf")
+        #: Liveness polls missed in a row (see `replica_states`).
+        self.missed_polls = 0
 
     def ejected(self, now: float) -> bool:
         return now < self.ejected_until
+
+    @property
+    def unresponsive(self) -> bool:
+        return self.missed_polls >= UNRESPONSIVE_AFTER
 
 
 class ReplicaPool:
@@ -103,7 +113,13 @@ class ReplicaPool:
                 trace_calls=False,  # each attempt gets our own CLIENT span below
                 # A dns:/// name of a headless Service resolves to every pod: spread
                 # calls over all of them rather than pinning the first address.
-                extra_options=[("grpc.lb_policy_name", "round_robin")],
+                extra_options=[
+                    ("grpc.lb_policy_name", "round_robin"),
+                    # A replica back from a crash is reconnected to within 2 s,
+                    # not after gRPC's default backoff of up to 120 s.
+                    ("grpc.initial_reconnect_backoff_ms", 250),
+                    ("grpc.max_reconnect_backoff_ms", 2000),
+                ],
             )
             self.replicas.append(Replica(address, channel, stub_type(channel)))
         #: Called with (address, healthy) whenever a replica is ejected or restored.
@@ -114,9 +130,10 @@ class ReplicaPool:
         now = self._clock()
         start = next(self._turn) % len(self.replicas)
         rotated = self.replicas[start:] + self.replicas[:start]
-        healthy = [r for r in rotated if not r.ejected(now)]
-        if not healthy:  # everything ejected: try them anyway rather than fail outright
-            healthy = sorted(rotated, key=lambda r: r.ejected_until)
+        live = [r for r in rotated if not r.unresponsive]
+        healthy = [r for r in live if not r.ejected(now)]
+        if not healthy:  # everything ejected: try the live ones anyway rather than fail
+            healthy = sorted(live, key=lambda r: r.ejected_until)
         healthy.sort(key=lambda r: r.in_flight)
         return healthy[: self._max_attempts]
 
@@ -192,7 +209,10 @@ class ReplicaPool:
         version failing says nothing about the replica serving the primary.
         """
         if shadow:
-            return await self._shadow_attempt(method, self.candidates()[0], request, metadata)
+            candidates = self.candidates()
+            if not candidates:
+                raise _unavailable(None)
+            return await self._shadow_attempt(method, candidates[0], request, metadata)
         last: aio.AioRpcError | None = None
         for attempt, replica in enumerate(self.candidates()):
             span, traced = self._attempt(method, replica, attempt, metadata)

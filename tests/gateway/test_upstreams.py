@@ -63,7 +63,7 @@ async def test_ejected_replica_is_probed_back_in(stack):
     await stack.start_inference(1)
     stack.inference.insert(0, (server, echo))
     gateway = await stack.start_gateway(
-        outlier_consecutive_failures=1, outlier_ejection_seconds=0.3
+        outlier_consecutive_failures=1, outlier_ejection_seconds=0.3, replica_poll_seconds=0.1
     )
     pool = gateway.gateway._inference
     flaky = next(r for r in pool.replicas if r.address == address)
