@@ -144,8 +144,8 @@ async def _run(suite: LocalSuite, starter_model: str = "") -> bool:
             click.echo(line)
         if starter_model:
             starter = _in_daemon_thread(_ensure_starter, suite, starter_model)
-            await asyncio.wait([starter, stopping],
-                               return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
+            either: list[asyncio.Future[Any]] = [starter, stopping]
+            await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
             if starter.done() and starter.exception() is not None:
                 report(f"starter model: {starter.exception()}")
         if not stop.is_set():
