@@ -25,6 +25,7 @@ from services.gateway.authz import require_scope, require_tenant
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.quotas import Admission, QuotaLimiter
 from services.gateway.routing import RouteDecision, Router
+from services.gateway.stream_limits import StreamSlots, idle_limited
 from services.gateway.upstreams import ReplicaPool, Upstream
 from services.runtime.decoding import decoded
 
@@ -56,8 +57,12 @@ class Gateway:
         tracer: trace.Tracer | None = None,
         max_shadow_in_flight: int = 32,
         max_request_bytes: int = 0,
+        max_streams_per_tenant: int = 0,
+        stream_idle_seconds: float = 0.0,
     ) -> None:
-        """`max_request_bytes` caps an `Encoded` request (0 = no cap of our own)."""
+        """`max_request_bytes` caps an `Encoded` request (0 = no cap of our own);
+        `max_streams_per_tenant` and `stream_idle_seconds` bound server streams
+        (see `stream_limits`; 0 = no bound)."""
         self._authenticator = authenticator
         self._router = router
         self._quotas = quotas
@@ -68,6 +73,8 @@ class Gateway:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._shadow_slots = max_shadow_in_flight
         self._max_request_bytes = max_request_bytes
+        self._stream_slots = StreamSlots(max_streams_per_tenant)
+        self._stream_idle = stream_idle_seconds
         quotas.on_usage = lambda subject, kind, used: metrics.quota_used_for(subject, kind).set(
             used
         )
@@ -208,22 +215,23 @@ class Gateway:
             request = self._decode(request)
             ref = parse_model_ref(request.model)
             model = self._model_label(ref)
-            decision = self._route(principal, ref, request.routing_key)
-            admission = await self._admit(principal, decision.name)
-            forwarded = _with_model(request, decision.target)
-            metadata = self._forward_metadata(principal)
-            if decision.shadow_version:
-                self._shadow(
-                    "GenerateStream", _with_model(request, decision.shadow_target), metadata
-                )
-            stream = self._inference.stream("GenerateStream", forwarded, metadata)
-            async with contextlib.aclosing(stream):
-                async for message in stream:
-                    if message.HasField("usage"):
-                        final_tokens = message.usage.total_tokens
-                    elif message.delta:
-                        delivered += 1
-                    yield message
+            with self._stream_slots.hold(tenant):
+                decision = self._route(principal, ref, request.routing_key)
+                admission = await self._admit(principal, decision.name)
+                forwarded = _with_model(request, decision.target)
+                metadata = self._forward_metadata(principal)
+                if decision.shadow_version:
+                    self._shadow(
+                        "GenerateStream", _with_model(request, decision.shadow_target), metadata
+                    )
+                stream = self._inference.stream("GenerateStream", forwarded, metadata)
+                async with contextlib.aclosing(stream):
+                    async for message in stream:
+                        if message.HasField("usage"):
+                            final_tokens = message.usage.total_tokens
+                        elif message.delta:
+                            delivered += 1
+                        yield message
         except LatticeError as exc:
             code = exc.code.name
             raise
@@ -299,12 +307,13 @@ class Gateway:
     async def forward_stream(self, upstream: str, call: Call, request: Any) -> AsyncIterator[Any]:
         principal = await self.authorize(call)
         method = call.method.rsplit("/", 1)[-1]
-        stream = self._upstreams[upstream].stream(
-            method, self._decode(request), self._forward_metadata(principal)
-        )
-        async with contextlib.aclosing(stream):
-            async for message in stream:
-                yield message
+        with self._stream_slots.hold(principal.tenant):
+            stream = self._upstreams[upstream].stream(
+                method, self._decode(request), self._forward_metadata(principal)
+            )
+            async with contextlib.aclosing(idle_limited(stream, self._stream_idle)) as limited:
+                async for message in limited:
+                    yield message
 
     # --- lifecycle ---------------------------------------------------------------------
 

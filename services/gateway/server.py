@@ -95,6 +95,17 @@ class GatewaySettings(ServerSettings):
     #: Largest request message accepted at the gateway's edge, in bytes (a larger one
     #: is refused with INVALID_ARGUMENT before it is parsed or forwarded).
     max_request_bytes: int = 2 * 1024 * 1024
+    #: Server streams one tenant may hold open on this gateway at once (0 = no cap).
+    max_streams_per_tenant: int = 2000
+    #: A forwarded registry/trainer stream (Watch, WatchJob, DownloadArtifact) that
+    #: carries nothing this long is ended with UNAVAILABLE (reconnect and resume).
+    stream_idle_timeout_seconds: float = 300.0
+    #: Connections are closed after this long (clients reconnect and rebalance
+    #: across gateway replicas), giving in-flight calls the grace period.
+    max_connection_age_seconds: float = 600.0
+    max_connection_age_grace_seconds: float = 60.0
+    #: Concurrent streams (calls) on one client connection.
+    max_concurrent_streams: int = 1000
 
 
 def _authenticator(settings: GatewaySettings) -> Authenticator:
@@ -197,6 +208,8 @@ async def build_server(
         metrics=GatewayMetrics(metrics_registry),
         tracer=tracer,
         max_request_bytes=settings.max_request_bytes,
+        max_streams_per_tenant=settings.max_streams_per_tenant,
+        stream_idle_seconds=settings.stream_idle_timeout_seconds,
     )
     registry_service = registry_pb2.DESCRIPTOR.services_by_name["ModelRegistryService"]
     trainer_service = trainer_pb2.DESCRIPTOR.services_by_name["TrainerService"]

@@ -55,8 +55,10 @@ class Service:
 
 
 def server_options(settings: ServerSettings) -> list[tuple[str, Any]]:
-    """Channel arguments for a server: size limits and a keepalive policy."""
+    """Channel arguments for a server: size limits, a keepalive policy, and the
+    connection age and stream limits when the settings ask for them."""
     return [
+        *_connection_limits(settings),
         ("grpc.max_receive_message_length", settings.max_message_bytes),
         ("grpc.max_send_message_length", settings.max_message_bytes),
         # gRPC's default soft limit (8 KiB) refuses headers between 8 and 16 KiB at
@@ -69,6 +71,21 @@ def server_options(settings: ServerSettings) -> list[tuple[str, Any]]:
         ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
         ("grpc.http2.max_ping_strikes", 0),
     ]
+
+
+def _connection_limits(settings: ServerSettings) -> list[tuple[str, Any]]:
+    options: list[tuple[str, Any]] = []
+    if settings.max_connection_age_seconds > 0:
+        options += [
+            ("grpc.max_connection_age_ms", int(settings.max_connection_age_seconds * 1000)),
+            (
+                "grpc.max_connection_age_grace_ms",
+                int(settings.max_connection_age_grace_seconds * 1000),
+            ),
+        ]
+    if settings.max_concurrent_streams > 0:
+        options.append(("grpc.max_concurrent_streams", settings.max_concurrent_streams))
+    return options
 
 
 class LatticeServer:

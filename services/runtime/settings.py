@@ -44,6 +44,12 @@ class ServerSettings:
     access_log_flush_ms: float = 50.0
     #: Offer gRPC server reflection (grpcurl list/describe).
     reflection: bool = True
+    #: Close each connection after this many seconds, with a grace period for its
+    #: in-flight calls, so clients reconnect and rebalance (0 = never).
+    max_connection_age_seconds: float = 0.0
+    max_connection_age_grace_seconds: float = 30.0
+    #: Concurrent calls on one client connection (0 = gRPC's default).
+    max_concurrent_streams: int = 0
 
 
 def _field_types(cls: type) -> dict[str, Any]:
