@@ -204,10 +204,12 @@ class Gateway:
             self._metrics.requests_for(tenant, model, code).inc()
 
     async def invoke_stream(self, call: Call, request: Any) -> AsyncIterator[Any]:
-        """GenerateStream: charged for the tokens actually delivered, even if cancelled."""
+        """GenerateStream: charged its final usage; a stream cut short (cancelled,
+        failed mid-way) is charged its prompt plus the tokens delivered."""
         tenant, model, code = "", "", "OK"
         admission: Admission | None = None
         final_tokens: int | None = None
+        prompt_tokens = 0
         delivered = 0
         try:
             principal = await self.authorize(call)
@@ -227,6 +229,8 @@ class Gateway:
                 stream = self._inference.stream("GenerateStream", forwarded, metadata)
                 async with contextlib.aclosing(stream):
                     async for message in stream:
+                        if message.prompt_tokens:
+                            prompt_tokens = message.prompt_tokens
                         if message.HasField("usage"):
                             final_tokens = message.usage.total_tokens
                         elif message.delta:
@@ -243,11 +247,10 @@ class Gateway:
             raise
         finally:
             self._metrics.requests_for(tenant, model, code).inc()
-            # Without a final usage (cancelled, failed mid-stream) charge one token
-            # per delta delivered: what the caller actually received.
-            self._charge(
-                admission, tenant, model, delivered if final_tokens is None else final_tokens
-            )
+            # Without a final usage (cancelled, failed mid-stream) charge the prompt
+            # and one token per delta delivered: the work the caller made us do.
+            charged = prompt_tokens + delivered if final_tokens is None else final_tokens
+            self._charge(admission, tenant, model, charged)
 
     def _charge(self, admission: Admission | None, tenant: str, model: str, tokens: int) -> None:
         if tokens <= 0:

@@ -443,6 +443,13 @@ class ModelManager:
                 async with self._changed:
                     await asyncio.wait_for(self._changed.wait(), min(timeout, 0.5))
 
+    def count_prompt_tokens(self, name: str, version: int, text: str) -> int:
+        """`text`'s length in tokens for a loaded version (0 when it cannot tell)."""
+        entry = self._versions.get((name, version))
+        backend = entry.backend if entry is not None else None
+        count = backend.count_tokens(text) if backend is not None else None
+        return count or 0
+
     def weight_of(self, entry: ServingVersion) -> int:
         deployment = self._view.deployment(entry.name)
         if deployment is None:

@@ -154,6 +154,7 @@ class EchoInference(inference_pb2_grpc.InferenceServiceServicer):
                     index=index,
                     model_name=name if first else "",
                     model_version=version if first else 0,
+                    prompt_tokens=2 if first else 0,
                 )
                 self.stream_sent += 1
                 if self.stream_delay:
