@@ -65,11 +65,16 @@ async def wait_serving(address: str) -> None:
 
 class Soak:
     def __init__(self, gateway: str, registry: str) -> None:
-        self.channels = [aio.insecure_channel(gateway) for _ in range(CHANNELS)]
+        # A connection each (no shared subchannel): the gateway caps streams per
+        # connection (--max-concurrent-streams), as a real fleet of clients would see.
+        local = [("grpc.use_local_subchannel_pool", 1)]
+        self.channels = [aio.insecure_channel(gateway, options=local) for _ in range(CHANNELS)]
         self.registry = registry
         self.errors: dict[str, int] = {}
         self.events = 0
         self.opened = 0
+        #: The first few error messages, to say what went wrong.
+        self.samples: list[str] = []
         #: Set once `opened` reaches `target`.
         self.target = 0
         self.reached = asyncio.Event()
@@ -98,6 +103,8 @@ class Soak:
                 pass
             except aio.AioRpcError as error:
                 self._error(error.code().name)
+                if len(self.samples) < 3:
+                    self.samples.append(f"{error.code().name}: {error.details()}")
             finally:
                 call.cancel()
 
@@ -203,6 +210,8 @@ async def main(streams: int, seconds: float, idle: int) -> None:
         print(f"gateway soak: {streams} concurrent Watch streams for {seconds:.0f}s")
         print(f"  streams opened (with churn): {soak.opened:,}; events delivered: {soak.events:,}")
         print(f"  errors: {sum(soak.errors.values())} {soak.errors or ''}")
+        for sample in soak.samples:
+            print(f"    e.g. {sample}")
         print(f"  gateway RSS: {warm:.1f} MB after warm-up, peak {peak:.1f}, end {end:.1f} MB")
         print(f"  RSS growth ratio end/warm-up: {end / warm:.3f} (target <= 1.10)")
         if idle:

@@ -32,6 +32,7 @@ from services.runtime.rpc_wrapper import RpcWrapper
 from services.runtime.settings import ServerSettings
 from services.runtime.telemetry import MetricsEndpoint, RpcMetrics
 from services.runtime.tracing import ServerSpans
+from services.runtime.watchdog import LoopWatchdog
 
 log = logging.getLogger(__name__)
 
@@ -221,7 +222,13 @@ async def run_until_signalled(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    watchdog = None
+    if server.settings.loop_stall_exit_seconds > 0:
+        watchdog = LoopWatchdog(loop, server.settings.loop_stall_exit_seconds)
+        watchdog.start()
     await stop.wait()
     log.info("signal received: draining for up to %.1fs", server.settings.grace_seconds)
     await server.stop()
+    if watchdog is not None:
+        watchdog.stop()
     log.info("stopped")

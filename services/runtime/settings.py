@@ -50,6 +50,9 @@ class ServerSettings:
     max_connection_age_grace_seconds: float = 30.0
     #: Concurrent calls on one client connection (0 = gRPC's default).
     max_concurrent_streams: int = 0
+    #: Liveness: exit (to be restarted) when the event loop has not turned for this
+    #: many seconds, after dumping every thread's stack; 0 = never.
+    loop_stall_exit_seconds: float = 60.0
 
 
 def _field_types(cls: type) -> dict[str, Any]:
