@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode
 
-from lattice.errors import LatticeError
+from lattice.errors import FailedPrecondition, LatticeError
 from lattice.refs import ModelRef, parse_model_ref
 from services.gateway.auth import Authenticator, Principal
 from services.gateway.authz import require_scope, require_tenant
@@ -185,7 +185,15 @@ class Gateway:
             # The request was decoded for this call alone: pin its model in place
             # rather than copying the message.
             request.model = decision.target
-            response = await self._inference.unary(method, request, metadata)
+            try:
+                response = await self._inference.unary(method, request, metadata)
+            except FailedPrecondition:
+                if not decision.chosen_here:
+                    raise
+                # The replica's registry view is newer than ours and the version we
+                # picked is already offline there: let the replica pick.
+                request.model = decision.name
+                response = await self._inference.unary(method, request, metadata)
             tokens = response.usage.total_tokens
             self._charge(admission, tenant, model, tokens)
             if shadow is not None:
@@ -226,7 +234,7 @@ class Gateway:
                     self._shadow(
                         "GenerateStream", _with_model(request, decision.shadow_target), metadata
                     )
-                stream = self._inference.stream("GenerateStream", forwarded, metadata)
+                stream = self._repinning_stream(decision, forwarded, metadata)
                 async with contextlib.aclosing(stream):
                     async for message in stream:
                         if message.prompt_tokens:
@@ -251,6 +259,32 @@ class Gateway:
             # and one token per delta delivered: the work the caller made us do.
             charged = prompt_tokens + delivered if final_tokens is None else final_tokens
             self._charge(admission, tenant, model, charged)
+
+    async def _repinning_stream(
+        self, decision: RouteDecision, request: Any, metadata: list[tuple[str, str]]
+    ) -> AsyncIterator[Any]:
+        """The upstream stream; if the version we picked is already offline on the
+        replica (its view is newer: FAILED_PRECONDITION before any message), the
+        replica picks instead. A caller's own pin is never changed."""
+        stream = self._inference.stream("GenerateStream", request, metadata)
+        try:
+            first = await anext(stream)
+        except StopAsyncIteration:
+            return
+        except FailedPrecondition:
+            await stream.aclose()
+            if not decision.chosen_here:
+                raise
+            request.model = decision.name
+            stream = self._inference.stream("GenerateStream", request, metadata)
+            try:
+                first = await anext(stream)
+            except StopAsyncIteration:
+                return
+        async with contextlib.aclosing(stream):
+            yield first
+            async for message in stream:
+                yield message
 
     def _charge(self, admission: Admission | None, tenant: str, model: str, tokens: int) -> None:
         if tokens <= 0:

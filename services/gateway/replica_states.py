@@ -42,9 +42,12 @@ class ReplicaStates:
         self._ready: frozenset[tuple[str, int]] = frozenset()
         self._task: asyncio.Task[None] | None = None
 
-    def servable(self, name: str, version: int) -> bool:
-        """False only when replicas did report and none has `name:version` READY."""
-        return not self._reports or (name, version) in self._ready
+    def ready_versions(self, name: str) -> frozenset[int] | None:
+        """The versions of `name` some replica reports READY; None when no replica
+        has reported (nothing known: route by the registry alone)."""
+        if not self._reports:
+            return None
+        return frozenset(version for model, version in self._ready if model == name)
 
     async def poll_once(self) -> None:
         await asyncio.gather(*(self._poll(r) for r in self._pool.replicas))

@@ -184,7 +184,7 @@ async def build_server(
         interval=settings.replica_poll_seconds,
         timeout=settings.replica_poll_timeout_seconds,
     )
-    router = Router(view, ready=lambda: view.synced, servable=states.servable)
+    router = Router(view, ready=lambda: view.synced, ready_versions=states.ready_versions)
     upstreams = {
         "registry": Upstream(
             settings.registry_address,

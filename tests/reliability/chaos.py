@@ -69,6 +69,22 @@ class ChaosSuite:
         await gateway.start()
         self.servers["gateway"] = gateway
 
+    async def _restart_registry(self, down_for: float) -> None:
+        old = self.servers["registry"]
+        await old.stop(0)
+        await asyncio.sleep(down_for)
+        settings = RegistrySettings(
+            port=old.port, data_dir=self.root, log_json=False, grace_seconds=0.5
+        )
+        registry = await build_registry(settings)
+        await registry.start()
+        self.servers["registry"] = registry
+
+    def restart_registry(self, down_for: float = 1.0) -> None:
+        """Stop the registry, leave it down `down_for` seconds, start it on the same port
+        and data (a crash and restart, as far as its clients can tell)."""
+        self.run(self._restart_registry(down_for))
+
     def start(self) -> ChaosSuite:
         self._thread.start()
         self.run(self._start())

@@ -1,5 +1,7 @@
 """Chaos, scripted and asserted (issue 21): kill -9 and SIGSTOP an inference process
-with three versions online, under load through the gateway.
+with three versions online, and restart the registry during a rollout, all under
+load through the gateway. (Killing Redis under `lattice up` is in
+tests/runtime/test_lattice_up.py.)
 
 The documented window: with one inference replica, unary calls may fail (UNAVAILABLE
 or DEADLINE_EXCEEDED, never anything else) from the moment it dies or hangs until it
@@ -13,6 +15,7 @@ import time
 
 import pytest
 
+import lattice
 from tests.reliability.chaos import READY, ChaosSuite, Load
 from tests.support.tiny_models import build_tiny_causal_lm
 
@@ -94,3 +97,50 @@ def test_sigstopped_inference_is_detected_and_recovers(suite):
     ]
     assert len(after_detection) >= 3, load.calls
     assert all(took < 1.0 and code == "UNAVAILABLE" for took, code in after_detection)
+
+
+def _deploy(client, routes: dict[int, int], reason: str, deadline: float) -> None:
+    """Deploy, retrying while the registry is down (the SDK's own retries aside)."""
+    while True:
+        try:
+            client.deploy(MODEL, routes, reason=reason)
+            return
+        except lattice.Unavailable:
+            assert time.monotonic() < deadline, "the registry never came back"
+            time.sleep(0.2)
+
+
+def test_registry_restart_during_a_rollout_loses_nothing(suite):
+    """The data plane keeps serving from the last view while the registry is down; the
+    rollout finishes after it is back, and its history keeps every step."""
+    load = Load(suite.gateway, suite.token, MODEL)
+    load.start()
+    deadline = time.monotonic() + 60
+    try:
+        with suite.client() as client:
+            _deploy(client, {1: 50, 2: 50}, "rollout step 1", deadline)
+            suite.restart_registry(down_for=1.5)
+            _deploy(client, {2: 50, 3: 50}, "rollout step 2", deadline)
+            _deploy(client, {3: 100}, "rollout step 3", deadline)
+            history = client.history(MODEL)
+            while True:  # the gateway's view follows the restarted registry
+                if suite.loaded() and _routed_version(suite) == 3:
+                    break
+                assert time.monotonic() < deadline, "the gateway never saw step 3"
+                time.sleep(0.2)
+        time.sleep(1.0)
+    finally:
+        load.stop()
+    assert [c for c in load.calls if c[2] != "OK"] == []  # no failed call at all
+    reasons = [entry.reason for entry in history]
+    for step in ("rollout step 1", "rollout step 2", "rollout step 3"):
+        assert step in reasons
+
+
+def _routed_version(suite: ChaosSuite) -> int:
+    with suite.client() as client:
+        versions = {
+            client.generate(MODEL, "hi", max_new_tokens=1, skip_cache=True).model_version
+            for _ in range(8)
+        }
+    return versions.pop() if len(versions) == 1 else 0
