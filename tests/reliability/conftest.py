@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from tests.reliability.fuzzing import TALLY
 from tests.sdk.real_stack import RealStack, running_stack
 from tests.support.tiny_models import build_tiny_causal_lm, build_tiny_encoder
 
@@ -14,3 +15,9 @@ def stack(tmp_path_factory) -> RealStack:
     model_dir = build_tiny_causal_lm(tmp_path_factory.mktemp("model"), n_positions=512)
     encoder_dir = build_tiny_encoder(tmp_path_factory.mktemp("encoder"))
     yield from running_stack(tmp_path_factory.mktemp("stack"), model_dir, encoder_dir)
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """The fuzz run's figure: how many hostile requests, and the codes they got."""
+    if TALLY.codes:
+        terminalreporter.write_line(TALLY.summary())

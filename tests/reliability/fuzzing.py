@@ -16,6 +16,8 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+import time
+from collections import Counter
 
 import grpc
 from google.protobuf import message_factory, text_format
@@ -223,6 +225,27 @@ def request_bytes(draw, method: MethodDescriptor) -> bytes:
     if shape == "junk":
         return data + draw(st.binary(min_size=1, max_size=16))
     return data
+
+
+class Tally:
+    """Status codes of every fuzzed call in this run, for the summary line."""
+
+    def __init__(self) -> None:
+        self.codes: Counter[str] = Counter()
+        self.started: float | None = None
+
+    def count(self, outcome: Outcome) -> None:
+        if self.started is None:
+            self.started = time.monotonic()
+        self.codes[outcome.code.name] += 1
+
+    def summary(self) -> str:
+        seconds = time.monotonic() - (self.started or time.monotonic())
+        codes = ", ".join(f"{code} {n:,}" for code, n in self.codes.most_common())
+        return f"fuzz: {self.codes.total():,} requests in {seconds:.0f}s: {codes}"
+
+
+TALLY = Tally()
 
 
 @dataclasses.dataclass
