@@ -22,7 +22,7 @@ import dataclasses
 import itertools
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from typing import Any
 
 import grpc
@@ -259,7 +259,7 @@ class ReplicaPool:
 
     async def stream(
         self, method: str, request: Any, metadata: Sequence[tuple[str, str]]
-    ) -> AsyncIterator[Any]:
+    ) -> AsyncGenerator[Any, None]:
         """Stream `method`; fails over only until the first message has arrived."""
         last: aio.AioRpcError | None = None
         for attempt, replica in enumerate(self.candidates()):
