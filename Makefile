@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12
 PROTOS := $(wildcard protos/lattice/v1/*.proto)
 BUF    := node_modules/.bin/buf
 
-.PHONY: install up test test-client-versions protos check-protos lint buf-lint buf-breaking clean
+.PHONY: install up test test-client-versions fuzz-long protos check-protos lint buf-lint buf-breaking clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -42,6 +42,13 @@ test-client-versions:
 	  .venv-$$v/bin/pip install --quiet . pytest pytest-asyncio pytest-timeout && \
 	  .venv-$$v/bin/python -m pytest -q -p no:cacheprovider --noconftest $(CLIENT_TESTS) || exit 1; \
 	done
+
+# The fuzz harness of tests/reliability at length: FUZZ_EXAMPLES hostile requests per
+# RPC and front (CI runs 300); prints each test's count and the total.
+FUZZ_EXAMPLES ?= 1000
+fuzz-long: install
+	LATTICE_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -p no:cacheprovider \
+	  tests/reliability/test_fuzz.py
 
 # Regenerate messages, gRPC stubs and .pyi type stubs into lattice/v1/.
 protos: install

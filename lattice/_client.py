@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping, Sequence
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ from lattice import artifacts as _artifacts
 from lattice._connection import Connection, PathOrBytes
 from lattice._streams import Stream
 from lattice._types import Embeddings, Generation, GenerationDelta
-from lattice.errors import InvalidArgument, from_rpc_error
+from lattice.errors import InvalidArgument, Unavailable, from_rpc_error
 from lattice.v1 import (
     inference_pb2,
     registry_pb2,
@@ -460,6 +461,32 @@ class Client(Connection):
         """A job's events (state, metrics, alerts, log lines) until it finishes."""
         request = trainer_pb2.WatchJobRequest(job_id=job_id, from_sequence=from_sequence)
         return self._stream(self._trainer.WatchJob, request, "watch", timeout, lambda m: m)
+
+    def follow_job(
+        self, job_id: str, from_sequence: int = 0, *, reconnect_for: float = 60.0
+    ) -> Iterator[trainer_pb2.WatchJobResponse]:
+        """`watch_job` that survives a trainer (or gateway) restart: when the stream
+        breaks with UNAVAILABLE it reconnects, with backoff, and resumes after the
+        last event seen, so no event is lost or repeated. Gives up after
+        `reconnect_for` seconds without getting through."""
+        last = from_sequence
+        failing_since: float | None = None
+        delay = 0.1
+        while True:
+            try:
+                with self.watch_job(job_id, last) as events:
+                    for event in events:
+                        failing_since, delay = None, 0.1
+                        last = max(last, event.sequence)
+                        yield event
+                return
+            except Unavailable:
+                now = time.monotonic()
+                failing_since = failing_since if failing_since is not None else now
+                if now - failing_since > reconnect_for:
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
 
     def wait_job(self, job_id: str, *, timeout: float | None = None) -> trainer_pb2.Job:
         """Block until the job finishes; returns its final state."""

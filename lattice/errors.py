@@ -17,6 +17,30 @@ from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
+#: When to retry an UNAVAILABLE that does not say otherwise.
+DEFAULT_RETRY_SECONDS = 1.0
+
+#: Longest status message (and field description) sent to a client.
+MAX_MESSAGE_CHARS = 1024
+
+
+def clip(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
+    """`text`, cut to `limit` characters with a marker when it was longer."""
+    if len(text) <= limit:
+        return text
+    return text[: limit - 20] + f"... ({len(text)} chars)"
+
+
+def _clipped_bad_request(detail: error_details_pb2.BadRequest) -> error_details_pb2.BadRequest:
+    return error_details_pb2.BadRequest(
+        field_violations=[
+            error_details_pb2.BadRequest.FieldViolation(
+                field=clip(v.field, 200), description=clip(v.description)
+            )
+            for v in detail.field_violations
+        ]
+    )
+
 
 class LatticeError(Exception):
     """Base of every error Lattice raises or reports."""
@@ -30,13 +54,22 @@ class LatticeError(Exception):
         self.details: list[Message] = list(details)
 
     def to_status(self) -> grpc.Status:
-        """The rich gRPC status for this error (code, message, packed details)."""
+        """The rich gRPC status for this error (code, message, packed details).
+
+        Message and field descriptions are clipped to `MAX_MESSAGE_CHARS`: they
+        travel in trailing metadata, and an echoed 1 MB value would overflow its
+        limit and turn the answer into a transport error.
+        """
         packed = []
         for detail in self.details:
+            if isinstance(detail, error_details_pb2.BadRequest):
+                detail = _clipped_bad_request(detail)
             any_detail = any_pb2.Any()
             any_detail.Pack(detail)
             packed.append(any_detail)
-        proto = status_pb2.Status(code=self.code.value[0], message=self.message, details=packed)
+        proto = status_pb2.Status(
+            code=self.code.value[0], message=clip(self.message), details=packed
+        )
         return rpc_status.to_status(proto)
 
     def __str__(self) -> str:
@@ -118,9 +151,21 @@ class ResourceExhausted(LatticeError):
 
 
 class Unavailable(LatticeError):
-    """A backend or dependency is down; retrying later may succeed."""
+    """A backend or dependency is down; retrying later may succeed.
+
+    Always retryable, so it always carries a RetryInfo (`retry_after` seconds,
+    by default `DEFAULT_RETRY_SECONDS`)."""
 
     code = grpc.StatusCode.UNAVAILABLE
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **kwargs) -> None:
+        details = list(kwargs.pop("details", ()))
+        if not any(isinstance(d, error_details_pb2.RetryInfo) for d in details):
+            if retry_after is None:
+                retry_after = DEFAULT_RETRY_SECONDS
+            details.append(_retry_info(retry_after))
+        super().__init__(message, details=details, **kwargs)
+        self.retry_after = retry_after
 
 
 class DeadlineExceeded(LatticeError):
@@ -155,6 +200,14 @@ _BY_CODE: dict[grpc.StatusCode, type[LatticeError]] = {
         Unimplemented,
         Internal,
     )
+}
+
+
+#: Errors whose `retry_after` comes from the status's RetryInfo (None without one).
+_RETRYABLE: dict[grpc.StatusCode, type[ResourceExhausted | FailedPrecondition | Unavailable]] = {
+    grpc.StatusCode.RESOURCE_EXHAUSTED: ResourceExhausted,
+    grpc.StatusCode.FAILED_PRECONDITION: FailedPrecondition,
+    grpc.StatusCode.UNAVAILABLE: Unavailable,
 }
 
 
@@ -212,10 +265,8 @@ def from_rpc_error(error: grpc.RpcError) -> LatticeError:
         result = InvalidArgument.__new__(InvalidArgument)
         LatticeError.__init__(result, message or "", details=details)
         result.field = field
-    elif code in (grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.FAILED_PRECONDITION):
-        retryable: type[ResourceExhausted | FailedPrecondition] = (
-            ResourceExhausted if code == grpc.StatusCode.RESOURCE_EXHAUSTED else FailedPrecondition
-        )
+    elif code in _RETRYABLE:
+        retryable = _RETRYABLE[code]
         with_retry = retryable.__new__(retryable)
         LatticeError.__init__(with_retry, message or "", details=details)
         with_retry.retry_after = retry_after

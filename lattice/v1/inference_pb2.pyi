@@ -98,7 +98,7 @@ class GenerateStreamRequest(_message.Message):
     def __init__(self, model: _Optional[str] = ..., prompt: _Optional[str] = ..., parameters: _Optional[_Union[GenerationParameters, _Mapping]] = ..., skip_cache: _Optional[bool] = ..., routing_key: _Optional[str] = ...) -> None: ...
 
 class GenerateStreamResponse(_message.Message):
-    __slots__ = ("delta", "index", "model_name", "model_version", "finish_reason", "usage", "cached")
+    __slots__ = ("delta", "index", "model_name", "model_version", "finish_reason", "usage", "cached", "prompt_tokens")
     DELTA_FIELD_NUMBER: _ClassVar[int]
     INDEX_FIELD_NUMBER: _ClassVar[int]
     MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
@@ -106,6 +106,7 @@ class GenerateStreamResponse(_message.Message):
     FINISH_REASON_FIELD_NUMBER: _ClassVar[int]
     USAGE_FIELD_NUMBER: _ClassVar[int]
     CACHED_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     delta: str
     index: int
     model_name: str
@@ -113,7 +114,8 @@ class GenerateStreamResponse(_message.Message):
     finish_reason: FinishReason
     usage: _common_pb2.Usage
     cached: bool
-    def __init__(self, delta: _Optional[str] = ..., index: _Optional[int] = ..., model_name: _Optional[str] = ..., model_version: _Optional[int] = ..., finish_reason: _Optional[_Union[FinishReason, str]] = ..., usage: _Optional[_Union[_common_pb2.Usage, _Mapping]] = ..., cached: _Optional[bool] = ...) -> None: ...
+    prompt_tokens: int
+    def __init__(self, delta: _Optional[str] = ..., index: _Optional[int] = ..., model_name: _Optional[str] = ..., model_version: _Optional[int] = ..., finish_reason: _Optional[_Union[FinishReason, str]] = ..., usage: _Optional[_Union[_common_pb2.Usage, _Mapping]] = ..., cached: _Optional[bool] = ..., prompt_tokens: _Optional[int] = ...) -> None: ...
 
 class EmbedRequest(_message.Message):
     __slots__ = ("model", "inputs", "normalize", "skip_cache", "routing_key")

@@ -18,14 +18,16 @@ from typing import Any, NamedTuple
 from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode
 
-from lattice.errors import LatticeError
+from lattice.errors import FailedPrecondition, LatticeError
 from lattice.refs import ModelRef, parse_model_ref
 from services.gateway.auth import Authenticator, Principal
 from services.gateway.authz import require_scope, require_tenant
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.quotas import Admission, QuotaLimiter
 from services.gateway.routing import RouteDecision, Router
+from services.gateway.stream_limits import StreamSlots, idle_limited
 from services.gateway.upstreams import ReplicaPool, Upstream
+from services.runtime.decoding import decoded
 from services.runtime.identity import Caller
 
 log = logging.getLogger(__name__)
@@ -52,7 +54,13 @@ class Gateway:
         metrics: GatewayMetrics,
         tracer: trace.Tracer | None = None,
         max_shadow_in_flight: int = 32,
+        max_request_bytes: int = 0,
+        max_streams_per_tenant: int = 0,
+        stream_idle_seconds: float = 0.0,
     ) -> None:
+        """`max_request_bytes` caps an `Encoded` request (0 = no cap of our own);
+        `max_streams_per_tenant` and `stream_idle_seconds` bound server streams
+        (see `stream_limits`; 0 = no bound)."""
         self._authenticator = authenticator
         self._router = router
         self._quotas = quotas
@@ -62,6 +70,9 @@ class Gateway:
         self._tracer = tracer or trace.get_tracer("lattice.gateway")
         self._tasks: set[asyncio.Task[Any]] = set()
         self._shadow_slots = max_shadow_in_flight
+        self._max_request_bytes = max_request_bytes
+        self._stream_slots = StreamSlots(max_streams_per_tenant)
+        self._stream_idle = stream_idle_seconds
         quotas.on_usage = lambda subject, kind, used: metrics.quota_used_for(subject, kind).set(
             used
         )
@@ -147,13 +158,21 @@ class Gateway:
 
     # --- inference ---------------------------------------------------------------------
 
+    def _decode(self, request: Any) -> Any:
+        """The request message; one still `Encoded` is parsed only now, after authn."""
+        return decoded(request, self._max_request_bytes)
+
     async def invoke(self, call: Call, request: Any) -> Any:
-        """Generate or Embed: routed, quota-checked, failed over across replicas."""
+        """Generate or Embed: routed, quota-checked, failed over across replicas.
+
+        `request` is the message, or `Encoded` bytes parsed after authentication.
+        """
         method = call.method.rsplit("/", 1)[-1]
         tenant, model, code = "", "", "OK"
         try:
             principal = await self.authorize(call)
             tenant = principal.tenant
+            request = self._decode(request)
             ref = parse_model_ref(request.model)
             model = self._model_label(ref)
             decision = self._route(principal, ref, request.routing_key)
@@ -165,7 +184,15 @@ class Gateway:
             # The request was decoded for this call alone: pin its model in place
             # rather than copying the message.
             request.model = decision.target
-            response = await self._inference.unary(method, request, metadata)
+            try:
+                response = await self._inference.unary(method, request, metadata)
+            except FailedPrecondition:
+                if not decision.chosen_here:
+                    raise
+                # The replica's registry view is newer than ours and the version we
+                # picked is already offline there: let the replica pick.
+                request.model = decision.name
+                response = await self._inference.unary(method, request, metadata)
             tokens = response.usage.total_tokens
             self._charge(admission, tenant, model, tokens)
             if shadow is not None:
@@ -184,32 +211,38 @@ class Gateway:
             self._metrics.requests_for(tenant, model, code).inc()
 
     async def invoke_stream(self, call: Call, request: Any) -> AsyncIterator[Any]:
-        """GenerateStream: charged for the tokens actually delivered, even if cancelled."""
+        """GenerateStream: charged its final usage; a stream cut short (cancelled,
+        failed mid-way) is charged its prompt plus the tokens delivered."""
         tenant, model, code = "", "", "OK"
         admission: Admission | None = None
         final_tokens: int | None = None
+        prompt_tokens = 0
         delivered = 0
         try:
             principal = await self.authorize(call)
             tenant = principal.tenant
+            request = self._decode(request)
             ref = parse_model_ref(request.model)
             model = self._model_label(ref)
-            decision = self._route(principal, ref, request.routing_key)
-            admission = await self._admit(principal, decision.name)
-            forwarded = _with_model(request, decision.target)
-            metadata = self._forward_metadata(principal)
-            if decision.shadow_version:
-                self._shadow(
-                    "GenerateStream", _with_model(request, decision.shadow_target), metadata
-                )
-            stream = self._inference.stream("GenerateStream", forwarded, metadata)
-            async with contextlib.aclosing(stream):
-                async for message in stream:
-                    if message.HasField("usage"):
-                        final_tokens = message.usage.total_tokens
-                    elif message.delta:
-                        delivered += 1
-                    yield message
+            with self._stream_slots.hold(tenant):
+                decision = self._route(principal, ref, request.routing_key)
+                admission = await self._admit(principal, decision.name)
+                forwarded = _with_model(request, decision.target)
+                metadata = self._forward_metadata(principal)
+                if decision.shadow_version:
+                    self._shadow(
+                        "GenerateStream", _with_model(request, decision.shadow_target), metadata
+                    )
+                stream = self._repinning_stream(decision, forwarded, metadata)
+                async with contextlib.aclosing(stream):
+                    async for message in stream:
+                        if message.prompt_tokens:
+                            prompt_tokens = message.prompt_tokens
+                        if message.HasField("usage"):
+                            final_tokens = message.usage.total_tokens
+                        elif message.delta:
+                            delivered += 1
+                        yield message
         except LatticeError as exc:
             code = exc.code.name
             raise
@@ -221,11 +254,36 @@ class Gateway:
             raise
         finally:
             self._metrics.requests_for(tenant, model, code).inc()
-            # Without a final usage (cancelled, failed mid-stream) charge one token
-            # per delta delivered: what the caller actually received.
-            self._charge(
-                admission, tenant, model, delivered if final_tokens is None else final_tokens
-            )
+            # Without a final usage (cancelled, failed mid-stream) charge the prompt
+            # and one token per delta delivered: the work the caller made us do.
+            charged = prompt_tokens + delivered if final_tokens is None else final_tokens
+            self._charge(admission, tenant, model, charged)
+
+    async def _repinning_stream(
+        self, decision: RouteDecision, request: Any, metadata: list[tuple[str, str]]
+    ) -> AsyncIterator[Any]:
+        """The upstream stream; if the version we picked is already offline on the
+        replica (its view is newer: FAILED_PRECONDITION before any message), the
+        replica picks instead. A caller's own pin is never changed."""
+        stream = self._inference.stream("GenerateStream", request, metadata)
+        try:
+            first = await anext(stream)
+        except StopAsyncIteration:
+            return
+        except FailedPrecondition:
+            await stream.aclose()
+            if not decision.chosen_here:
+                raise
+            request.model = decision.name
+            stream = self._inference.stream("GenerateStream", request, metadata)
+            try:
+                first = await anext(stream)
+            except StopAsyncIteration:
+                return
+        async with contextlib.aclosing(stream):
+            yield first
+            async for message in stream:
+                yield message
 
     def _charge(self, admission: Admission | None, tenant: str, model: str, tokens: int) -> None:
         if tokens <= 0:
@@ -243,13 +301,8 @@ class Gateway:
 
         async def send() -> None:
             try:
-                if method == "GenerateStream":
-                    stream = self._inference.stream(method, request, metadata)
-                    async with contextlib.aclosing(stream):
-                        async for _ in stream:
-                            pass
-                else:
-                    await self._inference.unary(method, request, metadata)
+                # Shadow calls never count toward a replica's outlier ejection.
+                await self._inference.unary(method, request, metadata, shadow=True)
                 self._metrics.shadow.labels("sent").inc()
             except Exception as exc:
                 self._metrics.shadow.labels("failed").inc()
@@ -262,7 +315,7 @@ class Gateway:
     async def list_loaded_models(self, call: Call, request: Any) -> Any:
         principal = await self.authorize(call)
         return await self._inference.unary(
-            "ListLoadedModels", request, self._forward_metadata(principal)
+            "ListLoadedModels", self._decode(request), self._forward_metadata(principal)
         )
 
     # --- registry and trainer ----------------------------------------------------------
@@ -271,18 +324,32 @@ class Gateway:
         principal = await self.authorize(call)
         method = call.method.rsplit("/", 1)[-1]
         return await self._upstreams[upstream].unary(
-            method, request, self._forward_metadata(principal)
+            method, self._decode(request), self._forward_metadata(principal)
+        )
+
+    async def forward_client_stream(
+        self, upstream: str, call: Call, requests: AsyncIterator[Any]
+    ) -> Any:
+        """A client-streaming call (UploadArtifact): each message parsed as it is relayed;
+        one that does not parse ends the upstream call and the caller's with
+        INVALID_ARGUMENT."""
+        principal = await self.authorize(call)
+        method = call.method.rsplit("/", 1)[-1]
+        messages = (self._decode(request) async for request in requests)
+        return await self._upstreams[upstream].client_stream(
+            method, messages, self._forward_metadata(principal)
         )
 
     async def forward_stream(self, upstream: str, call: Call, request: Any) -> AsyncIterator[Any]:
         principal = await self.authorize(call)
         method = call.method.rsplit("/", 1)[-1]
-        stream = self._upstreams[upstream].stream(
-            method, request, self._forward_metadata(principal)
-        )
-        async with contextlib.aclosing(stream):
-            async for message in stream:
-                yield message
+        with self._stream_slots.hold(principal.tenant):
+            stream = self._upstreams[upstream].stream(
+                method, self._decode(request), self._forward_metadata(principal)
+            )
+            async with contextlib.aclosing(idle_limited(stream, self._stream_idle)) as limited:
+                async for message in limited:
+                    yield message
 
     # --- lifecycle ---------------------------------------------------------------------
 

@@ -5,13 +5,15 @@ stream, and if the registry goes away the last known view keeps routing.
 `name` picks among online versions by weight (random, or a stable hash of
 the caller's `routing_key` for sticky routing); `name@alias` and
 `name:version` pin. The gateway forwards the pinned "name:version" it chose.
+A weighted pick leaves out versions no replica reports READY (a canary that
+failed to load, one still loading) while another routed version is READY.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Protocol
 
 from lattice.errors import FailedPrecondition, NotFound, Unavailable
@@ -36,12 +38,17 @@ class RouteDecision:
     version: int
     #: A version that gets a copy of this request (0 = none).
     shadow_version: int = 0
-    #: "weighted", "sticky", "alias" or "version".
+    #: "weighted", "sticky", "alias", "version" or "retiring".
     reason: str = "weighted"
 
     @property
     def target(self) -> str:
         return f"{self.name}:{self.version}"
+
+    @property
+    def chosen_here(self) -> bool:
+        """The gateway picked the version (the caller did not pin one)."""
+        return self.reason in ("weighted", "sticky", "retiring")
 
     @property
     def shadow_target(self) -> str:
@@ -56,10 +63,16 @@ class Router:
         view: DeploymentView,
         *,
         ready: Callable[[], bool] = lambda: True,
+        ready_versions: Callable[[str], Collection[int] | None] = lambda _name: None,
         rng: random.Random | None = None,
     ) -> None:
+        """`ready_versions(name)` is what the replicas report READY (None = unknown;
+        see `replica_states`): weighted picks leave out routed versions that are not,
+        and when none is, a version still READY (the previous deployment's) serves,
+        as inference itself does while a rollout loads."""
         self._view = view
         self._rng = rng or random.Random()
+        self._ready_versions = ready_versions
         #: False until the view has synced once; unknown models are then UNAVAILABLE.
         self._ready = ready
 
@@ -87,6 +100,16 @@ class Router:
         routes = [r for r in (deployment.routes if deployment else ()) if r.weight > 0]
         if not routes:
             raise FailedPrecondition(f"model {ref.name!r} is offline (no version has traffic)")
+        shadow = deployment.shadow_version if deployment else 0
+        ready = self._ready_versions(ref.name)
+        if ready is not None:
+            live = [r for r in routes if r.version in ready]
+            if live:
+                routes = live
+            elif ready:  # nothing routed is READY yet: the retiring version serves
+                return RouteDecision(ref.name, max(ready), reason="retiring")
+            if ready and shadow not in ready:  # it failed to load, or is loading
+                shadow = 0
         if len(routes) == 1:
             chosen = routes[0].version
         else:
@@ -95,7 +118,7 @@ class Router:
         return RouteDecision(
             ref.name,
             chosen,
-            shadow_version=deployment.shadow_version if deployment else 0,
+            shadow_version=shadow,
             reason="sticky" if routing_key else "weighted",
         )
 

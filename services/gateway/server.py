@@ -22,6 +22,7 @@ from services.gateway.auth import AuthConfig, Authenticator, JwksKeys, file_fetc
 from services.gateway.gateway import Gateway
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.quotas import QuotaLimiter, QuotaLimits, connect
+from services.gateway.replica_states import ReplicaStates
 from services.gateway.routing import Router
 from services.gateway.servicers import InferenceServicer, forwarding_servicer
 from services.gateway.upstreams import OutlierConfig, ReplicaPool, Upstream
@@ -76,12 +77,32 @@ class GatewaySettings(ServerSettings):
     inference_timeout_seconds: float = 120.0
     #: Kept back from the caller's deadline when calling inference (at most 5% of it).
     upstream_deadline_margin_seconds: float = 0.1
+    #: How often the gateway asks each inference replica which versions it has READY
+    #: (weighted routing leaves out versions none has); 0 turns it off.
+    replica_poll_seconds: float = 1.0
+    #: A replica that leaves two polls in a row unanswered within this is out of
+    #: rotation (hung or stopped) until it answers again.
+    replica_poll_timeout_seconds: float = 2.0
     #: How long start-up waits for the registry view before serving anyway.
     registry_sync_timeout: float = 5.0
     #: TLS to upstreams (CA to trust; cert + key make it mutual TLS).
     upstream_ca_file: str = ""
     upstream_cert_file: str = ""
     upstream_key_file: str = ""
+    #: Largest request message accepted at the gateway's edge, in bytes (a larger one
+    #: is refused with INVALID_ARGUMENT before it is parsed or forwarded).
+    max_request_bytes: int = 2 * 1024 * 1024
+    #: Server streams one tenant may hold open on this gateway at once (0 = no cap).
+    max_streams_per_tenant: int = 2000
+    #: A forwarded registry/trainer stream (Watch, WatchJob, DownloadArtifact) that
+    #: carries nothing this long is ended with UNAVAILABLE (reconnect and resume).
+    stream_idle_timeout_seconds: float = 300.0
+    #: Connections are closed after this long (clients reconnect and rebalance
+    #: across gateway replicas), giving in-flight calls the grace period.
+    max_connection_age_seconds: float = 600.0
+    max_connection_age_grace_seconds: float = 60.0
+    #: Concurrent streams (calls) on one client connection.
+    max_concurrent_streams: int = 1000
 
 
 def _authenticator(settings: GatewaySettings) -> Authenticator:
@@ -149,7 +170,6 @@ async def build_server(
     view = RegistryView(
         settings.registry_address, tracer_provider=tracer_provider, channel=registry_channel
     )
-    router = Router(view, ready=lambda: view.synced)
     pool = ReplicaPool(
         settings.inference_addresses,
         inference_pb2_grpc.InferenceServiceStub,
@@ -164,6 +184,12 @@ async def build_server(
         default_timeout=settings.inference_timeout_seconds,
         tracer=tracer,
     )
+    states = ReplicaStates(
+        pool,
+        interval=settings.replica_poll_seconds,
+        timeout=settings.replica_poll_timeout_seconds,
+    )
+    router = Router(view, ready=lambda: view.synced, ready_versions=states.ready_versions)
     upstreams = {
         "registry": Upstream(
             settings.registry_address,
@@ -188,6 +214,9 @@ async def build_server(
         upstreams=upstreams,
         metrics=GatewayMetrics(metrics_registry),
         tracer=tracer,
+        max_request_bytes=settings.max_request_bytes,
+        max_streams_per_tenant=settings.max_streams_per_tenant,
+        stream_idle_seconds=settings.stream_idle_timeout_seconds,
     )
     registry_service = registry_pb2.DESCRIPTOR.services_by_name["ModelRegistryService"]
     trainer_service = trainer_pb2.DESCRIPTOR.services_by_name["TrainerService"]
@@ -196,6 +225,7 @@ async def build_server(
             InferenceServicer(gateway),
             inference_pb2_grpc.add_InferenceServiceServicer_to_server,
             inference_pb2.DESCRIPTOR.services_by_name["InferenceService"],
+            raw_requests=True,
         ),
         Service(
             forwarding_servicer(
@@ -206,6 +236,7 @@ async def build_server(
             ),
             registry_pb2_grpc.add_ModelRegistryServiceServicer_to_server,
             registry_service,
+            raw_requests=True,
         ),
         Service(
             forwarding_servicer(
@@ -213,6 +244,7 @@ async def build_server(
             ),
             trainer_pb2_grpc.add_TrainerServiceServicer_to_server,
             trainer_service,
+            raw_requests=True,
         ),
     ]
     server = LatticeServer(
@@ -234,6 +266,9 @@ async def build_server(
     server.on_stop(registry_channel.close)
     server.on_stop(view.stop)
     server.on_stop(gateway.close)
+    states.start()
+    server.on_stop(states.stop)  # callbacks run last-first: polling stops before the pool
+
     server.gateway = gateway  # type: ignore[attr-defined]  # for tests and benchmarks
     return server
 

@@ -1,5 +1,10 @@
 """Thin gRPC servicers: turn each RPC into a `Gateway` call, nothing more.
 
+They are mounted with `raw_requests`: each request arrives as its bytes and
+goes to the `Gateway` still `Encoded`, so the caller is authenticated before
+anything it sent is parsed, and bytes that do not parse (or are too large)
+are refused only then, with INVALID_ARGUMENT.
+
 The registry and trainer servicers are generated from the service
 descriptors, so every method of those services is forwarded (a new RPC
 needs only a row in `authz.METHOD_SCOPES`).
@@ -10,11 +15,13 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
+from google.protobuf import message_factory
 from google.protobuf.descriptor import ServiceDescriptor
 from grpc import aio
 
-from lattice.v1 import inference_pb2_grpc
+from lattice.v1 import inference_pb2, inference_pb2_grpc
 from services.gateway.gateway import Call, Gateway
+from services.runtime.decoding import Encoded
 
 _INFERENCE = "/lattice.v1.InferenceService/"
 
@@ -28,17 +35,21 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         self._gateway = gateway
 
     async def Generate(self, request, context):
-        return await self._gateway.invoke(_call(_INFERENCE + "Generate", context), request)
+        encoded = Encoded(request, inference_pb2.GenerateRequest)
+        return await self._gateway.invoke(_call(_INFERENCE + "Generate", context), encoded)
 
     def GenerateStream(self, request, context) -> AsyncIterator[Any]:
-        return self._gateway.invoke_stream(_call(_INFERENCE + "GenerateStream", context), request)
+        encoded = Encoded(request, inference_pb2.GenerateStreamRequest)
+        return self._gateway.invoke_stream(_call(_INFERENCE + "GenerateStream", context), encoded)
 
     async def Embed(self, request, context):
-        return await self._gateway.invoke(_call(_INFERENCE + "Embed", context), request)
+        encoded = Encoded(request, inference_pb2.EmbedRequest)
+        return await self._gateway.invoke(_call(_INFERENCE + "Embed", context), encoded)
 
     async def ListLoadedModels(self, request, context):
         call = _call(_INFERENCE + "ListLoadedModels", context)
-        return await self._gateway.list_loaded_models(call, request)
+        encoded = Encoded(request, inference_pb2.ListLoadedModelsRequest)
+        return await self._gateway.list_loaded_models(call, encoded)
 
 
 def forwarding_servicer(
@@ -48,22 +59,35 @@ def forwarding_servicer(
     namespace: dict[str, Any] = {}
     for method in descriptor.methods:
         path = f"/{descriptor.full_name}/{method.name}"
-        if method.server_streaming:
-            namespace[method.name] = _streaming(path, upstream, gateway)
+        message_type = message_factory.GetMessageClass(method.input_type)
+        if method.client_streaming:
+            namespace[method.name] = _uploading(path, upstream, gateway, message_type)
+        elif method.server_streaming:
+            namespace[method.name] = _streaming(path, upstream, gateway, message_type)
         else:
-            namespace[method.name] = _unary(path, upstream, gateway)
+            namespace[method.name] = _unary(path, upstream, gateway, message_type)
     return type(f"Forwarding{descriptor.name}", (base,), namespace)()
 
 
-def _unary(path: str, upstream: str, gateway: Gateway):
+def _unary(path: str, upstream: str, gateway: Gateway, message_type: type):
     async def handler(self, request, context):
-        return await gateway.forward_unary(upstream, _call(path, context), request)
+        encoded = Encoded(request, message_type)
+        return await gateway.forward_unary(upstream, _call(path, context), encoded)
 
     return handler
 
 
-def _streaming(path: str, upstream: str, gateway: Gateway):
+def _streaming(path: str, upstream: str, gateway: Gateway, message_type: type):
     def handler(self, request, context):
-        return gateway.forward_stream(upstream, _call(path, context), request)
+        encoded = Encoded(request, message_type)
+        return gateway.forward_stream(upstream, _call(path, context), encoded)
+
+    return handler
+
+
+def _uploading(path: str, upstream: str, gateway: Gateway, message_type: type):
+    async def handler(self, request_iterator, context):
+        encoded = (Encoded(raw, message_type) async for raw in request_iterator)
+        return await gateway.forward_client_stream(upstream, _call(path, context), encoded)
 
     return handler

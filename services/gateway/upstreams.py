@@ -17,11 +17,12 @@ the call's metadata, so the channel's own per-call span is turned off.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import itertools
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from typing import Any
 
 import grpc
@@ -53,6 +54,10 @@ class OutlierConfig:
 _UNARY_RETRYABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED)
 
 
+#: Polls in a row a replica may miss before it counts as unresponsive.
+UNRESPONSIVE_AFTER = 2
+
+
 class Replica:
     """One inference replica and its health bookkeeping."""
 
@@ -64,9 +69,15 @@ class Replica:
         self.consecutive_failures = 0
         self.ejections = 0
         self.ejected_until = float("-inf")
+        #: Liveness polls missed in a row (see `replica_states`).
+        self.missed_polls = 0
 
     def ejected(self, now: float) -> bool:
         return now < self.ejected_until
+
+    @property
+    def unresponsive(self) -> bool:
+        return self.missed_polls >= UNRESPONSIVE_AFTER
 
 
 class ReplicaPool:
@@ -105,7 +116,13 @@ class ReplicaPool:
                 trace_calls=False,  # each attempt gets our own CLIENT span below
                 # A dns:/// name of a headless Service resolves to every pod: spread
                 # calls over all of them rather than pinning the first address.
-                extra_options=[("grpc.lb_policy_name", "round_robin")],
+                extra_options=[
+                    ("grpc.lb_policy_name", "round_robin"),
+                    # A replica back from a crash is reconnected to within 2 s,
+                    # not after gRPC's default backoff of up to 120 s.
+                    ("grpc.initial_reconnect_backoff_ms", 250),
+                    ("grpc.max_reconnect_backoff_ms", 2000),
+                ],
             )
             self.replicas.append(Replica(address, channel, stub_type(channel)))
         #: Called with (address, healthy) whenever a replica is ejected or restored.
@@ -116,9 +133,10 @@ class ReplicaPool:
         now = self._clock()
         start = next(self._turn) % len(self.replicas)
         rotated = self.replicas[start:] + self.replicas[:start]
-        healthy = [r for r in rotated if not r.ejected(now)]
-        if not healthy:  # everything ejected: try them anyway rather than fail outright
-            healthy = sorted(rotated, key=lambda r: r.ejected_until)
+        live = [r for r in rotated if not r.unresponsive]
+        healthy = [r for r in live if not r.ejected(now)]
+        if not healthy:  # everything ejected: try the live ones anyway rather than fail
+            healthy = sorted(live, key=lambda r: r.ejected_until)
         healthy.sort(key=lambda r: r.in_flight)
         return healthy[: self._max_attempts]
 
@@ -180,8 +198,24 @@ class ReplicaPool:
         propagate.inject(carrier, context=trace.set_span_in_context(span))
         return span, [*metadata, *carrier.items()]
 
-    async def unary(self, method: str, request: Any, metadata: Sequence[tuple[str, str]]) -> Any:
-        """Call `method`, failing over to another replica on UNAVAILABLE."""
+    async def unary(
+        self,
+        method: str,
+        request: Any,
+        metadata: Sequence[tuple[str, str]],
+        *,
+        shadow: bool = False,
+    ) -> Any:
+        """Call `method`, failing over to another replica on UNAVAILABLE.
+
+        A `shadow` copy goes to one replica and leaves its health alone: the shadow
+        version failing says nothing about the replica serving the primary.
+        """
+        if shadow:
+            candidates = self.candidates()
+            if not candidates:
+                raise _unavailable(None)
+            return await self._shadow_attempt(method, candidates[0], request, metadata)
         last: aio.AioRpcError | None = None
         for attempt, replica in enumerate(self.candidates()):
             span, traced = self._attempt(method, replica, attempt, metadata)
@@ -205,9 +239,30 @@ class ReplicaPool:
             return response
         raise _unavailable(last)
 
+    async def _shadow_attempt(
+        self, method: str, replica: Replica, request: Any, metadata: Sequence[tuple[str, str]]
+    ) -> Any:
+        """One call of a shadow copy: no failover, no outlier bookkeeping; unary
+        calls are awaited whole, streams read to the end."""
+        span, traced = self._attempt(method, replica, 0, metadata)
+        replica.in_flight += 1
+        try:
+            call = getattr(replica.stub, method)(request, metadata=traced, timeout=self._timeout())
+            if method == "GenerateStream":
+                async for _ in call:
+                    pass
+                return None
+            return await call
+        except aio.AioRpcError as exc:
+            span.set_status(Status(StatusCode.ERROR, exc.code().name))
+            raise from_rpc_error(exc) from None
+        finally:
+            replica.in_flight -= 1
+            span.end()
+
     async def stream(
         self, method: str, request: Any, metadata: Sequence[tuple[str, str]]
-    ) -> AsyncIterator[Any]:
+    ) -> AsyncGenerator[Any, None]:
         """Stream `method`; fails over only until the first message has arrived."""
         last: aio.AioRpcError | None = None
         for attempt, replica in enumerate(self.candidates()):
@@ -274,6 +329,27 @@ class Upstream:
             return await getattr(self._stub, method)(request, metadata=metadata)
         except aio.AioRpcError as exc:
             raise from_rpc_error(exc) from None
+
+    async def client_stream(
+        self, method: str, requests: AsyncIterator[Any], metadata: Sequence[tuple[str, str]]
+    ) -> Any:
+        """Relay `requests` one write at a time, so that a failure while producing
+        them (a message that does not parse) ends the upstream call at once
+        instead of leaving it waiting for more."""
+        call = getattr(self._stub, method)(metadata=metadata)
+        try:
+            async for request in requests:
+                try:
+                    await call.write(request)
+                except asyncio.InvalidStateError:  # upstream already answered (an error)
+                    break
+            else:
+                await call.done_writing()
+            return await call
+        except aio.AioRpcError as exc:
+            raise from_rpc_error(exc) from None
+        finally:
+            call.cancel()
 
     async def stream(
         self, method: str, request: Any, metadata: Sequence[tuple[str, str]]

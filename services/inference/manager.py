@@ -3,7 +3,8 @@
 The registry view's events only mark the state dirty; one reconcile task
 compares the online set with what is loaded and acts:
 - a newly online version is fetched (digest verified), loaded, warmed up with
-  one request and only then READY; loads run concurrently;
+  one request and only then READY; fetches run concurrently, loads one at a
+  time per process (concurrent transformers loads race, see `_LOAD_LOCK`);
 - a version that went offline keeps serving until every version now routed
   for its model has settled (READY or FAILED), then DRAINs: it takes no new
   requests, its in-flight ones finish, and it is unloaded. So moving a
@@ -20,8 +21,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 
 from opentelemetry import trace
@@ -132,6 +134,22 @@ class ModelManager:
                 await self._changed.wait_for(predicate)
 
         await asyncio.wait_for(_wait(), timeout)
+
+    def settled(self) -> bool:
+        """Every version online in the registry has been tried here: READY or FAILED."""
+        if not self._view.synced:
+            return False
+        for key in self._view.online_versions():
+            entry = self._versions.get(key)
+            if entry is None or entry.state is VersionState.LOADING:
+                return False
+        return True
+
+    async def wait_settled(self) -> None:
+        """Readiness: the registry view is synced and the deployed versions are loaded
+        (or have failed to, which ListLoadedModels shows and the gateway routes around)."""
+        await self._view.wait_synced()
+        await self.wait_for(self.settled)
 
     async def _notify(self) -> None:
         async with self._changed:
@@ -251,7 +269,8 @@ class ModelManager:
             )
             backend = factory(spec)
             entry.backend_kind = backend.kind
-            entry.info = await backend.load()
+            async with _one_load_at_a_time():
+                entry.info = await backend.load()
             await _warm_up(backend, task)
             entry.backend = backend
             entry.start_batching(
@@ -424,11 +443,42 @@ class ModelManager:
                 async with self._changed:
                     await asyncio.wait_for(self._changed.wait(), min(timeout, 0.5))
 
+    def count_prompt_tokens(self, name: str, version: int, text: str) -> int:
+        """`text`'s length in tokens for a loaded version (0 when it cannot tell)."""
+        entry = self._versions.get((name, version))
+        backend = entry.backend if entry is not None else None
+        count = backend.count_tokens(text) if backend is not None else None
+        return count or 0
+
     def weight_of(self, entry: ServingVersion) -> int:
         deployment = self._view.deployment(entry.name)
         if deployment is None:
             return 0
         return next((r.weight for r in deployment.routes if r.version == entry.version), 0)
+
+
+#: Held while a backend loads. Concurrent `from_pretrained` calls in one process
+#: race inside transformers and torch: the first ones fail on a half-done lazy
+#: import ("cannot import name 'AutoModel'"), later ones on shared meta-device
+#: init ("Cannot copy out of meta tensor"). A thread lock, not an asyncio one, so
+#: every manager and event loop in the process shares it.
+_LOAD_LOCK = threading.Lock()
+
+
+@contextlib.asynccontextmanager
+async def _one_load_at_a_time() -> AsyncIterator[None]:
+    """Serialise loads in this process; waiting for the lock stays cancellable."""
+    acquiring = asyncio.ensure_future(asyncio.to_thread(_LOAD_LOCK.acquire))
+    try:
+        await asyncio.shield(acquiring)
+    except asyncio.CancelledError:
+        # The thread still gets the lock in the end: hand it straight back then.
+        acquiring.add_done_callback(lambda _: _LOAD_LOCK.release())
+        raise
+    try:
+        yield
+    finally:
+        _LOAD_LOCK.release()
 
 
 async def _warm_up(backend: Backend, task: Task) -> None:

@@ -17,6 +17,9 @@ from services.inference.backends import GenerationParams
 MAX_STOP_SEQUENCES = 8
 MAX_STOP_CHARS = 64
 MAX_ROUTING_KEY_CHARS = 256
+#: Below this a temperature is greedy decoding: dividing logits by a denormal such
+#: as 1e-45 overflows them to inf, and sampling from that is undefined.
+MIN_SAMPLING_TEMPERATURE = 1e-3
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -91,6 +94,8 @@ def validate_generate(call: GenerateCall, limits: Limits) -> GenerationParams:
         temperature = _finite(call.temperature, "parameters.temperature")
         if not 0.0 <= temperature <= 2.0:
             raise InvalidArgument("parameters.temperature", f"{temperature} is not in [0, 2]")
+        if temperature < MIN_SAMPLING_TEMPERATURE:
+            temperature = 0.0
     top_p = 1.0
     if call.top_p is not None:
         top_p = _finite(call.top_p, "parameters.top_p")

@@ -160,14 +160,14 @@ async def build_server(
         inference_pb2_grpc.add_InferenceServiceServicer_to_server,
         inference_pb2.DESCRIPTOR.services_by_name["InferenceService"],
     )
-    # Health says SERVING only once the registry view is complete: before that
-    # every request would be UNAVAILABLE ("not synced with the registry yet").
+    # Health says SERVING only once the registry view is complete and the versions
+    # online have loaded: before that requests would wait for a load or fail.
     server = LatticeServer(
         [service],
         settings,
         tracer_provider=tracer_provider,
         registry=registry,
-        readiness=view.wait_synced,
+        readiness=manager.wait_settled,
         server_credentials=security.server_credentials,
         verifier=security.verifier(),
     )

@@ -100,7 +100,12 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
             self.engine.stream(generate_call(request, caller_of(context).tenant))
         ) as parts:
             async for part in parts:
-                yield _stream_message(part)
+                message = _stream_message(part)
+                if part.index == 0:  # lets the gateway charge a stream cut short
+                    message.prompt_tokens = self.manager.count_prompt_tokens(
+                        part.model_name, part.version, request.prompt
+                    )
+                yield message
 
     async def Embed(self, request, context) -> inference_pb2.EmbedResponse:
         call = EmbedCall(

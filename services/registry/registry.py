@@ -430,7 +430,7 @@ class Registry:
                 request.expected_revision, before.revision, f"deployment of {name!r}"
             )
             going_offline = not request.routes and not request.shadow_version
-            if not going_offline:
+            if not going_offline and not _is_rollback(before, request):
                 self._check_rollout_interval(name, before)
             after = registry_pb2.Deployment(
                 model_name=name,
@@ -554,3 +554,15 @@ class Registry:
             raise Aborted(
                 f"{what} is at revision {actual}, not the expected {expected}; re-read it and retry"
             )
+
+
+def _is_rollback(
+    before: registry_pb2.Deployment, request: registry_pb2.UpdateDeploymentRequest
+) -> bool:
+    """Traffic only taken away: every version routed after was routed before, and at
+    least one no longer is (a failed canary pulled). Like going offline, a rollback
+    is a brake, so the policy's rollout interval does not hold it back."""
+    old = {r.version for r in before.routes if r.weight > 0}
+    new = {r.version for r in request.routes if r.weight > 0}
+    shadow_kept = request.shadow_version in (0, before.shadow_version)
+    return bool(new) and new < old and shadow_kept

@@ -38,9 +38,12 @@ class _Capture:
 class _WrappingGenericHandler(grpc.GenericRpcHandler):
     """For code that registers only a generic handler: wrap each handler on first use."""
 
-    def __init__(self, inner: grpc.GenericRpcHandler, wrapper: RpcWrapper) -> None:
+    def __init__(
+        self, inner: grpc.GenericRpcHandler, wrapper: RpcWrapper, raw_requests: bool
+    ) -> None:
         self._inner = inner
         self._wrapper = wrapper
+        self._raw = raw_requests
         self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
     def service(self, handler_call_details: grpc.HandlerCallDetails) -> Any:
@@ -50,7 +53,8 @@ class _WrappingGenericHandler(grpc.GenericRpcHandler):
         method = handler_call_details.method
         cached = self._wrapped.get(method)
         if cached is None or cached[0] is not handler:
-            cached = self._wrapped[method] = (handler, self._wrapper.wrap(method, handler))
+            wrapped = self._wrapper.wrap(method, handler, raw_requests=self._raw)
+            cached = self._wrapped[method] = (handler, wrapped)
         return cached[1]
 
 
@@ -59,16 +63,23 @@ def mount(
     servicer: Any,
     add_to_server: Callable[[Any, Any], None],
     wrapper: RpcWrapper,
+    *,
+    raw_requests: bool = False,
 ) -> None:
-    """Register `servicer` on `server` through `add_to_server`, handlers wrapped."""
+    """Register `servicer` on `server` through `add_to_server`, handlers wrapped.
+
+    With `raw_requests` the servicer receives each request as its bytes, to
+    parse itself (see `services.runtime.decoding.parse`).
+    """
     capture = _Capture()
     add_to_server(servicer, capture)
     handlers: list[grpc.GenericRpcHandler] = []
     for service, methods in capture.services.items():
         wrapped = {
-            name: wrapper.wrap(f"/{service}/{name}", handler) for name, handler in methods.items()
+            name: wrapper.wrap(f"/{service}/{name}", handler, raw_requests=raw_requests)
+            for name, handler in methods.items()
         }
         handlers.append(grpc.method_handlers_generic_handler(service, wrapped))
     if not capture.services:  # hand-written registration: wrap lazily per method
-        handlers = [_WrappingGenericHandler(h, wrapper) for h in capture.generic]
+        handlers = [_WrappingGenericHandler(h, wrapper, raw_requests) for h in capture.generic]
     server.add_generic_rpc_handlers(handlers)

@@ -14,6 +14,7 @@ work itself on the hot path (see `services.runtime.mounting`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 import time
@@ -31,6 +32,7 @@ from services.runtime.context import (
     new_request_id,
     request_id_var,
 )
+from services.runtime.decoding import Malformed, raise_if_malformed, tolerant
 from services.runtime.identity import caller_var
 from services.runtime.internal_tokens import AUTHORIZATION_KEY, CallerVerifier
 from services.runtime.logs import AccessLog
@@ -85,30 +87,41 @@ class RpcWrapper:
         self._access_log = access_log
         self._verifier = verifier
 
-    def wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
-        """The same handler, its behaviour wrapped in `_Method`'s bookkeeping."""
+    def wrap(
+        self, method: str, handler: grpc.RpcMethodHandler, *, raw_requests: bool = False
+    ) -> grpc.RpcMethodHandler:
+        """The same handler, its behaviour wrapped in `_Method`'s bookkeeping.
+
+        The request deserializer runs inside grpc before any handler code, and
+        an exception there becomes UNKNOWN with the exception's class name. It
+        is wrapped so that bytes which do not parse arrive as a `Malformed`
+        value, which the wrapped behaviour turns into INVALID_ARGUMENT. With
+        `raw_requests` the handler gets the request bytes unparsed (the gateway
+        authenticates before it parses anything).
+        """
         m = _Method(method, self._metrics, self._spans, self._access_log, self._verifier)
+        deserializer = None if raw_requests else tolerant(handler.request_deserializer)
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(
-                m.unary(handler.unary_unary),
-                handler.request_deserializer,
+                m.unary(handler.unary_unary, checked=not raw_requests),
+                deserializer,
                 handler.response_serializer,
             )
         if handler.unary_stream:
             return grpc.unary_stream_rpc_method_handler(
-                m.stream(handler.unary_stream),
-                handler.request_deserializer,
+                m.stream(handler.unary_stream, checked=not raw_requests),
+                deserializer,
                 handler.response_serializer,
             )
         if handler.stream_unary:
             return grpc.stream_unary_rpc_method_handler(
-                m.unary(handler.stream_unary),
-                handler.request_deserializer,
+                m.unary(handler.stream_unary, checked=not raw_requests, streaming=True),
+                deserializer,
                 handler.response_serializer,
             )
         return grpc.stream_stream_rpc_method_handler(
-            m.stream(handler.stream_stream),
-            handler.request_deserializer,
+            m.stream(handler.stream_stream, checked=not raw_requests, streaming=True),
+            deserializer,
             handler.response_serializer,
         )
 
@@ -190,13 +203,33 @@ class _Method:
         else:
             self._access_log.served(self.method, code.name, elapsed)
 
-    def unary(self, behavior: Callable[..., Awaitable[Any]]):
+    def _checked(self, request: Any, streaming: bool) -> Any:
+        """The request as the behaviour should see it: parse failures raised, a
+        request stream checked message by message."""
+        if streaming:
+            return _checked_stream(request)
+        if request.__class__ is Malformed:
+            raise_if_malformed(request)
+        return request
+
+    def unary(
+        self,
+        behavior: Callable[..., Awaitable[Any]],
+        *,
+        checked: bool = True,
+        streaming: bool = False,
+    ):
         async def handle(request: Any, context: aio.ServicerContext) -> Any:
             started, span, authorization = self._enter(context)
+            requests = request
             try:
                 self._verify(authorization)
+                if checked:
+                    request = self._checked(request, streaming)
                 response = await behavior(request, context)
             except BaseException as exc:
+                if streaming and isinstance(exc, Exception):
+                    await _drain(requests)
                 await self._fail(exc, context, started, span)
                 raise
             # The response is sent as soon as this returns: its bookkeeping (metrics,
@@ -209,11 +242,15 @@ class _Method:
 
         return handle
 
-    def stream(self, behavior: Callable[..., Any]):
+    def stream(
+        self, behavior: Callable[..., Any], *, checked: bool = True, streaming: bool = False
+    ):
         async def handle(request: Any, context: aio.ServicerContext) -> AsyncIterator[Any]:
             started, span, authorization = self._enter(context)
             try:
                 self._verify(authorization)
+                if checked:
+                    request = self._checked(request, streaming)
                 result = behavior(request, context)
                 if inspect.isasyncgen(result):
                     async for item in result:
@@ -245,3 +282,33 @@ class _Method:
         error = _as_lattice_error(exc, self.method)
         self._exit(elapsed, span, error.code, error)
         await abort_with(context, error)
+
+
+#: How long a failed client-streaming call keeps reading what the client still sends.
+DRAIN_SECONDS = 1.0
+
+
+async def _drain(requests: AsyncIterator[Any]) -> None:
+    """Read (and drop) the rest of a client's request stream, for a short while.
+
+    An error answered while the client is still writing races with its next
+    write, and grpc.aio's client then reports INTERNAL ("Internal error from
+    Core") instead of our status. Reading to the client's half-close first lets
+    the status arrive intact; a client that keeps writing is cut off after
+    `DRAIN_SECONDS`.
+    """
+
+    async def read_all() -> None:
+        async for _ in requests:
+            pass
+
+    with contextlib.suppress(Exception, TimeoutError):
+        await asyncio.wait_for(read_all(), DRAIN_SECONDS)
+
+
+async def _checked_stream(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    """A client's request stream with each message's parse failure raised in turn."""
+    async for request in requests:
+        if request.__class__ is Malformed:
+            raise_if_malformed(request)
+        yield request

@@ -34,6 +34,7 @@ from services.runtime.rpc_wrapper import RpcWrapper
 from services.runtime.settings import ServerSettings
 from services.runtime.telemetry import MetricsEndpoint, RpcMetrics
 from services.runtime.tracing import ServerSpans
+from services.runtime.watchdog import LoopWatchdog
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,8 @@ class Service:
     servicer: Any
     add_to_server: Callable[[Any, aio.Server], None]
     descriptor: ServiceDescriptor
+    #: Hand the servicer request bytes, not messages (it parses after authenticating).
+    raw_requests: bool = False
 
     @property
     def name(self) -> str:
@@ -55,8 +58,10 @@ class Service:
 
 
 def server_options(settings: ServerSettings) -> list[tuple[str, Any]]:
-    """Channel arguments for a server: size limits and a keepalive policy."""
+    """Channel arguments for a server: size limits, a keepalive policy, and the
+    connection age and stream limits when the settings ask for them."""
     return [
+        *_connection_limits(settings),
         ("grpc.max_receive_message_length", settings.max_message_bytes),
         ("grpc.max_send_message_length", settings.max_message_bytes),
         # gRPC's default soft limit (8 KiB) refuses headers between 8 and 16 KiB at
@@ -69,6 +74,21 @@ def server_options(settings: ServerSettings) -> list[tuple[str, Any]]:
         ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
         ("grpc.http2.max_ping_strikes", 0),
     ]
+
+
+def _connection_limits(settings: ServerSettings) -> list[tuple[str, Any]]:
+    options: list[tuple[str, Any]] = []
+    if settings.max_connection_age_seconds > 0:
+        options += [
+            ("grpc.max_connection_age_ms", int(settings.max_connection_age_seconds * 1000)),
+            (
+                "grpc.max_connection_age_grace_ms",
+                int(settings.max_connection_age_grace_seconds * 1000),
+            ),
+        ]
+    if settings.max_concurrent_streams > 0:
+        options.append(("grpc.max_concurrent_streams", settings.max_concurrent_streams))
+    return options
 
 
 class LatticeServer:
@@ -111,7 +131,13 @@ class LatticeServer:
         interceptors = list(extra_interceptors) or None
         self.server = aio.server(interceptors=interceptors, options=server_options(settings))
         for service in self.services:
-            mount(self.server, service.servicer, service.add_to_server, wrapper)
+            mount(
+                self.server,
+                service.servicer,
+                service.add_to_server,
+                wrapper,
+                raw_requests=service.raw_requests,
+            )
         mount(self.server, self.health, health_pb2_grpc.add_HealthServicer_to_server, wrapper)
         if settings.reflection:
             names = [s.name for s in self.services]
@@ -203,7 +229,13 @@ async def run_until_signalled(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    watchdog = None
+    if server.settings.loop_stall_exit_seconds > 0:
+        watchdog = LoopWatchdog(loop, server.settings.loop_stall_exit_seconds)
+        watchdog.start()
     await stop.wait()
     log.info("signal received: draining for up to %.1fs", server.settings.grace_seconds)
     await server.stop()
+    if watchdog is not None:
+        watchdog.stop()
     log.info("stopped")

@@ -58,6 +58,15 @@ class ServerSettings:
     #: CA to trust when calling other suite services; the calls then use TLS and
     #: present tls_cert_file/tls_key_file as the client certificate.
     tls_ca_file: str = ""
+    #: Close each connection after this many seconds, with a grace period for its
+    #: in-flight calls, so clients reconnect and rebalance (0 = never).
+    max_connection_age_seconds: float = 0.0
+    max_connection_age_grace_seconds: float = 30.0
+    #: Concurrent calls on one client connection (0 = gRPC's default).
+    max_concurrent_streams: int = 0
+    #: Liveness: exit (to be restarted) when the event loop has not turned for this
+    #: many seconds, after dumping every thread's stack; 0 = never.
+    loop_stall_exit_seconds: float = 60.0
 
 
 def _field_types(cls: type) -> dict[str, Any]:

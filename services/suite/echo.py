@@ -13,6 +13,7 @@ from typing import Any
 
 from grpc import aio
 
+from lattice.errors import Unavailable
 from lattice.v1 import common_pb2, inference_pb2, inference_pb2_grpc
 from services.runtime import LatticeServer, ServerSettings, Service
 
@@ -20,9 +21,20 @@ from services.runtime import LatticeServer, ServerSettings, Service
 class EchoInference(inference_pb2_grpc.InferenceServiceServicer):
     """A real, deterministic InferenceService for gateway tests."""
 
-    def __init__(self, name: str, *, stream_delay: float = 0.0) -> None:
+    def __init__(
+        self,
+        name: str,
+        *,
+        stream_delay: float = 0.0,
+        unavailable_versions: tuple[int, ...] = (),
+        loaded: tuple[tuple[str, int], ...] = (),
+    ) -> None:
         self.name = name
         self.stream_delay = stream_delay
+        #: Versions this replica answers UNAVAILABLE for (a version that cannot serve).
+        self.unavailable_versions = unavailable_versions
+        #: (model, version) pairs ListLoadedModels reports READY.
+        self.loaded = loaded
         self.requests: list[Any] = []
         self.metadata: list[dict[str, str]] = []
         self.remaining: list[float | None] = []
@@ -38,6 +50,8 @@ class EchoInference(inference_pb2_grpc.InferenceServiceServicer):
 
     async def Generate(self, request, context):
         name, version = self._record(request, context)
+        if version in self.unavailable_versions:
+            raise Unavailable(f"version {version} is not loaded here")
         completion = max(1, len(request.prompt.split()))
         return inference_pb2.GenerateResponse(
             text=f"{self.name}:{request.prompt}",
@@ -60,6 +74,7 @@ class EchoInference(inference_pb2_grpc.InferenceServiceServicer):
                     index=index,
                     model_name=name if first else "",
                     model_version=version if first else 0,
+                    prompt_tokens=2 if first else 0,
                 )
                 self.stream_sent += 1
                 if self.stream_delay:
@@ -87,7 +102,12 @@ class EchoInference(inference_pb2_grpc.InferenceServiceServicer):
         )
 
     async def ListLoadedModels(self, request, context):
-        return inference_pb2.ListLoadedModelsResponse(registry_revision=7)
+        ready = inference_pb2.LOADED_MODEL_STATE_READY
+        models = [
+            inference_pb2.LoadedModel(model_name=name, version=version, state=ready)
+            for name, version in self.loaded
+        ]
+        return inference_pb2.ListLoadedModelsResponse(models=models, registry_revision=7)
 
 
 async def start_echo(

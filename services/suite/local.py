@@ -1,4 +1,4 @@
-"""The whole suite on one machine: four supervised services and a Redis.
+"""The whole suite on one machine: four services and a Redis, all supervised.
 
 `lattice up` and `lattice demo` both start it through `LocalSuite`, so the
 two never disagree about ports, environment or shutdown order.
@@ -10,11 +10,14 @@ import asyncio
 import dataclasses
 import os
 import secrets
+import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import grpc
+import redis
+import redis.asyncio
 
 from lattice.tokens import DEV_CA_FILE, DEV_SECRET_FILE
 from services.runtime.keys import DEFAULT_KEY_RING_PATH, create_key_ring
@@ -39,9 +42,40 @@ def dev_secret(data_dir: Path) -> str:
     return path.read_text().strip()
 
 
-def metrics_port(service_port: int) -> int:
-    """Each service's Prometheus port: its gRPC port + 1000 (gateway :51051 ...)."""
-    return service_port + 1000
+def free_ports(host: str, count: int) -> list[int]:
+    """`count` distinct ports the OS says are free on `host` right now.
+
+    The metrics ports are picked this way, not derived from the gRPC ports, so
+    two suites on neighbouring ports never collide (and crash-loop).
+    """
+    sockets = []
+    try:
+        for _ in range(count):
+            sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+            sock.bind((host, 0))
+            sockets.append(sock)
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+async def wait_redis(address: str, deadline: float) -> float:
+    """Poll Redis with PING until it answers; returns the monotonic time it did."""
+    host, _, port = address.rpartition(":")
+    client = redis.asyncio.Redis(host=host, port=int(port), socket_timeout=1.0)
+    try:
+        while True:
+            try:
+                if await client.ping():
+                    return time.monotonic()
+            except (redis.RedisError, OSError):
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"redis at {address} did not answer in time")
+            await asyncio.sleep(0.1)
+    finally:
+        await client.aclose()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,11 +111,12 @@ class LocalSuite:
     def __init__(self, config: SuiteConfig, report: Callable[[str], None] = print) -> None:
         self.config = dataclasses.replace(config, data_dir=config.data_dir.resolve())
         self._report = report
-        self._redis: asyncio.subprocess.Process | None = None
         self._supervisor: Supervisor | None = None
         self.redis_url = ""
         self.ready_after: dict[str, float] = {}
         self.certs: dict[str, CertFiles] = {}
+        #: Each service's Prometheus port, picked free at start.
+        self.metrics_ports: dict[str, int] = {}
 
     @property
     def log_dir(self) -> Path:
@@ -99,44 +134,49 @@ class LocalSuite:
             if self.config.tls
             else {}
         )
-        self.redis_url = await self._start_redis()
+        self.metrics_ports = dict(
+            zip(SERVICE_ORDER, free_ports(self.config.host, len(SERVICE_ORDER)), strict=True)
+        )
+        redis_spec = self._redis_spec()
+        specs = self._specs()
         self._supervisor = Supervisor(
-            self._specs(), grace_seconds=self.config.grace_seconds, report=self._report
+            [*([redis_spec] if redis_spec else []), *specs],
+            grace_seconds=self.config.grace_seconds,
+            report=self._report,
         )
         await self._supervisor.start()
         self.ready_after = await self._supervisor.wait_healthy(timeout)
         self.ready_after["total"] = time.monotonic() - started
 
     async def stop(self) -> None:
+        """Stop every child; safe at any point of `start` (SIGTERM during start-up)."""
         if self._supervisor is not None:
             await self._supervisor.stop()
-        if self._redis is not None and self._redis.returncode is None:
-            self._redis.terminate()
-            await self._redis.wait()
 
-    async def _start_redis(self) -> str:
+    def _redis_spec(self) -> ChildSpec | None:
+        """The bundled Redis as one more supervised child (restarted when it dies),
+        or None with --redis-url or without a redis-server; sets `redis_url`."""
         config = self.config
         if config.redis_url:
-            return "" if config.redis_url == "none" else config.redis_url
+            self.redis_url = "" if config.redis_url == "none" else config.redis_url
+            return None
         binary = redis_binary()
         if binary is None:
             self._report("no redis-server found: running without cache and shared quotas")
-            return ""
+            return None
         directory = config.data_dir / "redis"
         directory.mkdir(parents=True, exist_ok=True)
-        self._redis = await asyncio.create_subprocess_exec(
-            binary,
-            "--port",
-            str(config.redis_port),
-            "--bind",
-            config.host,
-            "--save",
-            "",
-            "--dir",
-            str(directory),
-            stdout=asyncio.subprocess.DEVNULL,
+        self.redis_url = f"redis://{config.host}:{config.redis_port}/0"
+        return ChildSpec(
+            name="redis",
+            address=f"{config.host}:{config.redis_port}",
+            argv=[
+                *(binary, "--port", str(config.redis_port), "--bind", config.host),
+                *("--save", "", "--dir", str(directory)),
+            ],
+            log_path=None if config.console_logs else self.log_dir / "redis.log",
+            probe=wait_redis,
         )
-        return f"redis://{config.host}:{config.redis_port}/0"
 
     def _specs(self) -> list[ChildSpec]:
         """The four services, each told where the others are."""
@@ -158,7 +198,7 @@ class LocalSuite:
             ChildSpec(
                 name=name,
                 address=config.address(name),
-                argv=service_argv(name, *self._flags(config.ports[name])),
+                argv=service_argv(name, *self._flags(name)),
                 env={**shared_env, **self._tls_env(name)},
                 log_path=None if config.console_logs else self.log_dir / f"{name}.log",
                 credentials=self.client_credentials(),
@@ -190,14 +230,10 @@ class LocalSuite:
             files.ca.read_bytes(), files.key.read_bytes(), files.cert.read_bytes()
         )
 
-    def _flags(self, port: int) -> list[str]:
+    def _flags(self, name: str) -> list[str]:
         return [
-            "--host",
-            self.config.host,
-            "--port",
-            str(port),
-            "--metrics-port",
-            str(metrics_port(port)),
+            *("--host", self.config.host, "--port", str(self.config.ports[name])),
+            *("--metrics-port", str(self.metrics_ports[name])),
         ]
 
     def describe(self) -> list[str]:
@@ -209,7 +245,7 @@ class LocalSuite:
             scheme = "https" if config.tls else "http"
             lines.append(
                 f"  {name:<10} {config.host}:{port}  "
-                f"metrics {scheme}://{config.host}:{metrics_port(port)}/metrics"
+                f"metrics {scheme}://{config.host}:{self.metrics_ports[name]}/metrics"
             )
         if self.redis_url:
             lines.append(f"  {'redis':<10} {self.redis_url}")

@@ -1,8 +1,9 @@
-"""Runs the four services as child processes and keeps them alive.
+"""Runs the four services (and Redis) as child processes and keeps them alive.
 
 `lattice up` uses this: each service is `python -m services.<name>` in its
 own process; a child that dies is reported and restarted with exponential
-backoff; on stop every child gets SIGTERM (so it drains), then SIGKILL after
+backoff, and reported again once its probe says it is healthy (a health
+line); on stop every child gets SIGTERM (so it drains), then SIGKILL after
 its grace period. Children also get SIGTERM from the kernel if this process
 dies (PR_SET_PDEATHSIG), so nothing is left behind.
 """
@@ -18,7 +19,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 
 import grpc
@@ -46,6 +47,14 @@ class ChildSpec:
     log_path: Path | None = None
     #: TLS for the health checks (None = plaintext).
     credentials: grpc.ChannelCredentials | None = None
+    #: Waits until the child at `address` is healthy (address, monotonic deadline) and
+    #: returns when it was; None = the gRPC health check (`wait_serving`).
+    probe: Callable[[str, float], Awaitable[float]] | None = None
+
+    async def wait_healthy(self, deadline: float) -> float:
+        if self.probe is not None:
+            return await self.probe(self.address, deadline)
+        return await wait_serving(self.address, deadline, self.credentials)
 
 
 @dataclasses.dataclass
@@ -87,10 +96,7 @@ class Supervisor:
         """Wait until every child answers SERVING; returns seconds-to-ready by name."""
         started = time.monotonic()
         results = await asyncio.gather(
-            *(
-                wait_serving(c.spec.address, started + timeout, c.spec.credentials)
-                for c in self._children
-            )
+            *(c.spec.wait_healthy(started + timeout) for c in self._children)
         )
         return {c.spec.name: t - started for c, t in zip(self._children, results, strict=True)}
 
@@ -131,6 +137,30 @@ class Supervisor:
             child.restarts += 1
             await self._spawn(child)
             backoff = min(backoff * 2, self._max_backoff)
+            await self._report_health(child)
+
+    async def _report_health(self, child: _Child) -> None:
+        """The health line after a restart: healthy again, or still not after a minute."""
+        started = time.monotonic()
+        assert child.process is not None
+        healthy = asyncio.ensure_future(child.spec.wait_healthy(started + 60))
+        exited = asyncio.ensure_future(child.process.wait())
+        try:
+            await asyncio.wait({healthy, exited}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            exited.cancel()
+            if not healthy.done():
+                healthy.cancel()  # it died again: the watch loop reports that
+        if healthy.cancelled():
+            return
+        if healthy.exception() is not None:
+            self._report(f"{child.spec.name} is not healthy a minute after its restart")
+            return
+        ready = healthy.result()
+        self._report(
+            f"{child.spec.name} is healthy again ({ready - started:.1f}s after restart "
+            f"{child.restarts})"
+        )
 
     async def stop(self) -> None:
         """SIGTERM every child (they drain), SIGKILL whatever outlives the grace period."""

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
+import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -115,31 +119,68 @@ def _ensure_starter(suite: LocalSuite, model: str) -> None:
     click.echo(f"  lattice generate {model} 'Return the' --stream --temperature 0.8 --seed 1")
 
 
+def _in_daemon_thread(fn: Callable[..., None], *args: Any) -> asyncio.Future[None]:
+    """Run blocking `fn` in a daemon thread: unlike `asyncio.to_thread`, exiting does
+    not wait for it (a SIGTERM while the starter model trains must not hang)."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[None] = loop.create_future()
+
+    def settle(error: BaseException | None) -> None:
+        if future.done():
+            return
+        if error is None:
+            future.set_result(None)
+        else:
+            future.set_exception(error)
+
+    def run() -> None:
+        error: BaseException | None = None
+        try:
+            fn(*args)
+        except BaseException as exc:  # handed to the event loop, not lost
+            error = exc
+        with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits
+            loop.call_soon_threadsafe(settle, error)
+
+    threading.Thread(target=run, name="starter-model", daemon=True).start()
+    return future
+
+
 async def _run(suite: LocalSuite, starter_model: str = "") -> bool:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     healthy = True
-    try:
-        await suite.start()
-    except TimeoutError as exc:
-        report(str(exc))
+    # SIGTERM at any point stops the suite: start-up runs as a task the signal can
+    # cut short (children already spawned are then stopped like the rest).
+    starting = asyncio.create_task(suite.start())
+    stopping = asyncio.create_task(stop.wait())
+    await asyncio.wait([starting, stopping], return_when=asyncio.FIRST_COMPLETED)
+    if not starting.done():
+        report("stopping during start-up")
+        starting.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await starting
+    elif isinstance(starting.exception(), TimeoutError):
+        report(str(starting.exception()))
         healthy = False
     else:
+        starting.result()
         total = suite.ready_after["total"]
         click.echo(f"Lattice is up in {total:.1f}s (data in {suite.config.data_dir})")
         for line in suite.describe():
             click.echo(line)
         if starter_model:
-            starter = asyncio.create_task(asyncio.to_thread(_ensure_starter, suite, starter_model))
-            await asyncio.wait(
-                [starter, asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED
-            )
+            starter = _in_daemon_thread(_ensure_starter, suite, starter_model)
+            either: list[asyncio.Future[Any]] = [starter, stopping]
+            await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
             if starter.done() and starter.exception() is not None:
                 report(f"starter model: {starter.exception()}")
-        click.echo("Ctrl-C to stop.")
+        if not stop.is_set():
+            click.echo("Ctrl-C to stop.")
         await stop.wait()
         report("stopping (draining in-flight requests)")
+    stopping.cancel()
     await suite.stop()
     return healthy

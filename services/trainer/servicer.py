@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 
 from lattice.errors import InvalidArgument
@@ -11,12 +12,15 @@ from services.trainer.jobs.runner import JobRunner
 
 MAX_PAGE = 1000
 DEFAULT_PAGE = 50
+#: Offsets and sequence numbers go to SQLite, whose integers are signed 64-bit.
+MAX_SQL_INTEGER = 2**63 - 1
+_TOKEN = re.compile(r"[0-9]{1,18}")
 
 
 def _page(size: int, token: str) -> tuple[int, int]:
     if size < 0:
         raise InvalidArgument("page_size", "must not be negative")
-    if token and not token.isdigit():
+    if token and not _TOKEN.fullmatch(token):
         raise InvalidArgument("page_token", "not a token this listing returned")
     return int(token or 0), min(size or DEFAULT_PAGE, MAX_PAGE)
 
@@ -68,5 +72,7 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServiceServicer):
     async def WatchJob(self, request, context) -> AsyncIterator[trainer_pb2.WatchJobResponse]:
         if not request.job_id:
             raise InvalidArgument("job_id", "required")
+        if request.from_sequence > MAX_SQL_INTEGER:
+            raise InvalidArgument("from_sequence", f"must be at most {MAX_SQL_INTEGER}")
         async for event in self.jobs.watch(request.job_id, request.from_sequence):
             yield event

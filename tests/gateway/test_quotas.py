@@ -70,7 +70,8 @@ async def test_token_quota_counts_streamed_and_cancelled_streams(stack, redis_se
     await gateway.gateway.settle()
     assert await quotas.usage("acme") == (0, 7)
 
-    # A cancelled stream is charged what it delivered, not what was asked for.
+    # A cancelled stream is charged its prompt (2) and what it delivered, not what
+    # was asked for (issue 21, defect 10: the prompt went uncharged).
     long = stub.GenerateStream(
         inference_pb2.GenerateStreamRequest(
             model="chat",
@@ -86,7 +87,7 @@ async def test_token_quota_counts_streamed_and_cancelled_streams(stack, redis_se
     await asyncio.sleep(0.1)
     await gateway.gateway.settle()
     _, tokens = await quotas.usage("acme")
-    assert 7 + 3 <= tokens <= 7 + 6, tokens
+    assert 7 + 2 + 3 <= tokens <= 7 + 2 + 6, tokens
     assert echo.stream_sent < 50  # generation stopped upstream too
 
     # Unary usage counts as well; once the window holds >= the limit, refused.
@@ -135,3 +136,6 @@ async def test_redis_down_fails_open_or_closed_as_configured(stack, redis_server
     except grpc.aio.AioRpcError as error:
         assert error.code() == grpc.StatusCode.UNAVAILABLE
         assert "quota" in error.details()
+        # Issue 21, defect 11: a retryable error says when to retry.
+        retry_after = from_rpc_error(error).retry_after
+        assert retry_after is not None and 0 < retry_after <= 5

@@ -141,3 +141,24 @@ async def test_unknown_model_before_first_sync_is_unavailable(stack):
             inference_pb2.GenerateRequest(model="chat", prompt="x"), metadata=bearer(token())
         )
     assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+async def test_weighted_routing_skips_a_version_no_replica_has_ready(stack):
+    """Issue 21, defect 5: after a failed canary, its share of requests got UNAVAILABLE."""
+    await stack.start_registry()
+    await stack.model("chat", 2, [(1, 50), (2, 50)])
+    replicas = await stack.start_inference(2, unavailable_versions=(2,), loaded=(("chat", 1),))
+    gateway = await stack.start_gateway(replica_poll_seconds=0.05)
+    stub = stack.inference_stub(gateway)
+    acme = bearer(token())
+    await asyncio.sleep(0.3)  # a few polls of ListLoadedModels
+    request = inference_pb2.GenerateRequest(model="chat", prompt="one two")
+    versions = [(await stub.Generate(request, metadata=acme)).model_version for _ in range(40)]
+    assert versions == [1] * 40
+    # Once a replica reports version 2 READY, it gets its share again.
+    replicas[0].loaded = (("chat", 1), ("chat", 2))
+    replicas[0].unavailable_versions = ()
+    replicas[1].unavailable_versions = ()
+    await asyncio.sleep(0.3)
+    versions = [(await stub.Generate(request, metadata=acme)).model_version for _ in range(40)]
+    assert set(versions) == {1, 2}

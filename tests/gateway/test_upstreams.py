@@ -64,7 +64,7 @@ async def test_ejected_replica_is_probed_back_in(stack):
     await stack.start_inference(1)
     stack.inference.insert(0, (server, echo))
     gateway = await stack.start_gateway(
-        outlier_consecutive_failures=1, outlier_ejection_seconds=0.3
+        outlier_consecutive_failures=1, outlier_ejection_seconds=0.3, replica_poll_seconds=0.1
     )
     pool = gateway.gateway._inference
     flaky = next(r for r in pool.replicas if r.address == address)
@@ -152,3 +152,26 @@ async def test_stream_fails_over_before_the_first_message_only(stack):
         assert error.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED)
     assert len(second.requests) == streams_before
     assert len(first.requests) == 0
+
+
+async def test_shadow_failures_never_eject_a_replica(stack):
+    """Issue 21, defect 7: a failing shadow version ejected healthy replicas."""
+    await stack.start_registry()
+    await stack.model("chat", 2, [(1, 100)], shadow=2)
+    replicas = await stack.start_inference(
+        2, unavailable_versions=(2,), loaded=(("chat", 1), ("chat", 2))
+    )
+    gateway = await stack.start_gateway(outlier_consecutive_failures=2)
+    stub = stack.inference_stub(gateway)
+    acme = bearer(token())
+    request = inference_pb2.GenerateRequest(model="chat", prompt="a b c")
+    for _ in range(20):
+        response = await stub.Generate(request, metadata=acme)
+        assert response.model_version == 1
+    await gateway.gateway.settle()
+    assert any(r.model == "chat:2" for replica in replicas for r in replica.requests)
+    pool = gateway.gateway._inference
+    assert [r.ejections for r in pool.replicas] == [0, 0]
+    health = gateway.metrics_registry.get_sample_value
+    for replica in pool.replicas:
+        assert health("lattice_gateway_upstream_healthy", {"address": replica.address}) == 1

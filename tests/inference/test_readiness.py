@@ -7,6 +7,7 @@ import time
 
 import grpc
 import pytest
+from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from lattice.v1 import inference_pb2, inference_pb2_grpc
@@ -14,6 +15,7 @@ from services.inference.server import InferenceSettings
 from services.inference.server import build_server as build_inference
 from services.registry.server import RegistrySettings
 from services.registry.server import build_server as build_registry
+from services.suite.embedded import deploy_lm
 from services.suite.ports import free_port
 from tests.support.identity import signed_channel
 
@@ -61,3 +63,36 @@ async def test_not_serving_until_the_registry_view_is_synced(tmp_path):
         await inference.stop(0)
         if registry is not None:
             await registry.stop(0)
+
+
+async def test_not_serving_until_the_deployed_versions_are_loaded(lab, model_dirs, tmp_path):
+    """Issue 21, defect 6: a restarted replica said SERVING while its models were
+    still loading, and requests sent to it waited for the load."""
+    await deploy_lm(lab, model_dirs)
+    await lab.register("lm", model_dirs["lm2"])
+    await lab.deploy("lm", {1: 50, 2: 50})
+    replica = await build_inference(
+        InferenceSettings(
+            port=0,
+            data_dir=tmp_path / "second",
+            registry_address=lab.registry.address,
+            log_json=False,
+            device="cpu",
+        )
+    )
+    await replica.start()
+    channel = aio.insecure_channel(replica.address)
+    try:
+        updates = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest())
+        while (await updates.read()).status != SERVING:
+            pass
+        loaded = await inference_pb2_grpc.InferenceServiceStub(channel).ListLoadedModels(
+            inference_pb2.ListLoadedModelsRequest(), timeout=5
+        )
+        states = {(m.model_name, m.version): m.state for m in loaded.models}
+        ready = inference_pb2.LOADED_MODEL_STATE_READY
+        assert states == {("lm", 1): ready, ("lm", 2): ready}
+        updates.cancel()
+    finally:
+        await channel.close()
+        await replica.stop(0)

@@ -29,6 +29,8 @@ async def test_stream_matches_unary_and_names_the_version(lab, model_dirs):
     assert messages[0].model_name == "lm" and messages[0].model_version == 1
     assert messages[-1].finish_reason == inference_pb2.FINISH_REASON_LENGTH
     assert messages[-1].usage == unary.usage
+    # The prompt's size comes first, so a stream cut short can be charged for it.
+    assert messages[0].prompt_tokens == unary.usage.prompt_tokens > 0
     ttft = lab.metric(
         "gen_ai_server_time_to_first_token_seconds_count", {"gen_ai_request_model": "lm"}
     )

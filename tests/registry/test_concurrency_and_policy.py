@@ -116,6 +116,31 @@ async def test_rollout_inside_min_interval_says_when(client: RegistryClient):
     assert not offline.routes
 
 
+async def test_rollback_bypasses_the_rollout_interval(client: RegistryClient):
+    """Issue 21, defect 12: pulling a failed canary waited out the interval."""
+    await client.model("m")
+    await client.version("m")
+    await client.version("m")
+    await client.stub.SetPolicy(
+        registry_pb2.SetPolicyRequest(
+            policy=registry_pb2.ModelPolicy(
+                model_name="m", min_rollout_interval=duration_pb2.Duration(seconds=600)
+            )
+        )
+    )
+    await client.deploy("m", (1, 90), (2, 10))
+    # Moving more traffic to the canary is a rollout: held back by the interval.
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await client.deploy("m", (1, 50), (2, 50), reason="widen")
+    assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    # Taking the canary out is a rollback: allowed at once.
+    rolled_back = await client.deploy("m", (1, 100), reason="canary failed")
+    assert [(r.version, r.weight) for r in rolled_back.routes] == [(1, 100)]
+    # ... and it does not reset into a loophole: the next rollout still waits.
+    with pytest.raises(grpc.aio.AioRpcError):
+        await client.deploy("m", (1, 90), (2, 10), reason="retry canary")
+
+
 async def test_rollout_allowed_again_after_the_interval(client: RegistryClient):
     await client.model("m")
     await client.version("m")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
 from collections.abc import AsyncIterator, Sequence
 
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -20,6 +21,7 @@ class ProbeInference(inference_pb2_grpc.InferenceServiceServicer):
     """Behaves by prompt, so one servicer exercises every runtime path.
 
     - "sleep:<seconds>" sleeps, then answers
+    - "block:<seconds>" blocks the event loop that long (a hung process)
     - "invalid" raises InvalidArgument; "missing" raises NotFound; "crash" raises ValueError
     - "call:<address>" calls Health.Check on another server through create_channel
     - anything else is echoed
@@ -35,6 +37,8 @@ class ProbeInference(inference_pb2_grpc.InferenceServiceServicer):
         prompt = request.prompt
         if prompt.startswith("sleep:"):
             await asyncio.sleep(float(prompt.split(":", 1)[1]))
+        elif prompt.startswith("block:"):
+            time.sleep(float(prompt.split(":", 1)[1]))  # noqa: ASYNC251 - on purpose
         elif prompt == "invalid":
             raise InvalidArgument("prompt", "must not be 'invalid'")
         elif prompt == "missing":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+import redis
 
 from services.suite.ports import free_port
 from tests.deploy.test_dashboards import dashboard_metrics
@@ -34,9 +36,16 @@ EXPECTED_SERVICES = {
 
 
 class Suite:
-    def __init__(self, process: subprocess.Popen[str], ports: dict[str, int], seconds: float):
+    def __init__(
+        self,
+        process: subprocess.Popen[str],
+        ports: dict[str, int],
+        seconds: float,
+        redis_port: int,
+    ):
         self.process = process
         self.ports = ports
+        self.redis_port = redis_port
         self.seconds_to_ready = seconds
         #: What `lattice up` prints after "Lattice is up" (exits, restarts).
         self.reports: list[str] = []
@@ -58,6 +67,7 @@ class Suite:
 def suite(tmp_path_factory) -> Iterator[Suite]:
     ports = {name: free_port() for name in EXPECTED_SERVICES}
     data_dir = tmp_path_factory.mktemp("lattice-up")
+    redis_port = free_port()
     argv = [
         sys.executable,
         "-m",
@@ -66,7 +76,7 @@ def suite(tmp_path_factory) -> Iterator[Suite]:
         "--data-dir",
         str(data_dir),
         "--redis-port",
-        str(free_port()),
+        str(redis_port),
         "--grace",
         "5",
     ]
@@ -86,7 +96,7 @@ def suite(tmp_path_factory) -> Iterator[Suite]:
             break
     else:
         pytest.fail(f"lattice up exited with {process.wait()} before becoming ready")
-    suite = Suite(process, ports, time.monotonic() - started)
+    suite = Suite(process, ports, time.monotonic() - started, redis_port)
     yield suite
     if process.poll() is None:
         process.kill()
@@ -130,9 +140,12 @@ def _metric_names(scrape: str) -> set[str]:
 
 def test_every_dashboard_queries_only_metrics_the_services_export(suite):
     """deploy/grafana/*.json against a live scrape of each service's /metrics."""
+    deadline = time.monotonic() + 10
+    while len(urls := _metrics_urls(suite)) < len(EXPECTED_SERVICES):
+        assert time.monotonic() < deadline, suite.reports
+        time.sleep(0.1)
     exported: set[str] = set()
-    for name in EXPECTED_SERVICES:
-        url = f"http://127.0.0.1:{suite.ports[name] + 1000}/metrics"
+    for url in urls.values():
         with urllib.request.urlopen(url, timeout=10) as response:
             exported |= _metric_names(response.read().decode())
     assert "lattice_rpc_requests_total" in exported  # the scrape parsed
@@ -176,6 +189,43 @@ def _running_services(suite: Suite) -> dict[str, psutil.Process]:
     return found
 
 
+def test_metrics_ports_are_picked_free_and_printed(suite):
+    """Issue 21, defect 18: metrics always bound at port + 1000, so neighbouring
+    suites collided and crash-looped."""
+    deadline = time.monotonic() + 10
+    while len(urls := _metrics_urls(suite)) < len(EXPECTED_SERVICES):
+        assert time.monotonic() < deadline, suite.reports
+        time.sleep(0.1)
+    for name, url in urls.items():
+        assert not url.endswith(f":{suite.ports[name] + 1000}/metrics")
+        with urllib.request.urlopen(url, timeout=10) as answer:
+            assert answer.status == 200
+            assert b"lattice_rpc" in answer.read()
+
+
+def _metrics_urls(suite: Suite) -> dict[str, str]:
+    urls = {}
+    for line in list(suite.reports):
+        match = re.match(r"\s+(\w+)\s+\S+\s+metrics (http://\S+/metrics)", line)
+        if match:
+            urls[match.group(1)] = match.group(2)
+    return urls
+
+
+def test_redis_is_supervised_like_the_services(suite):
+    """Issue 21, defect 16: a Redis that died stayed dead."""
+    (server,) = [p for p in suite.children() if "redis-server" in " ".join(p.cmdline())]
+    server.kill()
+    deadline = time.monotonic() + 30
+    while not any(line.startswith("lattice: redis is healthy again") for line in suite.reports):
+        assert time.monotonic() < deadline, suite.reports
+        time.sleep(0.2)
+    assert any(line.startswith("lattice: redis exited") for line in suite.reports)
+    client = redis.Redis(host="127.0.0.1", port=suite.redis_port, socket_timeout=5)
+    assert client.ping()
+    client.close()
+
+
 def test_sigterm_stops_everything_and_leaves_no_orphans(suite):
     # The test before kills the registry: let the supervisor finish that restart first.
     deadline = time.monotonic() + 20
@@ -183,9 +233,44 @@ def test_sigterm_stops_everything_and_leaves_no_orphans(suite):
         assert time.monotonic() < deadline, f"only {sorted(running)} running: {suite.reports}"
         time.sleep(0.2)
     exits = [line for line in suite.reports if " exited with code " in line]
-    assert all(line.startswith("lattice: registry ") for line in exits), suite.reports
+    restarted = ("lattice: registry ", "lattice: redis ")  # the tests before killed them
+    assert all(line.startswith(restarted) for line in exits), suite.reports
     children = suite.children()
     suite.process.send_signal(signal.SIGTERM)
     assert suite.process.wait(timeout=30) == 0
     _gone, alive = psutil.wait_procs(children, timeout=10)
     assert alive == [], f"left behind: {[p.cmdline() for p in alive]}"
+
+
+def test_sigterm_during_start_up_stops_the_suite(tmp_path):
+    """Issue 21, defect 19: SIGTERM during start-up was ignored until start-up ended."""
+    argv = [sys.executable, "-m", "lattice.cli", "up", "--data-dir", str(tmp_path)]
+    argv += ["--redis-port", str(free_port()), "--grace", "2"]
+    for name in EXPECTED_SERVICES:
+        argv += [f"--{name}-port", str(free_port())]
+    process = subprocess.Popen(
+        argv,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "LATTICE_LOG_LEVEL": "WARNING"},
+    )
+    parent = psutil.Process(process.pid)
+    deadline = time.monotonic() + 30
+    while not any("services." in " ".join(c.cmdline()) for c in _children(parent)):
+        assert time.monotonic() < deadline and process.poll() is None, "no service started"
+        time.sleep(0.05)
+    children = _children(parent)
+    process.send_signal(signal.SIGTERM)
+    output, _ = process.communicate(timeout=30)
+    assert process.returncode == 0, output
+    assert "Lattice is up" not in output
+    _gone, alive = psutil.wait_procs(children, timeout=10)
+    assert alive == [], f"left behind: {[p.cmdline() for p in alive]}"
+
+
+def _children(parent: psutil.Process) -> list[psutil.Process]:
+    try:
+        return parent.children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []

@@ -9,6 +9,7 @@ from google.rpc import error_details_pb2
 
 import lattice
 from lattice.v1 import registry_pb2, trainer_pb2
+from services.runtime import LatticeServer, ServerSettings
 from tests.support.sdk_servers import TEST_TOKEN
 
 
@@ -258,3 +259,32 @@ def test_extra_metadata_goes_with_every_call(services):
     assert seen["traceparent"] == traceparent
     assert seen["authorization"] == f"Bearer {TEST_TOKEN}"
     assert seen["user-agent"].startswith("lattice-python")
+
+
+def test_follow_job_resumes_after_a_trainer_restart(services):
+    """Issue 21, defect 17: `lattice jobs watch` ended when the trainer restarted."""
+    services.trainer.steps, services.trainer.step_delay = 30, 0.05
+    with lattice.Client(services.address, TEST_TOKEN) as client:
+        dataset = client.prepare_dataset("follow", ["builtin:python-docstrings"])
+        job = client.submit_job(
+            trainer_pb2.JobSpec(
+                family=trainer_pb2.MODEL_FAMILY_GPT2_CAUSAL_LM, dataset_id=dataset.id
+            )
+        )
+        sequences = []
+        for event in client.follow_job(job.id, reconnect_for=20):
+            sequences.append(event.sequence)
+            if len(sequences) == 5:  # restart the server on the same port mid-stream
+                services.server = services.run(_restarted(services.server, services))
+        final = event
+    assert sequences == list(range(1, len(sequences) + 1))  # none lost, none repeated
+    assert final.job.state == trainer_pb2.JOB_STATE_SUCCEEDED
+
+
+async def _restarted(server: LatticeServer, services) -> LatticeServer:
+    """`server` stopped, and the same servicers served again on its port."""
+    port = server.port
+    await server.stop(0)
+    replacement = LatticeServer(services.services(), ServerSettings(port=port, log_json=False))
+    await replacement.start()
+    return replacement

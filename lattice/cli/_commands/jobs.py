@@ -101,8 +101,10 @@ def cancel_job(session: Session, job_id: str) -> None:
 @click.option("--logs", is_flag=True, help="Also print the job's log lines.")
 @lattice_command
 def watch_job(session: Session, job_id: str, from_sequence: int, logs: bool) -> None:
-    """Follow a job until it finishes; exit 1 if it failed or was cancelled."""
+    """Follow a job until it finishes; exit 1 if it failed or was cancelled.
+
+    A trainer restart does not end it: it reconnects and resumes after the last event."""
     client = session.client()
-    with client.watch_job(job_id, from_sequence) as events:
-        final = JobProgress(session.as_json, show_logs=logs).follow(events)
+    events = client.follow_job(job_id, from_sequence)
+    final = JobProgress(session.as_json, show_logs=logs).follow(events)
     finish(final or client.get_job(job_id), session.as_json)

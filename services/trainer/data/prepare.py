@@ -40,6 +40,11 @@ def validate_spec(spec: trainer_pb2.DatasetSpec) -> None:
         raise InvalidArgument("spec.cleaning.min_chars", "must not exceed max_chars")
     if not 0.0 <= options.near_duplicate_threshold <= 1.0:
         raise InvalidArgument("spec.cleaning.near_duplicate_threshold", "must be within 0..1")
+    if spec.tokenizer.kind not in trainer_pb2.TokenizerKind.values():
+        known = ", ".join(trainer_pb2.TokenizerKind.keys())
+        raise InvalidArgument(
+            "spec.tokenizer.kind", f"unknown kind {spec.tokenizer.kind}; one of {known}"
+        )
     vocab = spec.tokenizer.vocab_size
     if not spec.tokenizer.base_model and vocab and not 300 <= vocab <= 1_000_000:
         raise InvalidArgument("spec.tokenizer.vocab_size", "must be within 300..1000000")

@@ -47,8 +47,25 @@ def _field(index: int, name: str) -> str:
     return f"spec.sources[{index}].{name}"
 
 
+def _shown(raw: str) -> str:
+    """A client's path as echoed in an error: printable and short."""
+    shown = raw if len(raw) <= 120 else raw[:117] + "..."
+    return repr(shown)
+
+
 def resolve_files(index: int, source: trainer_pb2.DataSource) -> list[Path]:
-    """The files a path source names, sorted; InvalidArgument if there are none."""
+    """The files a path source names, sorted; InvalidArgument if there are none
+    or the path cannot be looked at (too long, not permitted, not a name at all)."""
+    try:
+        return _resolve_files(index, source)
+    except (OSError, ValueError) as error:  # ENAMETOOLONG, EACCES, embedded NUL ...
+        reason = getattr(error, "strerror", None) or "not a usable path"
+        raise InvalidArgument(
+            _field(index, "path"), f"{_shown(source.path)}: {reason.lower()}"
+        ) from None
+
+
+def _resolve_files(index: int, source: trainer_pb2.DataSource) -> list[Path]:
     raw = source.path
     if any(ch in raw for ch in "*?["):
         matches = sorted(Path(p) for p in glob.glob(raw, recursive=True))
@@ -62,13 +79,18 @@ def resolve_files(index: int, source: trainer_pb2.DataSource) -> list[Path]:
         elif path.is_file():
             if path.suffix.lower() not in SUFFIXES:
                 raise InvalidArgument(
-                    _field(index, "path"), f"{raw}: unsupported file type (use .txt/.jsonl/.csv)"
+                    _field(index, "path"),
+                    f"{_shown(raw)}: unsupported file type (use .txt/.jsonl/.csv)",
                 )
             files = [path]
         else:
-            raise InvalidArgument(_field(index, "path"), f"{raw}: no such file or directory")
+            raise InvalidArgument(
+                _field(index, "path"), f"{_shown(raw)}: no such file or directory"
+            )
     if not files:
-        raise InvalidArgument(_field(index, "path"), f"{raw}: matches no .txt/.jsonl/.csv file")
+        raise InvalidArgument(
+            _field(index, "path"), f"{_shown(raw)}: matches no .txt/.jsonl/.csv file"
+        )
     return files
 
 

@@ -1,0 +1,67 @@
+"""Bounded server streams at the gateway (issue 21, defect 14): a cap per tenant, an idle
+timeout, and per-connection limits with a maximum connection age."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+import pytest
+
+from lattice.errors import from_rpc_error
+from lattice.v1 import registry_pb2, registry_pb2_grpc
+from services.gateway.server import GatewaySettings
+from services.runtime.server import server_options
+from tests.gateway.support import bearer, token
+
+
+async def _watch(stack, gateway, tenant: str):
+    stub = registry_pb2_grpc.ModelRegistryServiceStub(stack.channel(gateway.address))
+    call = stub.Watch(
+        registry_pb2.WatchRequest(), metadata=bearer(token(tenant, scopes=("registry:read",)))
+    )
+    await call.read()  # the snapshot: the stream is open through the gateway
+    return call
+
+
+async def test_streams_per_tenant_are_capped(stack):
+    """Issue 21, defect 14: nothing limited concurrent streams (10k idle Watch streams)."""
+    await stack.start_registry()
+    await stack.start_inference(1)
+    gateway = await stack.start_gateway(max_streams_per_tenant=2)
+    first = await _watch(stack, gateway, "acme")
+    second = await _watch(stack, gateway, "acme")  # held: a dropped call is cancelled
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await _watch(stack, gateway, "acme")
+    assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert from_rpc_error(refused.value).retry_after is not None
+    other = await _watch(stack, gateway, "other")  # another tenant is not affected
+    first.cancel()
+    for _ in range(100):  # the slot comes back once the gateway sees the cancel
+        try:
+            await _watch(stack, gateway, "acme")
+            second.cancel()
+            other.cancel()
+            return
+        except grpc.aio.AioRpcError:
+            await asyncio.sleep(0.02)
+    raise AssertionError("the cancelled stream's slot never came back")
+
+
+async def test_idle_streams_are_ended_with_unavailable(stack):
+    await stack.start_registry()
+    await stack.start_inference(1)
+    gateway = await stack.start_gateway(stream_idle_timeout_seconds=0.3)
+    call = await _watch(stack, gateway, "acme")
+    with pytest.raises(grpc.aio.AioRpcError) as ended:
+        while True:
+            await call.read()
+    assert ended.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert "idle" in ended.value.details()
+    assert from_rpc_error(ended.value).retry_after == 0
+
+
+def test_gateway_connections_have_an_age_and_a_stream_cap():
+    options = dict(server_options(GatewaySettings()))
+    assert options["grpc.max_connection_age_ms"] == 600_000
+    assert options["grpc.max_concurrent_streams"] == 1000
