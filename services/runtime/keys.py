@@ -170,6 +170,11 @@ class LocalKeyRing:
             version = int(kid[1:]) if kid.startswith("k") else -1
         except ValueError:
             version = -1
+        if version not in self._secrets and self._secrets and version > max(self._secrets):
+            # A newer version than we know: another process rotated the ring and signs
+            # with it already. Look at the file now instead of at the next interval
+            # (one stat; a forged kid costs no more than that).
+            self._maybe_reload(force=True)
         if version not in self._secrets:
             raise UnknownKey(f"key {kid!r} is not in the key ring {self.path}")
         return self._key(purpose, version)
@@ -182,9 +187,9 @@ class LocalKeyRing:
             self._derived[(purpose, kid)] = key
         return key
 
-    def _maybe_reload(self) -> None:
+    def _maybe_reload(self, *, force: bool = False) -> None:
         now = time.monotonic()
-        if now - self._checked < self._reload_interval:
+        if not force and now - self._checked < self._reload_interval:
             return
         self._checked = now
         with contextlib.suppress(OSError):

@@ -58,6 +58,18 @@ def test_a_running_ring_picks_up_a_rotation(tmp_path):
     assert ring.current(PURPOSE_CACHE_SEAL).kid == "k2"
 
 
+def test_a_key_newer_than_the_ring_knows_is_looked_up_at_once(tmp_path):
+    """A peer that rotated signs with the new version before this ring's next periodic
+    check: `find` reads the file at once instead of refusing the peer's tokens."""
+    path = tmp_path / "ring.json"
+    ring = LocalKeyRing.open_or_create(path)
+    assert ring.current(PURPOSE_CACHE_SEAL).kid == "k1"
+    rotate_key_ring(path)
+    assert ring.find(PURPOSE_CACHE_SEAL, "k2").kid == "k2"
+    with pytest.raises(UnknownKey):
+        ring.find(PURPOSE_CACHE_SEAL, "k7")
+
+
 def test_a_corrupted_ring_keeps_the_keys_already_loaded(tmp_path):
     path = tmp_path / "ring.json"
     ring = LocalKeyRing(path, reload_interval=0.0) if create_key_ring(path) else None
