@@ -19,7 +19,7 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from grpc import aio
 
-from lattice.errors import Unavailable
+from lattice.errors import PermissionDenied, Unavailable
 from lattice.tokens import mint_dev_token
 from lattice.v1 import (
     common_pb2,
@@ -115,6 +115,8 @@ class EchoInference(inference_pb2_grpc.InferenceServiceServicer):
         self.unavailable_versions = unavailable_versions
         #: (model, version) pairs ListLoadedModels reports READY.
         self.loaded = loaded
+        #: Answer ListLoadedModels with PERMISSION_DENIED (a replica that is alive).
+        self.refuse_polls = False
         self.requests: list[Any] = []
         self.metadata: list[dict[str, str]] = []
         self.remaining: list[float | None] = []
@@ -182,6 +184,8 @@ class EchoInference(inference_pb2_grpc.InferenceServiceServicer):
         )
 
     async def ListLoadedModels(self, request, context):
+        if self.refuse_polls:
+            raise PermissionDenied("not for this caller")
         ready = inference_pb2.LOADED_MODEL_STATE_READY
         models = [
             inference_pb2.LoadedModel(model_name=name, version=version, state=ready)
