@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import logging
 
+import grpc
 from grpc import aio
 
 from lattice.v1 import inference_pb2
@@ -29,6 +30,8 @@ from services.gateway.upstreams import UNRESPONSIVE_AFTER, Replica, ReplicaPool
 log = logging.getLogger(__name__)
 
 _READY = inference_pb2.LOADED_MODEL_STATE_READY
+#: Poll outcomes that mean the replica did not answer at all (dead, hung, unreachable).
+_NO_ANSWER = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 
 
 class ReplicaStates:
@@ -58,8 +61,11 @@ class ReplicaStates:
             answer = await replica.stub.ListLoadedModels(
                 inference_pb2.ListLoadedModelsRequest(), timeout=self._timeout
             )
-        except aio.AioRpcError:
+        except aio.AioRpcError as error:
             self._reports.pop(replica.address, None)  # unknown: it no longer counts
+            if error.code() not in _NO_ANSWER:
+                replica.missed_polls = 0  # it answered (refused, say): alive, state unknown
+                return
             replica.missed_polls += 1
             if replica.missed_polls == UNRESPONSIVE_AFTER:
                 log.warning(

@@ -13,7 +13,7 @@ from typing import Any
 
 from grpc import aio
 
-from lattice.errors import Unavailable
+from lattice.errors import PermissionDenied, Unavailable
 from lattice.v1 import common_pb2, inference_pb2, inference_pb2_grpc
 from services.runtime import LatticeServer, ServerSettings, Service
 
@@ -35,6 +35,8 @@ class EchoInference(inference_pb2_grpc.InferenceServiceServicer):
         self.unavailable_versions = unavailable_versions
         #: (model, version) pairs ListLoadedModels reports READY.
         self.loaded = loaded
+        #: Answer ListLoadedModels with PERMISSION_DENIED (a replica that is alive).
+        self.refuse_polls = False
         self.requests: list[Any] = []
         self.metadata: list[dict[str, str]] = []
         self.remaining: list[float | None] = []
@@ -102,6 +104,8 @@ class EchoInference(inference_pb2_grpc.InferenceServiceServicer):
         )
 
     async def ListLoadedModels(self, request, context):
+        if self.refuse_polls:
+            raise PermissionDenied("not for this caller")
         ready = inference_pb2.LOADED_MODEL_STATE_READY
         models = [
             inference_pb2.LoadedModel(model_name=name, version=version, state=ready)

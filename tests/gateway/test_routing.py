@@ -162,3 +162,19 @@ async def test_weighted_routing_skips_a_version_no_replica_has_ready(stack):
     await asyncio.sleep(0.3)
     versions = [(await stub.Generate(request, metadata=acme)).model_version for _ in range(40)]
     assert set(versions) == {1, 2}
+
+
+async def test_a_replica_that_refuses_the_poll_still_counts_as_alive(stack):
+    """Only silence takes a replica out of rotation: one that answers the poll with an
+    error (say, it wants another identity) is alive, its versions just unknown."""
+    await stack.start_registry()
+    await stack.model("chat", 1, [(1, 100)])
+    (echo,) = await stack.start_inference(1)
+    echo.refuse_polls = True
+    gateway = await stack.start_gateway(replica_poll_seconds=0.05)
+    await asyncio.sleep(0.3)
+    (replica,) = gateway.gateway._inference.replicas
+    assert not replica.unresponsive
+    stub = stack.inference_stub(gateway)
+    request = inference_pb2.GenerateRequest(model="chat", prompt="one")
+    assert (await stub.Generate(request, metadata=bearer(token()))).model_version == 1

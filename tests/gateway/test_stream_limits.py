@@ -8,9 +8,10 @@ import asyncio
 import grpc
 import pytest
 
-from lattice.errors import from_rpc_error
+from lattice.errors import ResourceExhausted, Unavailable, from_rpc_error
 from lattice.v1 import registry_pb2, registry_pb2_grpc
 from services.gateway.server import GatewaySettings
+from services.gateway.stream_limits import StreamSlots, idle_limited
 from services.runtime.server import server_options
 from tests.gateway.support import bearer, token
 
@@ -65,3 +66,26 @@ def test_gateway_connections_have_an_age_and_a_stream_cap():
     options = dict(server_options(GatewaySettings()))
     assert options["grpc.max_connection_age_ms"] == 600_000
     assert options["grpc.max_concurrent_streams"] == 1000
+
+
+def test_stream_slots_count_per_tenant_and_give_back():
+    slots = StreamSlots(per_tenant=2)
+    with slots.hold("acme"), slots.hold("acme"):
+        assert slots.open_streams("acme") == 2
+        with pytest.raises(ResourceExhausted) as refused, slots.hold("acme"):
+            pass
+        assert refused.value.retry_after == 1.0
+        with slots.hold("other"):
+            assert slots.open_streams("other") == 1
+    assert slots.open_streams("acme") == 0
+
+
+async def test_idle_limited_ends_a_silent_stream_and_passes_a_busy_one():
+    async def ticking(gap: float, count: int):
+        for i in range(count):
+            await asyncio.sleep(gap)
+            yield i
+
+    assert [i async for i in idle_limited(ticking(0.01, 5), 0.2)] == [0, 1, 2, 3, 4]
+    with pytest.raises(Unavailable):
+        [i async for i in idle_limited(ticking(0.5, 2), 0.1)]
