@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Coroutine, Sequence
+from collections.abc import AsyncGenerator, Coroutine, Sequence
 from typing import Any, NamedTuple
 
 from opentelemetry import trace
@@ -20,11 +20,13 @@ from opentelemetry.trace import Status, StatusCode
 
 from lattice.errors import LatticeError
 from lattice.refs import ModelRef, parse_model_ref
+from lattice.v1 import registry_pb2
 from services.gateway.auth import Authenticator, Principal
-from services.gateway.authz import require_scope, require_tenant
+from services.gateway.authz import require_scope, require_tenant, tenant_allowed
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.quotas import Admission, QuotaLimiter
 from services.gateway.routing import RouteDecision, Router
+from services.gateway.streams import StreamSlots
 from services.gateway.upstreams import ReplicaPool, Upstream
 
 log = logging.getLogger(__name__)
@@ -54,6 +56,7 @@ class Gateway:
         metrics: GatewayMetrics,
         tracer: trace.Tracer | None = None,
         max_shadow_in_flight: int = 32,
+        streams: StreamSlots | None = None,
     ) -> None:
         self._authenticator = authenticator
         self._router = router
@@ -64,6 +67,7 @@ class Gateway:
         self._tracer = tracer or trace.get_tracer("lattice.gateway")
         self._tasks: set[asyncio.Task[Any]] = set()
         self._shadow_slots = max_shadow_in_flight
+        self._streams = streams or StreamSlots(0)
         quotas.on_usage = lambda subject, kind, used: metrics.quota_used_for(subject, kind).set(
             used
         )
@@ -184,15 +188,18 @@ class Gateway:
         finally:
             self._metrics.requests_for(tenant, model, code).inc()
 
-    async def invoke_stream(self, call: Call, request: Any) -> AsyncIterator[Any]:
+    async def invoke_stream(self, call: Call, request: Any) -> AsyncGenerator[Any, None]:
         """GenerateStream: charged for the tokens actually delivered, even if cancelled."""
         tenant, model, code = "", "", "OK"
         admission: Admission | None = None
         final_tokens: int | None = None
         delivered = 0
+        holds_slot = False
         try:
             principal = await self.authorize(call)
             tenant = principal.tenant
+            self._streams.acquire(tenant)
+            holds_slot = True
             ref = parse_model_ref(request.model)
             model = self._model_label(ref)
             decision = self._route(principal, ref, request.routing_key)
@@ -221,6 +228,8 @@ class Gateway:
             code = "INTERNAL"
             raise
         finally:
+            if holds_slot:
+                self._streams.release(tenant)
             self._metrics.requests_for(tenant, model, code).inc()
             # Without a final usage (cancelled, failed mid-stream) charge one token
             # per delta delivered: what the caller actually received.
@@ -266,6 +275,15 @@ class Gateway:
             "ListLoadedModels", request, self._forward_metadata(principal)
         )
 
+    async def invokable_models(self, call: Call) -> list[registry_pb2.Model]:
+        """The online models the caller may invoke (its scope and each model's policy)."""
+        principal = await self.authorize(call)
+        return [
+            model
+            for model in self._router.online_models()
+            if tenant_allowed(principal, self._router.policy(model.name))
+        ]
+
     # --- registry and trainer ----------------------------------------------------------
 
     async def forward_unary(self, upstream: str, call: Call, request: Any) -> Any:
@@ -275,7 +293,9 @@ class Gateway:
             method, request, self._forward_metadata(principal)
         )
 
-    async def forward_stream(self, upstream: str, call: Call, request: Any) -> AsyncIterator[Any]:
+    async def forward_stream(
+        self, upstream: str, call: Call, request: Any
+    ) -> AsyncGenerator[Any, None]:
         principal = await self.authorize(call)
         method = call.method.rsplit("/", 1)[-1]
         stream = self._upstreams[upstream].stream(

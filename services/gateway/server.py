@@ -20,10 +20,14 @@ from lattice.v1 import (
 )
 from services.gateway.auth import AuthConfig, Authenticator, JwksKeys, file_fetcher, url_fetcher
 from services.gateway.gateway import Gateway
+from services.gateway.http.app import build_app
+from services.gateway.http.listener import HttpListener
+from services.gateway.http.openai_api import HttpLimits
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.quotas import QuotaLimiter, QuotaLimits, connect
 from services.gateway.routing import Router
 from services.gateway.servicers import InferenceServicer, forwarding_servicer
+from services.gateway.streams import StreamSlots
 from services.gateway.tls import channel_credentials, server_credentials
 from services.gateway.upstreams import OutlierConfig, ReplicaPool, Upstream
 from services.runtime import LatticeServer, ServerSettings, Service, create_channel
@@ -85,6 +89,15 @@ class GatewaySettings(ServerSettings):
     upstream_ca_file: str = ""
     upstream_cert_file: str = ""
     upstream_key_file: str = ""
+    #: HTTP front (OpenAI-compatible /v1, /healthz) on this port; 0 picks a free one,
+    #: -1 turns it off. Same TLS settings as the gRPC port.
+    http_port: int = -1
+    #: Largest HTTP request body, in bytes (413 above it).
+    http_max_body_bytes: int = 4 * 1024 * 1024
+    #: An HTTP event stream that produces nothing for this long is ended.
+    http_sse_idle_seconds: float = 120.0
+    #: Open token streams per tenant on this replica, gRPC and HTTP together (0 = no limit).
+    max_streams_per_tenant: int = 64
 
 
 def _authenticator(settings: GatewaySettings) -> Authenticator:
@@ -181,6 +194,7 @@ async def build_server(
         upstreams=upstreams,
         metrics=GatewayMetrics(metrics_registry),
         tracer=tracer,
+        streams=StreamSlots(settings.max_streams_per_tenant),
     )
     registry_service = registry_pb2.DESCRIPTOR.services_by_name["ModelRegistryService"]
     trainer_service = trainer_pb2.DESCRIPTOR.services_by_name["TrainerService"]
@@ -224,11 +238,40 @@ async def build_server(
             settings.registry_address,
             settings.registry_sync_timeout,
         )
+    if settings.http_port >= 0:
+        _add_http(server, settings, gateway, view, tracer_provider)
     server.on_stop(registry_channel.close)
     server.on_stop(view.stop)
     server.on_stop(gateway.close)
     server.gateway = gateway  # type: ignore[attr-defined]  # for tests and benchmarks
     return server
+
+
+def _add_http(
+    server: LatticeServer,
+    settings: GatewaySettings,
+    gateway: Gateway,
+    view: RegistryView,
+    tracer_provider: TracerProvider | None,
+) -> None:
+    """The HTTP front beside the gRPC port: started and stopped with it."""
+    limits = HttpLimits(
+        max_body_bytes=settings.http_max_body_bytes,
+        sse_idle_seconds=settings.http_sse_idle_seconds,
+    )
+    app = build_app(gateway, limits, ready=lambda: view.synced, tracer_provider=tracer_provider)
+    listener = HttpListener(
+        app,
+        settings.host,
+        settings.http_port,
+        cert_file=settings.tls_cert_file,
+        key_file=settings.tls_key_file,
+        client_ca_file=settings.tls_client_ca_file,
+        grace_seconds=settings.grace_seconds,
+    )
+    server.on_start(listener.start)
+    server.on_stop(listener.stop)
+    server.http = listener  # type: ignore[attr-defined]  # for tests and benchmarks
 
 
 def main(argv: Sequence[str] | None = None) -> None:

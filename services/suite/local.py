@@ -56,6 +56,8 @@ class SuiteConfig:
                                  "inference": 50053, "trainer": 50054}
     )  # fmt: skip
     redis_port: int = 50059
+    #: The gateway's HTTP front (OpenAI-compatible /v1); -1 turns it off.
+    http_port: int = 50050
     #: Use this Redis instead of starting one; "none" runs without Redis.
     redis_url: str = ""
     data_dir: Path = Path(".lattice")
@@ -132,16 +134,20 @@ class LocalSuite:
             ChildSpec(
                 name=name,
                 address=config.address(name),
-                argv=service_argv(name, *self._flags(config.ports[name])),
+                argv=service_argv(name, *self._flags(name)),
                 env=shared_env,
                 log_path=None if config.console_logs else self.log_dir / f"{name}.log",
             )
             for name in SERVICE_ORDER
         ]
 
-    def _flags(self, port: int) -> list[str]:
-        return ["--host", self.config.host, "--port", str(port),
-                "--metrics-port", str(metrics_port(port))]  # fmt: skip
+    def _flags(self, name: str) -> list[str]:
+        port = self.config.ports[name]
+        flags = ["--host", self.config.host, "--port", str(port),
+                 "--metrics-port", str(metrics_port(port))]  # fmt: skip
+        if name == "gateway":
+            flags += ["--http-port", str(self.config.http_port)]
+        return flags
 
     def describe(self) -> list[str]:
         """Human-readable endpoint lines."""
@@ -152,6 +158,10 @@ class LocalSuite:
             lines.append(
                 f"  {name:<10} {config.host}:{port}  "
                 f"metrics http://{config.host}:{metrics_port(port)}/metrics"
+            )
+        if config.http_port >= 0:
+            lines.append(
+                f"  {'http':<10} http://{config.host}:{config.http_port}/v1  (OpenAI-compatible)"
             )
         if self.redis_url:
             lines.append(f"  {'redis':<10} {self.redis_url}")

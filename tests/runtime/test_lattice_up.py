@@ -36,6 +36,7 @@ class Suite:
         self.process = process
         self.ports = ports
         self.seconds_to_ready = seconds
+        self.http_port = 0
         #: What `lattice up` prints after "Lattice is up" (exits, restarts).
         self.reports: list[str] = []
         threading.Thread(target=self._read_reports, daemon=True).start()
@@ -55,6 +56,7 @@ class Suite:
 @pytest.fixture(scope="module")
 def suite(tmp_path_factory) -> Iterator[Suite]:
     ports = {name: free_port() for name in EXPECTED_SERVICES}
+    http_port = free_port()
     data_dir = tmp_path_factory.mktemp("lattice-up")
     argv = [
         sys.executable,
@@ -65,6 +67,8 @@ def suite(tmp_path_factory) -> Iterator[Suite]:
         str(data_dir),
         "--redis-port",
         str(free_port()),
+        "--http-port",
+        str(http_port),
         "--grace",
         "5",
     ]
@@ -85,6 +89,7 @@ def suite(tmp_path_factory) -> Iterator[Suite]:
     else:
         pytest.fail(f"lattice up exited with {process.wait()} before becoming ready")
     suite = Suite(process, ports, time.monotonic() - started)
+    suite.http_port = http_port
     yield suite
     if process.poll() is None:
         process.kill()
@@ -111,6 +116,20 @@ def test_every_service_is_reflectable_and_healthy(suite, name):
     some_service = sorted(EXPECTED_SERVICES[name])[0]
     assert "rpc " in _grpcurl(suite.address(name), "describe", some_service)
     assert '"SERVING"' in _grpcurl(suite.address(name), "grpc.health.v1.Health/Check")
+
+
+def test_gateway_answers_http_next_to_grpc(suite):
+    url = f"http://127.0.0.1:{suite.http_port}"
+    for path in ("/healthz", "/readyz"):
+        done = subprocess.run(["curl", "-sf", url + path], capture_output=True, timeout=30)
+        assert done.returncode == 0, done.stderr
+    refused = subprocess.run(
+        ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", url + "/v1/models"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert refused.stdout == "401"
 
 
 def test_a_child_that_dies_is_restarted(suite):

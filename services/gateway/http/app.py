@@ -1,0 +1,60 @@
+"""The HTTP front's ASGI application: health, `/v1`, all inside `RequestContext`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from opentelemetry.trace import TracerProvider
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp
+
+from services.gateway.gateway import Gateway
+from services.gateway.http.context import RequestContext
+from services.gateway.http.openai_api import HttpLimits, OpenAIRoutes
+
+_TYPES = {404: "not_found_error", 405: "invalid_request_error"}
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """Unknown paths and methods answer in the same error shape as everything else."""
+    status = exc.status_code if isinstance(exc, HTTPException) else 500
+    message = {404: f"no route {request.url.path}", 405: f"{request.method} not allowed here"}
+    body = {
+        "error": {
+            "message": message.get(status, "request failed"),
+            "type": _TYPES.get(status, "invalid_request_error"),
+            "param": None,
+            "code": "not_found" if status == 404 else "invalid_argument",
+        }
+    }
+    return JSONResponse(body, status_code=status)
+
+
+def build_app(
+    gateway: Gateway,
+    limits: HttpLimits,
+    *,
+    ready: Callable[[], bool],
+    tracer_provider: TracerProvider | None = None,
+) -> ASGIApp:
+    """`/healthz` (alive), `/readyz` (routing table loaded) and the OpenAI routes."""
+
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(request: Request) -> Response:
+        if ready():
+            return JSONResponse({"status": "ready"})
+        return JSONResponse({"status": "not ready"}, status_code=503, headers={"retry-after": "1"})
+
+    routes = [
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+        *OpenAIRoutes(gateway, limits).routes(),
+    ]
+    app = Starlette(routes=routes, exception_handlers={HTTPException: _http_error})
+    return RequestContext(app, tracer_provider)
