@@ -239,7 +239,7 @@ async def build_server(
             settings.registry_sync_timeout,
         )
     if settings.http_port >= 0:
-        _add_http(server, settings, gateway, view, tracer_provider)
+        _add_http(server, settings, gateway, services, view, tracer_provider)
     server.on_stop(registry_channel.close)
     server.on_stop(view.stop)
     server.on_stop(gateway.close)
@@ -251,6 +251,7 @@ def _add_http(
     server: LatticeServer,
     settings: GatewaySettings,
     gateway: Gateway,
+    services: list[Service],
     view: RegistryView,
     tracer_provider: TracerProvider | None,
 ) -> None:
@@ -259,7 +260,9 @@ def _add_http(
         max_body_bytes=settings.http_max_body_bytes,
         sse_idle_seconds=settings.http_sse_idle_seconds,
     )
-    app = build_app(gateway, limits, ready=lambda: view.synced, tracer_provider=tracer_provider)
+    app = build_app(
+        gateway, services, limits, ready=lambda: view.synced, tracer_provider=tracer_provider
+    )
     listener = HttpListener(
         app,
         settings.host,

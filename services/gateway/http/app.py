@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from importlib import metadata
 
 from opentelemetry.trace import TracerProvider
 from starlette.applications import Starlette
@@ -13,8 +14,13 @@ from starlette.routing import Route
 from starlette.types import ASGIApp
 
 from services.gateway.gateway import Gateway
+from services.gateway.http.bindings import bindings_of
 from services.gateway.http.context import RequestContext
+from services.gateway.http.docs import docs_routes
 from services.gateway.http.openai_api import HttpLimits, OpenAIRoutes
+from services.gateway.http.openapi import openapi_document
+from services.gateway.http.transcode import rest_routes
+from services.runtime import Service
 
 _TYPES = {404: "not_found_error", 405: "invalid_request_error"}
 
@@ -34,14 +40,30 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return JSONResponse(body, status_code=status)
 
 
+def _version() -> str:
+    try:
+        return metadata.version("lattice-llm")
+    except metadata.PackageNotFoundError:  # running from a source tree
+        return "0"
+
+
 def build_app(
     gateway: Gateway,
+    services: Sequence[Service],
     limits: HttpLimits,
     *,
     ready: Callable[[], bool],
     tracer_provider: TracerProvider | None = None,
 ) -> ASGIApp:
-    """`/healthz` (alive), `/readyz` (routing table loaded) and the OpenAI routes."""
+    """`/healthz` (alive), `/readyz` (routing table loaded), the OpenAI routes, REST
+    for every annotated RPC of `services` (the servicers the gRPC server mounts),
+    `/openapi.json` and `/docs`."""
+    bindings = bindings_of(m for service in services for m in service.descriptor.methods)
+    document = openapi_document(bindings, version=_version())
+    servicers = {service.name: service.servicer for service in services}
+
+    async def openapi(request: Request) -> Response:
+        return JSONResponse(document)
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
@@ -55,6 +77,9 @@ def build_app(
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         *OpenAIRoutes(gateway, limits).routes(),
+        *rest_routes(bindings, servicers, limits.max_body_bytes),
+        Route("/openapi.json", openapi, methods=["GET"]),
+        *docs_routes(),
     ]
     app = Starlette(routes=routes, exception_handlers={HTTPException: _http_error})
     return RequestContext(app, tracer_provider)

@@ -23,13 +23,20 @@ def test_curl_streaming_shows_data_lines_and_done(stack, http_url):
     body = json.dumps({"model": MODEL, "prompt": "Return the", "max_tokens": 5, "stream": True})
     done = subprocess.run(
         [
-            "curl", "-sN", f"{http_url}/v1/completions",
-            "-H", f"Authorization: Bearer {stack.token}",
-            "-H", "Content-Type: application/json",
-            "-d", body,
+            "curl",
+            "-sN",
+            f"{http_url}/v1/completions",
+            "-H",
+            f"Authorization: Bearer {stack.token}",
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            body,
         ],
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stderr
     events = [line for line in done.stdout.splitlines() if line]
     assert all(line.startswith("data: ") for line in events), events
