@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 
+import grpc
 import openai
 import pytest
 
 import lattice
 from lattice.tokens import mint_dev_token
+from lattice.v1 import inference_pb2, inference_pb2_grpc
 from tests.sdk.real_stack import MODEL, SECRET
 
 
@@ -48,3 +50,27 @@ def test_nothing_reaches_inference_when_authentication_fails(stack, http_url, op
         with pytest.raises(openai.AuthenticationError):
             refused.completions.create(model=MODEL, prompt="hi", max_tokens=1)
     assert _generate_calls_seen_by_inference(stack) == before
+
+
+def test_grpc_responses_return_the_request_id_too(stack):
+    """Success or failure, the gRPC caller gets x-request-id in trailing metadata."""
+    metadata = (("authorization", f"Bearer {stack.token}"), ("x-request-id", "req-grpc-1"))
+    with grpc.insecure_channel(stack.gateway) as channel:
+        stub = inference_pb2_grpc.InferenceServiceStub(channel)
+        request = inference_pb2.GenerateRequest(
+            model=MODEL,
+            prompt="hi",
+            parameters=inference_pb2.GenerationParameters(max_new_tokens=1),
+        )
+        _, call = stub.Generate.with_call(request, metadata=metadata)
+        assert ("x-request-id", "req-grpc-1") in call.trailing_metadata()
+        with pytest.raises(grpc.RpcError) as failed:
+            stub.Generate(
+                inference_pb2.GenerateRequest(model="no-such-model", prompt="hi"), metadata=metadata
+            )
+        assert failed.value.code() == grpc.StatusCode.NOT_FOUND
+        assert ("x-request-id", "req-grpc-1") in failed.value.trailing_metadata()
+        generated = dict(
+            stub.Generate.with_call(request, metadata=metadata[:1])[1].trailing_metadata()
+        )
+        assert len(generated["x-request-id"]) == 32
