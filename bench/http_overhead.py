@@ -13,7 +13,9 @@ in interleaved rounds so that load from elsewhere hits all:
 - grpc:  InferenceService/Generate (grpc.aio stub, the SDK's transport);
 - openai: POST /v1/completions (httpx2, the openai SDK's transport, keep-alive);
 - rest:  POST /api/v1/models/{model}:generate (transcoded from the annotation).
-Concurrency 1 and 32; p50/p99 and "added" = path - grpc. Streaming: time to the
+Concurrency 1 and 32; p50/p99 and "added" = path - grpc; and the CPU the servers'
+process spent per request on each path (the client shares the machine: at c=32
+the Python HTTP client's own CPU weighs on the latencies, not on this column). Streaming: time to the
 first byte of a GenerateStream over gRPC vs /v1/completions with stream=true.
 
     .venv/bin/python bench/http_overhead.py [--requests 400] [--rounds 3]
@@ -36,6 +38,7 @@ import time
 from pathlib import Path
 
 import httpx2
+import psutil
 from grpc import aio
 
 import lattice
@@ -168,7 +171,13 @@ async def timed(count: int, concurrency: int, call) -> list[float]:
     return latencies
 
 
-async def measure(endpoints: dict, token: str, requests: int, rounds: int) -> None:
+def server_cpu(pid: int) -> float:
+    """CPU seconds the servers' process has used so far."""
+    times = psutil.Process(pid).cpu_times()
+    return times.user + times.system
+
+
+async def measure(endpoints: dict, token: str, requests: int, rounds: int, pid: int) -> None:
     metadata = (("authorization", f"Bearer {token}"),)
     headers = {"authorization": f"Bearer {token}"}
     parameters = inference_pb2.GenerationParameters(max_new_tokens=16)
@@ -200,9 +209,12 @@ async def measure(endpoints: dict, token: str, requests: int, rounds: int) -> No
             )
             for concurrency in (1, 32):
                 samples: dict[str, list[float]] = {name: [] for name in paths}
+                cpu = dict.fromkeys(paths, 0.0)
                 for _ in range(rounds):
                     for name, call in paths.items():
+                        before = server_cpu(pid)
                         samples[name] += await timed(requests, concurrency, call)
+                        cpu[name] += server_cpu(pid) - before
                 base50 = percentile(samples["grpc"], 0.5)
                 base99 = percentile(samples["grpc"], 0.99)
                 for name, values in samples.items():
@@ -210,6 +222,7 @@ async def measure(endpoints: dict, token: str, requests: int, rounds: int) -> No
                     print(
                         f"{name:<8}{concurrency:>4}{p50 * 1e3:>10.2f}{p99 * 1e3:>10.2f}"
                         f"{(p50 - base50) * 1e3:>+11.2f}{(p99 - base99) * 1e3:>+11.2f}"
+                        f"{cpu[name] / len(values) * 1e6:>13.0f} µs"
                     )
             await ttfb(stub, http, metadata, headers, rounds * 50)
 
@@ -303,7 +316,7 @@ def main() -> None:
             token = mint_dev_token(SECRET, tenant="bench", scopes=ALL_SCOPES)
             deploy(endpoints["grpc"], token, model_dir)
             print(f"gateway gRPC {endpoints['grpc']}, HTTP {endpoints['http']}; cached Generate\n")
-            asyncio.run(measure(endpoints, token, args.requests, args.rounds))
+            asyncio.run(measure(endpoints, token, args.requests, args.rounds, child.pid))
         finally:
             child.terminate()
             child.wait(timeout=30)
