@@ -15,8 +15,9 @@ in interleaved rounds so that load from elsewhere hits all:
 - rest:  POST /api/v1/models/{model}:generate (transcoded from the annotation).
 Concurrency 1 and 32; p50/p99 and "added" = path - grpc; and the CPU the servers'
 process spent per request on each path (the client shares the machine: at c=32
-the Python HTTP client's own CPU weighs on the latencies, not on this column). Streaming: time to the
-first byte of a GenerateStream over gRPC vs /v1/completions with stream=true.
+the Python HTTP client's own CPU weighs on the latencies, not on this column).
+Streaming: time to the first byte of a GenerateStream over gRPC vs
+/v1/completions with stream=true.
 
     .venv/bin/python bench/http_overhead.py [--requests 400] [--rounds 3]
 """
