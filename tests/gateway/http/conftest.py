@@ -28,33 +28,38 @@ def openai_client(stack, http_url):
         yield client
 
 
-@pytest.fixture(scope="package")
-def strict_gateway(stack):
-    """A second gateway over the same services: 4 requests per tenant per window (no
-    Redis: this replica's limiter) and one open stream per tenant."""
+def start_gateway(stack, tracer_provider=None, **overrides):
+    """Another real gateway (with its HTTP front) over the stack's services."""
     from services.gateway.server import GatewaySettings, build_server
     from tests.sdk.real_stack import SECRET
 
-    settings = GatewaySettings(
-        port=0,
-        http_port=0,
-        data_dir=stack.root,
-        log_json=False,
-        grace_seconds=0.5,
-        registry_address=stack.address("registry"),
-        inference_addresses=(stack.address("inference"),),
-        trainer_address=stack.address("trainer"),
-        dev_jwt_secret=SECRET,
-        quota_requests=4,
-        quota_window_seconds=600,
-        max_streams_per_tenant=1,
-    )
+    values = {
+        "port": 0,
+        "http_port": 0,
+        "data_dir": stack.root,
+        "log_json": False,
+        "grace_seconds": 0.5,
+        "registry_address": stack.address("registry"),
+        "inference_addresses": (stack.address("inference"),),
+        "trainer_address": stack.address("trainer"),
+        "dev_jwt_secret": SECRET,
+        **overrides,
+    }
 
     async def start():
-        server = await build_server(settings)
+        server = await build_server(GatewaySettings(**values), tracer_provider=tracer_provider)
         await server.start()
         return server
 
-    server = stack.run(start())
+    return stack.run(start())
+
+
+@pytest.fixture(scope="package")
+def strict_gateway(stack):
+    """4 requests per tenant per window (no Redis: this replica's limiter) and one
+    open stream per tenant."""
+    server = start_gateway(
+        stack, quota_requests=4, quota_window_seconds=600, max_streams_per_tenant=1
+    )
     yield server
     stack.run(server.stop(0.5))

@@ -1,0 +1,79 @@
+"""The HTTP front's edges: one trace per request, no replica -> 503, TLS like gRPC."""
+
+from __future__ import annotations
+
+import ssl
+
+import httpx2 as httpx  # what the openai SDK itself uses
+import openai
+import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from tests.gateway.http.conftest import start_gateway
+from tests.sdk.real_stack import MODEL
+from tests.support.certs import make_tls_files
+from tests.support.ports import free_port
+
+TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+
+
+def test_an_http_request_is_one_trace_down_to_the_upstream_call(stack):
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    gateway = start_gateway(stack, tracer_provider=provider)
+    try:
+        reply = httpx.post(
+            f"{gateway.http.url}/v1/completions",
+            json={"model": MODEL, "prompt": "traced", "max_tokens": 2},
+            headers={
+                "authorization": f"Bearer {stack.token}",
+                "traceparent": f"00-{TRACE_ID}-00f067aa0ba902b7-01",
+            },
+        )
+        assert reply.status_code == 200, reply.text
+    finally:
+        stack.run(gateway.stop(0.5))
+    spans = {span.name: span for span in exporter.get_finished_spans()}
+    server = spans["POST /v1/completions"]
+    assert f"{server.context.trace_id:032x}" == TRACE_ID
+    for stage in ("gateway.authn", "gateway.authz", "gateway.route", "upstream Generate"):
+        assert spans[stage].context.trace_id == server.context.trace_id, stage
+    assert spans["gateway.authn"].parent.span_id == server.context.span_id
+
+
+def test_no_healthy_replica_is_503_with_retry_after(stack):
+    gateway = start_gateway(
+        stack, inference_addresses=(f"127.0.0.1:{free_port()}",), upstream_max_attempts=1
+    )
+    try:
+        client = openai.OpenAI(
+            base_url=f"{gateway.http.url}/v1", api_key=stack.token, max_retries=0
+        )
+        with pytest.raises(openai.InternalServerError) as caught:
+            client.completions.create(model=MODEL, prompt="hi", max_tokens=1)
+        assert caught.value.status_code == 503
+        assert int(caught.value.response.headers["retry-after"]) >= 1
+        assert "Traceback" not in caught.value.response.text
+    finally:
+        stack.run(gateway.stop(0.5))
+
+
+def test_http_port_speaks_tls_with_the_grpc_port_settings(stack, tmp_path):
+    files = make_tls_files(tmp_path)
+    gateway = start_gateway(
+        stack, tls_cert_file=str(files.server_cert), tls_key_file=str(files.server_key)
+    )
+    try:
+        url = gateway.http.url
+        assert url.startswith("https://")
+        trusted = ssl.create_default_context(cafile=str(files.ca))
+        assert httpx.get(f"{url}/healthz", verify=trusted).status_code == 200
+        with pytest.raises(httpx.ConnectError):  # our CA is not in the system store
+            httpx.get(f"{url}/healthz")
+        with pytest.raises(httpx.HTTPError):  # and plaintext is not served at all
+            httpx.get(url.replace("https://", "http://") + "/healthz")
+    finally:
+        stack.run(gateway.stop(0.5))
