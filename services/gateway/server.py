@@ -32,6 +32,7 @@ from services.gateway.tls import channel_credentials, server_credentials
 from services.gateway.upstreams import OutlierConfig, ReplicaPool, Upstream
 from services.runtime import LatticeServer, ServerSettings, Service, create_channel
 from services.runtime.entrypoint import run_service
+from services.runtime.logs import AccessLog
 from services.runtime.registry_view import RegistryView
 
 log = logging.getLogger(__name__)
@@ -260,8 +261,14 @@ def _add_http(
         max_body_bytes=settings.http_max_body_bytes,
         sse_idle_seconds=settings.http_sse_idle_seconds,
     )
+    access_log = AccessLog(settings.access_log, flush_after=settings.access_log_flush_ms / 1000)
     app = build_app(
-        gateway, services, limits, ready=lambda: view.synced, tracer_provider=tracer_provider
+        gateway,
+        services,
+        limits,
+        ready=lambda: view.synced,
+        tracer_provider=tracer_provider,
+        access_log=access_log,
     )
     listener = HttpListener(
         app,
@@ -272,8 +279,13 @@ def _add_http(
         client_ca_file=settings.tls_client_ca_file,
         grace_seconds=settings.grace_seconds,
     )
+
+    async def stop() -> None:
+        await listener.stop()
+        access_log.flush()
+
     server.on_start(listener.start)
-    server.on_stop(listener.stop)
+    server.on_stop(stop)
     server.http = listener  # type: ignore[attr-defined]  # for tests and benchmarks
 
 

@@ -21,6 +21,7 @@ from services.gateway.http.openai_api import HttpLimits, OpenAIRoutes
 from services.gateway.http.openapi import openapi_document
 from services.gateway.http.transcode import rest_routes
 from services.runtime import Service
+from services.runtime.logs import AccessLog
 
 _TYPES = {404: "not_found_error", 405: "invalid_request_error"}
 
@@ -54,6 +55,7 @@ def build_app(
     *,
     ready: Callable[[], bool],
     tracer_provider: TracerProvider | None = None,
+    access_log: AccessLog | None = None,
 ) -> ASGIApp:
     """`/healthz` (alive), `/readyz` (routing table loaded), the OpenAI routes, REST
     for every annotated RPC of `services` (the servicers the gRPC server mounts),
@@ -82,4 +84,4 @@ def build_app(
         *docs_routes(),
     ]
     app = Starlette(routes=routes, exception_handlers={HTTPException: _http_error})
-    return RequestContext(app, tracer_provider)
+    return RequestContext(app, tracer_provider, access_log)

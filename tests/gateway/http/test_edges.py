@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import ssl
 
 import httpx2 as httpx  # what the openai SDK itself uses
@@ -77,3 +78,17 @@ def test_http_port_speaks_tls_with_the_grpc_port_settings(stack, tmp_path):
             httpx.get(url.replace("https://", "http://") + "/healthz")
     finally:
         stack.run(gateway.stop(0.5))
+
+
+def test_each_http_request_gets_an_access_log_line(stack, http_url, caplog):
+    caplog.set_level(logging.INFO, logger="lattice.rpc")
+    headers = {"authorization": f"Bearer {stack.token}", "x-request-id": "req-logged-1"}
+    assert httpx.get(f"{http_url}/v1/models", headers=headers).status_code == 200
+    assert httpx.get(f"{http_url}/v1/models/no-such-model", headers=headers).status_code == 404
+    lines = {
+        (r.rpc_method, r.rpc_code, r.levelno)
+        for r in caplog.records
+        if getattr(r, "rpc_method", "").startswith("GET /v1/models")
+    }
+    assert ("GET /v1/models", "200", logging.INFO) in lines
+    assert ("GET /v1/models/no-such-model", "404", logging.WARNING) in lines
