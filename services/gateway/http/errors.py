@@ -92,12 +92,37 @@ def retry_after(error: LatticeError) -> int | None:
     return max(1, math.ceil(seconds))
 
 
+#: lattice.v1 field paths (as inference names them) -> the OpenAI parameter a client sent.
+_OPENAI_PARAMS = {
+    "parameters.max_new_tokens": "max_tokens",
+    "parameters.temperature": "temperature",
+    "parameters.top_p": "top_p",
+    "parameters.stop": "stop",
+    "parameters.seed": "seed",
+    "inputs": "input",
+    "routing_key": "user",
+}
+
+
+def _openai_param(field: str) -> str:
+    for ours, theirs in _OPENAI_PARAMS.items():
+        if field == ours or field.startswith((ours + "[", ours + ".")):
+            return theirs + field[len(ours) :]
+    return field
+
+
 def openai_error_body(error: LatticeError, status: int) -> dict[str, object]:
+    """OpenAI's error body; a bad field is named as the OpenAI parameter it came from."""
+    field = getattr(error, "field", "") or ""
+    message = error.message
+    param = _openai_param(field)
+    if field and param != field and message.startswith(field + ":"):
+        message = param + message[len(field) :]
     return {
         "error": {
-            "message": error.message,
+            "message": message,
             "type": _OPENAI_TYPES.get(status, "server_error" if status >= 500 else "api_error"),
-            "param": getattr(error, "field", None) or None,
+            "param": param or None,
             "code": error.code.name.lower(),
         }
     }

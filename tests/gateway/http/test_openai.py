@@ -123,6 +123,16 @@ def test_bad_parameter_names_it(openai_client):
     assert caught.value.body["param"] == "temperature"
 
 
+def test_a_limit_inference_enforces_is_named_as_the_openai_parameter(openai_client):
+    with pytest.raises(openai.BadRequestError) as caught:
+        openai_client.completions.create(model=MODEL, prompt="hi", max_tokens=10**6)
+    assert caught.value.body["param"] == "max_tokens"
+    assert caught.value.body["message"].startswith("max_tokens: ")
+    with pytest.raises(openai.BadRequestError) as caught:
+        openai_client.embeddings.create(model=ENCODER, input=["fine", ""])
+    assert caught.value.body["param"] == "input[1]"
+
+
 def test_unknown_field_is_bad_request(openai_client):
     with pytest.raises(openai.BadRequestError) as caught:
         openai_client.completions.create(
