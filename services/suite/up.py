@@ -87,6 +87,12 @@ def _ensure_starter(suite: LocalSuite, model: str) -> None:
     click.echo(f"Serving {model}:{version}. Try:")
     click.echo(f"  export LATTICE_TOKEN=$(lattice token --data-dir {config.data_dir})")
     click.echo(f"  lattice generate {model} 'Return the' --stream --temperature 0.8 --seed 1")
+    if config.http_port >= 0:
+        click.echo(
+            f"  curl http://{config.host}:{config.http_port}/v1/completions "
+            '-H "Authorization: Bearer $LATTICE_TOKEN" -H "Content-Type: application/json" '
+            f'-d \'{{"model": "{model}", "prompt": "Return the", "max_tokens": 16}}\''
+        )
 
 
 async def _run(suite: LocalSuite, starter_model: str = "") -> bool:
