@@ -31,7 +31,9 @@ _NEUTRAL: dict[str, tuple[Any, ...]] = {
 
 
 class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # defer_build: each schema is built on its first request, not when the gateway
+    # imports this module (~0.2 s off every gateway start).
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     @model_validator(mode="before")
     @classmethod
