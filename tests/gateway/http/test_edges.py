@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
 import ssl
 
@@ -13,6 +15,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from tests.gateway.http.conftest import start_gateway
+from tests.gateway.support import start_echo
 from tests.sdk.real_stack import MODEL
 from tests.support.certs import make_tls_files
 from tests.support.ports import free_port
@@ -92,3 +95,27 @@ def test_each_http_request_gets_an_access_log_line(stack, http_url, caplog):
     }
     assert ("GET /v1/models", "200", logging.INFO) in lines
     assert ("GET /v1/models/no-such-model", "404", logging.WARNING) in lines
+
+
+def test_an_idle_stream_is_ended_with_an_error_event_and_cancelled_upstream(stack):
+    """A token every 0.5 s (the tests' real EchoInference server) against a 0.2 s
+    idle limit: one chunk, then an error event, no [DONE], upstream cancelled."""
+    echo_server, echo = stack.run(start_echo("slow", stream_delay=0.5))
+    gateway = start_gateway(
+        stack, inference_addresses=(echo_server.address,), http_sse_idle_seconds=0.2
+    )
+    try:
+        reply = httpx.post(
+            f"{gateway.http.url}/v1/completions",
+            json={"model": MODEL, "prompt": "slow", "max_tokens": 5, "stream": True},
+            headers={"authorization": f"Bearer {stack.token}"},
+            timeout=30,
+        )
+        events = [line[6:] for line in reply.text.splitlines() if line.startswith("data: ")]
+        assert reply.status_code == 200 and len(events) == 2, events
+        assert json.loads(events[0])["choices"][0]["text"] == "t0 "
+        assert "no token for 0.2s" in json.loads(events[1])["error"]["message"]
+        stack.run(asyncio.wait_for(echo.stream_cancelled.wait(), 5))
+    finally:
+        stack.run(gateway.stop(0.5))
+        stack.run(echo_server.stop(0))
