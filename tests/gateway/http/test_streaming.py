@@ -48,7 +48,9 @@ def test_curl_streaming_shows_data_lines_and_done(stack, http_url):
 
 def test_client_disconnect_stops_generation_within_a_few_decode_steps(stack, http_url):
     backend = _backend(stack)
-    request = {"model": MODEL, "prompt": "Return the", "max_tokens": 400, "temperature": 1.0}
+    # Greedy: deterministic (no response cache in this stack), so the model is known
+    # not to stop on its own for hundreds of tokens.
+    request = {"model": MODEL, "prompt": "Return the", "max_tokens": 400, "temperature": 0}
     headers = {"authorization": f"Bearer {stack.token}"}
     with (
         httpx.Client(timeout=30) as client,
@@ -62,6 +64,7 @@ def test_client_disconnect_stops_generation_within_a_few_decode_steps(stack, htt
             received += line.startswith("data: ")
             if received == 3:
                 break
+        assert backend.active_generations == 1  # still generating when we leave
         produced_at_close = backend.tokens_generated
         closed_at = time.perf_counter()
     # the connection is closed here; generation upstream must stop
@@ -80,7 +83,7 @@ def test_streams_per_tenant_are_bounded(strict_gateway):
     url = strict_gateway.http.url
     token = mint_dev_token(SECRET, tenant="one-stream", scopes=["inference:invoke"])
     headers = {"authorization": f"Bearer {token}"}
-    request = {"model": MODEL, "prompt": "Return the", "max_tokens": 300, "temperature": 1.0}
+    request = {"model": MODEL, "prompt": "One stream", "max_tokens": 300, "temperature": 0}
     with (
         httpx.Client(timeout=30) as client,
         client.stream(
