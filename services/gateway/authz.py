@@ -76,11 +76,16 @@ def require_scope(principal: Principal, method: str) -> None:
         raise AuthzFailure("scope", f"missing scope {scope!r} for {method.rsplit('/', 1)[-1]}")
 
 
+def tenant_allowed(principal: Principal, policy: registry_pb2.ModelPolicy | None) -> bool:
+    """True unless the model's policy allows only other tenants."""
+    return (
+        policy is None or not policy.allowed_tenants or principal.tenant in policy.allowed_tenants
+    )
+
+
 def require_tenant(
     principal: Principal, model: str, policy: registry_pb2.ModelPolicy | None
 ) -> None:
     """PERMISSION_DENIED when the model's policy allows only other tenants."""
-    if policy is None or not policy.allowed_tenants:
-        return
-    if principal.tenant not in policy.allowed_tenants:
+    if not tenant_allowed(principal, policy):
         raise AuthzFailure("tenant", f"tenant {principal.tenant!r} may not use model {model!r}")

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Coroutine, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Coroutine, Sequence
 from typing import Any, NamedTuple
 
 from opentelemetry import trace
@@ -20,8 +20,9 @@ from opentelemetry.trace import Status, StatusCode
 
 from lattice.errors import FailedPrecondition, LatticeError
 from lattice.refs import ModelRef, parse_model_ref
+from lattice.v1 import registry_pb2
 from services.gateway.auth import Authenticator, Principal
-from services.gateway.authz import require_scope, require_tenant
+from services.gateway.authz import require_scope, require_tenant, tenant_allowed
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.quotas import Admission, QuotaLimiter
 from services.gateway.routing import RouteDecision, Router
@@ -210,7 +211,7 @@ class Gateway:
         finally:
             self._metrics.requests_for(tenant, model, code).inc()
 
-    async def invoke_stream(self, call: Call, request: Any) -> AsyncIterator[Any]:
+    async def invoke_stream(self, call: Call, request: Any) -> AsyncGenerator[Any, None]:
         """GenerateStream: charged its final usage; a stream cut short (cancelled,
         failed mid-way) is charged its prompt plus the tokens delivered."""
         tenant, model, code = "", "", "OK"
@@ -318,6 +319,15 @@ class Gateway:
             "ListLoadedModels", self._decode(request), self._forward_metadata(principal)
         )
 
+    async def invokable_models(self, call: Call) -> list[registry_pb2.Model]:
+        """The online models the caller may invoke (its scope and each model's policy)."""
+        principal = await self.authorize(call)
+        return [
+            model
+            for model in self._router.online_models()
+            if tenant_allowed(principal, self._router.policy(model.name))
+        ]
+
     # --- registry and trainer ----------------------------------------------------------
 
     async def forward_unary(self, upstream: str, call: Call, request: Any) -> Any:
@@ -340,7 +350,9 @@ class Gateway:
             method, messages, self._forward_metadata(principal)
         )
 
-    async def forward_stream(self, upstream: str, call: Call, request: Any) -> AsyncIterator[Any]:
+    async def forward_stream(
+        self, upstream: str, call: Call, request: Any
+    ) -> AsyncGenerator[Any, None]:
         principal = await self.authorize(call)
         method = call.method.rsplit("/", 1)[-1]
         with self._stream_slots.hold(principal.tenant):

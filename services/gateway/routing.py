@@ -26,6 +26,7 @@ class DeploymentView(Protocol):
     """The part of `services.runtime.registry_view.RegistryView` routing reads."""
 
     def model(self, name: str) -> registry_pb2.Model | None: ...
+    def models(self) -> list[registry_pb2.Model]: ...
     def version(self, name: str, version: int) -> registry_pb2.ModelVersion | None: ...
     def deployment(self, name: str) -> registry_pb2.Deployment | None: ...
     def alias(self, name: str, alias: str) -> int | None: ...
@@ -81,6 +82,18 @@ class Router:
 
     def known(self, name: str) -> bool:
         return self._view.model(name) is not None
+
+    def model(self, name: str) -> registry_pb2.Model | None:
+        return self._view.model(name)
+
+    def online_models(self) -> list[registry_pb2.Model]:
+        """Models with at least one version taking traffic, by name."""
+        online = []
+        for model in self._view.models():
+            deployment = self._view.deployment(model.name)
+            if deployment is not None and any(r.weight > 0 for r in deployment.routes):
+                online.append(model)
+        return sorted(online, key=lambda m: m.name)
 
     def route(self, ref: ModelRef, routing_key: str = "") -> RouteDecision:
         deployment = self._view.deployment(ref.name)

@@ -20,6 +20,9 @@ from lattice.v1 import (
 )
 from services.gateway.auth import AuthConfig, Authenticator, JwksKeys, file_fetcher, url_fetcher
 from services.gateway.gateway import Gateway
+from services.gateway.http.app import build_app
+from services.gateway.http.listener import HttpListener
+from services.gateway.http.openai_api import HttpLimits
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.quotas import QuotaLimiter, QuotaLimits, connect
 from services.gateway.replica_states import ReplicaStates
@@ -28,6 +31,7 @@ from services.gateway.servicers import InferenceServicer, forwarding_servicer
 from services.gateway.upstreams import OutlierConfig, ReplicaPool, Upstream
 from services.runtime import LatticeServer, ServerSettings, Service, create_channel
 from services.runtime.entrypoint import run_service
+from services.runtime.logs import AccessLog
 from services.runtime.registry_view import RegistryView
 from services.runtime.security import service_security
 from services.runtime.tls import channel_credentials, server_credentials
@@ -92,7 +96,8 @@ class GatewaySettings(ServerSettings):
     #: Largest request message accepted at the gateway's edge, in bytes (a larger one
     #: is refused with INVALID_ARGUMENT before it is parsed or forwarded).
     max_request_bytes: int = 2 * 1024 * 1024
-    #: Server streams one tenant may hold open on this gateway at once (0 = no cap).
+    #: Server streams one tenant may hold open on this gateway at once, gRPC and HTTP
+    #: together (0 = no cap).
     max_streams_per_tenant: int = 2000
     #: A forwarded registry/trainer stream (Watch, WatchJob, DownloadArtifact) that
     #: carries nothing this long is ended with UNAVAILABLE (reconnect and resume).
@@ -103,6 +108,13 @@ class GatewaySettings(ServerSettings):
     max_connection_age_grace_seconds: float = 60.0
     #: Concurrent streams (calls) on one client connection.
     max_concurrent_streams: int = 1000
+    #: HTTP front (OpenAI-compatible /v1, /healthz) on this port; 0 picks a free one,
+    #: -1 turns it off. Same TLS settings as the gRPC port.
+    http_port: int = -1
+    #: Largest HTTP request body, in bytes (413 above it).
+    http_max_body_bytes: int = 4 * 1024 * 1024
+    #: An HTTP event stream that produces nothing for this long is ended.
+    http_sse_idle_seconds: float = 120.0
 
 
 def _authenticator(settings: GatewaySettings) -> Authenticator:
@@ -263,6 +275,8 @@ async def build_server(
             settings.registry_address,
             settings.registry_sync_timeout,
         )
+    if settings.http_port >= 0:
+        _add_http(server, settings, gateway, services, view, tracer_provider)
     server.on_stop(registry_channel.close)
     server.on_stop(view.stop)
     server.on_stop(gateway.close)
@@ -271,6 +285,47 @@ async def build_server(
 
     server.gateway = gateway  # type: ignore[attr-defined]  # for tests and benchmarks
     return server
+
+
+def _add_http(
+    server: LatticeServer,
+    settings: GatewaySettings,
+    gateway: Gateway,
+    services: list[Service],
+    view: RegistryView,
+    tracer_provider: TracerProvider | None,
+) -> None:
+    """The HTTP front beside the gRPC port: started and stopped with it."""
+    limits = HttpLimits(
+        max_body_bytes=settings.http_max_body_bytes,
+        sse_idle_seconds=settings.http_sse_idle_seconds,
+    )
+    access_log = AccessLog(settings.access_log, flush_after=settings.access_log_flush_ms / 1000)
+    app = build_app(
+        gateway,
+        services,
+        limits,
+        ready=lambda: view.synced,
+        tracer_provider=tracer_provider,
+        access_log=access_log,
+    )
+    listener = HttpListener(
+        app,
+        settings.host,
+        settings.http_port,
+        cert_file=settings.tls_cert_file,
+        key_file=settings.tls_key_file,
+        client_ca_file=settings.tls_client_ca_file,
+        grace_seconds=settings.grace_seconds,
+    )
+
+    async def stop() -> None:
+        await listener.stop()
+        access_log.flush()
+
+    server.on_start(listener.start)
+    server.on_stop(stop)
+    server.http = listener  # type: ignore[attr-defined]  # for tests and benchmarks
 
 
 def main(argv: Sequence[str] | None = None) -> None:

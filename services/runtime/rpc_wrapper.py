@@ -2,10 +2,10 @@
 
 `RpcWrapper.wrap` takes a method handler and returns one whose behaviour
 does, per call: continue the caller's trace in a SERVER span, bind the
-request id and deadline, verify the caller's internal token (when the
-server has a `CallerVerifier`; health and reflection stay open), count and
-time the RPC, write the access log line, and map exceptions to status
-codes in one place. It is not a
+request id (returned in trailing metadata) and deadline, verify the caller's
+internal token (when the server has a `CallerVerifier`; health and reflection
+stay open), count and time the RPC, write the access log line, and map
+exceptions to status codes in one place. It is not a
 `grpc.aio.ServerInterceptor` because those run per call and rebuild a
 handler each time; wrapping when the service is mounted leaves only the
 work itself on the hot path (see `services.runtime.mounting`).
@@ -48,10 +48,15 @@ _CANCELLED = grpc.StatusCode.CANCELLED
 _CODES_BY_VALUE = {c.value[0]: c for c in grpc.StatusCode}
 
 
+def _request_id_pair() -> tuple[str, str]:
+    return (REQUEST_ID_KEY, request_id_var.get())
+
+
 async def abort_with(context: aio.ServicerContext, error: LatticeError) -> None:
-    """End the RPC with `error`'s code, message and google.rpc details."""
+    """End the RPC with `error`'s code, message and google.rpc details (and the request id)."""
     status = error.to_status()
-    await context.abort(status.code, status.details, status.trailing_metadata)
+    trailing = (*status.trailing_metadata, _request_id_pair())
+    await context.abort(status.code, status.details, trailing)
 
 
 def _as_lattice_error(exc: BaseException, method: str) -> LatticeError:
@@ -232,6 +237,8 @@ class _Method:
                     await _drain(requests)
                 await self._fail(exc, context, started, span)
                 raise
+            # The caller can quote the request id the logs and traces carry.
+            context.set_trailing_metadata((_request_id_pair(),))
             # The response is sent as soon as this returns: its bookkeeping (metrics,
             # span end, access log line) runs on the next turn of the loop instead of
             # in front of it. The callback keeps this call's context (trace ids).
@@ -260,6 +267,7 @@ class _Method:
             except BaseException as exc:
                 await self._fail(exc, context, started, span)
                 raise
+            context.set_trailing_metadata((_request_id_pair(),))
             self._exit(time.perf_counter() - started, span, _final_code(context), None)
 
         return handle

@@ -117,6 +117,7 @@ class LatticeServer:
         self.metrics_registry = registry or CollectorRegistry()
         self.health = health.aio.HealthServicer()
         self._on_stop: list[Callable[[], Awaitable[None]]] = []
+        self._on_start: list[Callable[[], Awaitable[None]]] = []
         self._access_log = AccessLog(
             settings.access_log, flush_after=settings.access_log_flush_ms / 1000
         )
@@ -164,12 +165,18 @@ class LatticeServer:
         host = self.settings.host
         return f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}"
 
+    def on_start(self, callback: Callable[[], Awaitable[None]]) -> None:
+        """Run `callback` once the gRPC server has started (a second listener ...)."""
+        self._on_start.append(callback)
+
     def on_stop(self, callback: Callable[[], Awaitable[None]]) -> None:
         """Run `callback` after the server has stopped (close stores, clients ...)."""
         self._on_stop.append(callback)
 
     async def start(self) -> None:
         await self.server.start()
+        for callback in self._on_start:
+            await callback()
         if self.settings.metrics_port >= 0:
             self._metrics_endpoint = MetricsEndpoint(
                 self.metrics_registry,

@@ -90,6 +90,8 @@ class SuiteConfig:
         }
     )
     redis_port: int = 50059
+    #: The gateway's HTTP front (OpenAI-compatible /v1); -1 turns it off.
+    http_port: int = 50050
     #: Use this Redis instead of starting one; "none" runs without Redis.
     redis_url: str = ""
     data_dir: Path = Path(".lattice")
@@ -231,10 +233,13 @@ class LocalSuite:
         )
 
     def _flags(self, name: str) -> list[str]:
-        return [
+        flags = [
             *("--host", self.config.host, "--port", str(self.config.ports[name])),
             *("--metrics-port", str(self.metrics_ports[name])),
         ]
+        if name == "gateway":
+            flags += ["--http-port", str(self.config.http_port)]
+        return flags
 
     def describe(self) -> list[str]:
         """Human-readable endpoint lines."""
@@ -246,6 +251,11 @@ class LocalSuite:
             lines.append(
                 f"  {name:<10} {config.host}:{port}  "
                 f"metrics {scheme}://{config.host}:{self.metrics_ports[name]}/metrics"
+            )
+        if config.http_port >= 0:
+            lines.append(
+                f"  {'http':<10} {'https' if config.tls else 'http'}://{config.host}:{config.http_port}/v1"
+                "  (OpenAI-compatible)"
             )
         if self.redis_url:
             lines.append(f"  {'redis':<10} {self.redis_url}")

@@ -28,6 +28,12 @@ def suite_options(command):
         click.option("--inference-port", default=50053, show_default=True),
         click.option("--trainer-port", default=50054, show_default=True),
         click.option(
+            "--http-port",
+            default=50050,
+            show_default=True,
+            help="The gateway's HTTP front (OpenAI-compatible /v1); -1 turns it off.",
+        ),
+        click.option(
             "--redis-port",
             default=50059,
             show_default=True,
@@ -74,6 +80,7 @@ def suite_config(options: dict) -> SuiteConfig:
         host=options.pop("host"),
         ports=ports,
         redis_port=options.pop("redis_port"),
+        http_port=options.pop("http_port"),
         redis_url=options.pop("redis_url"),
         data_dir=options.pop("data_dir"),
         grace_seconds=options.pop("grace"),
@@ -117,6 +124,12 @@ def _ensure_starter(suite: LocalSuite, model: str) -> None:
     if config.tls:
         click.echo(f"  export LATTICE_TLS=1 LATTICE_TLS_ROOT_CERT={dev_ca_file(config.data_dir)}")
     click.echo(f"  lattice generate {model} 'Return the' --stream --temperature 0.8 --seed 1")
+    if config.http_port >= 0:
+        click.echo(
+            f"  curl http://{config.host}:{config.http_port}/v1/completions "
+            '-H "Authorization: Bearer $LATTICE_TOKEN" -H "Content-Type: application/json" '
+            f'-d \'{{"model": "{model}", "prompt": "Return the", "max_tokens": 16}}\''
+        )
 
 
 def _in_daemon_thread(fn: Callable[..., None], *args: Any) -> asyncio.Future[None]:

@@ -25,6 +25,8 @@ def test_demo_trains_registers_streams_and_hits_the_cache(tmp_path):
         str(tmp_path),
         "--redis-port",
         str(free_port()),
+        "--http-port",
+        str(free_port()),
     ]
     for name in ("gateway", "registry", "inference", "trainer"):
         argv += [f"--{name}-port", str(free_port())]

@@ -69,12 +69,19 @@ def test_lattice_services_use_native_grpc_health_probes_on_their_port(docs):
     deployments = of_kind(docs, "Deployment")
     for name, port in SERVICES.items():
         (c,) = containers(deployments[name])
-        assert {p["containerPort"] for p in c["ports"]} == {port, 9464}
+        http = {8080} if name == "gateway" else set()  # the gateway's HTTP front
+        assert {p["containerPort"] for p in c["ports"]} == {port, 9464} | http
         if _serves_tls(c):  # kubelet's grpc probe speaks plaintext only
             for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-                assert c[probe].get("grpc") is None and c[probe]["tcpSocket"]["port"] == port
+                assert c[probe].get("grpc") is None, (name, probe)
+                assert c[probe].get("tcpSocket", {}).get("port") == port or (
+                    c[probe].get("httpGet", {}).get("scheme") == "HTTPS"
+                ), (name, probe)
             continue
         for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+            if name == "gateway" and probe == "livenessProbe":
+                assert c[probe]["httpGet"] == {"path": "/healthz", "port": "http"}
+                continue
             assert c[probe]["grpc"]["port"] == port, (name, probe)
         assert c["readinessProbe"]["grpc"]["service"].startswith("lattice.v1."), name
         assert c["envFrom"] == [
@@ -111,6 +118,16 @@ def test_every_service_reads_the_one_key_ring(docs):
         assert path.startswith(mounts["keys"]["mountPath"] + "/") and mounts["keys"]["readOnly"]
         volumes = {v["name"]: v for v in spec["volumes"]}
         assert volumes["keys"]["secret"]["secretName"] == "lattice-keyring", name
+
+
+def test_gateway_service_and_policy_publish_the_http_port(docs):
+    service = of_kind(docs, "Service")["gateway"]
+    assert {"name": "http", "port": 8080, "targetPort": "http", "appProtocol": "http"} in (
+        service["spec"]["ports"]
+    )
+    policy = of_kind(docs, "NetworkPolicy")["gateway-public"]
+    assert {"port": 8080, "protocol": "TCP"} in policy["spec"]["ingress"][0]["ports"]
+    assert of_kind(docs, "ConfigMap")["lattice-gateway"]["data"]["LATTICE_GATEWAY_HTTP_PORT"]
 
 
 def test_gateway_and_inference_have_a_pdb_and_an_hpa(docs):
@@ -157,7 +174,10 @@ def test_only_the_gateway_is_open_to_the_outside(docs):
         for rule in policy["spec"].get("ingress", []):
             sources = rule.get("from")
             if name == "gateway-public":
-                assert sources is None and rule["ports"] == [{"port": 50051, "protocol": "TCP"}]
+                assert sources is None and rule["ports"] == [
+                    {"port": 50051, "protocol": "TCP"},  # gRPC
+                    {"port": 8080, "protocol": "TCP"},  # HTTP
+                ]
                 continue
             assert sources, f"{name} admits every source"
             for source in sources:

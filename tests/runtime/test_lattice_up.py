@@ -47,6 +47,7 @@ class Suite:
         self.ports = ports
         self.redis_port = redis_port
         self.seconds_to_ready = seconds
+        self.http_port = 0
         #: What `lattice up` prints after "Lattice is up" (exits, restarts).
         self.reports: list[str] = []
         threading.Thread(target=self._read_reports, daemon=True).start()
@@ -66,6 +67,7 @@ class Suite:
 @pytest.fixture(scope="module")
 def suite(tmp_path_factory) -> Iterator[Suite]:
     ports = {name: free_port() for name in EXPECTED_SERVICES}
+    http_port = free_port()
     data_dir = tmp_path_factory.mktemp("lattice-up")
     redis_port = free_port()
     argv = [
@@ -77,6 +79,8 @@ def suite(tmp_path_factory) -> Iterator[Suite]:
         str(data_dir),
         "--redis-port",
         str(redis_port),
+        "--http-port",
+        str(http_port),
         "--grace",
         "5",
     ]
@@ -97,6 +101,7 @@ def suite(tmp_path_factory) -> Iterator[Suite]:
     else:
         pytest.fail(f"lattice up exited with {process.wait()} before becoming ready")
     suite = Suite(process, ports, time.monotonic() - started, redis_port)
+    suite.http_port = http_port
     yield suite
     if process.poll() is None:
         process.kill()
@@ -155,6 +160,20 @@ def test_every_dashboard_queries_only_metrics_the_services_export(suite):
         if metric not in exported
     }
     assert not missing, "\n".join(sorted(missing))
+
+
+def test_gateway_answers_http_next_to_grpc(suite):
+    url = f"http://127.0.0.1:{suite.http_port}"
+    for path in ("/healthz", "/readyz"):
+        done = subprocess.run(["curl", "-sf", url + path], capture_output=True, timeout=30)
+        assert done.returncode == 0, done.stderr
+    refused = subprocess.run(
+        ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", url + "/v1/models"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert refused.stdout == "401"
 
 
 def test_a_child_that_dies_is_restarted(suite):

@@ -25,8 +25,10 @@ ENCODER = "tiny-enc"
 
 
 class RealStack:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, http: bool = False) -> None:
         self.root = root
+        #: Give each gateway its HTTP front on a free port as well.
+        self.http_port = 0 if http else -1
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.servers: dict[str, LatticeServer] = {}
@@ -74,6 +76,7 @@ class RealStack:
                 inference_addresses=(inference.address,),
                 trainer_address=trainer.address,
                 dev_jwt_secret=SECRET,
+                http_port=self.http_port,
             )
         )
         await gateway.start()
@@ -87,6 +90,7 @@ class RealStack:
                 inference_addresses=(inference.address,),
                 trainer_address=trainer.address,
                 dev_jwt_secret=SECRET,
+                http_port=self.http_port,
                 quota_requests=1,
                 quota_window_seconds=600,
             )
@@ -141,9 +145,9 @@ class RealStack:
 
 
 def running_stack(
-    root: Path, model_dir: Path, encoder_dir: Path | None = None
+    root: Path, model_dir: Path, encoder_dir: Path | None = None, *, http: bool = False
 ) -> Iterator[RealStack]:
-    stack = RealStack(root).start()
+    stack = RealStack(root, http=http).start()
     try:
         stack.deploy_tiny_model(model_dir)
         if encoder_dir is not None:
