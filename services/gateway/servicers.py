@@ -35,20 +35,20 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         self._gateway = gateway
 
     async def Generate(self, request, context):
-        encoded = Encoded(request, inference_pb2.GenerateRequest)
+        encoded = _encoded(request, inference_pb2.GenerateRequest)
         return await self._gateway.invoke(_call(_INFERENCE + "Generate", context), encoded)
 
     def GenerateStream(self, request, context) -> AsyncIterator[Any]:
-        encoded = Encoded(request, inference_pb2.GenerateStreamRequest)
+        encoded = _encoded(request, inference_pb2.GenerateStreamRequest)
         return self._gateway.invoke_stream(_call(_INFERENCE + "GenerateStream", context), encoded)
 
     async def Embed(self, request, context):
-        encoded = Encoded(request, inference_pb2.EmbedRequest)
+        encoded = _encoded(request, inference_pb2.EmbedRequest)
         return await self._gateway.invoke(_call(_INFERENCE + "Embed", context), encoded)
 
     async def ListLoadedModels(self, request, context):
         call = _call(_INFERENCE + "ListLoadedModels", context)
-        encoded = Encoded(request, inference_pb2.ListLoadedModelsRequest)
+        encoded = _encoded(request, inference_pb2.ListLoadedModelsRequest)
         return await self._gateway.list_loaded_models(call, encoded)
 
 
@@ -69,9 +69,15 @@ def forwarding_servicer(
     return type(f"Forwarding{descriptor.name}", (base,), namespace)()
 
 
+def _encoded(request: Any, message_type: type) -> Any:
+    """The gRPC front hands these handlers raw bytes (parsed only after authentication);
+    the HTTP front hands them messages it already built from JSON."""
+    return Encoded(request, message_type) if isinstance(request, bytes) else request
+
+
 def _unary(path: str, upstream: str, gateway: Gateway, message_type: type):
     async def handler(self, request, context):
-        encoded = Encoded(request, message_type)
+        encoded = _encoded(request, message_type)
         return await gateway.forward_unary(upstream, _call(path, context), encoded)
 
     return handler
@@ -79,7 +85,7 @@ def _unary(path: str, upstream: str, gateway: Gateway, message_type: type):
 
 def _streaming(path: str, upstream: str, gateway: Gateway, message_type: type):
     def handler(self, request, context):
-        encoded = Encoded(request, message_type)
+        encoded = _encoded(request, message_type)
         return gateway.forward_stream(upstream, _call(path, context), encoded)
 
     return handler
@@ -87,7 +93,7 @@ def _streaming(path: str, upstream: str, gateway: Gateway, message_type: type):
 
 def _uploading(path: str, upstream: str, gateway: Gateway, message_type: type):
     async def handler(self, request_iterator, context):
-        encoded = (Encoded(raw, message_type) async for raw in request_iterator)
+        encoded = (_encoded(raw, message_type) async for raw in request_iterator)
         return await gateway.forward_client_stream(upstream, _call(path, context), encoded)
 
     return handler

@@ -7,8 +7,8 @@ import pytest
 
 @pytest.fixture(scope="package")
 def stack(tmp_path_factory):
+    from services.suite.tiny_models import build_tiny_causal_lm, build_tiny_encoder
     from tests.sdk.real_stack import running_stack
-    from tests.support.tiny_models import build_tiny_causal_lm, build_tiny_encoder
 
     model_dir = build_tiny_causal_lm(tmp_path_factory.mktemp("model"), n_positions=512)
     encoder_dir = build_tiny_encoder(tmp_path_factory.mktemp("encoder"))

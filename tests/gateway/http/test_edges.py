@@ -15,11 +15,11 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from services.suite.echo import start_echo
+from services.suite.ports import free_port
 from tests.gateway.http.conftest import start_gateway
-from tests.gateway.support import start_echo
 from tests.sdk.real_stack import MODEL
 from tests.support.certs import make_tls_files
-from tests.support.ports import free_port
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 
