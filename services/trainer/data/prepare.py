@@ -1,5 +1,9 @@
 """The preparation pipeline: sources -> cleaning -> dedupe -> split -> tokenizer -> store.
 
+Per document: decode -> mojibake repair, NFKC -> markup -> whitespace ->
+language (by script, or declared) -> script conversion (OpenCC) -> words
+(segmentation) -> stop words -> length -> exact, then near-duplicate check.
+
 `DatasetPreparer.prepare(spec)` is synchronous and CPU-bound; the servicer runs
 it in a worker thread. Every document is accounted for: documents_in equals
 documents_out plus the sum of `dropped`.
@@ -11,8 +15,10 @@ import json
 import random
 from collections import Counter
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
+import opencc
 
 from lattice.errors import InvalidArgument
 from lattice.refs import NAME_PATTERN
@@ -20,9 +26,15 @@ from lattice.v1 import trainer_pb2
 from services.trainer.data import cleaning
 from services.trainer.data.decoding import repair_mojibake
 from services.trainer.data.dedupe import NearDuplicateIndex, exact_key
-from services.trainer.data.sources import ReadStats, read_sources, validate_sources
+from services.trainer.data.language import known_language, language_of
+from services.trainer.data.records import Record, write_records
+from services.trainer.data.segment import WordSegmenter, words_of
+from services.trainer.data.sources import ReadStats, read_lines, read_sources, validate_sources
+from services.trainer.data.stopwords import StopWords
 from services.trainer.data.store import DatasetStore
 from services.trainer.data.tokenizer import copy_tokenizer, separator_id, train_tokenizer
+
+T = TypeVar("T")
 
 DEFAULT_VOCAB = 8000
 DEFAULT_VALIDATION = 0.1
@@ -40,6 +52,16 @@ def validate_spec(spec: trainer_pb2.DatasetSpec) -> None:
         raise InvalidArgument("spec.cleaning.min_chars", "must not exceed max_chars")
     if not 0.0 <= options.near_duplicate_threshold <= 1.0:
         raise InvalidArgument("spec.cleaning.near_duplicate_threshold", "must be within 0..1")
+    if not known_language(options.language):
+        raise InvalidArgument(
+            "spec.cleaning.language", f"{options.language!r}: use auto or an ISO 639-1 code"
+        )
+    conversion = options.script_conversion.removesuffix(".json")
+    if conversion and f"{conversion}.json" not in opencc.CONFIGS:
+        known = ", ".join(sorted(c.removesuffix(".json") for c in opencc.CONFIGS))
+        raise InvalidArgument(
+            "spec.cleaning.script_conversion", f"{conversion!r} unknown; known: {known}"
+        )
     vocab = spec.tokenizer.vocab_size
     if not spec.tokenizer.base_model and vocab and not 300 <= vocab <= 1_000_000:
         raise InvalidArgument("spec.tokenizer.vocab_size", "must be within 300..1000000")
@@ -69,15 +91,37 @@ class DatasetPreparer:
             self.store.discard(staging)
             raise
 
-    def _clean(self, spec: trainer_pb2.DatasetSpec, report: trainer_pb2.DatasetReport) -> list[str]:
+    def _clean(
+        self, spec: trainer_pb2.DatasetSpec, report: trainer_pb2.DatasetReport
+    ) -> list[Record]:
         options = spec.cleaning
         stats = ReadStats()
         dropped: Counter[str] = Counter()
         encodings: Counter[str] = Counter()
+        languages: Counter[str] = Counter()
+        removed_by_language: Counter[str] = Counter()
         seen: set[bytes] = set()
         threshold = options.near_duplicate_threshold or DEFAULT_NEAR_THRESHOLD
         near = NearDuplicateIndex(threshold) if options.near_deduplicate else None
-        kept: list[str] = []
+        conversion = options.script_conversion.removesuffix(".json")
+        converter = opencc.OpenCC(f"{conversion}.json") if conversion else None
+        needs_words = options.segment_words or options.remove_stop_words
+        segmenter = (
+            WordSegmenter(read_lines(spec.sources, trainer_pb2.DATA_SOURCE_ROLE_USER_DICTIONARY))
+            if needs_words
+            else None
+        )
+        stop_words = (
+            StopWords(
+                [
+                    *options.stop_words,
+                    *read_lines(spec.sources, trainer_pb2.DATA_SOURCE_ROLE_STOP_WORDS),
+                ]
+            )
+            if options.remove_stop_words
+            else None
+        )
+        kept: list[Record] = []
         for raw in read_sources(spec.sources, stats):
             report.documents_in += 1
             encodings[raw.encoding] += 1
@@ -93,9 +137,22 @@ class DatasetPreparer:
                 text = cleaning.strip_markup(text)
             if options.normalize_whitespace:
                 text = cleaning.normalize_whitespace(text)
-            if options.remove_stop_words:
-                text, removed = cleaning.remove_stop_words(text)
-                report.stop_words_removed += removed
+            language = language_of(text, options.language)
+            languages[language] += 1
+            if converter is not None:
+                converted = converter.convert(text)
+                report.converted_documents += int(converted != text)
+                text = converted
+            words: list[str] | None = None
+            if segmenter is not None:
+                pieces = segmenter.pieces(text, language)
+                if stop_words is not None:
+                    text, pieces, removed = stop_words.remove(pieces, language)
+                    report.stop_words_removed += removed
+                    removed_by_language[language] += removed
+                if options.segment_words:
+                    words = words_of(pieces)
+                    report.segmented_documents += 1
             reason = _length_problem(text, options)
             if reason:
                 dropped[reason] += 1
@@ -106,16 +163,22 @@ class DatasetPreparer:
                     dropped["duplicate"] += 1
                     continue
                 seen.add(key)
-            if near is not None and not near.add_if_new(text):
+            if near is not None and not near.add_if_new(text, language):
                 dropped["near_duplicate"] += 1
+                report.near_duplicates_dropped += 1
                 continue
-            kept.append(text)
+            kept.append(Record(text, language, tuple(words) if words is not None else None))
         report.documents_out = len(kept)
         report.invalid_bytes = stats.invalid_bytes
-        for reason, count in dropped.items():
-            report.dropped[reason] = count
-        for encoding, count in encodings.items():
-            report.encodings[encoding] = count
+        report.undecodable_files.extend(stats.undecodable_files)
+        for counter, field in (
+            (dropped, report.dropped),
+            (encodings, report.encodings),
+            (languages, report.languages),
+            (removed_by_language, report.stop_words_removed_by_language),
+        ):
+            for key_name, count in counter.items():
+                field[key_name] = count
         if not kept:
             raise InvalidArgument("spec.sources", "no document survived cleaning")
         return kept
@@ -124,8 +187,8 @@ class DatasetPreparer:
         self,
         staging: Path,
         spec: trainer_pb2.DatasetSpec,
-        train: list[str],
-        validation: list[str],
+        train: list[Record],
+        validation: list[Record],
         report: trainer_pb2.DatasetReport,
         base_dir: Path | None,
     ) -> None:
@@ -136,15 +199,14 @@ class DatasetPreparer:
             tokenizer = copy_tokenizer(base_dir, tokenizer_dir)
         else:
             vocab = spec.tokenizer.vocab_size or DEFAULT_VOCAB
-            tokenizer = train_tokenizer(spec.tokenizer.kind, train, vocab, tokenizer_dir)
+            texts = [record.text for record in train]
+            tokenizer = train_tokenizer(spec.tokenizer.kind, texts, vocab, tokenizer_dir)
         report.vocab_size = len(tokenizer)
         dtype = np.uint16 if len(tokenizer) < 65536 else np.uint32
         separator = separator_id(tokenizer)
-        for name, texts in (("train", train), ("validation", validation)):
-            with (staging / f"{name}.jsonl").open("w", encoding="utf-8") as handle:
-                for text in texts:
-                    handle.write(json.dumps({"text": text}, ensure_ascii=False) + "\n")
-            tokens = _tokenize(tokenizer, texts, separator, dtype)
+        for name, records in (("train", train), ("validation", validation)):
+            write_records(staging / f"{name}.jsonl", records)
+            tokens = _tokenize(tokenizer, [r.text for r in records], separator, dtype)
             tokens.astype(np.dtype(dtype).newbyteorder("<")).tofile(staging / f"{name}.bin")
             if name == "train":
                 report.train_tokens = len(tokens)
@@ -169,7 +231,7 @@ def _length_problem(text: str, options: trainer_pb2.CleaningOptions) -> str:
     return ""
 
 
-def _split(documents: list[str], spec: trainer_pb2.DatasetSpec) -> tuple[list[str], list[str]]:
+def _split(documents: list[T], spec: trainer_pb2.DatasetSpec) -> tuple[list[T], list[T]]:
     """Seeded shuffle, then round(n * fraction) documents (>= 1 when n >= 2) to validation."""
     fraction = spec.validation_fraction or DEFAULT_VALIDATION
     order = list(range(len(documents)))

@@ -1,7 +1,10 @@
 """Train a tokenizer with Hugging Face `tokenizers`, saved as a `transformers` directory.
 
-Byte-level BPE (GPT-2 style; round-trips any text exactly) for causal LMs,
-WordPiece (BERT style, lower-cased) for encoders. Either is saved with
+Byte-level BPE (GPT-2 style; round-trips any NFKC-normal text exactly) for
+causal LMs, WordPiece (BERT style, lower-cased, each CJK character its own
+word as in BERT's Chinese models) for encoders. NFKC (full-width to
+half-width) is the first step of the tokenizer's own normalizer, so it is
+saved in tokenizer.json and serving normalises exactly as training did. Either is saved with
 `PreTrainedTokenizerFast.save_pretrained`, so the model export and the
 inference service load it with `AutoTokenizer`.
 """
@@ -23,6 +26,7 @@ BERT_SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 
 def _byte_level_bpe(texts: Sequence[str], vocab_size: int) -> PreTrainedTokenizerFast:
     tokenizer = Tokenizer(models.BPE())
+    tokenizer.normalizer = normalizers.NFKC()
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
     tokenizer.post_processor = processors.ByteLevel(trim_offsets=False)
@@ -45,7 +49,9 @@ def _byte_level_bpe(texts: Sequence[str], vocab_size: int) -> PreTrainedTokenize
 
 def _wordpiece(texts: Sequence[str], vocab_size: int) -> PreTrainedTokenizerFast:
     tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tokenizer.normalizer = normalizers.Sequence(
+        [normalizers.NFKC(), normalizers.BertNormalizer(handle_chinese_chars=True, lowercase=True)]
+    )
     tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tokenizer.decoder = decoders.WordPiece()
     trainer = tk_trainers.WordPieceTrainer(
