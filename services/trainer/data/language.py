@@ -19,8 +19,9 @@ CJK = frozenset({"zh", "ja"})
 _SAMPLE = 2000
 
 _HAN = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002ffff"
+HAN = re.compile(f"[{_HAN}]")
 _SCRIPTS = (
-    ("zh", re.compile(f"[{_HAN}]")),
+    ("zh", HAN),
     ("ja", re.compile("[\u3040-\u30ff\u31f0-\u31ff\uff66-\uff9f]")),
     ("ko", re.compile("[\uac00-\ud7af\u1100-\u11ff\u3130-\u318f]")),
     ("ru", re.compile("[\u0400-\u04ff]")),
@@ -29,7 +30,7 @@ _SCRIPTS = (
     ("he", re.compile("[\u0590-\u05ff]")),
     ("th", re.compile("[\u0e00-\u0e7f]")),
     ("hi", re.compile("[\u0900-\u097f]")),
-    ("en", re.compile("[A-Za-z\u00c0-\u024f]")),
+    ("en", re.compile("[A-Za-z\u00c0-\u024f\uff21-\uff3a\uff41-\uff5a]")),
 )
 
 
