@@ -78,7 +78,7 @@ class DatasetPreparer:
         its tokenizer."""
         validate_spec(spec)
         report = trainer_pb2.DatasetReport()
-        documents = self._clean(spec, report)
+        documents = self.clean(spec, report)
         train, validation = _split(documents, spec)
         report.train_documents = len(train)
         report.validation_documents = len(validation)
@@ -91,9 +91,10 @@ class DatasetPreparer:
             self.store.discard(staging)
             raise
 
-    def _clean(
+    def clean(
         self, spec: trainer_pb2.DatasetSpec, report: trainer_pb2.DatasetReport
     ) -> list[Record]:
+        """Read and clean every document, filling `report`; the documents kept."""
         options = spec.cleaning
         stats = ReadStats()
         dropped: Counter[str] = Counter()
