@@ -8,6 +8,7 @@ import json
 import unicodedata
 from pathlib import Path
 
+import grpc
 import opencc
 import pytest
 import snownlp
@@ -396,3 +397,31 @@ async def test_mixed_english_and_chinese_corpus_counts_per_language(
     records = [r for s in ("train", "validation") for r in read_records(directory, s)]
     assert {r.language for r in records} >= {"en", "zh"}
     assert all(r.words is not None for r in records)
+
+
+@pytest.mark.parametrize(
+    ("cleaning", "field"),
+    [
+        ({"language": "klingon"}, "spec.cleaning.language"),
+        ({"script_conversion": "t2x"}, "spec.cleaning.script_conversion"),
+    ],
+)
+async def test_bad_language_or_conversion_is_invalid_argument(trainer, cleaning, field):
+    bad = spec("bad", [trainer_pb2.DataSource(builtin="python-docstrings")], **cleaning)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await trainer.PrepareDataset(trainer_pb2.PrepareDatasetRequest(spec=bad))
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert field in caught.value.details()
+
+
+async def test_word_list_source_must_be_a_path(trainer):
+    sources = [
+        trainer_pb2.DataSource(builtin="python-docstrings"),
+        trainer_pb2.DataSource(
+            builtin="python-docstrings", role=trainer_pb2.DATA_SOURCE_ROLE_STOP_WORDS
+        ),
+    ]
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await trainer.PrepareDataset(trainer_pb2.PrepareDatasetRequest(spec=spec("bad", sources)))
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "spec.sources[1].role" in caught.value.details()
