@@ -27,6 +27,8 @@ def strip_markup(text: str) -> str:
     text = _COMMENTS.sub(" ", text)
     text = _TAGS.sub(" ", text)
     text = html.unescape(text)
+    if text.replace("\n", "").replace("\t", "").replace(" ", "").isprintable():
+        return text  # the common case: nothing to drop, no per-character pass
     return "".join(
         ch
         for ch in text

@@ -42,6 +42,8 @@ def known_language(code: str) -> bool:
 def detect_language(text: str) -> str:
     """ISO 639-1 code of the script most of the (first 2000) letters are in, or "und"."""
     sample = text[:_SAMPLE]
+    if sample.isascii():
+        return "en" if any(ch.isalpha() for ch in sample) else UNDETERMINED
     counts = {code: len(pattern.findall(sample)) for code, pattern in _SCRIPTS}
     if counts["ja"] and counts["ja"] * 5 >= counts["zh"]:
         counts["ja"] += counts["zh"]  # Japanese mixes kanji and kana
