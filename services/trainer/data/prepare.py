@@ -1,8 +1,7 @@
 """The preparation pipeline: sources -> cleaning -> dedupe -> split -> tokenizer -> store.
 
-Per document: decode -> mojibake repair, NFKC -> markup -> whitespace ->
-language (by script, or declared) -> script conversion (OpenCC) -> words
-(segmentation) -> stop words -> length -> exact, then near-duplicate check.
+Per document: decode (`sources`) -> the cleaning steps (`document`) -> length
+-> exact, then near-duplicate check.
 
 `DatasetPreparer.prepare(spec)` is synchronous and CPU-bound; the servicer runs
 it in a worker thread. Every document is accounted for: documents_in equals
@@ -23,14 +22,11 @@ import opencc
 from lattice.errors import InvalidArgument
 from lattice.refs import NAME_PATTERN
 from lattice.v1 import trainer_pb2
-from services.trainer.data import cleaning
-from services.trainer.data.decoding import repair_mojibake
 from services.trainer.data.dedupe import NearDuplicateIndex, exact_key
-from services.trainer.data.language import known_language, language_of
+from services.trainer.data.document import DocumentCleaner
+from services.trainer.data.language import known_language
 from services.trainer.data.records import Record, write_records
-from services.trainer.data.segment import WordSegmenter, words_of
 from services.trainer.data.sources import ReadStats, read_lines, read_sources, validate_sources
-from services.trainer.data.stopwords import StopWords
 from services.trainer.data.store import DatasetStore
 from services.trainer.data.tokenizer import copy_tokenizer, separator_id, train_tokenizer
 
@@ -104,23 +100,13 @@ class DatasetPreparer:
         seen: set[bytes] = set()
         threshold = options.near_duplicate_threshold or DEFAULT_NEAR_THRESHOLD
         near = NearDuplicateIndex(threshold) if options.near_deduplicate else None
-        conversion = options.script_conversion.removesuffix(".json")
-        converter = opencc.OpenCC(f"{conversion}.json") if conversion else None
-        needs_words = options.segment_words or options.remove_stop_words
-        segmenter = (
-            WordSegmenter(read_lines(spec.sources, trainer_pb2.DATA_SOURCE_ROLE_USER_DICTIONARY))
-            if needs_words
-            else None
-        )
-        stop_words = (
-            StopWords(
-                [
-                    *options.stop_words,
-                    *read_lines(spec.sources, trainer_pb2.DATA_SOURCE_ROLE_STOP_WORDS),
-                ]
-            )
-            if options.remove_stop_words
-            else None
+        cleaner = DocumentCleaner(
+            options,
+            user_dictionary=read_lines(spec.sources, trainer_pb2.DATA_SOURCE_ROLE_USER_DICTIONARY),
+            extra_stop_words=[
+                *options.stop_words,
+                *read_lines(spec.sources, trainer_pb2.DATA_SOURCE_ROLE_STOP_WORDS),
+            ],
         )
         kept: list[Record] = []
         for raw in read_sources(spec.sources, stats):
@@ -129,31 +115,16 @@ class DatasetPreparer:
             if raw.problem:
                 dropped[raw.problem] += 1
                 continue
-            text = raw.text
-            if options.normalize_unicode:
-                text, repaired = repair_mojibake(text)
-                report.repaired_documents += int(repaired)
-                text = cleaning.normalize_unicode(text)
-            if options.strip_markup:
-                text = cleaning.strip_markup(text)
-            if options.normalize_whitespace:
-                text = cleaning.normalize_whitespace(text)
-            language = language_of(text, options.language)
+            cleaned = cleaner.clean(raw.text)
+            text, language = cleaned.text, cleaned.language
             languages[language] += 1
-            if converter is not None:
-                converted = converter.convert(text)
-                report.converted_documents += int(converted != text)
-                text = converted
-            words: list[str] | None = None
-            if segmenter is not None:
-                pieces = segmenter.pieces(text, language)
-                if stop_words is not None:
-                    text, pieces, removed = stop_words.remove(pieces, language)
-                    report.stop_words_removed += removed
-                    removed_by_language[language] += removed
-                if options.segment_words:
-                    words = words_of(pieces)
-                    report.segmented_documents += 1
+            report.repaired_documents += int(cleaned.repaired)
+            report.converted_documents += int(cleaned.converted)
+            if cleaned.words is not None:
+                report.segmented_documents += 1
+            if options.remove_stop_words:
+                report.stop_words_removed += cleaned.stop_words_removed
+                removed_by_language[language] += cleaned.stop_words_removed
             reason = _length_problem(text, options)
             if reason:
                 dropped[reason] += 1
@@ -168,7 +139,7 @@ class DatasetPreparer:
                 dropped["near_duplicate"] += 1
                 report.near_duplicates_dropped += 1
                 continue
-            kept.append(Record(text, language, tuple(words) if words is not None else None))
+            kept.append(Record(text, language, cleaned.words))
         report.documents_out = len(kept)
         report.invalid_bytes = stats.invalid_bytes
         report.undecodable_files.extend(stats.undecodable_files)
