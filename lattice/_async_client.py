@@ -429,7 +429,9 @@ class AsyncClient(Connection):
 
         `sources`: paths/globs, or "builtin:python-docstrings". `options`:
         tokenizer ("bpe"/"wordpiece"), vocab_size, validation_fraction, seed,
-        text_field, cleaning (CleaningOptions or its dict). Or pass a full `spec`.
+        text_field, encoding, user_dictionary, stop_words_file (paths), cleaning
+        (CleaningOptions or its dict: language, script_conversion, segment_words,
+        remove_stop_words, near_deduplicate, ...). Or pass a full `spec`.
         """
         if spec is None:
             spec = _requests.dataset_spec(name, sources, **options)

@@ -238,11 +238,18 @@ def set_policy(
     return registry_pb2.SetPolicyRequest(policy=policy, expected_revision=expected_revision)
 
 
-def data_source(text: str, text_field: str = "") -> trainer_pb2.DataSource:
+def data_source(text: str, text_field: str = "", encoding: str = "") -> trainer_pb2.DataSource:
     """ "builtin:NAME" names a built-in corpus; anything else is a path or glob."""
     if text.startswith("builtin:"):
         return trainer_pb2.DataSource(builtin=text.removeprefix("builtin:"), text_field=text_field)
-    return trainer_pb2.DataSource(path=text, text_field=text_field)
+    return trainer_pb2.DataSource(path=text, text_field=text_field, encoding=encoding)
+
+
+def _word_list_sources(
+    paths: str | Sequence[str], role: trainer_pb2.DataSourceRole
+) -> list[trainer_pb2.DataSource]:
+    paths = [paths] if isinstance(paths, str) else list(paths)
+    return [trainer_pb2.DataSource(path=path, role=role) for path in paths if path]
 
 
 def dataset_spec(
@@ -255,15 +262,25 @@ def dataset_spec(
     validation_fraction: float = 0.0,
     seed: int = 0,
     text_field: str = "",
+    encoding: str = "",
+    user_dictionary: str | Sequence[str] = (),
+    stop_words_file: str | Sequence[str] = (),
     cleaning: trainer_pb2.CleaningOptions | Mapping[str, Any] | None = None,
 ) -> trainer_pb2.DatasetSpec:
+    """`encoding` is declared for every path source (empty: detect per file);
+    `user_dictionary` and `stop_words_file` are paths (as the trainer sees them)
+    of a jieba user dictionary and of extra stop words, one a line."""
     if isinstance(sources, str):
         sources = [sources]
     if isinstance(cleaning, Mapping):
         cleaning = json_format.ParseDict(dict(cleaning), trainer_pb2.CleaningOptions())
     return trainer_pb2.DatasetSpec(
         name=name,
-        sources=[data_source(s, text_field) for s in sources],
+        sources=[
+            *(data_source(s, text_field, encoding) for s in sources),
+            *_word_list_sources(user_dictionary, trainer_pb2.DATA_SOURCE_ROLE_USER_DICTIONARY),
+            *_word_list_sources(stop_words_file, trainer_pb2.DATA_SOURCE_ROLE_STOP_WORDS),
+        ],
         cleaning=cleaning,
         tokenizer=trainer_pb2.TokenizerOptions(
             kind=_choice(_TOKENIZERS, tokenizer, "tokenizer"),

@@ -11,6 +11,12 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class DataSourceRole(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    DATA_SOURCE_ROLE_UNSPECIFIED: _ClassVar[DataSourceRole]
+    DATA_SOURCE_ROLE_USER_DICTIONARY: _ClassVar[DataSourceRole]
+    DATA_SOURCE_ROLE_STOP_WORDS: _ClassVar[DataSourceRole]
+
 class TokenizerKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     TOKENIZER_KIND_UNSPECIFIED: _ClassVar[TokenizerKind]
@@ -66,6 +72,9 @@ class AlertKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ALERT_KIND_GRADIENT_EXPLOSION: _ClassVar[AlertKind]
     ALERT_KIND_DIVERGENCE: _ClassVar[AlertKind]
     ALERT_KIND_OVERFITTING: _ClassVar[AlertKind]
+DATA_SOURCE_ROLE_UNSPECIFIED: DataSourceRole
+DATA_SOURCE_ROLE_USER_DICTIONARY: DataSourceRole
+DATA_SOURCE_ROLE_STOP_WORDS: DataSourceRole
 TOKENIZER_KIND_UNSPECIFIED: TokenizerKind
 TOKENIZER_KIND_BYTE_LEVEL_BPE: TokenizerKind
 TOKENIZER_KIND_WORDPIECE: TokenizerKind
@@ -100,19 +109,21 @@ ALERT_KIND_DIVERGENCE: AlertKind
 ALERT_KIND_OVERFITTING: AlertKind
 
 class DataSource(_message.Message):
-    __slots__ = ("path", "builtin", "text_field", "encoding")
+    __slots__ = ("path", "builtin", "text_field", "encoding", "role")
     PATH_FIELD_NUMBER: _ClassVar[int]
     BUILTIN_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_FIELD_NUMBER: _ClassVar[int]
     ENCODING_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
     path: str
     builtin: str
     text_field: str
     encoding: str
-    def __init__(self, path: _Optional[str] = ..., builtin: _Optional[str] = ..., text_field: _Optional[str] = ..., encoding: _Optional[str] = ...) -> None: ...
+    role: DataSourceRole
+    def __init__(self, path: _Optional[str] = ..., builtin: _Optional[str] = ..., text_field: _Optional[str] = ..., encoding: _Optional[str] = ..., role: _Optional[_Union[DataSourceRole, str]] = ...) -> None: ...
 
 class CleaningOptions(_message.Message):
-    __slots__ = ("normalize_unicode", "strip_markup", "normalize_whitespace", "min_chars", "max_chars", "deduplicate", "near_deduplicate", "near_duplicate_threshold", "remove_stop_words")
+    __slots__ = ("normalize_unicode", "strip_markup", "normalize_whitespace", "min_chars", "max_chars", "deduplicate", "near_deduplicate", "near_duplicate_threshold", "remove_stop_words", "language", "script_conversion", "segment_words", "stop_words")
     NORMALIZE_UNICODE_FIELD_NUMBER: _ClassVar[int]
     STRIP_MARKUP_FIELD_NUMBER: _ClassVar[int]
     NORMALIZE_WHITESPACE_FIELD_NUMBER: _ClassVar[int]
@@ -122,6 +133,10 @@ class CleaningOptions(_message.Message):
     NEAR_DEDUPLICATE_FIELD_NUMBER: _ClassVar[int]
     NEAR_DUPLICATE_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     REMOVE_STOP_WORDS_FIELD_NUMBER: _ClassVar[int]
+    LANGUAGE_FIELD_NUMBER: _ClassVar[int]
+    SCRIPT_CONVERSION_FIELD_NUMBER: _ClassVar[int]
+    SEGMENT_WORDS_FIELD_NUMBER: _ClassVar[int]
+    STOP_WORDS_FIELD_NUMBER: _ClassVar[int]
     normalize_unicode: bool
     strip_markup: bool
     normalize_whitespace: bool
@@ -131,7 +146,11 @@ class CleaningOptions(_message.Message):
     near_deduplicate: bool
     near_duplicate_threshold: float
     remove_stop_words: bool
-    def __init__(self, normalize_unicode: _Optional[bool] = ..., strip_markup: _Optional[bool] = ..., normalize_whitespace: _Optional[bool] = ..., min_chars: _Optional[int] = ..., max_chars: _Optional[int] = ..., deduplicate: _Optional[bool] = ..., near_deduplicate: _Optional[bool] = ..., near_duplicate_threshold: _Optional[float] = ..., remove_stop_words: _Optional[bool] = ...) -> None: ...
+    language: str
+    script_conversion: str
+    segment_words: bool
+    stop_words: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, normalize_unicode: _Optional[bool] = ..., strip_markup: _Optional[bool] = ..., normalize_whitespace: _Optional[bool] = ..., min_chars: _Optional[int] = ..., max_chars: _Optional[int] = ..., deduplicate: _Optional[bool] = ..., near_deduplicate: _Optional[bool] = ..., near_duplicate_threshold: _Optional[float] = ..., remove_stop_words: _Optional[bool] = ..., language: _Optional[str] = ..., script_conversion: _Optional[str] = ..., segment_words: _Optional[bool] = ..., stop_words: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class TokenizerOptions(_message.Message):
     __slots__ = ("kind", "vocab_size", "base_model")
@@ -160,7 +179,7 @@ class DatasetSpec(_message.Message):
     def __init__(self, name: _Optional[str] = ..., sources: _Optional[_Iterable[_Union[DataSource, _Mapping]]] = ..., cleaning: _Optional[_Union[CleaningOptions, _Mapping]] = ..., tokenizer: _Optional[_Union[TokenizerOptions, _Mapping]] = ..., validation_fraction: _Optional[float] = ..., seed: _Optional[int] = ...) -> None: ...
 
 class DatasetReport(_message.Message):
-    __slots__ = ("documents_in", "documents_out", "dropped", "invalid_bytes", "train_documents", "validation_documents", "train_tokens", "validation_tokens", "vocab_size", "encodings", "repaired_documents", "stop_words_removed")
+    __slots__ = ("documents_in", "documents_out", "dropped", "invalid_bytes", "train_documents", "validation_documents", "train_tokens", "validation_tokens", "vocab_size", "encodings", "repaired_documents", "stop_words_removed", "languages", "converted_documents", "segmented_documents", "stop_words_removed_by_language", "near_duplicates_dropped", "undecodable_files")
     class DroppedEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -169,6 +188,20 @@ class DatasetReport(_message.Message):
         value: int
         def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
     class EncodingsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    class LanguagesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    class StopWordsRemovedByLanguageEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
         VALUE_FIELD_NUMBER: _ClassVar[int]
@@ -187,6 +220,12 @@ class DatasetReport(_message.Message):
     ENCODINGS_FIELD_NUMBER: _ClassVar[int]
     REPAIRED_DOCUMENTS_FIELD_NUMBER: _ClassVar[int]
     STOP_WORDS_REMOVED_FIELD_NUMBER: _ClassVar[int]
+    LANGUAGES_FIELD_NUMBER: _ClassVar[int]
+    CONVERTED_DOCUMENTS_FIELD_NUMBER: _ClassVar[int]
+    SEGMENTED_DOCUMENTS_FIELD_NUMBER: _ClassVar[int]
+    STOP_WORDS_REMOVED_BY_LANGUAGE_FIELD_NUMBER: _ClassVar[int]
+    NEAR_DUPLICATES_DROPPED_FIELD_NUMBER: _ClassVar[int]
+    UNDECODABLE_FILES_FIELD_NUMBER: _ClassVar[int]
     documents_in: int
     documents_out: int
     dropped: _containers.ScalarMap[str, int]
@@ -199,7 +238,13 @@ class DatasetReport(_message.Message):
     encodings: _containers.ScalarMap[str, int]
     repaired_documents: int
     stop_words_removed: int
-    def __init__(self, documents_in: _Optional[int] = ..., documents_out: _Optional[int] = ..., dropped: _Optional[_Mapping[str, int]] = ..., invalid_bytes: _Optional[int] = ..., train_documents: _Optional[int] = ..., validation_documents: _Optional[int] = ..., train_tokens: _Optional[int] = ..., validation_tokens: _Optional[int] = ..., vocab_size: _Optional[int] = ..., encodings: _Optional[_Mapping[str, int]] = ..., repaired_documents: _Optional[int] = ..., stop_words_removed: _Optional[int] = ...) -> None: ...
+    languages: _containers.ScalarMap[str, int]
+    converted_documents: int
+    segmented_documents: int
+    stop_words_removed_by_language: _containers.ScalarMap[str, int]
+    near_duplicates_dropped: int
+    undecodable_files: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, documents_in: _Optional[int] = ..., documents_out: _Optional[int] = ..., dropped: _Optional[_Mapping[str, int]] = ..., invalid_bytes: _Optional[int] = ..., train_documents: _Optional[int] = ..., validation_documents: _Optional[int] = ..., train_tokens: _Optional[int] = ..., validation_tokens: _Optional[int] = ..., vocab_size: _Optional[int] = ..., encodings: _Optional[_Mapping[str, int]] = ..., repaired_documents: _Optional[int] = ..., stop_words_removed: _Optional[int] = ..., languages: _Optional[_Mapping[str, int]] = ..., converted_documents: _Optional[int] = ..., segmented_documents: _Optional[int] = ..., stop_words_removed_by_language: _Optional[_Mapping[str, int]] = ..., near_duplicates_dropped: _Optional[int] = ..., undecodable_files: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Dataset(_message.Message):
     __slots__ = ("id", "name", "digest", "spec", "report", "create_time", "version")

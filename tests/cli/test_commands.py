@@ -184,6 +184,30 @@ def test_data_prepare_list_show(cli):
     assert "INVALID_ARGUMENT" in cli("data", "prepare", "", "x", ok=False).stderr
 
 
+def test_datasets_prepare_chinese_options(cli):
+    args = [
+        *("datasets", "prepare", "zh", "corpus/*.txt", "--encoding", "gb18030"),
+        *("--language", "zh", "--convert", "t2s", "--segment", "--remove-stop-words"),
+        *("--stop-words", "stop.txt", "--user-dictionary", "dict.txt", "--near-dedupe"),
+    ]
+    spec = cli.json(*args)["spec"]
+    corpus, dictionary, stop_words = spec["sources"]
+    assert (corpus["path"], corpus["encoding"]) == ("corpus/*.txt", "gb18030")
+    assert (dictionary["path"], dictionary["role"]) == (
+        "dict.txt",
+        "DATA_SOURCE_ROLE_USER_DICTIONARY",
+    )
+    assert (stop_words["path"], stop_words["role"]) == ("stop.txt", "DATA_SOURCE_ROLE_STOP_WORDS")
+    cleaning = spec["cleaning"]
+    assert (cleaning["language"], cleaning["script_conversion"]) == ("zh", "t2s")
+    assert cleaning["segment_words"] and cleaning["remove_stop_words"]
+    assert cleaning["near_deduplicate"]
+    out = cli(*args[:-1]).stdout  # the human report names the new counts
+    for label in ("languages:", "converted:", "segmented:", "stop words:", "near-duplicates:"):
+        assert label in out
+    assert "languages:" in cli("data", "show", "zh-0123456789ab").stdout
+
+
 def test_train_watches_to_the_end_then_jobs(cli):
     cli("data", "prepare", "tr", "builtin:python-docstrings")
     result = cli(

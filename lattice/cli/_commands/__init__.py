@@ -33,3 +33,4 @@ def register(group: click.Group) -> None:
     """Add every client command to the `lattice` group."""
     for command in COMMANDS:
         group.add_command(command)
+    group.add_command(data, name="datasets")  # the name the issue tracker and docs use

@@ -1,12 +1,22 @@
-"""`lattice data`: prepare, list and show datasets."""
+"""`lattice data` (alias `lattice datasets`): prepare, list and show datasets."""
 
 from __future__ import annotations
 
+import contextlib
+import glob
+import os
+import sys
+from collections.abc import Iterator, Mapping
+
 import click
+from rich.console import Console
 
 from lattice import _requests
 from lattice.cli._common import Session, lattice_command, print_fields, print_table, when
 from lattice.v1 import trainer_pb2
+
+#: Corpora at least this large (summed local file sizes) get a progress indicator.
+LARGE_CORPUS_BYTES = 16 * 1024 * 1024
 
 
 @click.group()
@@ -44,6 +54,15 @@ def data() -> None:
 @click.option("--near-dedupe", is_flag=True, help="Drop near-duplicates (MinHash).")
 @click.option("--min-chars", type=click.IntRange(min=0), default=0)
 @click.option("--max-chars", type=click.IntRange(min=0), default=0)
+@click.option("--encoding", default="", help="Declared encoding of the files; default: detect.")
+@click.option(
+    "--language", default="auto", show_default=True, help="auto (by script), zh, en, or ISO 639-1."
+)
+@click.option("--convert", "script_conversion", default="", help="OpenCC conversion: t2s, s2t ...")
+@click.option("--segment", "segment_words", is_flag=True, help="Store each document's word list.")
+@click.option("--remove-stop-words", is_flag=True, help="Per-language stop-word lists.")
+@click.option("--stop-words", "stop_words_file", default="", help="Extra stop words, one a line.")
+@click.option("--user-dictionary", default="", help="jieba user dictionary for --segment.")
 @lattice_command
 def prepare(
     session: Session,
@@ -55,6 +74,10 @@ def prepare(
     near_dedupe: bool,
     min_chars: int,
     max_chars: int,
+    language: str,
+    script_conversion: str,
+    segment_words: bool,
+    remove_stop_words: bool,
     **options,
 ) -> None:
     """Prepare dataset NAME from SOURCES: paths/globs (as the trainer sees them) or
@@ -67,26 +90,72 @@ def prepare(
         near_deduplicate=near_dedupe,
         min_chars=min_chars,
         max_chars=max_chars,
+        language=language,
+        script_conversion=script_conversion,
+        segment_words=segment_words,
+        remove_stop_words=remove_stop_words,
     )
-    dataset = session.client().prepare_dataset(name, list(sources), cleaning=cleaning, **options)
+    with _working(sources, session.as_json):
+        dataset = session.client().prepare_dataset(
+            name, list(sources), cleaning=cleaning, **options
+        )
     session.emit(dataset, lambda: _show(dataset))
+
+
+def local_size(sources: tuple[str, ...]) -> int:
+    """Bytes of the sources' files that exist on this machine (0 for the rest)."""
+    total = 0
+    for source in sources:
+        for path in glob.glob(source, recursive=True) if not source.startswith("builtin:") else ():
+            if os.path.isfile(path):
+                total += os.path.getsize(path)
+            elif os.path.isdir(path):
+                for root, _, files in os.walk(path):
+                    total += sum(os.path.getsize(os.path.join(root, f)) for f in files)
+    return total
+
+
+@contextlib.contextmanager
+def _working(sources: tuple[str, ...], json_output: bool) -> Iterator[None]:
+    """A live spinner with elapsed time on stderr, for large corpora on a terminal."""
+    size = local_size(sources)
+    if json_output or not sys.stdout.isatty() or size < LARGE_CORPUS_BYTES:
+        yield
+        return
+    console = Console(stderr=True)
+    with console.status(f"preparing {size / 1e6:,.0f} MB (cleaning, dedupe, tokenizer) ..."):
+        yield
+
+
+def _counts(values: Mapping[str, int]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in sorted(values.items())) or "none"
 
 
 def _show(dataset: trainer_pb2.Dataset) -> None:
     report = dataset.report
-    dropped = ", ".join(f"{k}={v}" for k, v in sorted(report.dropped.items())) or "none"
-    print_fields(
-        [
-            ("dataset", dataset.id),
-            ("digest", dataset.digest),
-            ("created", when(dataset.create_time)),
-            ("documents", f"{report.documents_in} in, {report.documents_out} kept"),
-            ("dropped", dropped),
-            ("split", f"{report.train_documents} train / {report.validation_documents} val"),
-            ("tokens", f"{report.train_tokens} train / {report.validation_tokens} val"),
-            ("vocabulary", report.vocab_size),
-        ]
-    )
+    by_language = report.stop_words_removed_by_language
+    fields: list[tuple[str, object]] = [
+        ("dataset", dataset.id),
+        ("digest", dataset.digest),
+        ("created", when(dataset.create_time)),
+        ("documents", f"{report.documents_in} in, {report.documents_out} kept"),
+        ("dropped", _counts(report.dropped)),
+        ("encodings", _counts(report.encodings)),
+        ("invalid bytes", report.invalid_bytes),
+        ("languages", _counts(report.languages)),
+        ("converted", report.converted_documents),
+        ("segmented", report.segmented_documents),
+        (
+            "stop words",
+            f"{report.stop_words_removed} ({_counts(by_language)})",
+        ),
+        ("near-duplicates", report.near_duplicates_dropped),
+        ("split", f"{report.train_documents} train / {report.validation_documents} val"),
+        ("tokens", f"{report.train_tokens} train / {report.validation_tokens} val"),
+        ("vocabulary", report.vocab_size),
+    ]
+    fields.extend(("undecodable", f) for f in report.undecodable_files)
+    print_fields(fields)
 
 
 @data.command("list")
@@ -94,22 +163,16 @@ def _show(dataset: trainer_pb2.Dataset) -> None:
 def list_datasets(session: Session) -> None:
     """List datasets, newest first."""
     found = session.client().list_datasets()
+    rows = [_row(d) for d in found]
     session.emit(
         found,
-        lambda: print_table(
-            ["id", "documents", "train tokens", "vocab", "created"],
-            [
-                (
-                    d.id,
-                    d.report.documents_out,
-                    d.report.train_tokens,
-                    d.report.vocab_size,
-                    when(d.create_time),
-                )
-                for d in found
-            ],
-        ),
+        lambda: print_table(["id", "documents", "train tokens", "vocab", "created"], rows),
     )
+
+
+def _row(d: trainer_pb2.Dataset) -> tuple[object, ...]:
+    report = d.report
+    return (d.id, report.documents_out, report.train_tokens, report.vocab_size, when(d.create_time))
 
 
 @data.command("show")

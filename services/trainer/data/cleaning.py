@@ -1,4 +1,5 @@
-"""Per-document cleaning steps. Each is a pure function of the text."""
+"""Per-document cleaning steps. Each is a pure function of the text (stop words:
+`stopwords.StopWords`)."""
 
 from __future__ import annotations
 
@@ -6,14 +7,11 @@ import html
 import re
 import unicodedata
 
-from services.trainer.data.stopwords import STOP_WORDS
-
 _BLOCKS = re.compile(r"<(script|style)\b[^>]*>.*?</\1\s*>", re.IGNORECASE | re.DOTALL)
 _COMMENTS = re.compile(r"<!--.*?-->", re.DOTALL)
 _TAGS = re.compile(r"</?[A-Za-z][A-Za-z0-9:-]*(?:\s[^<>]*)?/?>")
 _HORIZONTAL = re.compile(r"[ \t\f\v\u00a0\u2000-\u200a\u202f\u205f\u3000]+")
 _BLANK_LINES = re.compile(r"\n\s*\n\s*\n+")
-_WORD = re.compile(r"\b[\w']+\b")
 
 
 def normalize_unicode(text: str) -> str:
@@ -27,6 +25,8 @@ def strip_markup(text: str) -> str:
     text = _COMMENTS.sub(" ", text)
     text = _TAGS.sub(" ", text)
     text = html.unescape(text)
+    if text.replace("\n", "").replace("\t", "").replace(" ", "").isprintable():
+        return text  # the common case: nothing to drop, no per-character pass
     return "".join(
         ch
         for ch in text
@@ -39,18 +39,3 @@ def normalize_whitespace(text: str) -> str:
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     lines = [_HORIZONTAL.sub(" ", line).strip() for line in text.split("\n")]
     return _BLANK_LINES.sub("\n\n", "\n".join(lines)).strip()
-
-
-def remove_stop_words(text: str) -> tuple[str, int]:
-    """Remove English stop words (case-insensitive); returns (text, how many removed)."""
-    removed = 0
-
-    def replace(match: re.Match[str]) -> str:
-        nonlocal removed
-        if match.group(0).lower() in STOP_WORDS:
-            removed += 1
-            return ""
-        return match.group(0)
-
-    stripped = _WORD.sub(replace, text)
-    return re.sub(r"[ \t]{2,}", " ", stripped).strip(), removed

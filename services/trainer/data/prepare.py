@@ -1,5 +1,8 @@
 """The preparation pipeline: sources -> cleaning -> dedupe -> split -> tokenizer -> store.
 
+Per document: decode (`sources`) -> the cleaning steps (`document`) -> length
+-> exact, then near-duplicate check.
+
 `DatasetPreparer.prepare(spec)` is synchronous and CPU-bound; the servicer runs
 it in a worker thread. Every document is accounted for: documents_in equals
 documents_out plus the sum of `dropped`.
@@ -11,18 +14,23 @@ import json
 import random
 from collections import Counter
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
+import opencc
 
 from lattice.errors import InvalidArgument
 from lattice.refs import NAME_PATTERN
 from lattice.v1 import trainer_pb2
-from services.trainer.data import cleaning
-from services.trainer.data.decoding import repair_mojibake
 from services.trainer.data.dedupe import NearDuplicateIndex, exact_key
-from services.trainer.data.sources import ReadStats, read_sources, validate_sources
+from services.trainer.data.document import DocumentCleaner
+from services.trainer.data.language import known_language
+from services.trainer.data.records import Record, write_records
+from services.trainer.data.sources import ReadStats, read_lines, read_sources, validate_sources
 from services.trainer.data.store import DatasetStore
 from services.trainer.data.tokenizer import copy_tokenizer, separator_id, train_tokenizer
+
+T = TypeVar("T")
 
 DEFAULT_VOCAB = 8000
 DEFAULT_VALIDATION = 0.1
@@ -45,6 +53,16 @@ def validate_spec(spec: trainer_pb2.DatasetSpec) -> None:
         raise InvalidArgument(
             "spec.tokenizer.kind", f"unknown kind {spec.tokenizer.kind}; one of {known}"
         )
+    if not known_language(options.language):
+        raise InvalidArgument(
+            "spec.cleaning.language", f"{options.language!r}: use auto or an ISO 639-1 code"
+        )
+    conversion = options.script_conversion.removesuffix(".json")
+    if conversion and f"{conversion}.json" not in opencc.CONFIGS:
+        known = ", ".join(sorted(c.removesuffix(".json") for c in opencc.CONFIGS))
+        raise InvalidArgument(
+            "spec.cleaning.script_conversion", f"{conversion!r} unknown; known: {known}"
+        )
     vocab = spec.tokenizer.vocab_size
     if not spec.tokenizer.base_model and vocab and not 300 <= vocab <= 1_000_000:
         raise InvalidArgument("spec.tokenizer.vocab_size", "must be within 300..1000000")
@@ -61,7 +79,7 @@ class DatasetPreparer:
         its tokenizer."""
         validate_spec(spec)
         report = trainer_pb2.DatasetReport()
-        documents = self._clean(spec, report)
+        documents = self.clean(spec, report)
         train, validation = _split(documents, spec)
         report.train_documents = len(train)
         report.validation_documents = len(validation)
@@ -74,33 +92,44 @@ class DatasetPreparer:
             self.store.discard(staging)
             raise
 
-    def _clean(self, spec: trainer_pb2.DatasetSpec, report: trainer_pb2.DatasetReport) -> list[str]:
+    def clean(
+        self, spec: trainer_pb2.DatasetSpec, report: trainer_pb2.DatasetReport
+    ) -> list[Record]:
+        """Read and clean every document, filling `report`; the documents kept."""
         options = spec.cleaning
         stats = ReadStats()
         dropped: Counter[str] = Counter()
         encodings: Counter[str] = Counter()
+        languages: Counter[str] = Counter()
+        removed_by_language: Counter[str] = Counter()
         seen: set[bytes] = set()
         threshold = options.near_duplicate_threshold or DEFAULT_NEAR_THRESHOLD
         near = NearDuplicateIndex(threshold) if options.near_deduplicate else None
-        kept: list[str] = []
+        cleaner = DocumentCleaner(
+            options,
+            user_dictionary=read_lines(spec.sources, trainer_pb2.DATA_SOURCE_ROLE_USER_DICTIONARY),
+            extra_stop_words=[
+                *options.stop_words,
+                *read_lines(spec.sources, trainer_pb2.DATA_SOURCE_ROLE_STOP_WORDS),
+            ],
+        )
+        kept: list[Record] = []
         for raw in read_sources(spec.sources, stats):
             report.documents_in += 1
             encodings[raw.encoding] += 1
             if raw.problem:
                 dropped[raw.problem] += 1
                 continue
-            text = raw.text
-            if options.normalize_unicode:
-                text, repaired = repair_mojibake(text)
-                report.repaired_documents += int(repaired)
-                text = cleaning.normalize_unicode(text)
-            if options.strip_markup:
-                text = cleaning.strip_markup(text)
-            if options.normalize_whitespace:
-                text = cleaning.normalize_whitespace(text)
+            cleaned = cleaner.clean(raw.text)
+            text, language = cleaned.text, cleaned.language
+            languages[language] += 1
+            report.repaired_documents += int(cleaned.repaired)
+            report.converted_documents += int(cleaned.converted)
+            if cleaned.words is not None:
+                report.segmented_documents += 1
             if options.remove_stop_words:
-                text, removed = cleaning.remove_stop_words(text)
-                report.stop_words_removed += removed
+                report.stop_words_removed += cleaned.stop_words_removed
+                removed_by_language[language] += cleaned.stop_words_removed
             reason = _length_problem(text, options)
             if reason:
                 dropped[reason] += 1
@@ -111,16 +140,22 @@ class DatasetPreparer:
                     dropped["duplicate"] += 1
                     continue
                 seen.add(key)
-            if near is not None and not near.add_if_new(text):
+            if near is not None and not near.add_if_new(text, language):
                 dropped["near_duplicate"] += 1
+                report.near_duplicates_dropped += 1
                 continue
-            kept.append(text)
+            kept.append(Record(text, language, cleaned.words))
         report.documents_out = len(kept)
         report.invalid_bytes = stats.invalid_bytes
-        for reason, count in dropped.items():
-            report.dropped[reason] = count
-        for encoding, count in encodings.items():
-            report.encodings[encoding] = count
+        report.undecodable_files.extend(stats.undecodable_files)
+        for counter, field in (
+            (dropped, report.dropped),
+            (encodings, report.encodings),
+            (languages, report.languages),
+            (removed_by_language, report.stop_words_removed_by_language),
+        ):
+            for key_name, count in counter.items():
+                field[key_name] = count
         if not kept:
             raise InvalidArgument("spec.sources", "no document survived cleaning")
         return kept
@@ -129,8 +164,8 @@ class DatasetPreparer:
         self,
         staging: Path,
         spec: trainer_pb2.DatasetSpec,
-        train: list[str],
-        validation: list[str],
+        train: list[Record],
+        validation: list[Record],
         report: trainer_pb2.DatasetReport,
         base_dir: Path | None,
     ) -> None:
@@ -141,15 +176,14 @@ class DatasetPreparer:
             tokenizer = copy_tokenizer(base_dir, tokenizer_dir)
         else:
             vocab = spec.tokenizer.vocab_size or DEFAULT_VOCAB
-            tokenizer = train_tokenizer(spec.tokenizer.kind, train, vocab, tokenizer_dir)
+            texts = [record.text for record in train]
+            tokenizer = train_tokenizer(spec.tokenizer.kind, texts, vocab, tokenizer_dir)
         report.vocab_size = len(tokenizer)
         dtype = np.uint16 if len(tokenizer) < 65536 else np.uint32
         separator = separator_id(tokenizer)
-        for name, texts in (("train", train), ("validation", validation)):
-            with (staging / f"{name}.jsonl").open("w", encoding="utf-8") as handle:
-                for text in texts:
-                    handle.write(json.dumps({"text": text}, ensure_ascii=False) + "\n")
-            tokens = _tokenize(tokenizer, texts, separator, dtype)
+        for name, records in (("train", train), ("validation", validation)):
+            write_records(staging / f"{name}.jsonl", records)
+            tokens = _tokenize(tokenizer, [r.text for r in records], separator, dtype)
             tokens.astype(np.dtype(dtype).newbyteorder("<")).tofile(staging / f"{name}.bin")
             if name == "train":
                 report.train_tokens = len(tokens)
@@ -174,7 +208,7 @@ def _length_problem(text: str, options: trainer_pb2.CleaningOptions) -> str:
     return ""
 
 
-def _split(documents: list[str], spec: trainer_pb2.DatasetSpec) -> tuple[list[str], list[str]]:
+def _split(documents: list[T], spec: trainer_pb2.DatasetSpec) -> tuple[list[T], list[T]]:
     """Seeded shuffle, then round(n * fraction) documents (>= 1 when n >= 2) to validation."""
     fraction = spec.validation_fraction or DEFAULT_VALIDATION
     order = list(range(len(documents)))

@@ -41,6 +41,8 @@ class RawDocument:
 @dataclasses.dataclass
 class ReadStats:
     invalid_bytes: int = 0
+    #: "path: encoding" of files that failed their declared encoding.
+    undecodable_files: list[str] = dataclasses.field(default_factory=list)
 
 
 def _field(index: int, name: str) -> str:
@@ -102,6 +104,10 @@ def validate_sources(sources: Sequence[trainer_pb2.DataSource]) -> None:
         kind = source.WhichOneof("source")
         if kind is None:
             raise InvalidArgument(_field(index, "source"), "set path or builtin")
+        if source.role not in trainer_pb2.DataSourceRole.values():
+            raise InvalidArgument(_field(index, "role"), f"unknown role {source.role}")
+        if kind == "builtin" and source.role != trainer_pb2.DATA_SOURCE_ROLE_UNSPECIFIED:
+            raise InvalidArgument(_field(index, "role"), "only a path source can hold word lists")
         if kind == "builtin" and source.builtin not in BUILTIN_SOURCES:
             raise InvalidArgument(
                 _field(index, "builtin"),
@@ -123,6 +129,8 @@ def read_sources(
 ) -> Iterator[RawDocument]:
     """Every raw document of every source, in a stable order."""
     for index, source in enumerate(sources):
+        if source.role != trainer_pb2.DATA_SOURCE_ROLE_UNSPECIFIED:
+            continue
         if source.WhichOneof("source") == "builtin":
             for origin, text in builtin_documents(source.builtin):
                 yield RawDocument(text, origin, "utf-8")
@@ -131,7 +139,26 @@ def read_sources(
         for path in resolve_files(index, source):
             decoded = decode_bytes(path.read_bytes(), source.encoding)
             stats.invalid_bytes += decoded.invalid_bytes
-            yield from _split_file(path, decoded.text, decoded.encoding, field)
+            documents = _split_file(path, decoded.text, decoded.encoding, field)
+            if source.encoding and decoded.invalid_bytes:
+                # Honour the declaration: report the file, do not keep replaced text.
+                stats.undecodable_files.append(f"{path}: {source.encoding}")
+                for document in documents:
+                    yield dataclasses.replace(document, problem="undecodable")
+                continue
+            yield from documents
+
+
+def read_lines(sources: Sequence[trainer_pb2.DataSource], role: int) -> list[str]:
+    """The non-blank lines of every path source with `role` (dictionaries, word lists)."""
+    lines: list[str] = []
+    for index, source in enumerate(sources):
+        if source.role != role or source.WhichOneof("source") != "path":
+            continue
+        for path in resolve_files(index, source):
+            text = decode_bytes(path.read_bytes(), source.encoding).text
+            lines.extend(line.strip() for line in text.splitlines() if line.strip())
+    return lines
 
 
 def _split_file(path: Path, text: str, encoding: str, field: str) -> Iterator[RawDocument]:

@@ -1,4 +1,19 @@
-"""English stop words (the classic list used by most IR toolkits), lower case."""
+"""Stop words per language.
+
+English keeps the classic list used by most IR toolkits: stopwords-iso's
+English list (1,298 words) also removes content words such as "world" or
+"research". Every other language uses the stopwords-iso list, which the
+`stopwordsiso` package ships as data (no download). A user list extends all.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+
+import stopwordsiso
+
+from services.trainer.data.language import CJK
 
 STOP_WORDS = frozenset(
     [
@@ -130,3 +145,35 @@ STOP_WORDS = frozenset(
         "yourselves",
     ]
 )
+
+
+_SPACES = re.compile(r"[ \t]{2,}")
+
+
+class StopWords:
+    """The stop-word sets in use for one preparation (loaded once per language)."""
+
+    def __init__(self, extra: Iterable[str] = ()) -> None:
+        self._extra = frozenset(word.strip().lower() for word in extra if word.strip())
+        self._lists: dict[str, frozenset[str]] = {}
+
+    def of(self, language: str) -> frozenset[str]:
+        found = self._lists.get(language)
+        if found is None:
+            if language == "en":
+                base: frozenset[str] = STOP_WORDS
+            elif stopwordsiso.has_lang(language):
+                base = frozenset(word.lower() for word in stopwordsiso.stopwords(language))
+            else:
+                base = frozenset()
+            found = self._lists[language] = base | self._extra
+        return found
+
+    def remove(self, pieces: Sequence[str], language: str) -> tuple[str, list[str], int]:
+        """Drop the stop-word pieces; (text, remaining pieces, how many removed)."""
+        words = self.of(language)
+        kept = [piece for piece in pieces if piece.lower() not in words]
+        text = "".join(kept)
+        if language not in CJK:
+            text = _SPACES.sub(" ", text).strip()
+        return text, kept, len(pieces) - len(kept)

@@ -1,0 +1,60 @@
+"""The cleaned documents of a prepared dataset: `train.jsonl` and `validation.jsonl`.
+
+One JSON object a line:
+  {"text": str, "language": str, "words": [str, ...]}
+`text` is the cleaned document (what the tokenizer was trained on), `language`
+its ISO 639-1 code ("und" when no script was recognised), and `words`, present
+only when the dataset was prepared with `segment_words`, the document's word
+list in order (jieba segmentation for Chinese, stop words already removed
+when that option was set; whitespace left out). Word-level models
+(Word2Vec) read the lists with `read_word_lists`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+SPLITS = ("train", "validation")
+
+
+@dataclasses.dataclass(frozen=True)
+class Record:
+    text: str
+    language: str
+    words: tuple[str, ...] | None = None
+
+    def to_json(self) -> str:
+        value: dict[str, object] = {"text": self.text, "language": self.language}
+        if self.words is not None:
+            value["words"] = list(self.words)
+        return json.dumps(value, ensure_ascii=False)
+
+
+def write_records(path: Path, records: Iterable[Record]) -> None:
+    with path.open("w", encoding="utf-8") as handle:
+        for record in records:
+            handle.write(record.to_json() + "\n")
+
+
+def read_records(dataset_dir: Path, split: str = "train") -> Iterator[Record]:
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}")
+    with (dataset_dir / f"{split}.jsonl").open(encoding="utf-8") as handle:
+        for line in handle:
+            value = json.loads(line)
+            words = value.get("words")
+            listed = tuple(words) if words is not None else None
+            yield Record(value["text"], value.get("language", ""), listed)
+
+
+def read_word_lists(dataset_dir: Path, split: str = "train") -> Iterator[list[str]]:
+    """Each document's word list, for word-level models. Datasets prepared without
+    `segment_words` have none: ValueError, so a Chinese corpus is never silently
+    split on spaces."""
+    for record in read_records(dataset_dir, split):
+        if record.words is None:
+            raise ValueError("dataset was prepared without segment_words; prepare it again")
+        yield list(record.words)
