@@ -43,6 +43,9 @@ class GenerateCall:
     seed: int | None = None
     skip_cache: bool = False
     routing_key: str = ""
+    #: Who asks (from the forwarded caller identity; "" = anonymous): the
+    #: scheduler shares its queue fairly between tenants.
+    tenant: str = ""
 
 
 @dataclasses.dataclass(slots=True)

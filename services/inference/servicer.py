@@ -11,12 +11,14 @@ from collections.abc import AsyncIterator
 
 from google.protobuf import timestamp_pb2
 
+from lattice.errors import Unauthenticated
 from lattice.v1 import common_pb2, inference_pb2, inference_pb2_grpc
 from services.inference.backends import FinishReason, GenerationResult
 from services.inference.engine import InferenceEngine, StreamPart
 from services.inference.manager import ModelManager
 from services.inference.requests import EmbedCall, GenerateCall
 from services.inference.serving import VersionState
+from services.runtime.identity import caller_of
 from services.runtime.registry_view import RegistryView
 
 _FINISH = {
@@ -40,8 +42,18 @@ def _usage(prompt: int, completion: int) -> common_pb2.Usage:
     )
 
 
+def _tenant(context) -> str:
+    """The caller's tenant; "" for a caller without forwarded identity (a
+    direct call inside the cluster), who all share one anonymous tenant."""
+    try:
+        return caller_of(context).tenant
+    except Unauthenticated:
+        return ""
+
+
 def generate_call(
     request: inference_pb2.GenerateRequest | inference_pb2.GenerateStreamRequest,
+    tenant: str = "",
 ) -> GenerateCall:
     p = request.parameters
     return GenerateCall(
@@ -55,6 +67,7 @@ def generate_call(
         seed=p.seed if p.HasField("seed") else None,
         skip_cache=request.skip_cache,
         routing_key=request.routing_key,
+        tenant=tenant,
     )
 
 
@@ -79,7 +92,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         self._view = view
 
     async def Generate(self, request, context) -> inference_pb2.GenerateResponse:
-        outcome = await self.engine.generate(generate_call(request))
+        outcome = await self.engine.generate(generate_call(request, _tenant(context)))
         result: GenerationResult = outcome.result
         return inference_pb2.GenerateResponse(
             text=result.text,
@@ -93,7 +106,9 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
     async def GenerateStream(
         self, request, context
     ) -> AsyncIterator[inference_pb2.GenerateStreamResponse]:
-        async with contextlib.aclosing(self.engine.stream(generate_call(request))) as parts:
+        async with contextlib.aclosing(
+            self.engine.stream(generate_call(request, _tenant(context)))
+        ) as parts:
             async for part in parts:
                 yield _stream_message(part)
 
