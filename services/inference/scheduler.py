@@ -222,6 +222,7 @@ class Scheduler:
         context_length: int | None,
         limits: SchedulerLimits,
         name: str = "model",
+        torch_threads: int = 1,
         observer: SchedulerObserver | None = None,
         tracer: trace.Tracer | None = None,
     ) -> None:
@@ -232,6 +233,7 @@ class Scheduler:
         self._context = context_length
         self.limits = limits
         self._name = name
+        self._torch_threads = torch_threads
         self._observer = observer or SchedulerObserver()
         self._tracer = tracer or trace.get_tracer(__name__)
         self._cond = threading.Condition()
@@ -330,6 +332,8 @@ class Scheduler:
     # -- the loop's thread ---------------------------------------------------
 
     def _run(self) -> None:
+        # Per thread under OpenMP: the loop's thread sizes its own pool.
+        torch.set_num_threads(self._torch_threads)
         try:
             with torch.inference_mode():
                 while self._iterate():

@@ -58,8 +58,9 @@ class InferenceSettings(ServerSettings):
     max_queued_sequences: int = 0
     #: ... and prompt tokens prefilled in one step (0 = the model's context).
     max_prefill_tokens: int = 0
-    #: torch's intra-op threads, process-wide (0 = torch's default, one per core).
-    #: Generation runs in one thread per model, so this is the whole budget.
+    #: torch's intra-op threads, process-wide (0 = one less than the usable
+    #: cores, at least 1). Generation runs in one thread per model, so this is
+    #: the whole budget: more threads than free cores is much slower.
     torch_threads: int = 0
     #: "auto" (CUDA when present, else CPU), "cpu", "cuda", "cuda:1" ...
     device: str = "auto"

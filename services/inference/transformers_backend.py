@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import os
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar
@@ -43,6 +44,22 @@ def resolve_device(requested: str) -> str:
     if requested == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     return requested
+
+
+def default_torch_threads() -> int:
+    """torch's intra-op threads when not configured: one core less than this
+    process may use, so the event loop and gRPC keep one. Measured on a
+    loaded 2-core host (bench/streaming.py's model): with 2 threads a batch-1
+    token took 170-240 ms, with 1 thread 2.5 ms: a thread pool that waits
+    for a descheduled member at every op is worse than no pool."""
+    return max(1, len(os.sched_getaffinity(0)) - 1)
+
+
+def set_torch_threads(threads: int) -> None:
+    """Size the calling thread's intra-op pool (OpenMP keeps it per thread)."""
+    import torch
+
+    torch.set_num_threads(threads or default_torch_threads())
 
 
 class TransformersBackend(Backend):
@@ -94,17 +111,16 @@ class TransformersBackend(Backend):
         self._executor = ThreadPoolExecutor(
             max_workers=self._threads if self.spec.task is Task.EMBED else 1,
             thread_name_prefix=f"tf-{self.spec.model_name}-{self.spec.version}",
+            initializer=set_torch_threads,
+            initargs=(self._torch_threads,),
         )
         return await self._run(self._load_sync)
 
     def _load_sync(self) -> ModelInfo:
-        import torch
         from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
-        if self._torch_threads > 0 and torch.get_num_threads() != self._torch_threads:
-            torch.set_num_threads(self._torch_threads)  # process-wide: one intra-op pool
         self._device = resolve_device(self.spec.device)
         directory = str(self.spec.model_dir)
         self._tokenizer = AutoTokenizer.from_pretrained(directory)
@@ -145,6 +161,7 @@ class TransformersBackend(Backend):
                 context_length=self._context_length, device=self._device, **self._scheduling
             ),
             name=f"{self.spec.model_name}:{self.spec.version}",
+            torch_threads=self._torch_threads or default_torch_threads(),
             observer=self._observer,
             tracer=self._tracer,
         )
