@@ -101,6 +101,9 @@ class SchedulerObserver:
     def cancelled(self, steps: int) -> None:
         """A cancelled sequence left the batch `steps` forward passes after the cancel."""
 
+    def first_token(self, steps: int) -> None:
+        """A sequence got its first token `steps` forward passes after it was submitted."""
+
     def preempted(self) -> None:
         """A running sequence was evicted to make room (never, see module doc)."""
 
@@ -190,6 +193,7 @@ class _Sequence:
     cancelled_at: int | None = None  # step count when the caller gave up
     finish: FinishReason | None = None
     first_token_at: float | None = None
+    submitted_step: int = 0
 
 
 class Handle:
@@ -294,6 +298,7 @@ class Scheduler:
             span=span,
             generator=generator_for(params, self._device),
             reserved=reserved,
+            submitted_step=self.steps,
         )
         with self._cond:
             if self._closed:
@@ -429,12 +434,13 @@ class Scheduler:
         gone = [i for i, s in enumerate(self._running) if s.cancelled_at is not None]
         if not gone:
             return
-        for i in gone:
-            sequence = self._running[i]
+        done = [self._running[i] for i in gone]
+        for sequence in done:
             sequence.finish = FinishReason.CANCELLED
             self._observer.cancelled(self.steps - (sequence.cancelled_at or 0))
-            self._close(sequence)
         self._retain([s for s in self._running if s.finish is None])
+        for sequence in done:
+            self._close(sequence)
 
     def _retain(self, keep: list[_Sequence]) -> None:
         index = {id(s): i for i, s in enumerate(self._running)}
@@ -487,10 +493,11 @@ class Scheduler:
         out their text, and let the finished ones leave."""
         tokens = sample(logits, [s.params for s in sequences], [s.generator for s in sequences])
         now = time.perf_counter()
-        finished = False
+        done: list[_Sequence] = []
         for sequence, token in zip(sequences, tokens, strict=True):
             if sequence.first_token_at is None:
                 sequence.first_token_at = now
+                self._observer.first_token(self.steps - sequence.submitted_step)
             if token in self._eos:
                 sequence.finish = FinishReason.EOS
             else:
@@ -503,10 +510,11 @@ class Scheduler:
                 elif assembler.token_count >= sequence.budget:
                     sequence.finish = FinishReason.LENGTH
             if sequence.finish is not None:
-                finished = True
-                self._close(sequence)
-        if finished:
+                done.append(sequence)
+        if done:  # memory first: a caller that has its answer finds it freed
             self._retain([s for s in self._running if s.finish is None])
+            for sequence in done:
+                self._close(sequence)
 
     def _close(self, sequence: _Sequence) -> None:
         """Hand out the last chunk and release the sequence's reservation."""

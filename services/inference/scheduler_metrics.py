@@ -13,7 +13,7 @@ from services.inference.scheduler import SchedulerObserver
 _STEP_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 _ROWS_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 _QUEUE_BUCKETS = (0.0001, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
-_CANCEL_BUCKETS = (0, 1, 2, 3, 5, 10)
+_STEPS_BUCKETS = (0, 1, 2, 3, 5, 10, 30, 100)
 
 _LABELS = ["gen_ai_request_model", "version"]
 
@@ -71,7 +71,14 @@ class SchedulerMetrics:
             "lattice_inference_cancel_steps",
             "Forward passes between a cancel and the sequence leaving the batch.",
             _LABELS,
-            buckets=_CANCEL_BUCKETS,
+            buckets=_STEPS_BUCKETS,
+            registry=registry,
+        )
+        self.first_token_steps = Histogram(
+            "lattice_inference_first_token_steps",
+            "Forward passes between a sequence's submission and its first token.",
+            _LABELS,
+            buckets=_STEPS_BUCKETS,
             registry=registry,
         )
         self.preemptions = Counter(
@@ -97,6 +104,7 @@ class _VersionObserver(SchedulerObserver):
         self._queue = metrics.queue_seconds.labels(*labels)
         self._cancel = metrics.cancel_steps.labels(*labels)
         self._preempted = metrics.preemptions.labels(*labels)
+        self._first = metrics.first_token_steps.labels(*labels)
 
     def step(self, rows: int, seconds: float, prefill: bool) -> None:
         phase = "prefill" if prefill else "decode"
@@ -114,6 +122,9 @@ class _VersionObserver(SchedulerObserver):
 
     def cancelled(self, steps: int) -> None:
         self._cancel.observe(steps)
+
+    def first_token(self, steps: int) -> None:
+        self._first.observe(steps)
 
     def preempted(self) -> None:
         self._preempted.inc()

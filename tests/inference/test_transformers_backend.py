@@ -176,7 +176,7 @@ async def test_concurrent_requests_each_get_their_own_answer(lm):
     alone = [await lm.generate(prompt, params) for prompt, params in MIXED]
     together = await asyncio.gather(*(lm.generate(prompt, params) for prompt, params in MIXED))
     assert list(together) == alone
-    assert lm.scheduler.kv_tokens == 0  # every row left and freed its cache
+    assert lm.scheduler.kv_tokens == 0  # every row left and freed its cache first
 
 
 async def test_a_bad_request_fails_alone(lm):
