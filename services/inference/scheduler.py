@@ -498,6 +498,7 @@ class Scheduler:
             if sequence.first_token_at is None:
                 sequence.first_token_at = now
                 self._observer.first_token(self.steps - sequence.submitted_step)
+                sequence.span.add_event("scheduler.first_token")
             if token in self._eos:
                 sequence.finish = FinishReason.EOS
             else:
@@ -521,6 +522,13 @@ class Scheduler:
         assembler = sequence.assembler
         tail = assembler.finish() if sequence.finish is not FinishReason.STOP_SEQUENCE else ""
         self._reserved -= sequence.reserved
+        sequence.span.add_event(
+            "scheduler.finished",
+            {
+                "finish_reason": str(sequence.finish.value if sequence.finish else ""),
+                "completion_tokens": assembler.token_count,
+            },
+        )
         outbox = sequence.outbox
         outbox.close(
             StreamChunk(

@@ -8,6 +8,9 @@ import asyncio
 
 import grpc
 import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from lattice.errors import ResourceExhausted, from_rpc_error
 from lattice.v1 import inference_pb2
@@ -201,3 +204,34 @@ async def test_one_tenants_backlog_does_not_starve_another_tenant(model_dirs):
         await backend.unload()
     # b waited for at most one of a's queued requests, not for all seven.
     assert finished.index("b0") <= 2, finished
+
+
+async def test_forward_passes_are_root_spans_linked_to_the_requests_they_served(model_dirs):
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer(__name__)
+    backend = TransformersBackend(
+        LoadSpec("lm", 1, Task.GENERATE, model_dir=model_dirs["lm1"]), tracer=tracer
+    )
+    await backend.load()
+
+    async def request(i: int) -> int:
+        with tracer.start_as_current_span(f"request-{i}") as span:
+            await backend.generate(f"Story {i}", GenerationParams(max_new_tokens=6))
+            return span.get_span_context().span_id
+
+    try:
+        ids = set(await asyncio.gather(*(request(i) for i in range(4))))
+    finally:
+        await backend.unload()
+    spans = exporter.get_finished_spans()
+    steps = [s for s in spans if s.name in ("inference.prefill", "inference.decode")]
+    assert steps and all(s.parent is None for s in steps)  # never inside one request's trace
+    linked = {link.context.span_id for s in steps for link in s.links}
+    assert linked == ids
+    assert max(len(s.links) for s in steps) > 1  # one pass served several requests
+    for span in spans:
+        if span.name.startswith("request-"):
+            names = [e.name for e in span.events]
+            assert names[:1] == ["scheduler.admitted"] and "scheduler.finished" in names
