@@ -66,20 +66,28 @@ def default_limits(
     *,
     context_length: int | None,
     device: str,
+    kv_bytes_per_token: int = 0,
+    free_memory: int = 0,
     max_running: int = 0,
     max_kv_tokens: int = 0,
     max_queued: int = 0,
     max_prefill_tokens: int = 0,
 ) -> SchedulerLimits:
     """Limits where 0 means "derive": 32 running sequences on CPU (past that a
-    step costs about as much per row as running alone), 256 on a GPU; room in
-    the KV budget for every running sequence at the full context; a queue 32
-    times the running bound; one full-context prompt of prefill per step."""
+    step costs about as much per row as running alone), 256 on a GPU; KV room
+    for every running sequence at the full context, but no more than a
+    quarter of the free memory; a queue 32 times the running bound; one
+    full-context prompt of prefill per step."""
     context = context_length or 1024
     running = max_running or (256 if device.startswith("cuda") else 32)
+    kv_tokens = max_kv_tokens
+    if not kv_tokens:
+        kv_tokens = running * context
+        if kv_bytes_per_token and free_memory:
+            kv_tokens = max(context, min(kv_tokens, free_memory // 4 // kv_bytes_per_token))
     return SchedulerLimits(
         max_running=running,
-        max_kv_tokens=max_kv_tokens or running * context,
+        max_kv_tokens=kv_tokens,
         max_queued=max_queued or 32 * running,
         max_prefill_tokens=max_prefill_tokens or context,
     )

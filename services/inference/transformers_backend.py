@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar
 
+import psutil
 from opentelemetry import trace
 
 from lattice.errors import FailedPrecondition, InvalidArgument, Unavailable
@@ -63,6 +64,23 @@ def _decoder(tokenizer: Any) -> Callable[[list[int]], str]:
     if rust is not None:
         return lambda ids: rust.decode(ids, skip_special_tokens=True)
     return lambda ids: tokenizer.decode(ids, skip_special_tokens=True)
+
+
+def _kv_bytes_per_token(model: Any) -> int:
+    """Keys and values of every layer for one token."""
+    config = model.config
+    layers = getattr(config, "num_hidden_layers", None) or getattr(config, "n_layer", 0)
+    hidden = getattr(config, "hidden_size", None) or getattr(config, "n_embd", 0)
+    return 2 * layers * hidden * next(model.parameters()).element_size()
+
+
+def _free_memory(device: str) -> int:
+    """Bytes free where the KV cache lives."""
+    import torch
+
+    if device.startswith("cuda"):
+        return int(torch.cuda.mem_get_info(torch.device(device))[0])
+    return int(psutil.virtual_memory().available)
 
 
 def set_torch_threads(threads: int) -> None:
@@ -168,7 +186,11 @@ class TransformersBackend(Backend):
             device=self._device,
             context_length=self._context_length,
             limits=default_limits(
-                context_length=self._context_length, device=self._device, **self._scheduling
+                context_length=self._context_length,
+                device=self._device,
+                kv_bytes_per_token=_kv_bytes_per_token(model),
+                free_memory=_free_memory(self._device),
+                **self._scheduling,
             ),
             name=f"{self.spec.model_name}:{self.spec.version}",
             torch_threads=self._torch_threads or default_torch_threads(),

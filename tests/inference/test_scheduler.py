@@ -20,6 +20,7 @@ from services.inference.backends import (
     Task,
     request_tenant,
 )
+from services.inference.scheduler import default_limits
 from services.inference.transformers_backend import TransformersBackend
 from tests.inference.conftest import deploy_lm
 from tests.inference.support import Lab, generate_request, poll
@@ -235,3 +236,15 @@ async def test_forward_passes_are_root_spans_linked_to_the_requests_they_served(
         if span.name.startswith("request-"):
             names = [e.name for e in span.events]
             assert names[:1] == ["scheduler.admitted"] and "scheduler.finished" in names
+
+
+def test_default_limits_follow_the_model_and_the_host():
+    cpu = default_limits(context_length=512, device="cpu")
+    assert (cpu.max_running, cpu.max_kv_tokens, cpu.max_queued) == (32, 32 * 512, 1024)
+    assert default_limits(context_length=512, device="cuda:0").max_running == 256
+    # Little free memory: the KV budget shrinks to a quarter of it (one context at least).
+    tight = default_limits(
+        context_length=512, device="cpu", kv_bytes_per_token=1024, free_memory=8 << 20
+    )
+    assert tight.max_kv_tokens == 2048
+    assert default_limits(context_length=512, device="cpu", max_running=4).max_queued == 128
