@@ -273,6 +273,11 @@ class Scheduler:
     def kv_tokens(self) -> int:
         return self._batch.kv_tokens
 
+    @property
+    def alive(self) -> bool:
+        """False once closed, or after the loop failed (the version is then unhealthy)."""
+        return not self._closed
+
     def submit(
         self,
         prompt: list[int],

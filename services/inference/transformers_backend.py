@@ -214,6 +214,8 @@ class TransformersBackend(Backend):
             torch.cuda.empty_cache()
 
     async def health(self) -> bool:
+        if self.spec.task is Task.GENERATE:
+            return self.scheduler is not None and self.scheduler.alive
         return self._model is not None
 
     def count_tokens(self, text: str) -> int | None:
