@@ -12,22 +12,27 @@ Contract every backend keeps:
   shared RPC wrapper maps them to status codes.
 - Cancelling the task that awaits `generate`/`embed`, or closing / abandoning
   the iterator returned by `stream`, stops the work promptly (the local
-  backend checks a flag per token, so it stops within one decode step).
+  backend drops the sequence from its batch before the next decode step).
 - Compute never runs on the event loop.
 """
 
 from __future__ import annotations
 
 import abc
-import asyncio
+import contextvars
 import dataclasses
 import enum
-import threading
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import ClassVar
 
 from lattice.errors import FailedPrecondition
+
+#: The tenant the current request is served for ("" = anonymous), set by the
+#: engine: a backend that queues (the local scheduler) shares its queue fairly
+#: between tenants. A context variable, so that the `Backend` methods stay the
+#: same for backends that do not care.
+request_tenant: contextvars.ContextVar[str] = contextvars.ContextVar("tenant", default="")
 
 
 class Task(enum.Enum):
@@ -150,9 +155,11 @@ class Backend(abc.ABC):
     #: "transformers" or "triton"; reported by ListLoadedModels.
     kind: ClassVar[str]
 
-    #: Most requests the batcher may merge into one `generate_batch`/`embed`
-    #: call. 1 disables micro-batching in front of this backend (Triton does
-    #: its own dynamic batching server-side).
+    #: Most texts the batcher may merge into one `embed` call. 1 disables
+    #: micro-batching in front of this backend (Triton does its own dynamic
+    #: batching server-side). Generation is never micro-batched here: a
+    #: backend batches it itself (the local one per decode step, see
+    #: `scheduler`; Triton server-side).
     max_batch_size: int = 1
 
     def __init__(self, spec: LoadSpec) -> None:
@@ -188,22 +195,6 @@ class Backend(abc.ABC):
         """Prompt length in the model's tokens, for policy limits; None when
         the backend has no tokenizer (the limit is then not enforced here)."""
         return None
-
-    async def generate_batch(
-        self,
-        requests: Sequence[tuple[str, GenerationParams]],
-        cancels: Sequence[threading.Event] | None = None,
-    ) -> list[GenerationResult | BaseException]:
-        """Several generations at once, answered individually: an entry is the
-        exception for a request that failed alone. `cancels[i]` is set when
-        request i's caller gave up (a batching backend drops that row). The
-        default runs them concurrently; a backend that can pad and batch
-        overrides it."""
-        results = await asyncio.gather(
-            *(self.generate(prompt, params) for prompt, params in requests),
-            return_exceptions=True,
-        )
-        return list(results)
 
 
 _SERVES = {Task.GENERATE: "text generation", Task.EMBED: "embeddings"}

@@ -29,6 +29,7 @@ from services.inference.backends import (
     GenerationResult,
     StreamChunk,
     Task,
+    request_tenant,
     require_task,
 )
 from services.inference.cache import CacheSlot, ResponseCache, SingleFlight, tenant_identity
@@ -49,7 +50,7 @@ from services.inference.requests import (
     validate_embed,
     validate_generate,
 )
-from services.inference.serving import EmbedItem, GenerateItem, ServingVersion
+from services.inference.serving import EmbedItem, ServingVersion
 from services.inference.spans import current_span
 from services.runtime.context import remaining_time
 from services.runtime.registry_view import RegistryView
@@ -313,6 +314,7 @@ class InferenceEngine:
 
     async def generate(self, call: GenerateCall) -> GenerateOutcome:
         params = validate_generate(call, self._limits)
+        request_tenant.set(call.tenant)
         ref = self._parse_ref(call.model)
         with (
             self._observe(GENERATE_OP, ref.name),
@@ -323,17 +325,8 @@ class InferenceEngine:
             with entry.lease() as backend:
                 params = self._generation_params(call, entry, backend, params)
 
-                batcher = entry.generate_batcher
-
                 async def compute() -> GenerationResult:
                     self._count_call(GENERATE_OP)
-                    if batcher is not None:
-                        item = GenerateItem(call.prompt, params)
-                        try:
-                            return await batcher.submit(item)
-                        except asyncio.CancelledError:
-                            item.cancel.set()  # drop the row from a running batch
-                            raise
                     with current_span(self._tracer.start_span("inference.backend.generate")):
                         return await backend.generate(call.prompt, params)
 
@@ -360,6 +353,7 @@ class InferenceEngine:
         generator may be closed from another context (a cancelled RPC), and a
         context attached across the yield could not be detached there."""
         params = validate_generate(call, self._limits)
+        request_tenant.set(call.tenant)
         ref = self._parse_ref(call.model)
         started = time.perf_counter()
         span = self._tracer.start_span("inference.generate_stream")

@@ -70,7 +70,6 @@ class ModelManager:
         device: str = "cpu",
         max_batch_size: int = 32,
         max_batch_wait: float = 0.005,
-        batch_generate: bool = True,
         drain_timeout: float = 60.0,
         retry_min: float = 2.0,
         retry_max: float = 60.0,
@@ -83,7 +82,6 @@ class ModelManager:
         self._device = device
         self._max_batch_size = max_batch_size
         self._max_batch_wait = max_batch_wait
-        self._batch_generate = batch_generate
         self._drain_timeout = drain_timeout
         self._retry_min = retry_min
         self._retry_max = retry_max
@@ -276,7 +274,6 @@ class ModelManager:
             entry.start_batching(
                 max_batch_size=self._max_batch_size,
                 max_wait=self._max_batch_wait,
-                generate=self._batch_generate,
                 observer=self._batch_observer(entry) if self._batch_observer else None,
                 tracer=self._tracer,
             )

@@ -21,6 +21,7 @@ from prometheus_client.registry import Collector
 
 from services.inference.batcher import BatchObserver
 from services.inference.cache import CacheObserver
+from services.inference.scheduler_metrics import SchedulerMetrics
 from services.inference.serving import ServingVersion
 from services.runtime.loop_metrics import LoopCounter, LoopHistogram
 
@@ -174,6 +175,9 @@ class InferenceMetrics(CacheObserver):
             ["gen_ai_operation_name"],
             registry=registry,
         )
+
+        #: The decode loops' metrics (updated from their threads).
+        self.scheduler = SchedulerMetrics(registry)
 
         # Loop metrics remember their children: `labels` is one dict lookup.
         self.duration_of = self.request_duration.labels

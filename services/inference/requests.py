@@ -46,7 +46,8 @@ class GenerateCall:
     seed: int | None = None
     skip_cache: bool = False
     routing_key: str = ""
-    #: The verified caller's tenant: cached answers are never shared across tenants.
+    #: The verified caller's tenant: cached answers are never shared across tenants,
+    #: and the scheduler shares its queue fairly between tenants.
     tenant: str = ""
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 
+from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 
@@ -51,12 +52,23 @@ class InferenceSettings(ServerSettings):
     #: Micro-batching: most rows (texts) per batch, and longest wait for a batch to fill.
     max_batch_size: int = 32
     max_batch_wait_ms: float = 5.0
-    #: Micro-batch unary Generate too (one padded decode loop per batch; a batch
-    #: runs until its longest request is done). Streams always decode alone.
-    batch_generate: bool = True
+    #: Continuous batching of Generate and GenerateStream (local models): most
+    #: sequences decoded together (0 = 32 on CPU, 256 on a GPU) ...
+    max_running_sequences: int = 0
+    #: ... KV-cache tokens reserved for them, prompt + max_new_tokens each
+    #: (0 = max_running_sequences x the model's context) ...
+    max_kv_cache_tokens: int = 0
+    #: ... requests waiting for a slot before RESOURCE_EXHAUSTED (0 = 32 x running) ...
+    max_queued_sequences: int = 0
+    #: ... and prompt tokens prefilled in one step (0 = the model's context).
+    max_prefill_tokens: int = 0
+    #: torch's intra-op threads, process-wide (0 = one less than the usable
+    #: cores, at least 1). Generation runs in one thread per model, so this is
+    #: the whole budget: more threads than free cores is much slower.
+    torch_threads: int = 0
     #: "auto" (CUDA when present, else CPU), "cpu", "cuda", "cuda:1" ...
     device: str = "auto"
-    #: Worker threads per loaded local model.
+    #: Worker threads per loaded local embedding model.
     backend_threads: int = 4
     default_max_new_tokens: int = 64
     #: Hard ceiling on max_new_tokens; a model's policy may set a lower one.
@@ -74,14 +86,30 @@ class InferenceSettings(ServerSettings):
 
 
 def backend_factories(
-    settings: InferenceSettings, tracer_provider: TracerProvider | None = None
+    settings: InferenceSettings,
+    tracer_provider: TracerProvider | None = None,
+    metrics: InferenceMetrics | None = None,
 ) -> dict[int, BackendFactory]:
     """Which backend serves which artifact format."""
     allowlist = RemoteAllowlist(settings.remote_allowlist)
+    scheduling = {
+        "max_running": settings.max_running_sequences,
+        "max_kv_tokens": settings.max_kv_cache_tokens,
+        "max_queued": settings.max_queued_sequences,
+        "max_prefill_tokens": settings.max_prefill_tokens,
+    }
 
     def transformers(spec: LoadSpec) -> TransformersBackend:
         return TransformersBackend(
-            spec, max_batch_size=settings.max_batch_size, threads=settings.backend_threads
+            spec,
+            max_batch_size=settings.max_batch_size,
+            threads=settings.backend_threads,
+            torch_threads=settings.torch_threads,
+            scheduling=scheduling,
+            observer=metrics.scheduler.observer(spec.model_name, spec.version)
+            if metrics is not None
+            else None,
+            tracer=trace.get_tracer(__name__, tracer_provider=tracer_provider),
         )
 
     def triton(spec: LoadSpec) -> TritonBackend:
@@ -118,11 +146,10 @@ async def build_server(
     manager = ModelManager(
         view,
         fetcher,
-        backend_factories(settings, tracer_provider),
+        backend_factories(settings, tracer_provider, metrics),
         device=settings.device,
         max_batch_size=settings.max_batch_size,
         max_batch_wait=settings.max_batch_wait_ms / 1000,
-        batch_generate=settings.batch_generate,
         drain_timeout=settings.drain_timeout_seconds,
         batch_observer=metrics.batch_observer,
         tracer_provider=tracer_provider,

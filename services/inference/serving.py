@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import enum
-import threading
 import time
 from collections.abc import Sequence
 
@@ -19,8 +18,6 @@ from lattice.errors import Unavailable
 from services.inference.backends import (
     Backend,
     EmbeddingResult,
-    GenerationParams,
-    GenerationResult,
     ModelInfo,
     Task,
 )
@@ -38,14 +35,6 @@ class VersionState(enum.Enum):
 class EmbedItem:
     texts: tuple[str, ...]
     normalize: bool
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class GenerateItem:
-    prompt: str
-    params: GenerationParams
-    #: Set when the caller gave up: the batch drops this row at its next step.
-    cancel: threading.Event = dataclasses.field(default_factory=threading.Event)
 
 
 class ServingVersion:
@@ -67,7 +56,6 @@ class ServingVersion:
         self.backend: Backend | None = None
         self.info = ModelInfo()
         self.embed_batcher: Batcher[EmbedItem, EmbeddingResult] | None = None
-        self.generate_batcher: Batcher[GenerateItem, GenerationResult] | None = None
         self.unloading = False
         self.in_flight = 0
         self._idle = asyncio.Event()
@@ -133,12 +121,11 @@ class ServingVersion:
         *,
         max_batch_size: int,
         max_wait: float,
-        generate: bool = True,
         observer: BatchObserver | None = None,
         tracer: trace.Tracer | None = None,
     ) -> None:
-        """Put a micro-batcher in front of the backend (embed, and unary
-        generate when `generate`), if the backend batches at all."""
+        """Put a micro-batcher in front of an embedding backend that batches.
+        (Generation is batched per step by the backend's own scheduler.)"""
         backend = self.backend
         if backend is None:
             return
@@ -161,31 +148,11 @@ class ServingVersion:
                 observer=observer,
                 tracer=tracer,
             )
-        elif generate:
-
-            async def run_generate(
-                items: Sequence[GenerateItem],
-            ) -> list[GenerationResult | BaseException]:
-                with tracer.start_as_current_span("inference.backend.generate"):
-                    return await backend.generate_batch(
-                        [(item.prompt, item.params) for item in items],
-                        [item.cancel for item in items],
-                    )
-
-            self.generate_batcher = Batcher(
-                run_generate,
-                max_batch_size=size,
-                max_wait=max_wait,
-                name=f"generate.{self.label}",
-                observer=observer,
-                tracer=tracer,
-            )
 
     async def close(self) -> None:
-        for batcher in (self.embed_batcher, self.generate_batcher):
-            if batcher is not None:
-                await batcher.close()
-        self.embed_batcher = self.generate_batcher = None
+        if self.embed_batcher is not None:
+            await self.embed_batcher.close()
+        self.embed_batcher = None
         if self.backend is not None:
             backend, self.backend = self.backend, None
             await backend.unload()

@@ -1,28 +1,28 @@
 """The in-process `transformers` backend: causal LMs and encoders on torch.
 
-Generation is a manual decode loop with a KV cache rather than
-`model.generate`, because the loop checks a cancel flag before every step: a
-closed stream or a cancelled call stops the model within one token, and the
-thread is free for the next request. All torch work runs in this backend's
-thread pool, never on the event loop.
+Generation goes through the model's `Scheduler` (services.inference.scheduler):
+continuous batching in one decode thread, shared by Generate and
+GenerateStream. Embeddings run in this backend's thread pool. No torch work
+runs on the event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
-import threading
-from collections.abc import AsyncIterator, Callable, Sequence
+import os
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar
+
+import psutil
+from opentelemetry import trace
 
 from lattice.errors import FailedPrecondition, InvalidArgument, Unavailable
 from services.inference.backends import (
     Backend,
     EmbeddingResult,
-    FinishReason,
     GenerationParams,
     GenerationResult,
     LoadSpec,
@@ -31,7 +31,9 @@ from services.inference.backends import (
     Task,
     require_task,
 )
-from services.inference.detokenize import TextAssembler
+from services.inference.kv_batch import KVBatch
+from services.inference.scheduler import Handle, Scheduler, SchedulerObserver, default_limits
+from services.runtime.context import deadline_var
 
 log = logging.getLogger(__name__)
 
@@ -45,36 +47,76 @@ def resolve_device(requested: str) -> str:
     return requested
 
 
-def _sample(logits, params: GenerationParams, generator) -> int:
-    """Pick the next token from the last position's logits (shape [vocab])."""
+def default_torch_threads() -> int:
+    """torch's intra-op threads when not configured: one core less than this
+    process may use, so the event loop and gRPC keep one. Measured on a
+    loaded 2-core host (bench/streaming.py's model): with 2 threads a batch-1
+    token took 170-240 ms, with 1 thread 2.5 ms: a thread pool that waits
+    for a descheduled member at every op is worse than no pool."""
+    return max(1, len(os.sched_getaffinity(0)) - 1)
+
+
+def _decoder(tokenizer: Any) -> Callable[[list[int]], str]:
+    """ids -> text, through the raw `tokenizers` object when there is one
+    (several times cheaper than the transformers wrapper, and it runs twice
+    per generated token)."""
+    rust = getattr(tokenizer, "backend_tokenizer", None)
+    if rust is not None:
+        return lambda ids: rust.decode(ids, skip_special_tokens=True)
+    return lambda ids: tokenizer.decode(ids, skip_special_tokens=True)
+
+
+def _kv_bytes_per_token(model: Any) -> int:
+    """Keys and values of every layer for one token."""
+    config = model.config
+    layers = getattr(config, "num_hidden_layers", None) or getattr(config, "n_layer", 0)
+    hidden = getattr(config, "hidden_size", None) or getattr(config, "n_embd", 0)
+    return 2 * layers * hidden * next(model.parameters()).element_size()
+
+
+def _free_memory(device: str) -> int:
+    """Bytes free where the KV cache lives."""
     import torch
 
-    if params.greedy:
-        return int(torch.argmax(logits))
-    logits = logits.float() / params.temperature
-    if params.top_k and params.top_k < logits.shape[-1]:
-        kth = torch.topk(logits, params.top_k).values[-1]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    if params.top_p < 1.0:
-        sorted_logits, order = torch.sort(logits, descending=True)
-        sorted_probs = torch.softmax(sorted_logits, dim=-1)
-        # Drop every token after the nucleus already holds top_p of the mass.
-        drop_sorted = sorted_probs.cumsum(dim=-1) - sorted_probs >= params.top_p
-        drop = torch.zeros_like(drop_sorted).scatter(0, order, drop_sorted)
-        logits = logits.masked_fill(drop, float("-inf"))
-    probs = torch.softmax(logits, dim=-1)
-    return int(torch.multinomial(probs, 1, generator=generator))
+    if device.startswith("cuda"):
+        return int(torch.cuda.mem_get_info(torch.device(device))[0])
+    return int(psutil.virtual_memory().available)
+
+
+def set_torch_threads(threads: int) -> None:
+    """Size the calling thread's intra-op pool (OpenMP keeps it per thread)."""
+    import torch
+
+    torch.set_num_threads(threads or default_torch_threads())
 
 
 class TransformersBackend(Backend):
-    """One Hugging Face model directory, served in this process."""
+    """One Hugging Face model directory, served in this process.
+
+    A causal LM gets one `Scheduler` (continuous batching, one decode thread)
+    at load; an encoder runs each (micro-batched) Embed call in a small
+    thread pool."""
 
     kind: ClassVar[str] = "transformers"
 
-    def __init__(self, spec: LoadSpec, *, max_batch_size: int = 32, threads: int = 4) -> None:
+    def __init__(
+        self,
+        spec: LoadSpec,
+        *,
+        max_batch_size: int = 32,
+        threads: int = 4,
+        torch_threads: int = 0,
+        scheduling: Mapping[str, int] | None = None,
+        observer: SchedulerObserver | None = None,
+        tracer: trace.Tracer | None = None,
+    ) -> None:
         super().__init__(spec)
         self.max_batch_size = max_batch_size
         self._threads = threads
+        self._torch_threads = torch_threads
+        self._scheduling = dict(scheduling or {})
+        self._observer = observer
+        self._tracer = tracer
         self._executor: ThreadPoolExecutor | None = None
         self._model: Any = None
         self._tokenizer: Any = None
@@ -82,13 +124,10 @@ class TransformersBackend(Backend):
         self._context_length: int | None = None
         #: The fast tokenizer set up once to truncate and pad a batch (encoders).
         self._batch_tokenizer: Any = None
-        self._lock = threading.Lock()
         # Per instance, so that it goes away with the backend.
         self._count = functools.lru_cache(maxsize=4096)(self._count_uncached)
-        #: Tokens produced by decode loops since load (tests and metrics read it).
-        self.tokens_generated = 0
-        #: Decode loops running right now.
-        self.active_generations = 0
+        #: The decode loop of a causal LM (None for an encoder or when unloaded).
+        self.scheduler: Scheduler | None = None
 
     # -- lifecycle -------------------------------------------------------
 
@@ -98,8 +137,10 @@ class TransformersBackend(Backend):
                 f"{self.spec.model_name}:{self.spec.version} has no artifact to load"
             )
         self._executor = ThreadPoolExecutor(
-            max_workers=self._threads,
+            max_workers=self._threads if self.spec.task is Task.EMBED else 1,
             thread_name_prefix=f"tf-{self.spec.model_name}-{self.spec.version}",
+            initializer=set_torch_threads,
+            initargs=(self._torch_threads,),
         )
         return await self._run(self._load_sync)
 
@@ -120,6 +161,8 @@ class TransformersBackend(Backend):
         )
         if self.spec.task is Task.EMBED:
             self._batch_tokenizer = batch_tokenizer(self._tokenizer, self._context_length)
+        else:
+            self.scheduler = self._start_scheduler()
         return ModelInfo(
             context_length=self._context_length,
             embedding_dim=getattr(config, "hidden_size", None)
@@ -127,7 +170,38 @@ class TransformersBackend(Backend):
             else None,
         )
 
+    def _start_scheduler(self) -> Scheduler:
+        model, tokenizer = self._model, self._tokenizer
+        eos = model.config.eos_token_id
+        eos_ids = set(eos) if isinstance(eos, list) else ({eos} if eos is not None else set())
+        pad = (
+            tokenizer.pad_token_id
+            if tokenizer.pad_token_id is not None
+            else min(eos_ids, default=0)
+        )
+        return Scheduler(
+            KVBatch(model, self._device, pad),
+            decode=_decoder(tokenizer),
+            eos_ids=eos_ids,
+            device=self._device,
+            context_length=self._context_length,
+            limits=default_limits(
+                context_length=self._context_length,
+                device=self._device,
+                kv_bytes_per_token=_kv_bytes_per_token(model),
+                free_memory=_free_memory(self._device),
+                **self._scheduling,
+            ),
+            name=f"{self.spec.model_name}:{self.spec.version}",
+            torch_threads=self._torch_threads or default_torch_threads(),
+            observer=self._observer,
+            tracer=self._tracer,
+        )
+
     async def unload(self) -> None:
+        scheduler, self.scheduler = self.scheduler, None
+        if scheduler is not None:
+            await asyncio.to_thread(scheduler.close)
         self._model = None
         self._tokenizer = None
         self._batch_tokenizer = None
@@ -140,6 +214,8 @@ class TransformersBackend(Backend):
             torch.cuda.empty_cache()
 
     async def health(self) -> bool:
+        if self.spec.task is Task.GENERATE:
+            return self.scheduler is not None and self.scheduler.alive
         return self._model is not None
 
     def count_tokens(self, text: str) -> int | None:
@@ -162,7 +238,7 @@ class TransformersBackend(Backend):
 
     def _require(self, task: Task) -> None:
         require_task(self.spec.model_name, self.spec.task, task)
-        if self._model is None:
+        if self._model is None or (task is Task.GENERATE and self.scheduler is None):
             raise Unavailable(f"{self.spec.model_name}:{self.spec.version} is not loaded")
 
     def _prompt_ids(self, prompt: str) -> list[int]:
@@ -176,254 +252,45 @@ class TransformersBackend(Backend):
             )
         return ids
 
-    def _decode_loop(self, *args: Any) -> GenerationResult:
-        import torch
-
-        with torch.inference_mode():  # grad mode is per thread: set it in the worker
-            return self._decode(*args)
-
-    def _decode(
-        self,
-        prompt_ids: list[int],
-        params: GenerationParams,
-        cancel: threading.Event,
-        emit: Callable[[StreamChunk], None] | None,
-    ) -> GenerationResult:
-        """Runs in a worker thread. `emit` (streaming) gets every delta."""
-        import torch
-
-        model, tokenizer = self._model, self._tokenizer
-        if model is None:
-            raise Unavailable(f"{self.spec.model_name}:{self.spec.version} was unloaded")
-        eos = model.config.eos_token_id
-        eos_ids = set(eos) if isinstance(eos, list) else ({eos} if eos is not None else set())
-        generator = None
-        if params.seed is not None and not params.greedy:
-            generator = torch.Generator(device=self._device).manual_seed(params.seed)
-        assembler = TextAssembler(
-            lambda ids: tokenizer.decode(ids, skip_special_tokens=True), params.stop
+    def _submit(self, prompt: str, params: GenerationParams, *, streaming: bool) -> Handle:
+        self._require(Task.GENERATE)
+        assert self.scheduler is not None
+        return self.scheduler.submit(
+            self._prompt_ids(prompt), params, streaming=streaming, deadline=deadline_var.get()
         )
-        budget = params.max_new_tokens
-        if self._context_length:
-            budget = min(budget, self._context_length - len(prompt_ids))
-        finish = FinishReason.LENGTH
-        with self._lock:
-            self.active_generations += 1
-        try:
-            input_ids = torch.tensor([prompt_ids], device=self._device)
-            cache = None
-            for _ in range(budget):
-                if cancel.is_set():
-                    finish = FinishReason.CANCELLED
-                    break
-                # transformers 5 names the KV cache `cache` (was past_key_values).
-                out = model(input_ids=input_ids, cache=cache, use_cache=True, logits_to_keep=1)
-                cache = out.cache
-                token = _sample(out.logits[0, -1], params, generator)
-                if token in eos_ids:
-                    finish = FinishReason.EOS
-                    break
-                with self._lock:
-                    self.tokens_generated += 1
-                delta = assembler.push(token)
-                if assembler.stopped:
-                    finish = FinishReason.STOP_SEQUENCE
-                if emit is not None and delta:
-                    emit(StreamChunk(delta))
-                if assembler.stopped:
-                    break
-                input_ids = torch.tensor([[token]], device=self._device)
-            tail = assembler.finish()
-            result = GenerationResult(
-                text=assembler.text,
-                prompt_tokens=len(prompt_ids),
-                completion_tokens=assembler.token_count,
-                finish_reason=finish,
-            )
-            if emit is not None:
-                emit(
-                    StreamChunk(
-                        tail,
-                        finish_reason=finish,
-                        prompt_tokens=result.prompt_tokens,
-                        completion_tokens=result.completion_tokens,
-                    )
-                )
-            return result
-        finally:
-            with self._lock:
-                self.active_generations -= 1
 
     async def generate(self, prompt: str, params: GenerationParams) -> GenerationResult:
-        self._require(Task.GENERATE)
-        ids = self._prompt_ids(prompt)
-        cancel = threading.Event()
+        handle = self._submit(prompt, params, streaming=False)
         try:
-            return await self._run(self._decode_loop, ids, params, cancel, None)
+            last = await handle.next()
         except asyncio.CancelledError:
-            cancel.set()  # the worker stops before its next token
+            handle.cancel()  # leaves the batch before the next step
             raise
-
-    async def generate_batch(
-        self,
-        requests: Sequence[tuple[str, GenerationParams]],
-        cancels: Sequence[threading.Event] | None = None,
-    ) -> list[GenerationResult | BaseException]:
-        """One padded decode loop for several prompts (each with its own
-        sampling parameters); a request that cannot run fails alone."""
-        self._require(Task.GENERATE)
-        cancels = list(cancels) if cancels is not None else [threading.Event() for _ in requests]
-        results: list[GenerationResult | BaseException | None] = [None] * len(requests)
-        rows: list[tuple[list[int], GenerationParams, threading.Event]] = []
-        where: list[int] = []
-        for i, (prompt, params) in enumerate(requests):
-            try:
-                rows.append((self._prompt_ids(prompt), params, cancels[i]))
-                where.append(i)
-            except Exception as exc:
-                results[i] = exc
-        if rows:
-            try:
-                decoded = await self._run(self._decode_batch_loop, rows)
-            except asyncio.CancelledError:
-                for _, _, cancel in rows:
-                    cancel.set()
-                raise
-            for i, result in zip(where, decoded, strict=True):
-                results[i] = result
-        return [r for r in results if r is not None]
-
-    def _decode_batch_loop(self, rows) -> list[GenerationResult]:
-        import torch
-
-        with torch.inference_mode():
-            return self._decode_batch(rows)
-
-    def _decode_batch(
-        self, rows: list[tuple[list[int], GenerationParams, threading.Event]]
-    ) -> list[GenerationResult]:
-        """Left-padded batch decode with a KV cache; rows that finish early
-        are fed padding until the last one is done (or every row cancelled)."""
-        import torch
-
-        model, tokenizer = self._model, self._tokenizer
-        if model is None:
-            raise Unavailable(f"{self.spec.model_name}:{self.spec.version} was unloaded")
-        eos = model.config.eos_token_id
-        eos_ids = set(eos) if isinstance(eos, list) else ({eos} if eos is not None else set())
-        pad = (
-            tokenizer.pad_token_id
-            if tokenizer.pad_token_id is not None
-            else min(eos_ids, default=0)
+        assert last.finish_reason is not None
+        return GenerationResult(
+            last.delta, last.prompt_tokens, last.completion_tokens, last.finish_reason
         )
-        width = max(len(ids) for ids, _, _ in rows)
-        input_ids = torch.tensor(
-            [[pad] * (width - len(ids)) + ids for ids, _, _ in rows], device=self._device
-        )
-        mask = torch.tensor(
-            [[0] * (width - len(ids)) + [1] * len(ids) for ids, _, _ in rows],
-            device=self._device,
-        )
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        generators = [
-            torch.Generator(device=self._device).manual_seed(p.seed)
-            if p.seed is not None and not p.greedy
-            else None
-            for _, p, _ in rows
-        ]
-        assemblers = [
-            TextAssembler(lambda ids: tokenizer.decode(ids, skip_special_tokens=True), p.stop)
-            for _, p, _ in rows
-        ]
-        budgets = [
-            min(p.max_new_tokens, (self._context_length or 1 << 30) - len(ids))
-            for ids, p, _ in rows
-        ]
-        finish: list[FinishReason | None] = [None] * len(rows)
-        cache = None
-        with self._lock:
-            self.active_generations += 1
-        try:
-            for _ in range(max(budgets)):
-                for i, (_, _, cancel) in enumerate(rows):
-                    if finish[i] is None and cancel.is_set():
-                        finish[i] = FinishReason.CANCELLED
-                if all(f is not None for f in finish):
-                    break
-                out = model(
-                    input_ids=input_ids,
-                    attention_mask=mask,
-                    position_ids=positions,
-                    cache=cache,
-                    use_cache=True,
-                    logits_to_keep=1,
-                )
-                cache = out.cache
-                logits = out.logits[:, -1]
-                next_ids = []
-                for i, (_, params, _) in enumerate(rows):
-                    token = pad
-                    if finish[i] is None:
-                        token = _sample(logits[i], params, generators[i])
-                        if token in eos_ids:
-                            finish[i], token = FinishReason.EOS, pad
-                        else:
-                            with self._lock:
-                                self.tokens_generated += 1
-                            assemblers[i].push(token)
-                            if assemblers[i].stopped:
-                                finish[i] = FinishReason.STOP_SEQUENCE
-                            elif assemblers[i].token_count >= budgets[i]:
-                                finish[i] = FinishReason.LENGTH
-                    next_ids.append(token)
-                input_ids = torch.tensor(next_ids, device=self._device)[:, None]
-                mask = torch.cat([mask, mask.new_ones((len(rows), 1))], dim=1)
-                positions = positions[:, -1:] + 1
-        finally:
-            with self._lock:
-                self.active_generations -= 1
-        results = []
-        for (ids, _, _), assembler, reason in zip(rows, assemblers, finish, strict=True):
-            assembler.finish()
-            results.append(
-                GenerationResult(
-                    text=assembler.text,
-                    prompt_tokens=len(ids),
-                    completion_tokens=assembler.token_count,
-                    finish_reason=reason or FinishReason.LENGTH,
-                )
-            )
-        return results
 
     async def stream(self, prompt: str, params: GenerationParams) -> AsyncIterator[StreamChunk]:
-        self._require(Task.GENERATE)
-        ids = self._prompt_ids(prompt)
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[StreamChunk | BaseException] = asyncio.Queue()
-        cancel = threading.Event()
-
-        def emit(item: StreamChunk | BaseException) -> None:
-            with contextlib.suppress(RuntimeError):  # the loop closed under us
-                loop.call_soon_threadsafe(queue.put_nowait, item)
-
-        def work() -> None:
-            try:
-                self._decode_loop(ids, params, cancel, emit)
-            except BaseException as exc:
-                emit(exc)
-
-        future = loop.run_in_executor(self._executor, work)
+        handle = self._submit(prompt, params, streaming=True)
         try:
             while True:
-                item = await queue.get()
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
-                if item.last:
+                chunk = await handle.next()
+                yield chunk
+                if chunk.last:
                     return
         finally:
-            cancel.set()
-            future.cancel()  # not yet started: never runs
+            handle.cancel()  # closed or abandoned: leaves the batch at once
+
+    @property
+    def tokens_generated(self) -> int:
+        """Tokens produced by the decode loop since load (tests and metrics)."""
+        return self.scheduler.tokens_generated if self.scheduler is not None else 0
+
+    @property
+    def active_generations(self) -> int:
+        """Sequences queued or running now."""
+        return self.scheduler.active if self.scheduler is not None else 0
 
     # -- embeddings ------------------------------------------------------
 

