@@ -24,7 +24,8 @@ from services.inference.serving import VersionState
 from services.registry.server import RegistrySettings
 from services.registry.server import build_server as build_registry
 from services.runtime import LatticeServer
-from tests.support.identity import signed_channel
+from services.runtime.identity import Caller
+from services.suite.signing import signed_channel
 
 GENERATION = common_pb2.MODEL_TASK_TEXT_GENERATION
 EMBEDDING = common_pb2.MODEL_TASK_EMBEDDING
@@ -34,6 +35,10 @@ def _started(server: LatticeServer | None) -> LatticeServer:
     if server is None:
         raise RuntimeError("the lab is not started")
     return server
+
+
+#: Who the lab's own calls act as: an operator of tenant "acme" with admin rights.
+OPERATOR = Caller("acme", "lab-operator", frozenset({"admin"}))
 
 
 @dataclasses.dataclass
@@ -65,7 +70,7 @@ class Lab:
             )
         )
         await self.registry.start()
-        reg_channel = signed_channel(self.registry.address, self.root, "registry")
+        reg_channel = signed_channel(self.registry.address, self.root, "registry", caller=OPERATOR)
         self._channels.append(reg_channel)
         self.reg = registry_pb2_grpc.ModelRegistryServiceStub(reg_channel)
         await self.start_inference()
@@ -87,7 +92,7 @@ class Lab:
             InferenceSettings(**values), tracer_provider=self._tracer_provider
         )
         await self.inference.start()
-        channel = signed_channel(self.inference.address, self.root, "inference")
+        channel = signed_channel(self.inference.address, self.root, "inference", caller=OPERATOR)
         self._channels.append(channel)
         self.stub = inference_pb2_grpc.InferenceServiceStub(channel)
 

@@ -7,7 +7,6 @@ import time
 
 import grpc
 import pytest
-from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from lattice.v1 import inference_pb2, inference_pb2_grpc
@@ -15,6 +14,7 @@ from services.inference.server import InferenceSettings
 from services.inference.server import build_server as build_inference
 from services.registry.server import RegistrySettings
 from services.registry.server import build_server as build_registry
+from services.runtime.keys import DEFAULT_KEY_RING_PATH
 from services.suite.embedded import deploy_lm
 from services.suite.ports import free_port
 from tests.support.identity import signed_channel
@@ -78,10 +78,11 @@ async def test_not_serving_until_the_deployed_versions_are_loaded(lab, model_dir
             registry_address=lab.registry.address,
             log_json=False,
             device="cpu",
+            key_ring_file=str(lab.root / DEFAULT_KEY_RING_PATH),  # one suite, one ring
         )
     )
     await replica.start()
-    channel = aio.insecure_channel(replica.address)
+    channel = signed_channel(replica.address, lab.root, "inference")
     try:
         updates = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest())
         while (await updates.read()).status != SERVING:

@@ -13,10 +13,10 @@ from pathlib import Path
 import grpc
 from grpc import aio
 
-from services.runtime.channels import create_channel
 from services.runtime.identity import Caller
 from services.runtime.internal_tokens import TokenMinter
-from services.runtime.keys import DEFAULT_KEY_RING_PATH, LocalKeyRing
+from services.runtime.keys import LocalKeyRing
+from services.suite import signing
 
 #: Who a test's unnamed calls act as (a caller may also be named per call
 #: with `Caller.metadata()`).
@@ -24,11 +24,11 @@ TEST_CALLER = Caller("acme", "tester", frozenset({"admin"}))
 
 
 def key_ring(data_dir: Path) -> LocalKeyRing:
-    return LocalKeyRing.open_or_create(data_dir / DEFAULT_KEY_RING_PATH)
+    return signing.key_ring(data_dir)
 
 
 def minter(data_dir: Path, audience: str, caller: Caller = TEST_CALLER) -> TokenMinter:
-    return TokenMinter(key_ring(data_dir), audience=audience, service=caller)
+    return signing.minter(data_dir, audience, caller)
 
 
 def signed_channel(
@@ -40,17 +40,14 @@ def signed_channel(
     credentials: grpc.ChannelCredentials | None = None,
 ) -> aio.Channel:
     """A channel whose calls carry a token for `caller` (or the one their metadata names)."""
-    return create_channel(
-        address,
-        credentials=credentials,
-        minter=minter(data_dir, audience, caller),
-        trace_calls=False,
+    return signing.signed_channel(
+        address, data_dir, audience, caller=caller, credentials=credentials
     )
 
 
 def internal_token(data_dir: Path, audience: str, caller: Caller = TEST_CALLER) -> str:
     """A bearer token the `audience` service accepts (for the SDK's `token=`)."""
-    return minter(data_dir, audience, caller).token(caller)
+    return signing.internal_token(data_dir, audience, caller)
 
 
 class _SigningInterceptor(
