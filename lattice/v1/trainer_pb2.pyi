@@ -201,7 +201,7 @@ class DatasetReport(_message.Message):
     def __init__(self, documents_in: _Optional[int] = ..., documents_out: _Optional[int] = ..., dropped: _Optional[_Mapping[str, int]] = ..., invalid_bytes: _Optional[int] = ..., train_documents: _Optional[int] = ..., validation_documents: _Optional[int] = ..., train_tokens: _Optional[int] = ..., validation_tokens: _Optional[int] = ..., vocab_size: _Optional[int] = ..., encodings: _Optional[_Mapping[str, int]] = ..., repaired_documents: _Optional[int] = ..., stop_words_removed: _Optional[int] = ...) -> None: ...
 
 class Dataset(_message.Message):
-    __slots__ = ("id", "name", "digest", "spec", "report", "create_time", "version")
+    __slots__ = ("id", "name", "digest", "spec", "report", "create_time", "version", "tenant")
     ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     DIGEST_FIELD_NUMBER: _ClassVar[int]
@@ -209,6 +209,7 @@ class Dataset(_message.Message):
     REPORT_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
     id: str
     name: str
     digest: str
@@ -216,7 +217,8 @@ class Dataset(_message.Message):
     report: DatasetReport
     create_time: _timestamp_pb2.Timestamp
     version: int
-    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., digest: _Optional[str] = ..., spec: _Optional[_Union[DatasetSpec, _Mapping]] = ..., report: _Optional[_Union[DatasetReport, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., version: _Optional[int] = ...) -> None: ...
+    tenant: str
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., digest: _Optional[str] = ..., spec: _Optional[_Union[DatasetSpec, _Mapping]] = ..., report: _Optional[_Union[DatasetReport, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., version: _Optional[int] = ..., tenant: _Optional[str] = ...) -> None: ...
 
 class PrepareDatasetRequest(_message.Message):
     __slots__ = ("spec",)
@@ -417,7 +419,7 @@ class TrainingAlert(_message.Message):
     def __init__(self, kind: _Optional[_Union[AlertKind, str]] = ..., step: _Optional[int] = ..., message: _Optional[str] = ..., action: _Optional[_Union[AlertAction, str]] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("id", "spec", "state", "create_time", "start_time", "end_time", "latest_metrics", "alerts", "error", "attempts", "checkpoint_step", "registered_model", "registered_version")
+    __slots__ = ("id", "spec", "state", "create_time", "start_time", "end_time", "latest_metrics", "alerts", "error", "attempts", "checkpoint_step", "registered_model", "registered_version", "tenant")
     ID_FIELD_NUMBER: _ClassVar[int]
     SPEC_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -431,6 +433,7 @@ class Job(_message.Message):
     CHECKPOINT_STEP_FIELD_NUMBER: _ClassVar[int]
     REGISTERED_MODEL_FIELD_NUMBER: _ClassVar[int]
     REGISTERED_VERSION_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
     id: str
     spec: JobSpec
     state: JobState
@@ -444,7 +447,8 @@ class Job(_message.Message):
     checkpoint_step: int
     registered_model: str
     registered_version: int
-    def __init__(self, id: _Optional[str] = ..., spec: _Optional[_Union[JobSpec, _Mapping]] = ..., state: _Optional[_Union[JobState, str]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., latest_metrics: _Optional[_Union[TrainingMetrics, _Mapping]] = ..., alerts: _Optional[_Iterable[_Union[TrainingAlert, _Mapping]]] = ..., error: _Optional[str] = ..., attempts: _Optional[int] = ..., checkpoint_step: _Optional[int] = ..., registered_model: _Optional[str] = ..., registered_version: _Optional[int] = ...) -> None: ...
+    tenant: str
+    def __init__(self, id: _Optional[str] = ..., spec: _Optional[_Union[JobSpec, _Mapping]] = ..., state: _Optional[_Union[JobState, str]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., latest_metrics: _Optional[_Union[TrainingMetrics, _Mapping]] = ..., alerts: _Optional[_Iterable[_Union[TrainingAlert, _Mapping]]] = ..., error: _Optional[str] = ..., attempts: _Optional[int] = ..., checkpoint_step: _Optional[int] = ..., registered_model: _Optional[str] = ..., registered_version: _Optional[int] = ..., tenant: _Optional[str] = ...) -> None: ...
 
 class SubmitJobRequest(_message.Message):
     __slots__ = ("spec", "request_id")

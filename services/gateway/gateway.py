@@ -26,11 +26,9 @@ from services.gateway.metrics import GatewayMetrics
 from services.gateway.quotas import Admission, QuotaLimiter
 from services.gateway.routing import RouteDecision, Router
 from services.gateway.upstreams import ReplicaPool, Upstream
+from services.runtime.identity import Caller
 
 log = logging.getLogger(__name__)
-
-SUBJECT_KEY = "x-lattice-subject"
-TENANT_KEY = "x-lattice-tenant"
 
 
 class Call(NamedTuple):
@@ -144,7 +142,9 @@ class Gateway:
 
     @staticmethod
     def _forward_metadata(principal: Principal) -> list[tuple[str, str]]:
-        return [(SUBJECT_KEY, principal.subject), (TENANT_KEY, principal.tenant)]
+        """Who the next service serves: tenant, subject and scopes (ownership needs admin)."""
+        caller = Caller(tenant=principal.tenant, subject=principal.subject, scopes=principal.scopes)
+        return caller.metadata()
 
     # --- inference ---------------------------------------------------------------------
 

@@ -28,6 +28,7 @@ from services.gateway.tls import channel_credentials, server_credentials
 from services.gateway.upstreams import OutlierConfig, ReplicaPool, Upstream
 from services.runtime import LatticeServer, ServerSettings, Service, create_channel
 from services.runtime.entrypoint import run_service
+from services.runtime.identity import service_caller
 from services.runtime.registry_view import RegistryView
 
 log = logging.getLogger(__name__)
@@ -143,7 +144,10 @@ async def build_server(
         settings.registry_address, credentials=upstream_tls, tracer_provider=tracer_provider
     )
     view = RegistryView(
-        settings.registry_address, tracer_provider=tracer_provider, channel=registry_channel
+        settings.registry_address,
+        tracer_provider=tracer_provider,
+        channel=registry_channel,
+        caller=service_caller("gateway"),
     )
     router = Router(view, ready=lambda: view.synced)
     pool = ReplicaPool(

@@ -20,6 +20,7 @@ from grpc import aio
 from lattice.artifacts import unpack_to
 from lattice.errors import FailedPrecondition
 from lattice.v1 import registry_pb2, registry_pb2_grpc
+from services.runtime.identity import Caller, service_caller
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +41,17 @@ def needs_download(version: registry_pb2.ModelVersion) -> bool:
 class ArtifactFetcher:
     """Downloads through the registry's DownloadArtifact stream."""
 
-    def __init__(self, channel: aio.Channel, root: Path, *, timeout: float = 300.0) -> None:
+    def __init__(
+        self,
+        channel: aio.Channel,
+        root: Path,
+        *,
+        timeout: float = 300.0,
+        caller: Caller | None = None,
+    ) -> None:
         self._stub = registry_pb2_grpc.ModelRegistryServiceStub(channel)
+        # Any online version of any tenant may need loading: fetch as the service.
+        self._metadata = (caller or service_caller("inference")).metadata()
         self._root = root
         self._timeout = timeout
 
@@ -60,7 +70,9 @@ class ArtifactFetcher:
         hasher = hashlib.sha256()
         data = bytearray()
         request = registry_pb2.DownloadArtifactRequest(digest=expected)
-        async for message in self._stub.DownloadArtifact(request, timeout=self._timeout):
+        async for message in self._stub.DownloadArtifact(
+            request, timeout=self._timeout, metadata=self._metadata
+        ):
             if message.WhichOneof("payload") == "chunk":
                 hasher.update(message.chunk)
                 data += message.chunk

@@ -22,6 +22,7 @@ from services.inference.transformers_backend import TransformersBackend
 from services.inference.triton_backend import TritonBackend
 from services.runtime import LatticeServer, ServerSettings, Service, create_channel
 from services.runtime.entrypoint import run_service
+from services.runtime.identity import service_caller
 from services.runtime.registry_view import RegistryView
 
 
@@ -92,7 +93,11 @@ async def build_server(
 ) -> LatticeServer:
     registry = CollectorRegistry()
     metrics = InferenceMetrics(registry)
-    view = RegistryView(settings.registry_address, tracer_provider=tracer_provider)
+    view = RegistryView(
+        settings.registry_address,
+        tracer_provider=tracer_provider,
+        caller=service_caller("inference"),
+    )
     channel = create_channel(settings.registry_address, tracer_provider=tracer_provider)
     fetcher = ArtifactFetcher(channel, settings.data_dir / "inference" / "artifacts")
     manager = ModelManager(

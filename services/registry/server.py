@@ -31,6 +31,8 @@ class RegistrySettings(ServerSettings):
     max_artifact_bytes: int = 64 * 1024**3
     #: SQLite `synchronous` level: FULL survives power loss, NORMAL only crashes.
     sqlite_synchronous: str = "FULL"
+    #: Owner given to models (and everything under them) stored before objects had owners.
+    default_tenant: str = "default"
 
 
 class RegistryServer(LatticeServer):
@@ -61,7 +63,11 @@ async def build_server(
     metrics_registry = CollectorRegistry()
     metrics = RegistryMetrics(metrics_registry)
     database = Database(
-        lambda: SqliteStore(root / "registry.db", synchronous=settings.sqlite_synchronous),
+        lambda: SqliteStore(
+            root / "registry.db",
+            synchronous=settings.sqlite_synchronous,
+            default_tenant=settings.default_tenant,
+        ),
         tracer=tracer,
         duration=metrics.db_duration,
     )
@@ -74,7 +80,13 @@ async def build_server(
         watch_queue_size=settings.watch_queue_size,
     )
     await registry.open()
-    artifacts = Artifacts(store, database, metrics, max_artifact_bytes=settings.max_artifact_bytes)
+    artifacts = Artifacts(
+        store,
+        database,
+        metrics,
+        registry.may_use_artifact,
+        max_artifact_bytes=settings.max_artifact_bytes,
+    )
     service = Service(
         RegistryServicer(registry, artifacts),
         registry_pb2_grpc.add_ModelRegistryServiceServicer_to_server,

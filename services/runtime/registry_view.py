@@ -7,6 +7,10 @@ events. `RegistryView` fills one from a Watch stream: it reconnects with
 backoff, resumes from the last applied revision (so it misses nothing and
 applies nothing twice), and swaps in a full snapshot atomically after a RESET
 so readers never see a half-built state.
+
+A view watches as a suite service (`service_caller`, an admin): the gateway
+routes and inference serves every tenant's models, so their copy must hold
+all of them. Tenant-scoped Watch is for callers that come through the gateway.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from lattice.v1 import registry_pb2, registry_pb2_grpc
 from services.runtime.channels import create_channel
+from services.runtime.identity import Caller, service_caller
 
 log = logging.getLogger(__name__)
 
@@ -164,8 +169,10 @@ class RegistryView:
         channel: grpc.aio.Channel | None = None,
         min_backoff: float = 0.05,
         max_backoff: float = 5.0,
+        caller: Caller | None = None,
     ) -> None:
         self._target = target
+        self._metadata = (caller or service_caller("registry-view")).metadata()
         self._model_names = list(model_names)
         self._tracer_provider = tracer_provider
         self._channel = channel
@@ -284,7 +291,7 @@ class RegistryView:
         pending: RegistryState | None = None
         buffered: list[registry_pb2.WatchResponse] = []
         applied = False
-        async for event in stub.Watch(request):
+        async for event in stub.Watch(request, metadata=self._metadata):
             applied = True
             if event.type == EventType.WATCH_EVENT_TYPE_RESET:
                 pending, buffered = RegistryState(), [event]

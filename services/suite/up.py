@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from lattice import Client
-from lattice.tokens import ALL_SCOPES, mint_dev_token
+from lattice.tokens import TENANT_SCOPES, mint_dev_token
 from services.suite.local import LocalSuite, SuiteConfig, dev_secret
 from services.suite.starter import StarterRecipe, online_version, train_starter, wait_until_served
 
@@ -72,10 +72,15 @@ def up(starter_model: str, **options) -> None:
         raise SystemExit(1)
 
 
+#: The starter model belongs to the tenant `lattice token` names by default, so the
+#: token a developer mints next can manage it.
+STARTER_TENANT = "dev"
+
+
 def _ensure_starter(suite: LocalSuite, model: str) -> None:
     """Make sure `model` is online, training it on first use."""
     config = suite.config
-    token = mint_dev_token(dev_secret(config.data_dir), tenant="local", scopes=ALL_SCOPES)
+    token = mint_dev_token(dev_secret(config.data_dir), tenant=STARTER_TENANT, scopes=TENANT_SCOPES)
     with Client(config.address("gateway"), token) as client:
         version = online_version(client, model)
         if not version:

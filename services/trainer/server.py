@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry
 from lattice.v1 import trainer_pb2, trainer_pb2_grpc
 from services.runtime import LatticeServer, ServerSettings, Service, create_channel
 from services.runtime.entrypoint import run_service
+from services.trainer.data.confine import SourceRoots
 from services.trainer.data.service import DatasetService
 from services.trainer.data.store import DatasetStore
 from services.trainer.jobs.metrics import TrainerMetrics
@@ -26,6 +27,15 @@ from services.trainer.worker import allocator
 @dataclasses.dataclass(frozen=True)
 class TrainerSettings(ServerSettings):
     port: int = 50054
+    #: Owner given to datasets and jobs stored before they had owners.
+    default_tenant: str = "default"
+    #: Directories PrepareDataset may read, repeatable; "{tenant}" stands for the
+    #: caller's tenant. None = "<data-dir>/sources/{tenant}" (each tenant its own).
+    source_root: tuple[str, ...] = ()
+    #: Most files one dataset source may name (a walk past this is refused).
+    max_source_files: int = 100_000
+    #: Threads that walk sources and prepare datasets (preparations beyond queue).
+    prepare_workers: int = 2
     #: Where finished jobs register their model ("" = no registry).
     registry_address: str = "127.0.0.1:50052"
     #: Jobs whose process groups run at the same time; the rest wait in the queue.
@@ -67,8 +77,8 @@ async def build_server(
     if settings.registry_address:
         channel = create_channel(settings.registry_address, tracer_provider=tracer_provider)
         registry = RegistryClient(channel)
-    datasets = DatasetStore(root / "datasets")
-    store = JobStore(root / "jobs.db")
+    datasets = DatasetStore(root / "datasets", default_tenant=settings.default_tenant)
+    store = JobStore(root / "jobs.db", default_tenant=settings.default_tenant)
     runner = JobRunner(
         store,
         datasets,
@@ -90,9 +100,17 @@ async def build_server(
         tracer,
     )
     await runner.start()
-    servicer = TrainerServicer(
-        DatasetService(datasets, registry, lambda _d: metrics.datasets.inc()), runner
+    roots = SourceRoots.default(
+        settings.data_dir.resolve(), settings.source_root, settings.max_source_files
     )
+    dataset_service = DatasetService(
+        datasets,
+        registry,
+        roots,
+        lambda _d: metrics.datasets.inc(),
+        workers=settings.prepare_workers,
+    )
+    servicer = TrainerServicer(dataset_service, runner)
     service = Service(
         servicer,
         trainer_pb2_grpc.add_TrainerServiceServicer_to_server,
@@ -104,6 +122,7 @@ async def build_server(
 
     async def close() -> None:
         await runner.stop()
+        dataset_service.close()
         store.close()
         if channel is not None:
             await channel.close()

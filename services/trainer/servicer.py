@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 
 from lattice.errors import InvalidArgument
 from lattice.v1 import trainer_pb2, trainer_pb2_grpc
+from services.runtime.identity import caller_of
 from services.trainer.data.service import DatasetService
 from services.trainer.jobs.runner import JobRunner
 
@@ -33,15 +34,16 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServiceServicer):
     async def PrepareDataset(self, request, context):
         if not request.HasField("spec"):
             raise InvalidArgument("spec", "required")
-        dataset = await self.datasets.prepare(request.spec)
+        dataset = await self.datasets.prepare(caller_of(context), request.spec)
         return trainer_pb2.PrepareDatasetResponse(dataset=dataset)
 
     async def GetDataset(self, request, context):
-        return trainer_pb2.GetDatasetResponse(dataset=self.datasets.get(request.dataset_id))
+        dataset = self.datasets.get(caller_of(context), request.dataset_id)
+        return trainer_pb2.GetDatasetResponse(dataset=dataset)
 
     async def ListDatasets(self, request, context):
         offset, limit = _page(request.page_size, request.page_token)
-        datasets = self.datasets.list(offset, limit)
+        datasets = self.datasets.list(caller_of(context), offset, limit)
         return trainer_pb2.ListDatasetsResponse(
             datasets=datasets, next_page_token=_next(offset, limit, len(datasets))
         )
@@ -49,24 +51,26 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServiceServicer):
     async def SubmitJob(self, request, context):
         if not request.HasField("spec"):
             raise InvalidArgument("spec", "required")
-        job = await self.jobs.submit(request.spec, request.request_id)
+        job = await self.jobs.submit(caller_of(context), request.spec, request.request_id)
         return trainer_pb2.SubmitJobResponse(job=job)
 
     async def GetJob(self, request, context):
-        return trainer_pb2.GetJobResponse(job=self.jobs.get(request.job_id))
+        return trainer_pb2.GetJobResponse(job=self.jobs.get(caller_of(context), request.job_id))
 
     async def ListJobs(self, request, context):
         offset, limit = _page(request.page_size, request.page_token)
-        jobs = self.jobs.list(list(request.states), offset, limit)
+        jobs = self.jobs.list(caller_of(context), list(request.states), offset, limit)
         return trainer_pb2.ListJobsResponse(
             jobs=jobs, next_page_token=_next(offset, limit, len(jobs))
         )
 
     async def CancelJob(self, request, context):
-        return trainer_pb2.CancelJobResponse(job=await self.jobs.cancel(request.job_id))
+        job = await self.jobs.cancel(caller_of(context), request.job_id)
+        return trainer_pb2.CancelJobResponse(job=job)
 
     async def WatchJob(self, request, context) -> AsyncIterator[trainer_pb2.WatchJobResponse]:
         if not request.job_id:
             raise InvalidArgument("job_id", "required")
-        async for event in self.jobs.watch(request.job_id, request.from_sequence):
+        events = self.jobs.watch(caller_of(context), request.job_id, request.from_sequence)
+        async for event in events:
             yield event

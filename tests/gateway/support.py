@@ -31,6 +31,7 @@ from services.gateway.server import GatewaySettings, build_server
 from services.registry.server import RegistrySettings
 from services.registry.server import build_server as build_registry
 from services.runtime import LatticeServer, ServerSettings, Service
+from tests.support.identity import ADMIN, caller_channel
 
 SECRET = "test-dev-secret-0123456789abcdef-0123"
 TRITON = common_pb2.ARTIFACT_FORMAT_TRITON
@@ -206,7 +207,9 @@ class Stack:
             RegistrySettings(port=0, data_dir=self.tmp / "reg", grace_seconds=0.1, log_json=False)
         )
         await self.registry.start()
-        channel = self.channel(self.registry.address)
+        # Seeding and inspecting the registry directly, as an administrator.
+        channel = caller_channel(self.registry.address, ADMIN)
+        self.channels.append(channel)
         self.registry_stub = registry_pb2_grpc.ModelRegistryServiceStub(channel)
         return self.registry_stub
 
@@ -218,11 +221,15 @@ class Stack:
         *,
         shadow: int = 0,
         tenants: tuple[str, ...] = (),
+        owner: str = "",
     ) -> None:
+        """Seed a model as the admin; `owner` names the tenant it belongs to (default: ops)."""
         stub = self.registry_stub
         await stub.CreateModel(
             registry_pb2.CreateModelRequest(
-                model=registry_pb2.Model(name=name, task=common_pb2.MODEL_TASK_TEXT_GENERATION)
+                model=registry_pb2.Model(
+                    name=name, task=common_pb2.MODEL_TASK_TEXT_GENERATION, tenant=owner
+                )
             )
         )
         for v in range(1, versions + 1):

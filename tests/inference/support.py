@@ -23,6 +23,7 @@ from services.inference.serving import VersionState
 from services.registry.server import RegistrySettings
 from services.registry.server import build_server as build_registry
 from services.runtime import LatticeServer
+from tests.support.identity import caller_channel
 
 GENERATION = common_pb2.MODEL_TASK_TEXT_GENERATION
 EMBEDDING = common_pb2.MODEL_TASK_EMBEDDING
@@ -51,7 +52,7 @@ class Lab:
             RegistrySettings(port=0, data_dir=self.root, grace_seconds=0.2, log_json=False)
         )
         await self.registry.start()
-        reg_channel = aio.insecure_channel(self.registry.address)
+        reg_channel = caller_channel(self.registry.address)
         self._channels.append(reg_channel)
         self.reg = registry_pb2_grpc.ModelRegistryServiceStub(reg_channel)
         await self.start_inference()

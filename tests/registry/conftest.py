@@ -12,6 +12,7 @@ from lattice.v1 import registry_pb2_grpc
 from services.registry.server import RegistrySettings, build_server
 from services.runtime import LatticeServer
 from tests.registry.support import RegistryClient
+from tests.support.identity import caller_channel
 
 
 def settings_for(data_dir: Path, **overrides) -> RegistrySettings:
@@ -29,7 +30,7 @@ async def registry_server(tmp_path) -> AsyncIterator[LatticeServer]:
 
 @pytest.fixture
 async def channel(registry_server) -> AsyncIterator[aio.Channel]:
-    async with aio.insecure_channel(registry_server.address) as chan:
+    async with caller_channel(registry_server.address) as chan:
         yield chan
 
 

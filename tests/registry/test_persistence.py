@@ -12,7 +12,6 @@ from pathlib import Path
 
 import grpc
 import pytest
-from grpc import aio
 
 from lattice.v1 import common_pb2, registry_pb2, registry_pb2_grpc
 from services.registry.migrations import SCHEMA_VERSION, SchemaTooNew
@@ -21,6 +20,7 @@ from services.registry.store import SqliteStore
 from tests.registry.conftest import settings_for
 from tests.registry.support import RegistryClient
 from tests.support.health import wait_serving
+from tests.support.identity import caller_channel
 from tests.support.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[2]
 async def test_restart_keeps_everything(tmp_path):
     server = await build_server(settings_for(tmp_path))
     await server.start()
-    async with aio.insecure_channel(server.address) as channel:
+    async with caller_channel(server.address) as channel:
         client = RegistryClient(registry_pb2_grpc.ModelRegistryServiceStub(channel))
         await client.model("m")
         v1 = await client.version("m", b"one")
@@ -49,7 +49,7 @@ async def test_restart_keeps_everything(tmp_path):
     server = await build_server(settings_for(tmp_path))
     await server.start()
     try:
-        async with aio.insecure_channel(server.address) as channel:
+        async with caller_channel(server.address) as channel:
             client = RegistryClient(registry_pb2_grpc.ModelRegistryServiceStub(channel))
             assert await _dump(client) == before
             # The replay log survived too: resuming from revision 3 needs no snapshot.
@@ -115,7 +115,7 @@ async def test_sigkill_during_write_burst_loses_no_acknowledged_write(tmp_path):
     enough = asyncio.Event()
     try:
         await wait_serving(address, timeout=20, process=process)
-        async with aio.insecure_channel(address) as channel:
+        async with caller_channel(address) as channel:
             client = RegistryClient(registry_pb2_grpc.ModelRegistryServiceStub(channel))
             await client.model("m")
 
@@ -142,7 +142,7 @@ async def test_sigkill_during_write_burst_loses_no_acknowledged_write(tmp_path):
     server = await build_server(settings_for(tmp_path))
     await server.start()
     try:
-        async with aio.insecure_channel(server.address) as channel:
+        async with caller_channel(server.address) as channel:
             stub = registry_pb2_grpc.ModelRegistryServiceStub(channel)
             model = (await stub.GetModel(registry_pb2.GetModelRequest(name="m"))).model
             listed = await stub.ListVersions(

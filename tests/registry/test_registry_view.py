@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 
-from grpc import aio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -13,6 +12,7 @@ from services.registry.server import build_server
 from services.runtime.registry_view import RegistryState, RegistryView
 from tests.registry.conftest import settings_for
 from tests.registry.support import RegistryClient
+from tests.support.identity import caller_channel
 from tests.support.ports import free_port
 
 EventType = registry_pb2.WatchEventType
@@ -85,7 +85,7 @@ async def test_view_reconnects_and_resumes_after_restart(tmp_path):
     events: list[registry_pb2.WatchResponse] = []
     view.add_listener(events.append)
     try:
-        async with aio.insecure_channel(server.address) as channel:
+        async with caller_channel(server.address) as channel:
             client = RegistryClient(registry_pb2_grpc.ModelRegistryServiceStub(channel))
             await client.model("alpha")
             await view.start()
@@ -95,7 +95,7 @@ async def test_view_reconnects_and_resumes_after_restart(tmp_path):
 
         server = await build_server(settings)
         await server.start()
-        async with aio.insecure_channel(server.address) as channel:
+        async with caller_channel(server.address) as channel:
             client = RegistryClient(registry_pb2_grpc.ModelRegistryServiceStub(channel))
             await client.version("alpha")
         await _until(lambda: view.version("alpha", 1) is not None)

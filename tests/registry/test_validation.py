@@ -22,6 +22,7 @@ from lattice.errors import from_rpc_error
 from lattice.v1 import common_pb2, registry_pb2, registry_pb2_grpc
 from services.registry.server import build_server
 from tests.registry.conftest import settings_for
+from tests.support.identity import sync_caller_channel
 
 pb = registry_pb2
 C = grpc.StatusCode
@@ -41,7 +42,7 @@ def stub(tmp_path_factory) -> Iterator[registry_pb2_grpc.ModelRegistryServiceStu
     settings_ = settings_for(tmp_path_factory.mktemp("registry"))
     server = asyncio.run_coroutine_threadsafe(build_server(settings_), loop).result(30)
     asyncio.run_coroutine_threadsafe(server.start(), loop).result(30)
-    channel = grpc.insecure_channel(server.address)
+    channel = sync_caller_channel(server.address)
     stub = registry_pb2_grpc.ModelRegistryServiceStub(channel)
     stub.CreateModel(pb.CreateModelRequest(model=pb.Model(name="m", task=TEXT)))
     data = b"artifact"

@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from grpc import aio
 
 from lattice.v1 import registry_pb2_grpc, trainer_pb2, trainer_pb2_grpc
 from services.registry.server import RegistrySettings
@@ -16,6 +15,7 @@ from services.registry.server import build_server as build_registry
 from services.runtime import LatticeServer
 from services.trainer.server import TrainerSettings
 from services.trainer.server import build_server as build_trainer
+from tests.support.identity import caller_channel
 
 
 def trainer_settings(data_dir: Path, registry_address: str, **overrides) -> TrainerSettings:
@@ -49,14 +49,17 @@ async def registry_server(tmp_path) -> AsyncIterator[LatticeServer]:
 
 @pytest.fixture
 async def registry(registry_server) -> AsyncIterator[registry_pb2_grpc.ModelRegistryServiceStub]:
-    async with aio.insecure_channel(registry_server.address) as channel:
+    async with caller_channel(registry_server.address) as channel:
         yield registry_pb2_grpc.ModelRegistryServiceStub(channel)
 
 
 @pytest.fixture
 async def trainer_server(tmp_path, registry_server) -> AsyncIterator[LatticeServer]:
+    # Tests write their corpora under tmp_path: that is the source root.
     server = await build_trainer(
-        trainer_settings(tmp_path / "trainer-data", registry_server.address)
+        trainer_settings(
+            tmp_path / "trainer-data", registry_server.address, source_root=(str(tmp_path),)
+        )
     )
     await server.start()
     yield server
@@ -65,7 +68,7 @@ async def trainer_server(tmp_path, registry_server) -> AsyncIterator[LatticeServ
 
 @pytest.fixture
 async def trainer(trainer_server) -> AsyncIterator[trainer_pb2_grpc.TrainerServiceStub]:
-    async with aio.insecure_channel(trainer_server.address) as channel:
+    async with caller_channel(trainer_server.address) as channel:
         yield trainer_pb2_grpc.TrainerServiceStub(channel)
 
 

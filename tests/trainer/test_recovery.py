@@ -16,6 +16,7 @@ from grpc import aio
 
 from lattice.v1 import registry_pb2, trainer_pb2, trainer_pb2_grpc
 from services.trainer.registry_client import JOB_TAG
+from tests.support.identity import caller_channel
 from tests.support.ports import free_port
 
 from .conftest import docstring_spec, tiny_gpt2_job, wait_for_job
@@ -47,7 +48,7 @@ def start_trainer(port: int, data_dir: Path, registry_address: str) -> subproces
 
 
 async def connect(port: int) -> aio.Channel:
-    channel = aio.insecure_channel(f"127.0.0.1:{port}")
+    channel = caller_channel(f"127.0.0.1:{port}")
     await asyncio.wait_for(channel.channel_ready(), 60)
     return channel
 
