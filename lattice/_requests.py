@@ -235,6 +235,18 @@ def set_policy(
     return registry_pb2.SetPolicyRequest(policy=policy, expected_revision=expected_revision)
 
 
+def tenant_quota(
+    requests: int = 0, tokens: int = 0, window: float | None = None
+) -> registry_pb2.TenantQuota:
+    """A quota per window (seconds; None = the gateway's window); 0 = unlimited."""
+    if requests < 0 or tokens < 0:
+        raise ValueError("quotas must be >= 0")
+    quota = registry_pb2.TenantQuota(requests=requests, tokens=tokens)
+    if window is not None:
+        quota.window.FromTimedelta(_dt.timedelta(seconds=window))
+    return quota
+
+
 def data_source(text: str, text_field: str = "") -> trainer_pb2.DataSource:
     """ "builtin:NAME" names a built-in corpus; anything else is a path or glob."""
     if text.startswith("builtin:"):

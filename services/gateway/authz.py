@@ -48,6 +48,11 @@ METHOD_SCOPES: dict[str, str] = {
     # Policy decides who may use a model: only administrators change it.
     _REGISTRY + "SetPolicy": ADMIN,
     _REGISTRY + "Watch": REGISTRY_READ,
+    # Tenant records: a tenant may read its own; only administrators write them.
+    _REGISTRY + "CreateTenant": ADMIN,
+    _REGISTRY + "GetTenant": REGISTRY_READ,
+    _REGISTRY + "ListTenants": REGISTRY_READ,
+    _REGISTRY + "UpdateTenant": ADMIN,
     _TRAINER + "PrepareDataset": TRAINER_SUBMIT,
     _TRAINER + "GetDataset": TRAINER_READ,
     _TRAINER + "ListDatasets": TRAINER_READ,
@@ -74,6 +79,14 @@ def require_scope(principal: Principal, method: str) -> None:
         raise AuthzFailure("unknown_method", f"{method} is not exposed by the gateway")
     if scope not in principal.scopes and ADMIN not in principal.scopes:
         raise AuthzFailure("scope", f"missing scope {scope!r} for {method.rsplit('/', 1)[-1]}")
+
+
+def require_enabled(principal: Principal, record: registry_pb2.Tenant | None) -> None:
+    """PERMISSION_DENIED for every token of a tenant an admin disabled (no record = enabled)."""
+    if record is not None and not record.enabled:
+        raise AuthzFailure(
+            "tenant_disabled", f"tenant {principal.tenant!r} is disabled; ask an administrator"
+        )
 
 
 def require_tenant(

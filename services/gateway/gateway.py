@@ -21,9 +21,9 @@ from opentelemetry.trace import Status, StatusCode
 from lattice.errors import LatticeError
 from lattice.refs import ModelRef, parse_model_ref
 from services.gateway.auth import Authenticator, Principal
-from services.gateway.authz import require_scope, require_tenant
+from services.gateway.authz import require_enabled, require_scope, require_tenant
 from services.gateway.metrics import GatewayMetrics
-from services.gateway.quotas import Admission, QuotaLimiter
+from services.gateway.quotas import Admission, QuotaLimiter, TenantRecords
 from services.gateway.routing import RouteDecision, Router
 from services.gateway.upstreams import ReplicaPool, Upstream
 from services.runtime.identity import Caller
@@ -52,8 +52,10 @@ class Gateway:
         metrics: GatewayMetrics,
         tracer: trace.Tracer | None = None,
         max_shadow_in_flight: int = 32,
+        tenant_records: TenantRecords = lambda _tenant: None,
     ) -> None:
         self._authenticator = authenticator
+        self._tenant_records = tenant_records
         self._router = router
         self._quotas = quotas
         self._inference = inference
@@ -97,6 +99,7 @@ class Gateway:
         self._metrics.auth_seconds.observe(time.perf_counter() - started)
         span = self._tracer.start_span("gateway.authz", attributes={"rpc.method": call.method})
         try:
+            require_enabled(principal, self._tenant_records(principal.tenant))
             require_scope(principal, call.method)
         except LatticeError as exc:
             self._fail(span, "authz", exc)
@@ -232,7 +235,7 @@ class Gateway:
         if tokens <= 0:
             return
         self._metrics.tokens_for(tenant, model).inc(tokens)
-        if admission is not None and self._quotas.limits.tokens:  # no task for a no-op
+        if admission is not None and admission.limits.tokens:  # no task for a no-op
             self._spawn(self._quotas.record_tokens(admission, tokens))
 
     def _shadow(self, method: str, request: Any, metadata: list[tuple[str, str]]) -> None:

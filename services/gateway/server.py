@@ -21,7 +21,7 @@ from lattice.v1 import (
 from services.gateway.auth import AuthConfig, Authenticator, JwksKeys, file_fetcher, url_fetcher
 from services.gateway.gateway import Gateway
 from services.gateway.metrics import GatewayMetrics
-from services.gateway.quotas import QuotaLimiter, QuotaLimits, connect
+from services.gateway.quotas import QuotaLimiter, QuotaLimits, TenantRecords, connect
 from services.gateway.routing import Router
 from services.gateway.servicers import InferenceServicer, forwarding_servicer
 from services.gateway.tls import channel_credentials, server_credentials
@@ -116,17 +116,18 @@ def _authenticator(settings: GatewaySettings) -> Authenticator:
     return Authenticator(config, keys)
 
 
-def _quotas(settings: GatewaySettings) -> QuotaLimiter:
+def _quotas(settings: GatewaySettings, records: TenantRecords) -> QuotaLimiter:
     limits = QuotaLimits(
         requests=settings.quota_requests,
         tokens=settings.quota_tokens,
         window_seconds=settings.quota_window_seconds,
         per_model=settings.quota_per_model,
     )
-    client = connect(settings.redis_url) if settings.redis_url and limits.enabled else None
+    # Connected even with no default quota: tenant records may set one at run time.
+    client = connect(settings.redis_url) if settings.redis_url else None
     if limits.enabled and client is None:
         log.warning("quotas without redis_url are per replica, not fleet-wide")
-    return QuotaLimiter(client, limits, fail_open=settings.quota_fail_open)
+    return QuotaLimiter(client, limits, fail_open=settings.quota_fail_open, records=records)
 
 
 async def build_server(
@@ -180,11 +181,12 @@ async def build_server(
     gateway = Gateway(
         authenticator=_authenticator(settings),
         router=router,
-        quotas=_quotas(settings),
+        quotas=_quotas(settings, view.tenant),
         inference=pool,
         upstreams=upstreams,
         metrics=GatewayMetrics(metrics_registry),
         tracer=tracer,
+        tenant_records=view.tenant,
     )
     registry_service = registry_pb2.DESCRIPTOR.services_by_name["ModelRegistryService"]
     trainer_service = trainer_pb2.DESCRIPTOR.services_by_name["TrainerService"]

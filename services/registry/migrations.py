@@ -103,6 +103,8 @@ MIGRATIONS: tuple[Migration, ...] = (
         content_type TEXT NOT NULL, create_time REAL NOT NULL);
     """,
     _own_everything,
+    # 3: tenant records (enabled flag, quotas), kept like every other object.
+    "CREATE TABLE tenants (name TEXT PRIMARY KEY, body BLOB NOT NULL);",
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

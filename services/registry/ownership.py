@@ -17,7 +17,11 @@ from services.runtime.registry_view import RegistryState
 def event_visible(caller: Caller, event: registry_pb2.WatchResponse) -> bool:
     """RESET and SYNCED go to everyone; object events only to callers who may see them."""
     kind = event.WhichOneof("object")
-    return kind is None or caller.may_see(getattr(event, kind).tenant)
+    if kind is None:
+        return True
+    if kind == "tenant":  # a tenant's own record is visible to it
+        return caller.may_see(event.tenant.name)
+    return caller.may_see(getattr(event, kind).tenant)
 
 
 def owner_for_create(caller: Caller, requested: str) -> str:

@@ -34,6 +34,7 @@ from lattice.errors import (
 )
 from lattice.refs import parse_model_ref
 from lattice.v1 import registry_pb2
+from services.registry import tenants as tenancy
 from services.registry import validation as check
 from services.registry.artifacts import ArtifactStore, digest_from_reference
 from services.registry.metrics import RegistryMetrics
@@ -591,6 +592,57 @@ class Registry:
 
         events = await self._write("set_policy", build)
         return events[0].policy
+
+    # -- tenants -----------------------------------------------------------------------------
+
+    async def create_tenant(
+        self, caller: Caller, tenant: registry_pb2.Tenant
+    ) -> registry_pb2.Tenant:
+        tenancy.require_admin(caller, "create tenants")
+        tenancy.tenant(tenant)
+
+        def build(revision: int) -> Change:
+            if tenant.name in self._state.tenants:
+                raise AlreadyExists(f"tenant {tenant.name!r} already exists")
+            change = Change()
+            change.put(revision, tenant=tenancy.stored(tenant, revision, caller))
+            return change
+
+        events = await self._write("create_tenant", build)
+        return events[0].tenant
+
+    def get_tenant(self, caller: Caller, name: str) -> registry_pb2.Tenant:
+        tenancy.tenant_name(name, "name")
+        return tenancy.visible(caller, self._state.tenants.get(name), name)
+
+    def list_tenants(self, caller: Caller, page_size: int, page_token: str) -> tuple[list, str]:
+        size = check.page_size(page_size)
+        after = check.decode_page_token(page_token, "tenants")
+        names = sorted(
+            name
+            for name in self._state.tenants
+            if caller.may_see(name) and (after is None or name > str(after))
+        )
+        page = names[:size]
+        token = check.encode_page_token("tenants", page[-1]) if len(names) > size else ""
+        return [self._state.tenants[n] for n in page], token
+
+    async def update_tenant(
+        self, caller: Caller, tenant: registry_pb2.Tenant, expected_revision: int
+    ) -> registry_pb2.Tenant:
+        tenancy.require_admin(caller, "change tenants")
+        tenancy.tenant(tenant)
+        check.expected_revision(expected_revision)
+
+        def build(revision: int) -> Change:
+            current = tenancy.visible(caller, self._state.tenants.get(tenant.name), tenant.name)
+            self._check_revision(expected_revision, current.revision, f"tenant {tenant.name!r}")
+            change = Change()
+            change.put(revision, tenant=tenancy.stored(tenant, revision, caller))
+            return change
+
+        events = await self._write("update_tenant", build)
+        return events[0].tenant
 
     # -- watch -------------------------------------------------------------------------------
 

@@ -138,6 +138,27 @@ class RegistryServicer(registry_pb2_grpc.ModelRegistryServiceServicer):
         )
         return pb.SetPolicyResponse(policy=policy)
 
+    async def CreateTenant(self, request, context):
+        tenant = await self._registry.create_tenant(caller_of(context), request.tenant)
+        return pb.CreateTenantResponse(tenant=tenant)
+
+    async def GetTenant(self, request, context):
+        return pb.GetTenantResponse(
+            tenant=self._registry.get_tenant(caller_of(context), request.name)
+        )
+
+    async def ListTenants(self, request, context):
+        tenants, token = self._registry.list_tenants(
+            caller_of(context), request.page_size, request.page_token
+        )
+        return pb.ListTenantsResponse(tenants=tenants, next_page_token=token)
+
+    async def UpdateTenant(self, request, context):
+        tenant = await self._registry.update_tenant(
+            caller_of(context), request.tenant, request.expected_revision
+        )
+        return pb.UpdateTenantResponse(tenant=tenant)
+
     async def Watch(self, request, context):
         events = self._registry.watch(
             caller_of(context), request.from_revision, list(request.model_names)

@@ -38,6 +38,7 @@ _TABLES = {
     "alias": ("aliases", ("model_name", "alias")),
     "deployment": ("deployments", ("model_name",)),
     "policy": ("policies", ("model_name",)),
+    "tenant": ("tenants", ("name",)),
 }
 _MESSAGES = {
     "models": registry_pb2.Model,
@@ -45,6 +46,7 @@ _MESSAGES = {
     "aliases": registry_pb2.Alias,
     "deployments": registry_pb2.Deployment,
     "policies": registry_pb2.ModelPolicy,
+    "tenants": registry_pb2.Tenant,
 }
 
 

@@ -49,6 +49,8 @@ class RegistryState:
         self.aliases: dict[str, dict[str, registry_pb2.Alias]] = {}
         self.deployments: dict[str, registry_pb2.Deployment] = {}
         self.policies: dict[str, registry_pb2.ModelPolicy] = {}
+        #: Tenant records by name (tenants without one are enabled, default quotas).
+        self.tenants: dict[str, registry_pb2.Tenant] = {}
 
     # -- applying changes ---------------------------------------------------
 
@@ -72,6 +74,8 @@ class RegistryState:
             self.deployments[obj.model_name] = obj
         elif isinstance(obj, registry_pb2.ModelPolicy):
             self.policies[obj.model_name] = obj
+        elif isinstance(obj, registry_pb2.Tenant):
+            self.tenants[obj.name] = obj
 
     def delete(self, obj) -> None:
         """Remove `obj`; deleting a model removes everything that belongs to it."""
@@ -92,6 +96,8 @@ class RegistryState:
             self.deployments.pop(obj.model_name, None)
         elif isinstance(obj, registry_pb2.ModelPolicy):
             self.policies.pop(obj.model_name, None)
+        elif isinstance(obj, registry_pb2.Tenant):
+            self.tenants.pop(obj.name, None)
 
     # -- reading --------------------------------------------------------------
 
@@ -101,6 +107,11 @@ class RegistryState:
         rev = self.revision
         put = EventType.WATCH_EVENT_TYPE_PUT
         events = [registry_pb2.WatchResponse(type=EventType.WATCH_EVENT_TYPE_RESET, revision=rev)]
+        if not wanted:
+            for tenant in sorted(self.tenants):
+                events.append(
+                    registry_pb2.WatchResponse(type=put, revision=rev, tenant=self.tenants[tenant])
+                )
         for name in sorted(self.models):
             if wanted and name not in wanted:
                 continue
@@ -149,9 +160,9 @@ class RegistryState:
 
 
 def event_model_name(event: registry_pb2.WatchResponse) -> str:
-    """The model an event is about ('' for RESET/SYNCED)."""
+    """The model an event is about ('' for RESET/SYNCED and tenant records)."""
     kind = event.WhichOneof("object")
-    if kind is None:
+    if kind is None or kind == "tenant":
         return ""
     obj = getattr(event, kind)
     return obj.name if kind == "model" else obj.model_name
@@ -248,6 +259,10 @@ class RegistryView:
 
     def policy(self, name: str) -> registry_pb2.ModelPolicy | None:
         return self._state.policies.get(name)
+
+    def tenant(self, name: str) -> registry_pb2.Tenant | None:
+        """The tenant's record; None = no record (enabled, default quotas)."""
+        return self._state.tenants.get(name)
 
     def online_versions(self) -> dict[tuple[str, int], registry_pb2.ModelVersion]:
         """Versions in a route (any weight) or set as shadow, by (model, version)."""

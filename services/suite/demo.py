@@ -14,7 +14,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from lattice import Client
 from lattice.tokens import TENANT_SCOPES, mint_dev_token
 from services.suite.local import LocalSuite, SuiteConfig, dev_secret
-from services.suite.starter import StarterRecipe, train_starter, wait_until_served
+from services.suite.starter import StarterRecipe, probe_token, train_starter, wait_until_served
 from services.suite.up import report, suite_config, suite_options
 
 
@@ -75,9 +75,8 @@ async def _main(
 
 
 def _tour(config: SuiteConfig, recipe: StarterRecipe, prompt: str, max_new_tokens: int) -> None:
-    token = mint_dev_token(
-        dev_secret(config.data_dir.resolve()), tenant="demo", scopes=TENANT_SCOPES, subject="demo"
-    )
+    secret = dev_secret(config.data_dir.resolve())
+    token = mint_dev_token(secret, tenant="demo", scopes=TENANT_SCOPES, subject="demo")
     trace_id = secrets.token_hex(16)
     traceparent = f"00-{trace_id}-{secrets.token_hex(8)}-01"
     with Client(
@@ -88,7 +87,8 @@ def _tour(config: SuiteConfig, recipe: StarterRecipe, prompt: str, max_new_token
         job = train_starter(client, recipe)
         ref = f"{job.registered_model}:{job.registered_version}"
         click.echo(f"[4/6] registered {ref} and put it online")
-        waited = wait_until_served(client, ref)
+        with Client(config.address("gateway"), probe_token(secret)) as probe:
+            waited = wait_until_served(probe, ref)
         click.echo(f"      inference loaded it in {waited:.1f}s")
         click.echo(f"[5/6] streaming from {recipe.model} through the gateway:")
         click.echo(f"      {prompt}", nl=False)

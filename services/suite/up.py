@@ -11,7 +11,13 @@ import click
 from lattice import Client
 from lattice.tokens import TENANT_SCOPES, mint_dev_token
 from services.suite.local import LocalSuite, SuiteConfig, dev_secret
-from services.suite.starter import StarterRecipe, online_version, train_starter, wait_until_served
+from services.suite.starter import (
+    StarterRecipe,
+    online_version,
+    probe_token,
+    train_starter,
+    wait_until_served,
+)
 
 
 def suite_options(command):
@@ -80,12 +86,14 @@ STARTER_TENANT = "dev"
 def _ensure_starter(suite: LocalSuite, model: str) -> None:
     """Make sure `model` is online, training it on first use."""
     config = suite.config
-    token = mint_dev_token(dev_secret(config.data_dir), tenant=STARTER_TENANT, scopes=TENANT_SCOPES)
-    with Client(config.address("gateway"), token) as client:
+    secret = dev_secret(config.data_dir)
+    token = mint_dev_token(secret, tenant=STARTER_TENANT, scopes=TENANT_SCOPES)
+    probe = Client(config.address("gateway"), probe_token(secret))
+    with Client(config.address("gateway"), token) as client, probe:
         version = online_version(client, model)
         if not version:
             version = train_starter(client, StarterRecipe(model=model)).registered_version
-        wait_until_served(client, f"{model}:{version}")
+        wait_until_served(probe, f"{model}:{version}")
     click.echo(f"Serving {model}:{version}. Try:")
     click.echo(f"  export LATTICE_TOKEN=$(lattice token --data-dir {config.data_dir})")
     click.echo(f"  lattice generate {model} 'Return the' --stream --temperature 0.8 --seed 1")

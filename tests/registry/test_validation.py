@@ -474,6 +474,34 @@ CASES = [
         C.INVALID_ARGUMENT,
         "expected_revision",
     ),
+    # Tenant records
+    ("CreateTenant", pb.CreateTenantRequest(), C.INVALID_ARGUMENT, "tenant.name"),
+    (
+        "CreateTenant",
+        pb.CreateTenantRequest(tenant=pb.Tenant(name="a/b")),
+        C.INVALID_ARGUMENT,
+        "tenant.name",
+    ),
+    (
+        "CreateTenant",
+        pb.CreateTenantRequest(
+            tenant=pb.Tenant(name="t", model_quotas={"NOT OK": pb.TenantQuota(requests=1)})
+        ),
+        C.INVALID_ARGUMENT,
+        "tenant.model_quotas",
+    ),
+    ("GetTenant", pb.GetTenantRequest(), C.INVALID_ARGUMENT, "name"),
+    ("GetTenant", pb.GetTenantRequest(name="nobody"), C.NOT_FOUND, ""),
+    ("ListTenants", pb.ListTenantsRequest(page_size=-1), C.INVALID_ARGUMENT, "page_size"),
+    ("ListTenants", pb.ListTenantsRequest(page_token="garbage!"), C.INVALID_ARGUMENT, "page_token"),
+    ("UpdateTenant", pb.UpdateTenantRequest(), C.INVALID_ARGUMENT, "tenant.name"),
+    ("UpdateTenant", pb.UpdateTenantRequest(tenant=pb.Tenant(name="nobody")), C.NOT_FOUND, ""),
+    (
+        "UpdateTenant",
+        pb.UpdateTenantRequest(tenant=pb.Tenant(name="nobody"), expected_revision=-1),
+        C.INVALID_ARGUMENT,
+        "expected_revision",
+    ),
     # Watch
     ("Watch", pb.WatchRequest(from_revision=-1), C.INVALID_ARGUMENT, "from_revision"),
     ("Watch", pb.WatchRequest(model_names=["ok", "NOT OK"]), C.INVALID_ARGUMENT, "model_names[1]"),
