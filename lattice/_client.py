@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -440,6 +440,29 @@ class Client(Connection):
             spec = _requests.dataset_spec(name, sources, **options)
         request = trainer_pb2.PrepareDatasetRequest(spec=spec)
         return self._unary(self._trainer.PrepareDataset, request, "prepare", timeout).dataset
+
+    def upload_sources(
+        self,
+        local: str | os.PathLike[str],
+        directory: str | None = None,
+        *,
+        on_progress: Callable[[int], None] | None = None,
+        timeout: float | None = None,
+    ) -> trainer_pb2.UploadSourcesResponse:
+        """Upload a local file or directory's .txt/.jsonl/.csv files into your source
+        directory on the trainer (replacing `directory` there, default: the local name).
+        Use the returned `directory` as a `prepare_dataset` source. `on_progress` gets
+        the bytes of each chunk sent."""
+        files = _requests.source_files(local)
+        name = directory or _requests.upload_directory_name(local)
+        try:
+            return self._trainer.UploadSources(
+                _requests.source_upload_messages(files, name, on_progress),
+                timeout=self._config.timeout("transfer", timeout),
+                metadata=self._config.metadata(),
+            )
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc) from exc
 
     def get_dataset(self, dataset_id: str, *, timeout: float | None = None) -> trainer_pb2.Dataset:
         request = trainer_pb2.GetDatasetRequest(dataset_id=dataset_id)

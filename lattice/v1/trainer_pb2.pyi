@@ -529,3 +529,37 @@ class WatchJobResponse(_message.Message):
     alert: TrainingAlert
     log: str
     def __init__(self, sequence: _Optional[int] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., job: _Optional[_Union[Job, _Mapping]] = ..., metrics: _Optional[_Union[TrainingMetrics, _Mapping]] = ..., alert: _Optional[_Union[TrainingAlert, _Mapping]] = ..., log: _Optional[str] = ...) -> None: ...
+
+class UploadTarget(_message.Message):
+    __slots__ = ("directory",)
+    DIRECTORY_FIELD_NUMBER: _ClassVar[int]
+    directory: str
+    def __init__(self, directory: _Optional[str] = ...) -> None: ...
+
+class SourceFileHeader(_message.Message):
+    __slots__ = ("path", "size_bytes")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    size_bytes: int
+    def __init__(self, path: _Optional[str] = ..., size_bytes: _Optional[int] = ...) -> None: ...
+
+class UploadSourcesRequest(_message.Message):
+    __slots__ = ("target", "file", "chunk")
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    FILE_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    target: UploadTarget
+    file: SourceFileHeader
+    chunk: bytes
+    def __init__(self, target: _Optional[_Union[UploadTarget, _Mapping]] = ..., file: _Optional[_Union[SourceFileHeader, _Mapping]] = ..., chunk: _Optional[bytes] = ...) -> None: ...
+
+class UploadSourcesResponse(_message.Message):
+    __slots__ = ("directory", "files", "size_bytes")
+    DIRECTORY_FIELD_NUMBER: _ClassVar[int]
+    FILES_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    directory: str
+    files: int
+    size_bytes: int
+    def __init__(self, directory: _Optional[str] = ..., files: _Optional[int] = ..., size_bytes: _Optional[int] = ...) -> None: ...

@@ -61,6 +61,7 @@ METHOD_SCOPES: dict[str, str] = {
     _TRAINER + "ListJobs": TRAINER_READ,
     _TRAINER + "CancelJob": TRAINER_SUBMIT,
     _TRAINER + "WatchJob": TRAINER_READ,
+    _TRAINER + "UploadSources": TRAINER_SUBMIT,
 }
 
 

@@ -59,11 +59,14 @@ class GatewaySettings(ServerSettings):
     jwt_cache_size: int = 10_000
     #: Redis shared by all gateway replicas for quotas; empty = per-replica limits only.
     redis_url: str = ""
-    #: Requests / tokens per tenant per quota window; 0 = unlimited.
+    #: Default requests per tenant per quota window, for tenants whose registry record
+    #: sets no quota (`lattice tenants set-quota`); 0 = unlimited.
     quota_requests: int = 0
+    #: Default tokens (prompt + completion) per tenant per quota window; 0 = unlimited.
     quota_tokens: int = 0
+    #: Length of the sliding quota window, unless a tenant's record sets its own.
     quota_window_seconds: float = 60.0
-    #: Count quotas per (tenant, model) instead of per tenant.
+    #: Count the default quotas per (tenant, model) instead of per tenant.
     quota_per_model: bool = False
     #: Redis down: true = per-replica limits and a warning, false = UNAVAILABLE.
     quota_fail_open: bool = True

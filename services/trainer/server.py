@@ -16,6 +16,7 @@ from services.runtime.entrypoint import run_service
 from services.trainer.data.confine import SourceRoots
 from services.trainer.data.service import DatasetService
 from services.trainer.data.store import DatasetStore
+from services.trainer.data.uploads import SourceUploads, UploadLimits
 from services.trainer.jobs.metrics import TrainerMetrics
 from services.trainer.jobs.runner import JobRunner, RunnerOptions
 from services.trainer.jobs.store import JobStore
@@ -36,6 +37,12 @@ class TrainerSettings(ServerSettings):
     max_source_files: int = 100_000
     #: Threads that walk sources and prepare datasets (preparations beyond queue).
     prepare_workers: int = 2
+    #: UploadSources limits: bytes per file, bytes and files per upload, and the
+    #: bytes one tenant keeps under its source directory.
+    upload_max_file_bytes: int = 256 * 1024**2
+    upload_max_bytes: int = 1024**3
+    upload_max_files: int = 10_000
+    upload_max_tenant_bytes: int = 10 * 1024**3
     #: Where finished jobs register their model ("" = no registry).
     registry_address: str = "127.0.0.1:50052"
     #: Jobs whose process groups run at the same time; the rest wait in the queue.
@@ -110,7 +117,17 @@ async def build_server(
         lambda _d: metrics.datasets.inc(),
         workers=settings.prepare_workers,
     )
-    servicer = TrainerServicer(dataset_service, runner)
+    uploads = SourceUploads(
+        roots,
+        dataset_service.off_loop,
+        UploadLimits(
+            max_file_bytes=settings.upload_max_file_bytes,
+            max_upload_bytes=settings.upload_max_bytes,
+            max_upload_files=settings.upload_max_files,
+            max_tenant_bytes=settings.upload_max_tenant_bytes,
+        ),
+    )
+    servicer = TrainerServicer(dataset_service, runner, uploads)
     service = Service(
         servicer,
         trainer_pb2_grpc.add_TrainerServiceServicer_to_server,

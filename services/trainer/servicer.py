@@ -8,6 +8,7 @@ from lattice.errors import InvalidArgument
 from lattice.v1 import trainer_pb2, trainer_pb2_grpc
 from services.runtime.identity import caller_of
 from services.trainer.data.service import DatasetService
+from services.trainer.data.uploads import SourceUploads
 from services.trainer.jobs.runner import JobRunner
 
 MAX_PAGE = 1000
@@ -27,9 +28,10 @@ def _next(offset: int, limit: int, got: int) -> str:
 
 
 class TrainerServicer(trainer_pb2_grpc.TrainerServiceServicer):
-    def __init__(self, datasets: DatasetService, jobs: JobRunner) -> None:
+    def __init__(self, datasets: DatasetService, jobs: JobRunner, uploads: SourceUploads) -> None:
         self.datasets = datasets
         self.jobs = jobs
+        self.uploads = uploads
 
     async def PrepareDataset(self, request, context):
         if not request.HasField("spec"):
@@ -74,3 +76,10 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServiceServicer):
         events = self.jobs.watch(caller_of(context), request.job_id, request.from_sequence)
         async for event in events:
             yield event
+
+    async def UploadSources(self, request_iterator, context):
+        caller = caller_of(context)
+        first = await anext(aiter(request_iterator), None)
+        if first is None or first.WhichOneof("payload") != "target":
+            raise InvalidArgument("target", "the first message must name the target directory")
+        return await self.uploads.upload(caller, first.target, request_iterator)

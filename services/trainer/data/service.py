@@ -43,7 +43,8 @@ class DatasetService:
             max_workers=max(1, workers), thread_name_prefix="dataset-prep"
         )
 
-    async def _off_loop(self, fn, *args, **kwargs):
+    async def off_loop(self, fn, *args, **kwargs):
+        """Run `fn` on the service's bounded worker pool."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, functools.partial(fn, *args, **kwargs))
 
@@ -53,7 +54,7 @@ class DatasetService:
     async def prepare(self, caller: Caller, spec: trainer_pb2.DatasetSpec) -> trainer_pb2.Dataset:
         """Prepare a dataset owned by the caller's tenant, from its source roots only."""
         confine = self.roots.for_tenant(caller.tenant)
-        await self._off_loop(validate_spec, spec, confine)
+        await self.off_loop(validate_spec, spec, confine)
         base_dir = None
         scratch = None
         try:
@@ -67,7 +68,7 @@ class DatasetService:
                     raise InvalidArgument("spec.tokenizer.base_model", str(error)) from None
                 scratch = Path(tempfile.mkdtemp(prefix=".base-", dir=self.store.root))
                 base_dir = await registry.download(version, scratch / "model")
-            dataset = await self._off_loop(
+            dataset = await self.off_loop(
                 self.preparer.prepare, spec, base_dir, tenant=caller.tenant
             )
         finally:
