@@ -13,7 +13,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from lattice import Client
 from lattice.tokens import TENANT_SCOPES, mint_dev_token
-from services.suite.local import LocalSuite, SuiteConfig, dev_secret
+from services.suite.local import LOCAL_TENANT, LocalSuite, SuiteConfig, dev_secret
 from services.suite.starter import StarterRecipe, probe_token, train_starter, wait_until_served
 from services.suite.up import report, suite_config, suite_options
 
@@ -76,13 +76,14 @@ async def _main(
 
 def _tour(config: SuiteConfig, recipe: StarterRecipe, prompt: str, max_new_tokens: int) -> None:
     secret = dev_secret(config.data_dir.resolve())
-    token = mint_dev_token(secret, tenant="demo", scopes=TENANT_SCOPES, subject="demo")
+    # The developer's own tenant, so `lattice token` can manage what the demo made.
+    token = mint_dev_token(secret, tenant=LOCAL_TENANT, scopes=TENANT_SCOPES, subject="demo")
     trace_id = secrets.token_hex(16)
     traceparent = f"00-{trace_id}-{secrets.token_hex(8)}-01"
     with Client(
         config.address("gateway"), token, metadata=[("traceparent", traceparent)]
     ) as client:
-        click.echo("[2/6] minted a development token (tenant 'demo', every scope but admin)")
+        click.echo(f"[2/6] minted a development token (tenant '{LOCAL_TENANT}', no admin scope)")
         click.echo("[3/6] preparing data and training")
         job = train_starter(client, recipe)
         ref = f"{job.registered_model}:{job.registered_version}"

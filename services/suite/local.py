@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
 import secrets
 import shutil
 import time
@@ -18,6 +19,10 @@ from lattice.tokens import DEV_SECRET_FILE
 from services.suite.supervisor import ChildSpec, Supervisor, service_argv
 
 SERVICE_ORDER = ("registry", "inference", "trainer", "gateway")
+
+#: The tenant a developer's `lattice token` acts for by default: it owns the starter
+#: model and whatever a data directory held before resources had owners.
+LOCAL_TENANT = "dev"
 
 
 def dev_secret(data_dir: Path) -> str:
@@ -127,6 +132,8 @@ class LocalSuite:
             "LATTICE_TRAINER_ADDRESS": config.address("trainer"),
             "LATTICE_REDIS_URL": self.redis_url,
             "LATTICE_DEV_JWT_SECRET": dev_secret(config.data_dir),
+            # Data from before ownership belongs to the tenant `lattice token` names.
+            "LATTICE_DEFAULT_TENANT": os.environ.get("LATTICE_DEFAULT_TENANT", LOCAL_TENANT),
         }
         return [
             ChildSpec(

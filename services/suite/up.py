@@ -10,7 +10,7 @@ import click
 
 from lattice import Client
 from lattice.tokens import TENANT_SCOPES, mint_dev_token
-from services.suite.local import LocalSuite, SuiteConfig, dev_secret
+from services.suite.local import LOCAL_TENANT, LocalSuite, SuiteConfig, dev_secret
 from services.suite.starter import (
     StarterRecipe,
     online_version,
@@ -80,7 +80,7 @@ def up(starter_model: str, **options) -> None:
 
 #: The starter model belongs to the tenant `lattice token` names by default, so the
 #: token a developer mints next can manage it.
-STARTER_TENANT = "dev"
+STARTER_TENANT = LOCAL_TENANT
 
 
 def _ensure_starter(suite: LocalSuite, model: str) -> None:
