@@ -33,7 +33,9 @@ class _AddCaller:
         if not any(key in keys for key, _ in metadata):
             for key, value in self._identity:
                 metadata.add(key, value)
-        return details._replace(metadata=metadata)
+        return aio.ClientCallDetails(
+            details.method, details.timeout, metadata, details.credentials, details.wait_for_ready
+        )
 
 
 # grpc.aio files an interceptor under the first of the four kinds it is, so each
@@ -60,7 +62,7 @@ class _StreamStream(_AddCaller, aio.StreamStreamClientInterceptor):
 
 def caller_channel(address: str, caller: Caller = ADMIN, **kwargs: Any) -> aio.Channel:
     """An insecure channel whose every call names `caller`."""
-    interceptors = [
+    interceptors: list[Any] = [
         kind(caller) for kind in (_UnaryUnary, _UnaryStream, _StreamUnary, _StreamStream)
     ]
     return aio.insecure_channel(address, interceptors=interceptors, **kwargs)
