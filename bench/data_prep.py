@@ -26,6 +26,7 @@ import snownlp
 
 from lattice.v1 import trainer_pb2
 from services.trainer.data.builtin import builtin_documents
+from services.trainer.data.confine import SourceRoots
 from services.trainer.data.dedupe import NearDuplicateIndex
 from services.trainer.data.prepare import DatasetPreparer
 from services.trainer.data.store import DatasetStore
@@ -73,7 +74,7 @@ def clean_rate(preparer: DatasetPreparer, corpus: Path, **cleaning: object) -> t
     )
     report = trainer_pb2.DatasetReport()
     started = time.perf_counter()
-    preparer.clean(spec, report)
+    preparer.clean(spec, report, preparer.roots.for_tenant("bench"))
     elapsed = time.perf_counter() - started
     return corpus.stat().st_size / 1e6 / elapsed, report.documents_in
 
@@ -98,7 +99,8 @@ def main() -> None:
     zh, en = chinese_lines(), english_paragraphs()
     with tempfile.TemporaryDirectory() as scratch:
         root = Path(scratch)
-        preparer = DatasetPreparer(DatasetStore(root / "store"))
+        # The corpora are written where tenant "bench" may read them.
+        preparer = DatasetPreparer(DatasetStore(root / "store"), SourceRoots([str(root)]))
         en_path, zh_path = root / "en.txt", root / "zh.txt"
         en_size = write_corpus(en_path, en, args.mb, 1)
         zh_size = write_corpus(zh_path, zh, args.mb, 2)

@@ -401,6 +401,43 @@ class AsyncClient(Connection):
         )
         return (await self._unary(self._registry.SetPolicy, request, "unary", timeout)).policy
 
+    # --- tenants (admin) --------------------------------------------------------------
+
+    async def create_tenant(
+        self,
+        name: str,
+        *,
+        enabled: bool = True,
+        quota: registry_pb2.TenantQuota | None = None,
+        timeout: float | None = None,
+    ) -> registry_pb2.Tenant:
+        """Create a tenant record (admin only); `quota` is a `registry_pb2.TenantQuota`."""
+        tenant = registry_pb2.Tenant(name=name, enabled=enabled, quota=quota)
+        request = registry_pb2.CreateTenantRequest(tenant=tenant)
+        return (await self._unary(self._registry.CreateTenant, request, "unary", timeout)).tenant
+
+    async def get_tenant(self, name: str, *, timeout: float | None = None) -> registry_pb2.Tenant:
+        request = registry_pb2.GetTenantRequest(name=name)
+        return (await self._unary(self._registry.GetTenant, request, "unary", timeout)).tenant
+
+    async def list_tenants(self, *, timeout: float | None = None) -> list[registry_pb2.Tenant]:
+        """Tenant records in name order (only the caller's own unless admin)."""
+        request = registry_pb2.ListTenantsRequest(page_size=1000)
+        return await self._pages(self._registry.ListTenants, request, "tenants", timeout)
+
+    async def update_tenant(
+        self,
+        tenant: registry_pb2.Tenant,
+        *,
+        expected_revision: int = 0,
+        timeout: float | None = None,
+    ) -> registry_pb2.Tenant:
+        """Replace a tenant record (admin only): read it, change it, write it back."""
+        request = registry_pb2.UpdateTenantRequest(
+            tenant=tenant, expected_revision=expected_revision
+        )
+        return (await self._unary(self._registry.UpdateTenant, request, "unary", timeout)).tenant
+
     def watch(
         self,
         from_revision: int = 0,

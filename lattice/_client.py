@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -386,6 +386,43 @@ class Client(Connection):
         )
         return self._unary(self._registry.SetPolicy, request, "unary", timeout).policy
 
+    # --- tenants (admin) --------------------------------------------------------------
+
+    def create_tenant(
+        self,
+        name: str,
+        *,
+        enabled: bool = True,
+        quota: registry_pb2.TenantQuota | None = None,
+        timeout: float | None = None,
+    ) -> registry_pb2.Tenant:
+        """Create a tenant record (admin only); `quota` is a `registry_pb2.TenantQuota`."""
+        tenant = registry_pb2.Tenant(name=name, enabled=enabled, quota=quota)
+        request = registry_pb2.CreateTenantRequest(tenant=tenant)
+        return self._unary(self._registry.CreateTenant, request, "unary", timeout).tenant
+
+    def get_tenant(self, name: str, *, timeout: float | None = None) -> registry_pb2.Tenant:
+        request = registry_pb2.GetTenantRequest(name=name)
+        return self._unary(self._registry.GetTenant, request, "unary", timeout).tenant
+
+    def list_tenants(self, *, timeout: float | None = None) -> list[registry_pb2.Tenant]:
+        """Tenant records in name order (only the caller's own unless admin)."""
+        request = registry_pb2.ListTenantsRequest(page_size=1000)
+        return self._pages(self._registry.ListTenants, request, "tenants", timeout)
+
+    def update_tenant(
+        self,
+        tenant: registry_pb2.Tenant,
+        *,
+        expected_revision: int = 0,
+        timeout: float | None = None,
+    ) -> registry_pb2.Tenant:
+        """Replace a tenant record (admin only): read it, change it, write it back."""
+        request = registry_pb2.UpdateTenantRequest(
+            tenant=tenant, expected_revision=expected_revision
+        )
+        return self._unary(self._registry.UpdateTenant, request, "unary", timeout).tenant
+
     def watch(
         self,
         from_revision: int = 0,
@@ -422,6 +459,29 @@ class Client(Connection):
             spec = _requests.dataset_spec(name, sources, **options)
         request = trainer_pb2.PrepareDatasetRequest(spec=spec)
         return self._unary(self._trainer.PrepareDataset, request, "prepare", timeout).dataset
+
+    def upload_sources(
+        self,
+        local: str | os.PathLike[str],
+        directory: str | None = None,
+        *,
+        on_progress: Callable[[int], None] | None = None,
+        timeout: float | None = None,
+    ) -> trainer_pb2.UploadSourcesResponse:
+        """Upload a local file or directory's .txt/.jsonl/.csv files into your source
+        directory on the trainer (replacing `directory` there, default: the local name).
+        Use the returned `directory` as a `prepare_dataset` source. `on_progress` gets
+        the bytes of each chunk sent."""
+        files = _requests.source_files(local)
+        name = directory or _requests.upload_directory_name(local)
+        try:
+            return self._trainer.UploadSources(
+                _requests.source_upload_messages(files, name, on_progress),
+                timeout=self._config.timeout("transfer", timeout),
+                metadata=self._config.metadata(),
+            )
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc) from exc
 
     def get_dataset(self, dataset_id: str, *, timeout: float | None = None) -> trainer_pb2.Dataset:
         request = trainer_pb2.GetDatasetRequest(dataset_id=dataset_id)

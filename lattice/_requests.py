@@ -7,8 +7,11 @@ built here once.
 from __future__ import annotations
 
 import datetime as _dt
+import os
+import re
 import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any, TypeVar, cast
 
 from google.protobuf import json_format
@@ -236,6 +239,68 @@ def set_policy(
     if min_rollout_interval is not None:
         policy.min_rollout_interval.FromTimedelta(_dt.timedelta(seconds=min_rollout_interval))
     return registry_pb2.SetPolicyRequest(policy=policy, expected_revision=expected_revision)
+
+
+def tenant_quota(
+    requests: int = 0, tokens: int = 0, window: float | None = None
+) -> registry_pb2.TenantQuota:
+    """A quota per window (seconds; None = the gateway's window); 0 = unlimited."""
+    if requests < 0 or tokens < 0:
+        raise ValueError("quotas must be >= 0")
+    quota = registry_pb2.TenantQuota(requests=requests, tokens=tokens)
+    if window is not None:
+        quota.window.FromTimedelta(_dt.timedelta(seconds=window))
+    return quota
+
+
+#: What dataset preparation reads; other files are not uploaded.
+SOURCE_SUFFIXES = (".txt", ".jsonl", ".csv")
+UPLOAD_CHUNK = 1024 * 1024
+
+
+def source_files(local: str | os.PathLike[str]) -> list[tuple[str, Path]]:
+    """(relative name, path) of every .txt/.jsonl/.csv file of a file or directory."""
+    root = Path(local)
+    if root.is_file():
+        return [(root.name, root)]
+    if not root.is_dir():
+        raise ValueError(f"{local}: no such file or directory")
+    found = sorted(
+        (p.relative_to(root).as_posix(), p)
+        for p in root.rglob("*")
+        if p.is_file() and p.suffix.lower() in SOURCE_SUFFIXES
+    )
+    if not found:
+        raise ValueError(f"{local}: holds no {', '.join(SOURCE_SUFFIXES)} file")
+    return found
+
+
+def upload_directory_name(local: str | os.PathLike[str]) -> str:
+    """The remote directory an upload of `local` goes to by default: its name, made safe."""
+    name = Path(os.path.abspath(local)).name
+    if Path(local).is_file():
+        name = Path(name).stem
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip(".-_")
+    return safe or "upload"
+
+
+def source_upload_messages(
+    files: Sequence[tuple[str, Path]],
+    directory: str,
+    on_progress: Callable[[int], None] | None = None,
+) -> Iterator[trainer_pb2.UploadSourcesRequest]:
+    """The UploadSources stream: target, then each file's header and chunks."""
+    yield trainer_pb2.UploadSourcesRequest(target=trainer_pb2.UploadTarget(directory=directory))
+    for name, path in files:
+        size = path.stat().st_size
+        yield trainer_pb2.UploadSourcesRequest(
+            file=trainer_pb2.SourceFileHeader(path=name, size_bytes=size)
+        )
+        with path.open("rb") as handle:
+            while chunk := handle.read(UPLOAD_CHUNK):
+                yield trainer_pb2.UploadSourcesRequest(chunk=chunk)
+                if on_progress is not None:
+                    on_progress(len(chunk))
 
 
 def data_source(text: str, text_field: str = "", encoding: str = "") -> trainer_pb2.DataSource:

@@ -31,6 +31,9 @@ ALL_SCOPES = (
     "trainer:read",
     "admin",
 )
+#: What a token carries unless admin is asked for: every scope but `admin`, so a
+#: developer sees what a tenant sees (admin would hide every ownership bug).
+TENANT_SCOPES = tuple(scope for scope in ALL_SCOPES if scope != "admin")
 
 
 def mint_dev_token(

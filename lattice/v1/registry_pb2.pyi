@@ -36,7 +36,7 @@ WATCH_EVENT_TYPE_RESET: WatchEventType
 WATCH_EVENT_TYPE_SYNCED: WatchEventType
 
 class Model(_message.Message):
-    __slots__ = ("name", "task", "description", "labels", "create_time", "latest_version")
+    __slots__ = ("name", "task", "description", "labels", "create_time", "latest_version", "tenant")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -50,13 +50,15 @@ class Model(_message.Message):
     LABELS_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     LATEST_VERSION_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
     name: str
     task: _common_pb2.ModelTask
     description: str
     labels: _containers.ScalarMap[str, str]
     create_time: _timestamp_pb2.Timestamp
     latest_version: int
-    def __init__(self, name: _Optional[str] = ..., task: _Optional[_Union[_common_pb2.ModelTask, str]] = ..., description: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., latest_version: _Optional[int] = ...) -> None: ...
+    tenant: str
+    def __init__(self, name: _Optional[str] = ..., task: _Optional[_Union[_common_pb2.ModelTask, str]] = ..., description: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., latest_version: _Optional[int] = ..., tenant: _Optional[str] = ...) -> None: ...
 
 class Lineage(_message.Message):
     __slots__ = ("training_job_id", "dataset_digest", "base_version", "base_model_name")
@@ -71,7 +73,7 @@ class Lineage(_message.Message):
     def __init__(self, training_job_id: _Optional[str] = ..., dataset_digest: _Optional[str] = ..., base_version: _Optional[int] = ..., base_model_name: _Optional[str] = ...) -> None: ...
 
 class ModelVersion(_message.Message):
-    __slots__ = ("model_name", "version", "artifact_uri", "artifact_digest", "format", "lineage", "metrics", "params", "tags", "create_time", "status", "artifact_size_bytes", "description")
+    __slots__ = ("model_name", "version", "artifact_uri", "artifact_digest", "format", "lineage", "metrics", "params", "tags", "create_time", "status", "artifact_size_bytes", "description", "tenant")
     class MetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -106,6 +108,7 @@ class ModelVersion(_message.Message):
     STATUS_FIELD_NUMBER: _ClassVar[int]
     ARTIFACT_SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
     model_name: str
     version: int
     artifact_uri: str
@@ -119,19 +122,22 @@ class ModelVersion(_message.Message):
     status: VersionStatus
     artifact_size_bytes: int
     description: str
-    def __init__(self, model_name: _Optional[str] = ..., version: _Optional[int] = ..., artifact_uri: _Optional[str] = ..., artifact_digest: _Optional[str] = ..., format: _Optional[_Union[_common_pb2.ArtifactFormat, str]] = ..., lineage: _Optional[_Union[Lineage, _Mapping]] = ..., metrics: _Optional[_Mapping[str, float]] = ..., params: _Optional[_Mapping[str, str]] = ..., tags: _Optional[_Mapping[str, str]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., status: _Optional[_Union[VersionStatus, str]] = ..., artifact_size_bytes: _Optional[int] = ..., description: _Optional[str] = ...) -> None: ...
+    tenant: str
+    def __init__(self, model_name: _Optional[str] = ..., version: _Optional[int] = ..., artifact_uri: _Optional[str] = ..., artifact_digest: _Optional[str] = ..., format: _Optional[_Union[_common_pb2.ArtifactFormat, str]] = ..., lineage: _Optional[_Union[Lineage, _Mapping]] = ..., metrics: _Optional[_Mapping[str, float]] = ..., params: _Optional[_Mapping[str, str]] = ..., tags: _Optional[_Mapping[str, str]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., status: _Optional[_Union[VersionStatus, str]] = ..., artifact_size_bytes: _Optional[int] = ..., description: _Optional[str] = ..., tenant: _Optional[str] = ...) -> None: ...
 
 class Alias(_message.Message):
-    __slots__ = ("model_name", "alias", "version", "revision")
+    __slots__ = ("model_name", "alias", "version", "revision", "tenant")
     MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
     ALIAS_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     REVISION_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
     model_name: str
     alias: str
     version: int
     revision: int
-    def __init__(self, model_name: _Optional[str] = ..., alias: _Optional[str] = ..., version: _Optional[int] = ..., revision: _Optional[int] = ...) -> None: ...
+    tenant: str
+    def __init__(self, model_name: _Optional[str] = ..., alias: _Optional[str] = ..., version: _Optional[int] = ..., revision: _Optional[int] = ..., tenant: _Optional[str] = ...) -> None: ...
 
 class Route(_message.Message):
     __slots__ = ("version", "weight")
@@ -142,23 +148,25 @@ class Route(_message.Message):
     def __init__(self, version: _Optional[int] = ..., weight: _Optional[int] = ...) -> None: ...
 
 class Deployment(_message.Message):
-    __slots__ = ("model_name", "routes", "shadow_version", "revision", "update_time", "updated_by")
+    __slots__ = ("model_name", "routes", "shadow_version", "revision", "update_time", "updated_by", "tenant")
     MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
     ROUTES_FIELD_NUMBER: _ClassVar[int]
     SHADOW_VERSION_FIELD_NUMBER: _ClassVar[int]
     REVISION_FIELD_NUMBER: _ClassVar[int]
     UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
     UPDATED_BY_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
     model_name: str
     routes: _containers.RepeatedCompositeFieldContainer[Route]
     shadow_version: int
     revision: int
     update_time: _timestamp_pb2.Timestamp
     updated_by: str
-    def __init__(self, model_name: _Optional[str] = ..., routes: _Optional[_Iterable[_Union[Route, _Mapping]]] = ..., shadow_version: _Optional[int] = ..., revision: _Optional[int] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_by: _Optional[str] = ...) -> None: ...
+    tenant: str
+    def __init__(self, model_name: _Optional[str] = ..., routes: _Optional[_Iterable[_Union[Route, _Mapping]]] = ..., shadow_version: _Optional[int] = ..., revision: _Optional[int] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_by: _Optional[str] = ..., tenant: _Optional[str] = ...) -> None: ...
 
 class DeploymentHistoryEntry(_message.Message):
-    __slots__ = ("revision", "model_name", "from_deployment", "to_deployment", "actor", "reason", "time")
+    __slots__ = ("revision", "model_name", "from_deployment", "to_deployment", "actor", "reason", "time", "tenant")
     REVISION_FIELD_NUMBER: _ClassVar[int]
     MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
     FROM_DEPLOYMENT_FIELD_NUMBER: _ClassVar[int]
@@ -166,6 +174,7 @@ class DeploymentHistoryEntry(_message.Message):
     ACTOR_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     TIME_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
     revision: int
     model_name: str
     from_deployment: Deployment
@@ -173,23 +182,26 @@ class DeploymentHistoryEntry(_message.Message):
     actor: str
     reason: str
     time: _timestamp_pb2.Timestamp
-    def __init__(self, revision: _Optional[int] = ..., model_name: _Optional[str] = ..., from_deployment: _Optional[_Union[Deployment, _Mapping]] = ..., to_deployment: _Optional[_Union[Deployment, _Mapping]] = ..., actor: _Optional[str] = ..., reason: _Optional[str] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    tenant: str
+    def __init__(self, revision: _Optional[int] = ..., model_name: _Optional[str] = ..., from_deployment: _Optional[_Union[Deployment, _Mapping]] = ..., to_deployment: _Optional[_Union[Deployment, _Mapping]] = ..., actor: _Optional[str] = ..., reason: _Optional[str] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., tenant: _Optional[str] = ...) -> None: ...
 
 class ModelPolicy(_message.Message):
-    __slots__ = ("model_name", "allowed_tenants", "max_new_tokens", "max_prompt_tokens", "min_rollout_interval", "revision")
+    __slots__ = ("model_name", "allowed_tenants", "max_new_tokens", "max_prompt_tokens", "min_rollout_interval", "revision", "tenant")
     MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
     ALLOWED_TENANTS_FIELD_NUMBER: _ClassVar[int]
     MAX_NEW_TOKENS_FIELD_NUMBER: _ClassVar[int]
     MAX_PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     MIN_ROLLOUT_INTERVAL_FIELD_NUMBER: _ClassVar[int]
     REVISION_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
     model_name: str
     allowed_tenants: _containers.RepeatedScalarFieldContainer[str]
     max_new_tokens: int
     max_prompt_tokens: int
     min_rollout_interval: _duration_pb2.Duration
     revision: int
-    def __init__(self, model_name: _Optional[str] = ..., allowed_tenants: _Optional[_Iterable[str]] = ..., max_new_tokens: _Optional[int] = ..., max_prompt_tokens: _Optional[int] = ..., min_rollout_interval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., revision: _Optional[int] = ...) -> None: ...
+    tenant: str
+    def __init__(self, model_name: _Optional[str] = ..., allowed_tenants: _Optional[_Iterable[str]] = ..., max_new_tokens: _Optional[int] = ..., max_prompt_tokens: _Optional[int] = ..., min_rollout_interval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., revision: _Optional[int] = ..., tenant: _Optional[str] = ...) -> None: ...
 
 class CreateModelRequest(_message.Message):
     __slots__ = ("model",)
@@ -550,6 +562,95 @@ class SetPolicyResponse(_message.Message):
     policy: ModelPolicy
     def __init__(self, policy: _Optional[_Union[ModelPolicy, _Mapping]] = ...) -> None: ...
 
+class TenantQuota(_message.Message):
+    __slots__ = ("requests", "tokens", "window")
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_FIELD_NUMBER: _ClassVar[int]
+    requests: int
+    tokens: int
+    window: _duration_pb2.Duration
+    def __init__(self, requests: _Optional[int] = ..., tokens: _Optional[int] = ..., window: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+
+class Tenant(_message.Message):
+    __slots__ = ("name", "enabled", "quota", "model_quotas", "revision", "update_time", "updated_by")
+    class ModelQuotasEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: TenantQuota
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[TenantQuota, _Mapping]] = ...) -> None: ...
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ENABLED_FIELD_NUMBER: _ClassVar[int]
+    QUOTA_FIELD_NUMBER: _ClassVar[int]
+    MODEL_QUOTAS_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_BY_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    enabled: bool
+    quota: TenantQuota
+    model_quotas: _containers.MessageMap[str, TenantQuota]
+    revision: int
+    update_time: _timestamp_pb2.Timestamp
+    updated_by: str
+    def __init__(self, name: _Optional[str] = ..., enabled: _Optional[bool] = ..., quota: _Optional[_Union[TenantQuota, _Mapping]] = ..., model_quotas: _Optional[_Mapping[str, TenantQuota]] = ..., revision: _Optional[int] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_by: _Optional[str] = ...) -> None: ...
+
+class CreateTenantRequest(_message.Message):
+    __slots__ = ("tenant",)
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    tenant: Tenant
+    def __init__(self, tenant: _Optional[_Union[Tenant, _Mapping]] = ...) -> None: ...
+
+class CreateTenantResponse(_message.Message):
+    __slots__ = ("tenant",)
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    tenant: Tenant
+    def __init__(self, tenant: _Optional[_Union[Tenant, _Mapping]] = ...) -> None: ...
+
+class GetTenantRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class GetTenantResponse(_message.Message):
+    __slots__ = ("tenant",)
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    tenant: Tenant
+    def __init__(self, tenant: _Optional[_Union[Tenant, _Mapping]] = ...) -> None: ...
+
+class ListTenantsRequest(_message.Message):
+    __slots__ = ("page_size", "page_token")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListTenantsResponse(_message.Message):
+    __slots__ = ("tenants", "next_page_token")
+    TENANTS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    tenants: _containers.RepeatedCompositeFieldContainer[Tenant]
+    next_page_token: str
+    def __init__(self, tenants: _Optional[_Iterable[_Union[Tenant, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class UpdateTenantRequest(_message.Message):
+    __slots__ = ("tenant", "expected_revision")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_REVISION_FIELD_NUMBER: _ClassVar[int]
+    tenant: Tenant
+    expected_revision: int
+    def __init__(self, tenant: _Optional[_Union[Tenant, _Mapping]] = ..., expected_revision: _Optional[int] = ...) -> None: ...
+
+class UpdateTenantResponse(_message.Message):
+    __slots__ = ("tenant",)
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    tenant: Tenant
+    def __init__(self, tenant: _Optional[_Union[Tenant, _Mapping]] = ...) -> None: ...
+
 class WatchRequest(_message.Message):
     __slots__ = ("from_revision", "model_names")
     FROM_REVISION_FIELD_NUMBER: _ClassVar[int]
@@ -559,7 +660,7 @@ class WatchRequest(_message.Message):
     def __init__(self, from_revision: _Optional[int] = ..., model_names: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class WatchResponse(_message.Message):
-    __slots__ = ("type", "revision", "model", "version", "alias", "deployment", "policy")
+    __slots__ = ("type", "revision", "model", "version", "alias", "deployment", "policy", "tenant")
     TYPE_FIELD_NUMBER: _ClassVar[int]
     REVISION_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
@@ -567,6 +668,7 @@ class WatchResponse(_message.Message):
     ALIAS_FIELD_NUMBER: _ClassVar[int]
     DEPLOYMENT_FIELD_NUMBER: _ClassVar[int]
     POLICY_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
     type: WatchEventType
     revision: int
     model: Model
@@ -574,4 +676,5 @@ class WatchResponse(_message.Message):
     alias: Alias
     deployment: Deployment
     policy: ModelPolicy
-    def __init__(self, type: _Optional[_Union[WatchEventType, str]] = ..., revision: _Optional[int] = ..., model: _Optional[_Union[Model, _Mapping]] = ..., version: _Optional[_Union[ModelVersion, _Mapping]] = ..., alias: _Optional[_Union[Alias, _Mapping]] = ..., deployment: _Optional[_Union[Deployment, _Mapping]] = ..., policy: _Optional[_Union[ModelPolicy, _Mapping]] = ...) -> None: ...
+    tenant: Tenant
+    def __init__(self, type: _Optional[_Union[WatchEventType, str]] = ..., revision: _Optional[int] = ..., model: _Optional[_Union[Model, _Mapping]] = ..., version: _Optional[_Union[ModelVersion, _Mapping]] = ..., alias: _Optional[_Union[Alias, _Mapping]] = ..., deployment: _Optional[_Union[Deployment, _Mapping]] = ..., policy: _Optional[_Union[ModelPolicy, _Mapping]] = ..., tenant: _Optional[_Union[Tenant, _Mapping]] = ...) -> None: ...

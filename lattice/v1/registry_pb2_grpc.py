@@ -141,6 +141,26 @@ class ModelRegistryServiceStub:
                 request_serializer=lattice_dot_v1_dot_registry__pb2.SetPolicyRequest.SerializeToString,
                 response_deserializer=lattice_dot_v1_dot_registry__pb2.SetPolicyResponse.FromString,
                 _registered_method=True)
+        self.CreateTenant = channel.unary_unary(
+                '/lattice.v1.ModelRegistryService/CreateTenant',
+                request_serializer=lattice_dot_v1_dot_registry__pb2.CreateTenantRequest.SerializeToString,
+                response_deserializer=lattice_dot_v1_dot_registry__pb2.CreateTenantResponse.FromString,
+                _registered_method=True)
+        self.GetTenant = channel.unary_unary(
+                '/lattice.v1.ModelRegistryService/GetTenant',
+                request_serializer=lattice_dot_v1_dot_registry__pb2.GetTenantRequest.SerializeToString,
+                response_deserializer=lattice_dot_v1_dot_registry__pb2.GetTenantResponse.FromString,
+                _registered_method=True)
+        self.ListTenants = channel.unary_unary(
+                '/lattice.v1.ModelRegistryService/ListTenants',
+                request_serializer=lattice_dot_v1_dot_registry__pb2.ListTenantsRequest.SerializeToString,
+                response_deserializer=lattice_dot_v1_dot_registry__pb2.ListTenantsResponse.FromString,
+                _registered_method=True)
+        self.UpdateTenant = channel.unary_unary(
+                '/lattice.v1.ModelRegistryService/UpdateTenant',
+                request_serializer=lattice_dot_v1_dot_registry__pb2.UpdateTenantRequest.SerializeToString,
+                response_deserializer=lattice_dot_v1_dot_registry__pb2.UpdateTenantResponse.FromString,
+                _registered_method=True)
         self.Watch = channel.unary_stream(
                 '/lattice.v1.ModelRegistryService/Watch',
                 request_serializer=lattice_dot_v1_dot_registry__pb2.WatchRequest.SerializeToString,
@@ -306,6 +326,36 @@ class ModelRegistryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateTenant(self, request, context):
+        """Creates a tenant record (admin only). ALREADY_EXISTS if it exists.
+        Tenants without a record are enabled with the gateway's default quotas.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetTenant(self, request, context):
+        """Gets a tenant record. NOT_FOUND for another tenant's unless admin.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListTenants(self, request, context):
+        """Lists tenant records in name order (only the caller's own unless admin).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateTenant(self, request, context):
+        """Replaces a tenant's enabled flag and quotas (admin only). ABORTED if
+        expected_revision is stale. Every gateway applies it through Watch.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Watch(self, request, context):
         """Streams changes after from_revision, in revision order, then live ones.
         If from_revision is older than the retained log, the stream starts with
@@ -417,6 +467,26 @@ def add_ModelRegistryServiceServicer_to_server(servicer, server):
                     servicer.SetPolicy,
                     request_deserializer=lattice_dot_v1_dot_registry__pb2.SetPolicyRequest.FromString,
                     response_serializer=lattice_dot_v1_dot_registry__pb2.SetPolicyResponse.SerializeToString,
+            ),
+            'CreateTenant': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateTenant,
+                    request_deserializer=lattice_dot_v1_dot_registry__pb2.CreateTenantRequest.FromString,
+                    response_serializer=lattice_dot_v1_dot_registry__pb2.CreateTenantResponse.SerializeToString,
+            ),
+            'GetTenant': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetTenant,
+                    request_deserializer=lattice_dot_v1_dot_registry__pb2.GetTenantRequest.FromString,
+                    response_serializer=lattice_dot_v1_dot_registry__pb2.GetTenantResponse.SerializeToString,
+            ),
+            'ListTenants': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTenants,
+                    request_deserializer=lattice_dot_v1_dot_registry__pb2.ListTenantsRequest.FromString,
+                    response_serializer=lattice_dot_v1_dot_registry__pb2.ListTenantsResponse.SerializeToString,
+            ),
+            'UpdateTenant': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateTenant,
+                    request_deserializer=lattice_dot_v1_dot_registry__pb2.UpdateTenantRequest.FromString,
+                    response_serializer=lattice_dot_v1_dot_registry__pb2.UpdateTenantResponse.SerializeToString,
             ),
             'Watch': grpc.unary_stream_rpc_method_handler(
                     servicer.Watch,
@@ -971,6 +1041,114 @@ class ModelRegistryService:
             '/lattice.v1.ModelRegistryService/SetPolicy',
             lattice_dot_v1_dot_registry__pb2.SetPolicyRequest.SerializeToString,
             lattice_dot_v1_dot_registry__pb2.SetPolicyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateTenant(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lattice.v1.ModelRegistryService/CreateTenant',
+            lattice_dot_v1_dot_registry__pb2.CreateTenantRequest.SerializeToString,
+            lattice_dot_v1_dot_registry__pb2.CreateTenantResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetTenant(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lattice.v1.ModelRegistryService/GetTenant',
+            lattice_dot_v1_dot_registry__pb2.GetTenantRequest.SerializeToString,
+            lattice_dot_v1_dot_registry__pb2.GetTenantResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTenants(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lattice.v1.ModelRegistryService/ListTenants',
+            lattice_dot_v1_dot_registry__pb2.ListTenantsRequest.SerializeToString,
+            lattice_dot_v1_dot_registry__pb2.ListTenantsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateTenant(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lattice.v1.ModelRegistryService/UpdateTenant',
+            lattice_dot_v1_dot_registry__pb2.UpdateTenantRequest.SerializeToString,
+            lattice_dot_v1_dot_registry__pb2.UpdateTenantResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -247,7 +247,7 @@ class DatasetReport(_message.Message):
     def __init__(self, documents_in: _Optional[int] = ..., documents_out: _Optional[int] = ..., dropped: _Optional[_Mapping[str, int]] = ..., invalid_bytes: _Optional[int] = ..., train_documents: _Optional[int] = ..., validation_documents: _Optional[int] = ..., train_tokens: _Optional[int] = ..., validation_tokens: _Optional[int] = ..., vocab_size: _Optional[int] = ..., encodings: _Optional[_Mapping[str, int]] = ..., repaired_documents: _Optional[int] = ..., stop_words_removed: _Optional[int] = ..., languages: _Optional[_Mapping[str, int]] = ..., converted_documents: _Optional[int] = ..., segmented_documents: _Optional[int] = ..., stop_words_removed_by_language: _Optional[_Mapping[str, int]] = ..., near_duplicates_dropped: _Optional[int] = ..., undecodable_files: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Dataset(_message.Message):
-    __slots__ = ("id", "name", "digest", "spec", "report", "create_time", "version")
+    __slots__ = ("id", "name", "digest", "spec", "report", "create_time", "version", "tenant")
     ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     DIGEST_FIELD_NUMBER: _ClassVar[int]
@@ -255,6 +255,7 @@ class Dataset(_message.Message):
     REPORT_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
     id: str
     name: str
     digest: str
@@ -262,7 +263,8 @@ class Dataset(_message.Message):
     report: DatasetReport
     create_time: _timestamp_pb2.Timestamp
     version: int
-    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., digest: _Optional[str] = ..., spec: _Optional[_Union[DatasetSpec, _Mapping]] = ..., report: _Optional[_Union[DatasetReport, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., version: _Optional[int] = ...) -> None: ...
+    tenant: str
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., digest: _Optional[str] = ..., spec: _Optional[_Union[DatasetSpec, _Mapping]] = ..., report: _Optional[_Union[DatasetReport, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., version: _Optional[int] = ..., tenant: _Optional[str] = ...) -> None: ...
 
 class PrepareDatasetRequest(_message.Message):
     __slots__ = ("spec",)
@@ -463,7 +465,7 @@ class TrainingAlert(_message.Message):
     def __init__(self, kind: _Optional[_Union[AlertKind, str]] = ..., step: _Optional[int] = ..., message: _Optional[str] = ..., action: _Optional[_Union[AlertAction, str]] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("id", "spec", "state", "create_time", "start_time", "end_time", "latest_metrics", "alerts", "error", "attempts", "checkpoint_step", "registered_model", "registered_version")
+    __slots__ = ("id", "spec", "state", "create_time", "start_time", "end_time", "latest_metrics", "alerts", "error", "attempts", "checkpoint_step", "registered_model", "registered_version", "tenant")
     ID_FIELD_NUMBER: _ClassVar[int]
     SPEC_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -477,6 +479,7 @@ class Job(_message.Message):
     CHECKPOINT_STEP_FIELD_NUMBER: _ClassVar[int]
     REGISTERED_MODEL_FIELD_NUMBER: _ClassVar[int]
     REGISTERED_VERSION_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
     id: str
     spec: JobSpec
     state: JobState
@@ -490,7 +493,8 @@ class Job(_message.Message):
     checkpoint_step: int
     registered_model: str
     registered_version: int
-    def __init__(self, id: _Optional[str] = ..., spec: _Optional[_Union[JobSpec, _Mapping]] = ..., state: _Optional[_Union[JobState, str]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., latest_metrics: _Optional[_Union[TrainingMetrics, _Mapping]] = ..., alerts: _Optional[_Iterable[_Union[TrainingAlert, _Mapping]]] = ..., error: _Optional[str] = ..., attempts: _Optional[int] = ..., checkpoint_step: _Optional[int] = ..., registered_model: _Optional[str] = ..., registered_version: _Optional[int] = ...) -> None: ...
+    tenant: str
+    def __init__(self, id: _Optional[str] = ..., spec: _Optional[_Union[JobSpec, _Mapping]] = ..., state: _Optional[_Union[JobState, str]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., latest_metrics: _Optional[_Union[TrainingMetrics, _Mapping]] = ..., alerts: _Optional[_Iterable[_Union[TrainingAlert, _Mapping]]] = ..., error: _Optional[str] = ..., attempts: _Optional[int] = ..., checkpoint_step: _Optional[int] = ..., registered_model: _Optional[str] = ..., registered_version: _Optional[int] = ..., tenant: _Optional[str] = ...) -> None: ...
 
 class SubmitJobRequest(_message.Message):
     __slots__ = ("spec", "request_id")
@@ -571,3 +575,37 @@ class WatchJobResponse(_message.Message):
     alert: TrainingAlert
     log: str
     def __init__(self, sequence: _Optional[int] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., job: _Optional[_Union[Job, _Mapping]] = ..., metrics: _Optional[_Union[TrainingMetrics, _Mapping]] = ..., alert: _Optional[_Union[TrainingAlert, _Mapping]] = ..., log: _Optional[str] = ...) -> None: ...
+
+class UploadTarget(_message.Message):
+    __slots__ = ("directory",)
+    DIRECTORY_FIELD_NUMBER: _ClassVar[int]
+    directory: str
+    def __init__(self, directory: _Optional[str] = ...) -> None: ...
+
+class SourceFileHeader(_message.Message):
+    __slots__ = ("path", "size_bytes")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    size_bytes: int
+    def __init__(self, path: _Optional[str] = ..., size_bytes: _Optional[int] = ...) -> None: ...
+
+class UploadSourcesRequest(_message.Message):
+    __slots__ = ("target", "file", "chunk")
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    FILE_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    target: UploadTarget
+    file: SourceFileHeader
+    chunk: bytes
+    def __init__(self, target: _Optional[_Union[UploadTarget, _Mapping]] = ..., file: _Optional[_Union[SourceFileHeader, _Mapping]] = ..., chunk: _Optional[bytes] = ...) -> None: ...
+
+class UploadSourcesResponse(_message.Message):
+    __slots__ = ("directory", "files", "size_bytes")
+    DIRECTORY_FIELD_NUMBER: _ClassVar[int]
+    FILES_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    directory: str
+    files: int
+    size_bytes: int
+    def __init__(self, directory: _Optional[str] = ..., files: _Optional[int] = ..., size_bytes: _Optional[int] = ...) -> None: ...

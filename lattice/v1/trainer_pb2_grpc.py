@@ -76,6 +76,11 @@ class TrainerServiceStub:
                 request_serializer=lattice_dot_v1_dot_trainer__pb2.WatchJobRequest.SerializeToString,
                 response_deserializer=lattice_dot_v1_dot_trainer__pb2.WatchJobResponse.FromString,
                 _registered_method=True)
+        self.UploadSources = channel.stream_unary(
+                '/lattice.v1.TrainerService/UploadSources',
+                request_serializer=lattice_dot_v1_dot_trainer__pb2.UploadSourcesRequest.SerializeToString,
+                response_deserializer=lattice_dot_v1_dot_trainer__pb2.UploadSourcesResponse.FromString,
+                _registered_method=True)
 
 
 class TrainerServiceServicer:
@@ -142,6 +147,18 @@ class TrainerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UploadSources(self, request_iterator, context):
+        """Uploads local files into the caller's own source directory, so a client
+        on another machine can prepare datasets from them: the first message
+        names the directory, then each file is a SourceFileHeader followed by
+        its bytes in chunks. The directory is replaced as a whole once every
+        file arrived intact; a broken upload leaves nothing behind. Limits per
+        upload and per tenant give RESOURCE_EXHAUSTED or INVALID_ARGUMENT.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TrainerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -184,6 +201,11 @@ def add_TrainerServiceServicer_to_server(servicer, server):
                     servicer.WatchJob,
                     request_deserializer=lattice_dot_v1_dot_trainer__pb2.WatchJobRequest.FromString,
                     response_serializer=lattice_dot_v1_dot_trainer__pb2.WatchJobResponse.SerializeToString,
+            ),
+            'UploadSources': grpc.stream_unary_rpc_method_handler(
+                    servicer.UploadSources,
+                    request_deserializer=lattice_dot_v1_dot_trainer__pb2.UploadSourcesRequest.FromString,
+                    response_serializer=lattice_dot_v1_dot_trainer__pb2.UploadSourcesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -404,6 +426,33 @@ class TrainerService:
             '/lattice.v1.TrainerService/WatchJob',
             lattice_dot_v1_dot_trainer__pb2.WatchJobRequest.SerializeToString,
             lattice_dot_v1_dot_trainer__pb2.WatchJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UploadSources(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/lattice.v1.TrainerService/UploadSources',
+            lattice_dot_v1_dot_trainer__pb2.UploadSourcesRequest.SerializeToString,
+            lattice_dot_v1_dot_trainer__pb2.UploadSourcesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -48,6 +48,11 @@ METHOD_SCOPES: dict[str, str] = {
     # Policy decides who may use a model: only administrators change it.
     _REGISTRY + "SetPolicy": ADMIN,
     _REGISTRY + "Watch": REGISTRY_READ,
+    # Tenant records: a tenant may read its own; only administrators write them.
+    _REGISTRY + "CreateTenant": ADMIN,
+    _REGISTRY + "GetTenant": REGISTRY_READ,
+    _REGISTRY + "ListTenants": REGISTRY_READ,
+    _REGISTRY + "UpdateTenant": ADMIN,
     _TRAINER + "PrepareDataset": TRAINER_SUBMIT,
     _TRAINER + "GetDataset": TRAINER_READ,
     _TRAINER + "ListDatasets": TRAINER_READ,
@@ -56,6 +61,7 @@ METHOD_SCOPES: dict[str, str] = {
     _TRAINER + "ListJobs": TRAINER_READ,
     _TRAINER + "CancelJob": TRAINER_SUBMIT,
     _TRAINER + "WatchJob": TRAINER_READ,
+    _TRAINER + "UploadSources": TRAINER_SUBMIT,
 }
 
 
@@ -81,6 +87,14 @@ def tenant_allowed(principal: Principal, policy: registry_pb2.ModelPolicy | None
     return (
         policy is None or not policy.allowed_tenants or principal.tenant in policy.allowed_tenants
     )
+
+
+def require_enabled(principal: Principal, record: registry_pb2.Tenant | None) -> None:
+    """PERMISSION_DENIED for every token of a tenant an admin disabled (no record = enabled)."""
+    if record is not None and not record.enabled:
+        raise AuthzFailure(
+            "tenant_disabled", f"tenant {principal.tenant!r} is disabled; ask an administrator"
+        )
 
 
 def require_tenant(

@@ -22,9 +22,9 @@ from lattice.errors import FailedPrecondition, LatticeError
 from lattice.refs import ModelRef, parse_model_ref
 from lattice.v1 import registry_pb2
 from services.gateway.auth import Authenticator, Principal
-from services.gateway.authz import require_scope, require_tenant, tenant_allowed
+from services.gateway.authz import require_enabled, require_scope, require_tenant, tenant_allowed
 from services.gateway.metrics import GatewayMetrics
-from services.gateway.quotas import Admission, QuotaLimiter
+from services.gateway.quotas import Admission, QuotaLimiter, TenantRecords
 from services.gateway.routing import RouteDecision, Router
 from services.gateway.stream_limits import StreamSlots, idle_limited
 from services.gateway.upstreams import ReplicaPool, Upstream
@@ -58,11 +58,13 @@ class Gateway:
         max_request_bytes: int = 0,
         max_streams_per_tenant: int = 0,
         stream_idle_seconds: float = 0.0,
+        tenant_records: TenantRecords = lambda _tenant: None,
     ) -> None:
         """`max_request_bytes` caps an `Encoded` request (0 = no cap of our own);
         `max_streams_per_tenant` and `stream_idle_seconds` bound server streams
         (see `stream_limits`; 0 = no bound)."""
         self._authenticator = authenticator
+        self._tenant_records = tenant_records
         self._router = router
         self._quotas = quotas
         self._inference = inference
@@ -109,6 +111,7 @@ class Gateway:
         self._metrics.auth_seconds.observe(time.perf_counter() - started)
         span = self._tracer.start_span("gateway.authz", attributes={"rpc.method": call.method})
         try:
+            require_enabled(principal, self._tenant_records(principal.tenant))
             require_scope(principal, call.method)
         except LatticeError as exc:
             self._fail(span, "authz", exc)
@@ -290,7 +293,7 @@ class Gateway:
         if tokens <= 0:
             return
         self._metrics.tokens_for(tenant, model).inc(tokens)
-        if admission is not None and self._quotas.limits.tokens:  # no task for a no-op
+        if admission is not None and admission.limits.tokens:  # no task for a no-op
             self._spawn(self._quotas.record_tokens(admission, tokens))
 
     def _shadow(self, method: str, request: Any, metadata: list[tuple[str, str]]) -> None:

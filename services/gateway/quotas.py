@@ -13,6 +13,12 @@ round trip (`ScriptBatcher`: a pipeline of the same atomic script).
 
 Redis down: fail-open admits through a per-replica in-memory limiter with
 the same limits (and logs a warning); fail-closed answers UNAVAILABLE.
+
+Which limits apply is decided per request (`plan`): a tenant's record in the
+registry (`records`, the gateway's Watch-fed view) overrides the configured
+defaults, with its own per-model quotas counted apart; a tenant without a
+record gets the defaults. A change to a record reaches every replica through
+Watch and applies to the next request, without a restart.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from lattice.errors import ResourceExhausted, Unavailable
+from lattice.v1 import registry_pb2
 from services.gateway.script_batch import ScriptBatcher
 
 log = logging.getLogger(__name__)
@@ -111,13 +118,23 @@ class Admission:
 
     subject: str
     shared: bool
+    limits: QuotaLimits = QuotaLimits()
+
+
+def limits_from_record(quota: registry_pb2.TenantQuota, default_window: float) -> QuotaLimits:
+    window = quota.window.ToTimedelta().total_seconds() if quota.HasField("window") else 0
+    return QuotaLimits(
+        requests=quota.requests, tokens=quota.tokens, window_seconds=window or default_window
+    )
+
+
+TenantRecords = Callable[[str], "registry_pb2.Tenant | None"]
 
 
 class _LocalLimiter:
     """The same sliding-log rules in memory, for one replica while Redis is down."""
 
-    def __init__(self, limits: QuotaLimits, clock: Callable[[], float]) -> None:
-        self._limits = limits
+    def __init__(self, clock: Callable[[], float]) -> None:
         self._clock = clock
         self._requests: dict[str, collections.deque[float]] = collections.defaultdict(
             collections.deque
@@ -127,8 +144,8 @@ class _LocalLimiter:
         )
         self._token_sums: dict[str, int] = collections.defaultdict(int)
 
-    def _trim(self, subject: str, now: float) -> None:
-        cutoff = now - self._limits.window_seconds
+    def _trim(self, subject: str, now: float, window: float) -> None:
+        cutoff = now - window
         requests = self._requests[subject]
         while requests and requests[0] <= cutoff:
             requests.popleft()
@@ -136,15 +153,15 @@ class _LocalLimiter:
         while tokens and tokens[0][0] <= cutoff:
             self._token_sums[subject] -= tokens.popleft()[1]
 
-    def admit(self, subject: str) -> tuple[str, float]:
+    def admit(self, subject: str, limits: QuotaLimits) -> tuple[str, float]:
         """('', 0) when admitted, else (which quota, seconds until retry)."""
         now = self._clock()
-        self._trim(subject, now)
-        window = self._limits.window_seconds
-        if self._limits.tokens and self._token_sums[subject] >= self._limits.tokens:
+        window = limits.window_seconds
+        self._trim(subject, now, window)
+        if limits.tokens and self._token_sums[subject] >= limits.tokens:
             return "tokens", self._tokens[subject][0][0] + window - now
         requests = self._requests[subject]
-        if self._limits.requests and len(requests) >= self._limits.requests:
+        if limits.requests and len(requests) >= limits.requests:
             return "requests", requests[0] + window - now
         requests.append(now)
         return "", 0.0
@@ -166,14 +183,17 @@ class QuotaLimiter:
         retry_interval: float = 1.0,
         prefix: str = "lattice:quota",
         clock: Callable[[], float] = time.monotonic,
+        records: TenantRecords = lambda _tenant: None,
     ) -> None:
+        #: The defaults, for tenants without a record.
         self.limits = limits
+        self.records = records
         self._client = client
         self._fail_open = fail_open
         self._retry_interval = retry_interval
         self._prefix = prefix
         self._clock = clock
-        self._local = _LocalLimiter(limits, clock)
+        self._local = _LocalLimiter(clock)
         self._down_until = float("-inf")
         self._warned_at = float("-inf")
         self._admit = (
@@ -186,6 +206,18 @@ class QuotaLimiter:
     def subject(self, tenant: str, model: str) -> str:
         return f"tenant:{tenant}/model:{model}" if self.limits.per_model else f"tenant:{tenant}"
 
+    def plan(self, tenant: str, model: str) -> tuple[str, QuotaLimits]:
+        """The subject a request counts against and its limits (see the module docstring)."""
+        record = self.records(tenant)
+        if record is not None:
+            window = self.limits.window_seconds
+            if model in record.model_quotas:
+                quota = record.model_quotas[model]
+                return f"tenant:{tenant}/model:{model}", limits_from_record(quota, window)
+            if record.HasField("quota"):
+                return f"tenant:{tenant}", limits_from_record(record.quota, window)
+        return self.subject(tenant, model), self.limits
+
     def _keys(self, subject: str) -> list[str]:
         # One hash tag per subject keeps a subject's keys in one Redis Cluster slot.
         base = f"{self._prefix}:{{{subject}}}"
@@ -193,17 +225,17 @@ class QuotaLimiter:
 
     async def admit(self, tenant: str, model: str) -> Admission | None:
         """Let the request in or raise ResourceExhausted; None when quotas are off."""
-        if not self.limits.enabled:
+        subject, limits = self.plan(tenant, model)
+        if not limits.enabled:
             return None
-        subject = self.subject(tenant, model)
         if self._admit is not None and self._clock() < self._down_until and not self._fail_open:
             raise Unavailable("quota store unavailable; retry shortly")
         if self._admit is not None and self._clock() >= self._down_until:
-            window_ms = int(self.limits.window_seconds * 1000)
+            window_ms = int(limits.window_seconds * 1000)
             try:
                 allowed, kind, retry_ms, used = await self._admit(
                     self._keys(subject),
-                    [window_ms, self.limits.requests, self.limits.tokens, _member_id()],
+                    [window_ms, limits.requests, limits.tokens, _member_id()],
                 )
             except (RedisError, OSError) as exc:
                 self._redis_failed(exc)
@@ -211,23 +243,23 @@ class QuotaLimiter:
                 kind = kind.decode() if isinstance(kind, bytes) else kind
                 self.on_usage(subject, kind or "requests", int(used))
                 if not allowed:
-                    self._refuse(subject, kind, int(retry_ms) / 1000)
-                return Admission(subject, shared=True)
-        kind, retry_after = self._local.admit(subject)
+                    self._refuse(subject, kind, int(retry_ms) / 1000, limits)
+                return Admission(subject, shared=True, limits=limits)
+        kind, retry_after = self._local.admit(subject, limits)
         if kind:
-            self._refuse(subject, kind, retry_after)
-        return Admission(subject, shared=False)
+            self._refuse(subject, kind, retry_after, limits)
+        return Admission(subject, shared=False, limits=limits)
 
     async def record_tokens(self, admission: Admission | None, tokens: int) -> None:
         """Charge `tokens` to the admission's subject (no-op without token limits)."""
-        if admission is None or not self.limits.tokens or tokens <= 0:
+        if admission is None or not admission.limits.tokens or tokens <= 0:
             return
         if admission.shared and self._record is not None:
             try:
                 await self._record(
                     keys=self._keys(admission.subject)[1:],
                     args=[
-                        int(self.limits.window_seconds * 1000),
+                        int(admission.limits.window_seconds * 1000),
                         f"{_member_id()}:{tokens}",
                         tokens,
                     ],
@@ -240,17 +272,18 @@ class QuotaLimiter:
     async def usage(self, tenant: str, model: str = "") -> tuple[int, int]:
         """(requests, tokens) in the current window, as Redis sees it (for tests/ops)."""
         assert self._client is not None
-        keys = self._keys(self.subject(tenant, model))
+        subject, limits = self.plan(tenant, model)
+        keys = self._keys(subject)
         now_s, now_us = await self._client.time()
-        cutoff = (now_s * 1000 + now_us // 1000) - int(self.limits.window_seconds * 1000)
+        cutoff = (now_s * 1000 + now_us // 1000) - int(limits.window_seconds * 1000)
         requests = await self._client.zcount(keys[0], f"({cutoff}", "+inf")
         entries = await self._client.zrangebyscore(keys[1], f"({cutoff}", "+inf")
         tokens = sum(int(e.rsplit(b":", 1)[1]) for e in entries)
         return int(requests), tokens
 
-    def _refuse(self, subject: str, kind: str, retry_after: float) -> None:
-        window = f"{self.limits.window_seconds:g}s"
-        limit = self.limits.tokens if kind == "tokens" else self.limits.requests
+    def _refuse(self, subject: str, kind: str, retry_after: float, limits: QuotaLimits) -> None:
+        window = f"{limits.window_seconds:g}s"
+        limit = limits.tokens if kind == "tokens" else limits.requests
         raise ResourceExhausted(
             f"{kind} quota of {limit} per {window} exhausted for {subject}; "
             f"retry in {max(retry_after, 0):.1f}s",

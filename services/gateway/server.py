@@ -24,13 +24,14 @@ from services.gateway.http.app import build_app
 from services.gateway.http.listener import HttpListener
 from services.gateway.http.openai_api import HttpLimits
 from services.gateway.metrics import GatewayMetrics
-from services.gateway.quotas import QuotaLimiter, QuotaLimits, connect
+from services.gateway.quotas import QuotaLimiter, QuotaLimits, TenantRecords, connect
 from services.gateway.replica_states import ReplicaStates
 from services.gateway.routing import Router
 from services.gateway.servicers import InferenceServicer, forwarding_servicer
 from services.gateway.upstreams import OutlierConfig, ReplicaPool, Upstream
 from services.runtime import LatticeServer, ServerSettings, Service, create_channel
 from services.runtime.entrypoint import run_service
+from services.runtime.identity import service_caller
 from services.runtime.logs import AccessLog
 from services.runtime.registry_view import RegistryView
 from services.runtime.security import service_security
@@ -64,11 +65,14 @@ class GatewaySettings(ServerSettings):
     jwt_cache_size: int = 10_000
     #: Redis shared by all gateway replicas for quotas; empty = per-replica limits only.
     redis_url: str = ""
-    #: Requests / tokens per tenant per quota window; 0 = unlimited.
+    #: Default requests per tenant per quota window, for tenants whose registry record
+    #: sets no quota (`lattice tenants set-quota`); 0 = unlimited.
     quota_requests: int = 0
+    #: Default tokens (prompt + completion) per tenant per quota window; 0 = unlimited.
     quota_tokens: int = 0
+    #: Length of the sliding quota window, unless a tenant's record sets its own.
     quota_window_seconds: float = 60.0
-    #: Count quotas per (tenant, model) instead of per tenant.
+    #: Count the default quotas per (tenant, model) instead of per tenant.
     quota_per_model: bool = False
     #: Redis down: true = per-replica limits and a warning, false = UNAVAILABLE.
     quota_fail_open: bool = True
@@ -145,17 +149,18 @@ def _authenticator(settings: GatewaySettings) -> Authenticator:
     return Authenticator(config, keys)
 
 
-def _quotas(settings: GatewaySettings) -> QuotaLimiter:
+def _quotas(settings: GatewaySettings, records: TenantRecords) -> QuotaLimiter:
     limits = QuotaLimits(
         requests=settings.quota_requests,
         tokens=settings.quota_tokens,
         window_seconds=settings.quota_window_seconds,
         per_model=settings.quota_per_model,
     )
-    client = connect(settings.redis_url) if settings.redis_url and limits.enabled else None
+    # Connected even with no default quota: tenant records may set one at run time.
+    client = connect(settings.redis_url) if settings.redis_url else None
     if limits.enabled and client is None:
         log.warning("quotas without redis_url are per replica, not fleet-wide")
-    return QuotaLimiter(client, limits, fail_open=settings.quota_fail_open)
+    return QuotaLimiter(client, limits, fail_open=settings.quota_fail_open, records=records)
 
 
 async def build_server(
@@ -180,7 +185,10 @@ async def build_server(
         tracer_provider=tracer_provider,
     )
     view = RegistryView(
-        settings.registry_address, tracer_provider=tracer_provider, channel=registry_channel
+        settings.registry_address,
+        tracer_provider=tracer_provider,
+        channel=registry_channel,
+        caller=service_caller("gateway"),
     )
     pool = ReplicaPool(
         settings.inference_addresses,
@@ -221,7 +229,7 @@ async def build_server(
     gateway = Gateway(
         authenticator=_authenticator(settings),
         router=router,
-        quotas=_quotas(settings),
+        quotas=_quotas(settings, view.tenant),
         inference=pool,
         upstreams=upstreams,
         metrics=GatewayMetrics(metrics_registry),
@@ -229,6 +237,7 @@ async def build_server(
         max_request_bytes=settings.max_request_bytes,
         max_streams_per_tenant=settings.max_streams_per_tenant,
         stream_idle_seconds=settings.stream_idle_timeout_seconds,
+        tenant_records=view.tenant,
     )
     registry_service = registry_pb2.DESCRIPTOR.services_by_name["ModelRegistryService"]
     trainer_service = trainer_pb2.DESCRIPTOR.services_by_name["TrainerService"]

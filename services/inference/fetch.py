@@ -28,6 +28,7 @@ from grpc import aio
 from lattice.artifacts import unpack_to
 from lattice.errors import FailedPrecondition
 from lattice.v1 import registry_pb2, registry_pb2_grpc
+from services.runtime.identity import Caller, service_caller
 from services.runtime.keys import PURPOSE_ARTIFACT_MANIFEST, KeyManager, UnknownKey
 from services.runtime.signatures import ArtifactSignatures, BadSignature
 
@@ -89,8 +90,11 @@ class ArtifactFetcher:
         signatures: ArtifactSignatures,
         timeout: float = 300.0,
         on_refused_copy=lambda: None,
+        caller: Caller | None = None,
     ) -> None:
         self._stub = registry_pb2_grpc.ModelRegistryServiceStub(channel)
+        # Any online version of any tenant may need loading: fetch as the service.
+        self._metadata = (caller or service_caller("inference")).metadata()
         self._root = root
         self._keys = keys
         self._signatures = signatures
@@ -128,7 +132,9 @@ class ArtifactFetcher:
         data = bytearray()
         kid, signature = "", b""
         request = registry_pb2.DownloadArtifactRequest(digest=expected)
-        async for message in self._stub.DownloadArtifact(request, timeout=self._timeout):
+        async for message in self._stub.DownloadArtifact(
+            request, timeout=self._timeout, metadata=self._metadata
+        ):
             kind = message.WhichOneof("payload")
             if kind == "info":
                 kid, signature = message.info.signature_key_id, message.info.signature

@@ -24,6 +24,7 @@ from services.inference.transformers_backend import TransformersBackend
 from services.inference.triton_backend import TritonBackend
 from services.runtime import LatticeServer, ServerSettings, Service
 from services.runtime.entrypoint import run_service
+from services.runtime.identity import service_caller
 from services.runtime.registry_view import RegistryView
 from services.runtime.remote_targets import RemoteAllowlist
 from services.runtime.security import service_security
@@ -135,13 +136,19 @@ async def build_server(
     channel = security.channel(
         settings.registry_address, "registry", tracer_provider=tracer_provider
     )
-    view = RegistryView(settings.registry_address, tracer_provider=tracer_provider, channel=channel)
+    view = RegistryView(
+        settings.registry_address,
+        tracer_provider=tracer_provider,
+        channel=channel,
+        caller=service_caller("inference"),
+    )
     fetcher = ArtifactFetcher(
         channel,
         settings.data_dir / "inference" / "artifacts",
         keys=security.keys,
         signatures=ArtifactSignatures(security.keys),
         on_refused_copy=metrics.artifact_copies_refused.inc,
+        caller=service_caller("inference"),
     )
     manager = ModelManager(
         view,

@@ -6,6 +6,13 @@ that state, then commit one transaction (a new global revision, its events,
 any history) on the database thread, and only then apply the same events
 to memory and publish them to Watch subscribers. A commit runs in its own
 task, so a client that goes away mid-write cannot leave memory behind disk.
+
+Every call names its `Caller`. A model belongs to the tenant that created it
+and so do its versions, aliases, deployment, policy and history; another
+tenant's objects are NOT_FOUND and missing from listings, admins see all
+(see `ownership`). Model names stay one global namespace (inference routes
+by name), so creating a name another tenant holds is ALREADY_EXISTS with the
+same words as for one's own, naming no owner.
 """
 
 from __future__ import annotations
@@ -27,11 +34,14 @@ from lattice.errors import (
 )
 from lattice.refs import parse_model_ref
 from lattice.v1 import registry_pb2
+from services.registry import tenants as tenancy
 from services.registry import validation as check
 from services.registry.artifacts import ArtifactStore, digest_from_reference
 from services.registry.metrics import RegistryMetrics
+from services.registry.ownership import owner_for_create, references_artifact
 from services.registry.store import Database, SqliteStore
 from services.registry.watch import WatchHub
+from services.runtime.identity import Caller
 from services.runtime.registry_view import RegistryState
 from services.runtime.remote_targets import RemoteAllowlist
 
@@ -164,35 +174,48 @@ class Registry:
 
     # -- lookups ---------------------------------------------------------------------
 
-    def _model(self, name: str, field: str = "name") -> registry_pb2.Model:
+    def _model(self, caller: Caller, name: str, field: str = "name") -> registry_pb2.Model:
+        """The model if it exists for this caller; another tenant's is NOT_FOUND."""
         check.name(name, field)
         found = self._state.models.get(name)
-        if found is None:
+        if found is None or not caller.may_see(found.tenant):
             raise NotFound(f"model {name!r} not found")
         return found
 
     def _version(self, name: str, number: int, field: str = "version") -> registry_pb2.ModelVersion:
+        """A version of a model the caller already passed `_model` for."""
         check.version_number(number, field)
         found = self._state.versions.get(name, {}).get(number)
         if found is None:
             raise NotFound(f"version {number} of model {name!r} not found")
         return found
 
+    def _tenant_of(self, name: str) -> str:
+        model = self._state.models.get(name)
+        return model.tenant if model is not None else ""
+
     def _deployment(self, name: str) -> registry_pb2.Deployment:
-        return self._state.deployments.get(name) or registry_pb2.Deployment(model_name=name)
+        found = self._state.deployments.get(name)
+        return found or registry_pb2.Deployment(model_name=name, tenant=self._tenant_of(name))
 
     def _policy(self, name: str) -> registry_pb2.ModelPolicy:
-        return self._state.policies.get(name) or registry_pb2.ModelPolicy(model_name=name)
+        found = self._state.policies.get(name)
+        return found or registry_pb2.ModelPolicy(model_name=name, tenant=self._tenant_of(name))
 
     # -- models --------------------------------------------------------------------------
 
-    async def create_model(self, model: registry_pb2.Model) -> registry_pb2.Model:
+    async def create_model(self, caller: Caller, model: registry_pb2.Model) -> registry_pb2.Model:
         check.model(model)
+        if caller.admin and model.tenant:
+            check.text(model.tenant, "model.tenant", 256)
+        owner = owner_for_create(caller, model.tenant)
 
         def build(revision: int) -> Change:
             if model.name in self._state.models:
-                raise AlreadyExists(f"model {model.name!r} already exists")
+                # The same words whoever holds the name: no owner is revealed.
+                raise AlreadyExists(f"model name {model.name!r} is taken; choose another")
             created = registry_pb2.Model(
+                tenant=owner,
                 name=model.name,
                 task=model.task,
                 description=model.description,
@@ -207,22 +230,29 @@ class Registry:
         events = await self._write("create_model", build)
         return events[0].model
 
-    def get_model(self, name: str) -> registry_pb2.Model:
-        return self._model(name)
+    def get_model(self, caller: Caller, name: str) -> registry_pb2.Model:
+        return self._model(caller, name)
 
-    def list_models(self, page_size: int, page_token: str) -> tuple[list, str]:
+    def _visible_names(self, caller: Caller, after: object) -> list[str]:
+        return sorted(
+            name
+            for name, model in self._state.models.items()
+            if caller.may_see(model.tenant) and (after is None or name > str(after))
+        )
+
+    def list_models(self, caller: Caller, page_size: int, page_token: str) -> tuple[list, str]:
         size = check.page_size(page_size)
         after = check.decode_page_token(page_token, "models")
-        names = sorted(n for n in self._state.models if after is None or n > str(after))
+        names = self._visible_names(caller, after)
         page = names[:size]
         token = check.encode_page_token("models", page[-1]) if len(names) > size else ""
         return [self._state.models[n] for n in page], token
 
-    async def delete_model(self, name: str) -> None:
-        self._model(name)
+    async def delete_model(self, caller: Caller, name: str) -> None:
+        self._model(caller, name)
 
         def build(revision: int) -> Change:
-            model = self._model(name)
+            model = self._model(caller, name)
             deployment = self._deployment(name)
             if deployment.routes or deployment.shadow_version:
                 raise FailedPrecondition(
@@ -238,9 +268,10 @@ class Registry:
     # -- versions --------------------------------------------------------------------------
 
     async def create_version(
-        self, request: registry_pb2.CreateVersionRequest
+        self, caller: Caller, request: registry_pb2.CreateVersionRequest
     ) -> registry_pb2.ModelVersion:
         check.create_version(request)
+        self._model(caller, request.model_name, "model_name")
         self._remote.check_version(request.artifact_uri, request.params, request.tags)
         size_bytes = 0
         digest = request.artifact_digest
@@ -250,22 +281,30 @@ class Registry:
                 raise InvalidArgument(
                     "artifact_digest", "does not match the digest in artifact_uri"
                 )
-            if not self._artifacts.exists(stored):
+            if not self._artifacts.exists(stored) or not await self.may_use_artifact(
+                caller, stored
+            ):
                 raise NotFound(f"artifact sha256:{stored} is not stored; upload it first")
             size_bytes = self._artifacts.size(stored)
 
         def build(revision: int) -> Change:
-            model = self._model(request.model_name, "model_name")
+            model = self._model(caller, request.model_name, "model_name")
             lineage = request.lineage
             if lineage.base_version:
                 base_model = lineage.base_model_name or request.model_name
-                if lineage.base_version not in self._state.versions.get(base_model, {}):
+                base = self._state.models.get(base_model)
+                if (
+                    base is None
+                    or not caller.may_see(base.tenant)
+                    or lineage.base_version not in self._state.versions.get(base_model, {})
+                ):
                     raise NotFound(
                         f"lineage.base_version: version {lineage.base_version} of model "
                         f"{base_model!r} not found"
                     )
             number = model.latest_version + 1
             version = registry_pb2.ModelVersion(
+                tenant=model.tenant,
                 model_name=model.name,
                 version=number,
                 artifact_uri=request.artifact_uri,
@@ -291,12 +330,22 @@ class Registry:
         events = await self._write("create_version", build)
         return events[0].version
 
-    def get_version(self, name: str, number: int) -> registry_pb2.ModelVersion:
-        self._model(name, "model_name")
+    async def may_use_artifact(self, caller: Caller, digest: str) -> bool:
+        """Admins, tenants who uploaded the bytes, or whose versions point at them."""
+        if caller.admin or references_artifact(self._state, caller, digest):
+            return True
+        return await self._db.call(
+            "artifact_owner", SqliteStore.artifact_uploaded_by, digest, caller.tenant
+        )
+
+    def get_version(self, caller: Caller, name: str, number: int) -> registry_pb2.ModelVersion:
+        self._model(caller, name, "model_name")
         return self._version(name, number)
 
-    def list_versions(self, name: str, page_size: int, page_token: str) -> tuple[list, str]:
-        self._model(name, "model_name")
+    def list_versions(
+        self, caller: Caller, name: str, page_size: int, page_token: str
+    ) -> tuple[list, str]:
+        self._model(caller, name, "model_name")
         size = check.page_size(page_size)
         after = check.decode_page_token(page_token, f"versions:{name}")
         if after is not None and not isinstance(after, int):
@@ -309,14 +358,14 @@ class Registry:
         return [table[n] for n in page], token
 
     async def update_version_status(
-        self, name: str, number: int, status: int
+        self, caller: Caller, name: str, number: int, status: int
     ) -> registry_pb2.ModelVersion:
         check.name(name, "model_name")
         check.version_number(number, "version")
         check.enum_value(status, registry_pb2.VersionStatus, "status")
 
         def build(revision: int) -> Change:
-            self._model(name, "model_name")
+            self._model(caller, name, "model_name")
             current = self._version(name, number)
             online = self._state.online_versions()
             if status == registry_pb2.VERSION_STATUS_ARCHIVED and (name, number) in online:
@@ -337,7 +386,7 @@ class Registry:
     # -- aliases -------------------------------------------------------------------------------
 
     async def set_alias(
-        self, model_name: str, alias: str, version: int, expected_revision: int
+        self, caller: Caller, model_name: str, alias: str, version: int, expected_revision: int
     ) -> registry_pb2.Alias:
         check.name(model_name, "model_name")
         check.alias_name(alias, "alias")
@@ -345,7 +394,7 @@ class Registry:
         check.expected_revision(expected_revision)
 
         def build(revision: int) -> Change:
-            self._model(model_name, "model_name")
+            model = self._model(caller, model_name, "model_name")
             self._version(model_name, version)
             current = self._state.aliases.get(model_name, {}).get(alias)
             self._check_revision(
@@ -355,7 +404,11 @@ class Registry:
             change.put(
                 revision,
                 alias=registry_pb2.Alias(
-                    model_name=model_name, alias=alias, version=version, revision=revision
+                    model_name=model_name,
+                    alias=alias,
+                    version=version,
+                    revision=revision,
+                    tenant=model.tenant,
                 ),
             )
             return change
@@ -363,13 +416,15 @@ class Registry:
         events = await self._write("set_alias", build)
         return events[0].alias
 
-    async def delete_alias(self, model_name: str, alias: str, expected_revision: int) -> None:
+    async def delete_alias(
+        self, caller: Caller, model_name: str, alias: str, expected_revision: int
+    ) -> None:
         check.name(model_name, "model_name")
         check.alias_name(alias, "alias")
         check.expected_revision(expected_revision)
 
         def build(revision: int) -> Change:
-            self._model(model_name, "model_name")
+            self._model(caller, model_name, "model_name")
             current = self._state.aliases.get(model_name, {}).get(alias)
             if current is None:
                 raise NotFound(f"alias {model_name}@{alias} not found")
@@ -380,14 +435,14 @@ class Registry:
 
         await self._write("delete_alias", build)
 
-    def list_aliases(self, model_name: str) -> list[registry_pb2.Alias]:
-        self._model(model_name, "model_name")
+    def list_aliases(self, caller: Caller, model_name: str) -> list[registry_pb2.Alias]:
+        self._model(caller, model_name, "model_name")
         table = self._state.aliases.get(model_name, {})
         return [table[a] for a in sorted(table)]
 
-    def resolve(self, reference: str) -> Resolved:
+    def resolve(self, caller: Caller, reference: str) -> Resolved:
         ref = parse_model_ref(reference, "model")
-        self._model(ref.name, "model")
+        self._model(caller, ref.name, "model")
         version = None
         if ref.alias:
             target = self._state.aliases.get(ref.name, {}).get(ref.alias)
@@ -400,27 +455,28 @@ class Registry:
 
     # -- deployments -------------------------------------------------------------------------
 
-    def get_deployment(self, model_name: str) -> registry_pb2.Deployment:
-        self._model(model_name, "model_name")
+    def get_deployment(self, caller: Caller, model_name: str) -> registry_pb2.Deployment:
+        self._model(caller, model_name, "model_name")
         return self._deployment(model_name)
 
-    def list_deployments(self, page_size: int, page_token: str) -> tuple[list, str]:
+    def list_deployments(self, caller: Caller, page_size: int, page_token: str) -> tuple[list, str]:
         size = check.page_size(page_size)
         after = check.decode_page_token(page_token, "deployments")
-        names = sorted(n for n in self._state.models if after is None or n > str(after))
+        names = self._visible_names(caller, after)
         page = names[:size]
         token = check.encode_page_token("deployments", page[-1]) if len(names) > size else ""
         return [self._deployment(n) for n in page], token
 
     async def update_deployment(
-        self, request: registry_pb2.UpdateDeploymentRequest, actor: str
+        self, caller: Caller, request: registry_pb2.UpdateDeploymentRequest
     ) -> registry_pb2.Deployment:
         check.name(request.model_name, "model_name")
         check.routes(request)
         name = request.model_name
+        actor = caller.subject
 
         def build(revision: int) -> Change:
-            self._model(name, "model_name")
+            model = self._model(caller, name, "model_name")
             for index, route in enumerate(request.routes):
                 self._deployable(name, route.version, f"routes[{index}].version")
             if request.shadow_version:
@@ -439,6 +495,7 @@ class Registry:
                 revision=revision,
                 update_time=_now(),
                 updated_by=actor,
+                tenant=model.tenant,
             )
             change = Change()
             change.put(revision, deployment=after)
@@ -451,6 +508,7 @@ class Registry:
                     actor=actor,
                     reason=request.reason,
                     time=after.update_time,
+                    tenant=model.tenant,
                 )
             )
             return change
@@ -485,7 +543,7 @@ class Registry:
             )
 
     async def list_history(
-        self, model_name: str, page_size: int, page_token: str
+        self, caller: Caller, model_name: str, page_size: int, page_token: str
     ) -> tuple[list, str]:
         if model_name:
             check.name(model_name, "model_name")
@@ -494,7 +552,12 @@ class Registry:
         if after is not None and (not isinstance(after, int) or after < 1):
             raise InvalidArgument("page_token", "not a token this listing returned")
         entries = await self._db.call(
-            "list_history", SqliteStore.history, model_name, after or 0, size + 1
+            "list_history",
+            SqliteStore.history,
+            model_name,
+            after or 0,
+            size + 1,
+            None if caller.admin else caller.tenant,
         )
         more = len(entries) > size
         entries = entries[:size]
@@ -505,19 +568,19 @@ class Registry:
 
     # -- policy ------------------------------------------------------------------------------
 
-    def get_policy(self, model_name: str) -> registry_pb2.ModelPolicy:
-        self._model(model_name, "model_name")
+    def get_policy(self, caller: Caller, model_name: str) -> registry_pb2.ModelPolicy:
+        self._model(caller, model_name, "model_name")
         return self._policy(model_name)
 
     async def set_policy(
-        self, policy: registry_pb2.ModelPolicy, expected_revision: int
+        self, caller: Caller, policy: registry_pb2.ModelPolicy, expected_revision: int
     ) -> registry_pb2.ModelPolicy:
         check.policy(policy)
         check.expected_revision(expected_revision)
         name = policy.model_name
 
         def build(revision: int) -> Change:
-            self._model(name, "policy.model_name")
+            model = self._model(caller, name, "policy.model_name")
             self._check_revision(
                 expected_revision, self._policy(name).revision, f"policy of {name!r}"
             )
@@ -526,6 +589,7 @@ class Registry:
             del stored.allowed_tenants[:]
             stored.allowed_tenants.extend(sorted(set(policy.allowed_tenants)))
             stored.revision = revision
+            stored.tenant = model.tenant
             change = Change()
             change.put(revision, policy=stored)
             return change
@@ -533,18 +597,70 @@ class Registry:
         events = await self._write("set_policy", build)
         return events[0].policy
 
+    # -- tenants -----------------------------------------------------------------------------
+
+    async def create_tenant(
+        self, caller: Caller, tenant: registry_pb2.Tenant
+    ) -> registry_pb2.Tenant:
+        tenancy.require_admin(caller, "create tenants")
+        tenancy.tenant(tenant)
+
+        def build(revision: int) -> Change:
+            if tenant.name in self._state.tenants:
+                raise AlreadyExists(f"tenant {tenant.name!r} already exists")
+            change = Change()
+            change.put(revision, tenant=tenancy.stored(tenant, revision, caller))
+            return change
+
+        events = await self._write("create_tenant", build)
+        return events[0].tenant
+
+    def get_tenant(self, caller: Caller, name: str) -> registry_pb2.Tenant:
+        tenancy.tenant_name(name, "name")
+        return tenancy.visible(caller, self._state.tenants.get(name), name)
+
+    def list_tenants(self, caller: Caller, page_size: int, page_token: str) -> tuple[list, str]:
+        size = check.page_size(page_size)
+        after = check.decode_page_token(page_token, "tenants")
+        names = sorted(
+            name
+            for name in self._state.tenants
+            if caller.may_see(name) and (after is None or name > str(after))
+        )
+        page = names[:size]
+        token = check.encode_page_token("tenants", page[-1]) if len(names) > size else ""
+        return [self._state.tenants[n] for n in page], token
+
+    async def update_tenant(
+        self, caller: Caller, tenant: registry_pb2.Tenant, expected_revision: int
+    ) -> registry_pb2.Tenant:
+        tenancy.require_admin(caller, "change tenants")
+        tenancy.tenant(tenant)
+        check.expected_revision(expected_revision)
+
+        def build(revision: int) -> Change:
+            current = tenancy.visible(caller, self._state.tenants.get(tenant.name), tenant.name)
+            self._check_revision(expected_revision, current.revision, f"tenant {tenant.name!r}")
+            change = Change()
+            change.put(revision, tenant=tenancy.stored(tenant, revision, caller))
+            return change
+
+        events = await self._write("update_tenant", build)
+        return events[0].tenant
+
     # -- watch -------------------------------------------------------------------------------
 
     def watch(
-        self, from_revision: int, model_names: Sequence[str]
+        self, caller: Caller, from_revision: int, model_names: Sequence[str]
     ) -> AsyncIterator[registry_pb2.WatchResponse]:
+        """Changes the caller may see: its tenant's objects, or everything for admins."""
         if from_revision < 0:
             raise InvalidArgument("from_revision", "must be >= 0 (0 = full snapshot)")
         if len(model_names) > 1000:
             raise InvalidArgument("model_names", "at most 1000 names")
         for index, name in enumerate(model_names):
             check.name(name, f"model_names[{index}]")
-        return self.hub.subscribe(from_revision, model_names)
+        return self.hub.subscribe(from_revision, model_names, caller)
 
     # -- helpers ---------------------------------------------------------------------------------
 

@@ -41,6 +41,8 @@ class RegistrySettings(ServerSettings):
     #: Store new artifacts encrypted (AES-GCM, key ring); existing ones stay readable
     #: either way. Off by default: the volume's own encryption may be enough.
     encrypt_artifacts_at_rest: bool = False
+    #: Owner given to models (and everything under them) stored before objects had owners.
+    default_tenant: str = "default"
 
 
 class RegistryServer(LatticeServer):
@@ -72,7 +74,11 @@ async def build_server(
     metrics_registry = CollectorRegistry()
     metrics = RegistryMetrics(metrics_registry)
     database = Database(
-        lambda: SqliteStore(root / "registry.db", synchronous=settings.sqlite_synchronous),
+        lambda: SqliteStore(
+            root / "registry.db",
+            synchronous=settings.sqlite_synchronous,
+            default_tenant=settings.default_tenant,
+        ),
         tracer=tracer,
         duration=metrics.db_duration,
     )
@@ -95,6 +101,7 @@ async def build_server(
         database,
         metrics,
         ArtifactSignatures(security.keys),
+        registry.may_use_artifact,
         max_artifact_bytes=settings.max_artifact_bytes,
     )
     service = Service(

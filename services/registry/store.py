@@ -25,7 +25,7 @@ from opentelemetry import trace
 from prometheus_client import Histogram
 
 from lattice.v1 import registry_pb2
-from services.registry.migrations import migrate
+from services.registry.migrations import MigrationContext, migrate
 from services.runtime.registry_view import RegistryState
 
 T = TypeVar("T")
@@ -38,6 +38,7 @@ _TABLES = {
     "alias": ("aliases", ("model_name", "alias")),
     "deployment": ("deployments", ("model_name",)),
     "policy": ("policies", ("model_name",)),
+    "tenant": ("tenants", ("name",)),
 }
 _MESSAGES = {
     "models": registry_pb2.Model,
@@ -45,6 +46,7 @@ _MESSAGES = {
     "aliases": registry_pb2.Alias,
     "deployments": registry_pb2.Deployment,
     "policies": registry_pb2.ModelPolicy,
+    "tenants": registry_pb2.Tenant,
 }
 
 
@@ -68,7 +70,9 @@ class Loaded:
 class SqliteStore:
     """Synchronous access to the registry database (use from one thread)."""
 
-    def __init__(self, path: Path, *, synchronous: str = "FULL") -> None:
+    def __init__(
+        self, path: Path, *, synchronous: str = "FULL", default_tenant: str = "default"
+    ) -> None:
         if synchronous.upper() not in SYNCHRONOUS_LEVELS:
             raise ValueError(f"sqlite synchronous must be one of {SYNCHRONOUS_LEVELS}")
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -78,7 +82,7 @@ class SqliteStore:
         self.conn.execute(f"PRAGMA synchronous={synchronous}")
         self.conn.execute("PRAGMA busy_timeout=5000")
         self.conn.execute("PRAGMA foreign_keys=ON")
-        migrate(self.conn)
+        migrate(self.conn, MigrationContext(default_tenant=default_tenant))
 
     def close(self) -> None:
         self.conn.close()
@@ -131,8 +135,9 @@ class SqliteStore:
                 )
             for entry in history:
                 conn.execute(
-                    "INSERT INTO deployment_history (revision, model_name, body) VALUES (?, ?, ?)",
-                    (entry.revision, entry.model_name, entry.SerializeToString()),
+                    "INSERT INTO deployment_history (revision, model_name, tenant, body) "
+                    "VALUES (?, ?, ?, ?)",
+                    (entry.revision, entry.model_name, entry.tenant, entry.SerializeToString()),
                 )
             conn.execute("UPDATE meta SET value=? WHERE key='revision'", (revision,))
             conn.execute("DELETE FROM events WHERE revision <= ?", (revision - retain_revisions,))
@@ -165,32 +170,46 @@ class SqliteStore:
     # -- history and artifacts -------------------------------------------------
 
     def history(
-        self, model_name: str, before_revision: int, limit: int
+        self, model_name: str, before_revision: int, limit: int, tenant: str | None = None
     ) -> list[registry_pb2.DeploymentHistoryEntry]:
-        """Entries newest first, with revision < before_revision (0 = from the newest)."""
+        """Entries newest first, with revision < before_revision (0 = from the newest).
+
+        `tenant` limits them to that tenant's models (None = every tenant's).
+        """
         bound = before_revision if before_revision > 0 else 2**62
+        where: list[str] = ["revision<?"]
+        params: list[object] = [bound]
         if model_name:
-            rows = self.conn.execute(
-                "SELECT body FROM deployment_history WHERE model_name=? AND revision<? "
-                "ORDER BY revision DESC LIMIT ?",
-                (model_name, bound, limit),
-            )
-        else:
-            rows = self.conn.execute(
-                "SELECT body FROM deployment_history WHERE revision<? "
-                "ORDER BY revision DESC LIMIT ?",
-                (bound, limit),
-            )
+            where.append("model_name=?")
+            params.append(model_name)
+        if tenant is not None:
+            where.append("tenant=?")
+            params.append(tenant)
+        rows = self.conn.execute(
+            f"SELECT body FROM deployment_history WHERE {' AND '.join(where)} "
+            "ORDER BY revision DESC LIMIT ?",
+            (*params, limit),
+        )
         return [registry_pb2.DeploymentHistoryEntry.FromString(body) for (body,) in rows]
 
-    def record_artifact(self, digest: str, size_bytes: int, content_type: str) -> bool:
-        """Remember an artifact; False if it was already known."""
+    def record_artifact(self, digest: str, size_bytes: int, content_type: str, tenant: str) -> bool:
+        """Remember an artifact and that `tenant` uploaded it; False if it was already known."""
         cursor = self.conn.execute(
             "INSERT OR IGNORE INTO artifacts (digest, size_bytes, content_type, create_time) "
             "VALUES (?, ?, ?, ?)",
             (digest, size_bytes, content_type, time.time()),
         )
+        self.conn.execute(
+            "INSERT OR IGNORE INTO artifact_owners (digest, tenant) VALUES (?, ?)", (digest, tenant)
+        )
         return cursor.rowcount == 1
+
+    def artifact_uploaded_by(self, digest: str, tenant: str) -> bool:
+        """Whether `tenant` uploaded these bytes (uploads by others do not count)."""
+        row = self.conn.execute(
+            "SELECT 1 FROM artifact_owners WHERE digest=? AND tenant=?", (digest, tenant)
+        ).fetchone()
+        return row is not None
 
     def artifact(self, digest: str) -> ArtifactRow | None:
         row = self.conn.execute(

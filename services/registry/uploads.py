@@ -3,13 +3,17 @@
 Kept apart from `Registry` because artifacts carry no revision: they are
 immutable blobs that versions point at, not registry state that Watch
 subscribers follow.
+
+Bytes are shared (content-addressed), access is not: a tenant may download
+an artifact it uploaded or one a version it may see points at (`may_use`,
+from the registry); for anyone else it is NOT_FOUND, like a missing one.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from lattice.errors import InvalidArgument, NotFound
 from lattice.v1 import registry_pb2
@@ -17,6 +21,7 @@ from services.registry import validation as check
 from services.registry.artifacts import ArtifactStore, artifact_uri, digest_from_reference
 from services.registry.metrics import RegistryMetrics
 from services.registry.store import Database, SqliteStore
+from services.runtime.identity import Caller
 from services.runtime.signatures import ArtifactSignatures
 
 MAX_CONTENT_TYPE = 256
@@ -38,17 +43,19 @@ class Artifacts:
         db: Database,
         metrics: RegistryMetrics,
         signatures: ArtifactSignatures,
+        may_use: Callable[[Caller, str], Awaitable[bool]],
         *,
         max_artifact_bytes: int = 64 * 1024**3,
     ) -> None:
         self._signatures = signatures
+        self._may_use = may_use
         self._store = store
         self._db = db
         self._metrics = metrics
         self._max_artifact_bytes = max_artifact_bytes
 
     async def upload(
-        self, header: registry_pb2.ArtifactHeader, chunks: AsyncIterator[bytes]
+        self, caller: Caller, header: registry_pb2.ArtifactHeader, chunks: AsyncIterator[bytes]
     ) -> registry_pb2.UploadArtifactResponse:
         digest = check.digest(header.digest, "header.digest")
         if header.size_bytes < 0:
@@ -71,6 +78,7 @@ class Artifacts:
             digest,
             header.size_bytes,
             header.content_type or DEFAULT_CONTENT_TYPE,
+            caller.tenant,
         )
         if is_new_row:
             self._metrics.artifact_bytes.inc(header.size_bytes)
@@ -82,11 +90,11 @@ class Artifacts:
             created=stored.created,
         )
 
-    async def download(self, reference: str) -> Download:
+    async def download(self, caller: Caller, reference: str) -> Download:
         if not reference:
             raise InvalidArgument("digest", "required: a sha256 digest or artifact URI")
         digest = digest_from_reference(reference, "digest")
-        if not self._store.exists(digest):
+        if not self._store.exists(digest) or not await self._may_use(caller, digest):
             raise NotFound(f"artifact sha256:{digest} is not stored")
         row = await self._db.call("get_artifact", SqliteStore.artifact, digest)
         kid, signature = await asyncio.to_thread(self._signature, digest)

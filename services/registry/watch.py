@@ -5,7 +5,9 @@ last `retain_revisions` revisions so a subscriber that reconnects from
 revision R gets exactly the events after R; older than that, it gets a RESET
 and a snapshot. Each subscriber has its own bounded queue: a slow one never
 blocks the publisher or the others; if its queue overflows it is switched
-to a fresh RESET + snapshot the next time it reads.
+to a fresh RESET + snapshot the next time it reads. A subscriber gets only
+the events its caller may see (its tenant's objects; admins get all), in the
+backlog, the snapshot and live alike.
 
 Everything here runs on the event loop and never awaits while it reads the
 log and registers a subscriber, so no event is missed or sent twice.
@@ -20,6 +22,8 @@ from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from prometheus_client import Counter, Gauge
 
 from lattice.v1 import registry_pb2
+from services.registry.ownership import event_visible
+from services.runtime.identity import Caller
 from services.runtime.registry_view import RegistryState, event_model_name
 
 EventType = registry_pb2.WatchEventType
@@ -28,13 +32,21 @@ _CLOSED = object()
 
 
 class _Subscriber:
-    def __init__(self, model_names: frozenset[str], queue_size: int) -> None:
+    def __init__(self, model_names: frozenset[str], queue_size: int, caller: Caller) -> None:
         self.model_names = model_names
+        self.caller = caller
         self.queue: asyncio.Queue = asyncio.Queue(maxsize=queue_size)
         self.needs_reset = False
 
     def wants(self, event: registry_pb2.WatchResponse) -> bool:
-        return not self.model_names or event_model_name(event) in self.model_names
+        if event.WhichOneof("object") is None:  # RESET, SYNCED
+            return True
+        if self.model_names and event_model_name(event) not in self.model_names:
+            return False
+        return event_visible(self.caller, event)
+
+    def snapshot(self, state: RegistryState) -> list[registry_pb2.WatchResponse]:
+        return [e for e in state.snapshot_events(self.model_names) if self.wants(e)]
 
 
 class WatchHub:
@@ -116,10 +128,10 @@ class WatchHub:
             subscriber.queue.put_nowait(_CLOSED)
 
     async def subscribe(
-        self, from_revision: int, model_names: Sequence[str] = ()
+        self, from_revision: int, model_names: Sequence[str], caller: Caller
     ) -> AsyncIterator[registry_pb2.WatchResponse]:
         """Events after `from_revision` (or RESET + snapshot), SYNCED, then live ones."""
-        subscriber = _Subscriber(frozenset(model_names), self._queue_size)
+        subscriber = _Subscriber(frozenset(model_names), self._queue_size, caller)
         # No await between reading the backlog and registering: nothing slips between.
         backlog = self._initial(subscriber, from_revision)
         self._subscribers.add(subscriber)
@@ -135,7 +147,7 @@ class WatchHub:
                     subscriber.needs_reset = False
                     while not subscriber.queue.empty():
                         subscriber.queue.get_nowait()
-                    for event in self._state().snapshot_events(subscriber.model_names):
+                    for event in subscriber.snapshot(self._state()):
                         yield event
                     continue
                 if item is not None:
@@ -149,7 +161,7 @@ class WatchHub:
     ) -> list[registry_pb2.WatchResponse]:
         state = self._state()
         if from_revision <= 0 or from_revision < self._floor or from_revision > state.revision:
-            return state.snapshot_events(subscriber.model_names)
+            return subscriber.snapshot(state)
         events = [
             event
             for revision, batch in self._log

@@ -32,6 +32,10 @@ ADMIN_SCOPE = "admin"
 IDENTITY_KEYS = frozenset((TENANT_KEY, SUBJECT_KEY, SCOPES_KEY))
 #: Identity values longer than this are refused, not truncated.
 MAX_IDENTITY_CHARS = 256
+#: The tenant of the suite's own services when they call each other (never a
+#: customer's): the gateway's and inference's registry views, inference's
+#: artifact downloads.
+SYSTEM_TENANT = "lattice-system"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,6 +62,18 @@ class Caller:
             (SUBJECT_KEY, self.subject),
             (SCOPES_KEY, " ".join(sorted(self.scopes))),
         ]
+
+
+def service_caller(service: str) -> Caller:
+    """The identity a suite service uses for its own calls: it must see every tenant.
+
+    The registry views of the gateway and inference replicate the whole
+    registry (routing and serving need every model), and inference downloads
+    any online version's artifact, so they act as admins of SYSTEM_TENANT.
+    """
+    return Caller(
+        tenant=SYSTEM_TENANT, subject=f"service:{service}", scopes=frozenset({ADMIN_SCOPE})
+    )
 
 
 def caller_from_metadata(metadata: Iterable[tuple[str, str | bytes]]) -> Caller:

@@ -7,6 +7,10 @@ events. `RegistryView` fills one from a Watch stream: it reconnects with
 backoff, resumes from the last applied revision (so it misses nothing and
 applies nothing twice), and swaps in a full snapshot atomically after a RESET
 so readers never see a half-built state.
+
+A view watches as a suite service (`service_caller`, an admin): the gateway
+routes and inference serves every tenant's models, so their copy must hold
+all of them. Tenant-scoped Watch is for callers that come through the gateway.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from lattice.v1 import registry_pb2, registry_pb2_grpc
 from services.runtime.channels import create_channel
+from services.runtime.identity import Caller, service_caller
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +49,8 @@ class RegistryState:
         self.aliases: dict[str, dict[str, registry_pb2.Alias]] = {}
         self.deployments: dict[str, registry_pb2.Deployment] = {}
         self.policies: dict[str, registry_pb2.ModelPolicy] = {}
+        #: Tenant records by name (tenants without one are enabled, default quotas).
+        self.tenants: dict[str, registry_pb2.Tenant] = {}
 
     # -- applying changes ---------------------------------------------------
 
@@ -67,6 +74,8 @@ class RegistryState:
             self.deployments[obj.model_name] = obj
         elif isinstance(obj, registry_pb2.ModelPolicy):
             self.policies[obj.model_name] = obj
+        elif isinstance(obj, registry_pb2.Tenant):
+            self.tenants[obj.name] = obj
 
     def delete(self, obj) -> None:
         """Remove `obj`; deleting a model removes everything that belongs to it."""
@@ -87,6 +96,8 @@ class RegistryState:
             self.deployments.pop(obj.model_name, None)
         elif isinstance(obj, registry_pb2.ModelPolicy):
             self.policies.pop(obj.model_name, None)
+        elif isinstance(obj, registry_pb2.Tenant):
+            self.tenants.pop(obj.name, None)
 
     # -- reading --------------------------------------------------------------
 
@@ -96,6 +107,11 @@ class RegistryState:
         rev = self.revision
         put = EventType.WATCH_EVENT_TYPE_PUT
         events = [registry_pb2.WatchResponse(type=EventType.WATCH_EVENT_TYPE_RESET, revision=rev)]
+        if not wanted:
+            for tenant in sorted(self.tenants):
+                events.append(
+                    registry_pb2.WatchResponse(type=put, revision=rev, tenant=self.tenants[tenant])
+                )
         for name in sorted(self.models):
             if wanted and name not in wanted:
                 continue
@@ -144,9 +160,9 @@ class RegistryState:
 
 
 def event_model_name(event: registry_pb2.WatchResponse) -> str:
-    """The model an event is about ('' for RESET/SYNCED)."""
+    """The model an event is about ('' for RESET/SYNCED and tenant records)."""
     kind = event.WhichOneof("object")
-    if kind is None:
+    if kind is None or kind == "tenant":
         return ""
     obj = getattr(event, kind)
     return obj.name if kind == "model" else obj.model_name
@@ -164,8 +180,10 @@ class RegistryView:
         channel: grpc.aio.Channel | None = None,
         min_backoff: float = 0.05,
         max_backoff: float = 5.0,
+        caller: Caller | None = None,
     ) -> None:
         self._target = target
+        self._metadata = (caller or service_caller("registry-view")).metadata()
         self._model_names = list(model_names)
         self._tracer_provider = tracer_provider
         self._channel = channel
@@ -242,6 +260,10 @@ class RegistryView:
     def policy(self, name: str) -> registry_pb2.ModelPolicy | None:
         return self._state.policies.get(name)
 
+    def tenant(self, name: str) -> registry_pb2.Tenant | None:
+        """The tenant's record; None = no record (enabled, default quotas)."""
+        return self._state.tenants.get(name)
+
     def online_versions(self) -> dict[tuple[str, int], registry_pb2.ModelVersion]:
         """Versions in a route (any weight) or set as shadow, by (model, version)."""
         return self._state.online_versions()
@@ -284,7 +306,7 @@ class RegistryView:
         pending: RegistryState | None = None
         buffered: list[registry_pb2.WatchResponse] = []
         applied = False
-        async for event in stub.Watch(request):
+        async for event in stub.Watch(request, metadata=self._metadata):
             applied = True
             if event.type == EventType.WATCH_EVENT_TYPE_RESET:
                 pending, buffered = RegistryState(), [event]

@@ -132,11 +132,16 @@ def load_settings(
                     raise SystemExit(f"{name}: {exc}") from None
                 break
         default = field.default if field.default is not dataclasses.MISSING else None
+        repeatable = typing.get_origin(kinds[field.name]) is tuple
         parser.add_argument(
             "--" + field.name.replace("_", "-"),
             dest=field.name,
             type=convert,
+            # A tuple flag may be given again (`--source-root a --source-root b`) as
+            # well as comma-separated.
+            action="extend" if repeatable else "store",
             help=f"(env {names[0]} or {names[1]}; default {default!r})",
         )
-    values.update(vars(parser.parse_args(argv)))
+    parsed = vars(parser.parse_args(argv))
+    values.update({k: tuple(v) if isinstance(v, list) else v for k, v in parsed.items()})
     return cls(**values)

@@ -13,10 +13,10 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from lattice import Client
-from lattice.tokens import ALL_SCOPES, mint_dev_token
+from lattice.tokens import TENANT_SCOPES, mint_dev_token
 from services.runtime.pki import dev_ca_file
-from services.suite.local import LocalSuite, SuiteConfig, dev_secret
-from services.suite.starter import StarterRecipe, train_starter, wait_until_served
+from services.suite.local import LOCAL_TENANT, LocalSuite, SuiteConfig, dev_secret
+from services.suite.starter import StarterRecipe, probe_token, train_starter, wait_until_served
 from services.suite.up import report, suite_config, suite_options
 
 
@@ -93,9 +93,9 @@ async def _main(
 
 
 def _tour(config: SuiteConfig, recipe: StarterRecipe, prompt: str, max_new_tokens: int) -> None:
-    token = mint_dev_token(
-        dev_secret(config.data_dir.resolve()), tenant="demo", scopes=ALL_SCOPES, subject="demo"
-    )
+    secret = dev_secret(config.data_dir.resolve())
+    # The developer's own tenant, so `lattice token` can manage what the demo made.
+    token = mint_dev_token(secret, tenant=LOCAL_TENANT, scopes=TENANT_SCOPES, subject="demo")
     trace_id = secrets.token_hex(16)
     traceparent = f"00-{trace_id}-{secrets.token_hex(8)}-01"
     with Client(
@@ -105,12 +105,18 @@ def _tour(config: SuiteConfig, recipe: StarterRecipe, prompt: str, max_new_token
         tls=config.tls,
         root_certificates=dev_ca_file(config.data_dir.resolve()) if config.tls else None,
     ) as client:
-        click.echo("[2/6] minted a development token (tenant 'demo', every scope)")
+        click.echo(f"[2/6] minted a development token (tenant '{LOCAL_TENANT}', no admin scope)")
         click.echo("[3/6] preparing data and training")
         job = train_starter(client, recipe)
         ref = f"{job.registered_model}:{job.registered_version}"
         click.echo(f"[4/6] registered {ref} and put it online")
-        waited = wait_until_served(client, ref)
+        with Client(
+            config.address("gateway"),
+            probe_token(secret),
+            tls=config.tls,
+            root_certificates=dev_ca_file(config.data_dir.resolve()) if config.tls else None,
+        ) as probe:
+            waited = wait_until_served(probe, ref)
         click.echo(f"      inference loaded it in {waited:.1f}s")
         click.echo(f"[5/6] streaming from {recipe.model} through the gateway:")
         click.echo(f"      {prompt}", nl=False)

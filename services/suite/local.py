@@ -31,6 +31,10 @@ INTERNAL_SERVICES = ("registry", "inference", "trainer")
 #: The certificate `lattice up` itself presents (health checks).
 SUPERVISOR = "supervisor"
 
+#: The tenant a developer's `lattice token` acts for by default: it owns the starter
+#: model and whatever a data directory held before resources had owners.
+LOCAL_TENANT = "dev"
+
 
 def dev_secret(data_dir: Path) -> str:
     """The development HMAC secret for tokens, created once per data directory."""
@@ -195,6 +199,8 @@ class LocalSuite:
             "LATTICE_REMOTE_ALLOWLIST": os.environ.get(
                 "LATTICE_REMOTE_ALLOWLIST", "127.0.0.1:*,localhost:*,[::1]:*"
             ),
+            # Data from before ownership belongs to the tenant `lattice token` names.
+            "LATTICE_DEFAULT_TENANT": os.environ.get("LATTICE_DEFAULT_TENANT", LOCAL_TENANT),
         }
         return [
             ChildSpec(

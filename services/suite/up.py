@@ -13,10 +13,16 @@ from typing import Any
 import click
 
 from lattice import Client
-from lattice.tokens import ALL_SCOPES, mint_dev_token
+from lattice.tokens import TENANT_SCOPES, mint_dev_token
 from services.runtime.pki import dev_ca_file
-from services.suite.local import LocalSuite, SuiteConfig, dev_secret
-from services.suite.starter import StarterRecipe, online_version, train_starter, wait_until_served
+from services.suite.local import LOCAL_TENANT, LocalSuite, SuiteConfig, dev_secret
+from services.suite.starter import (
+    StarterRecipe,
+    online_version,
+    probe_token,
+    train_starter,
+    wait_until_served,
+)
 
 
 def suite_options(command):
@@ -109,16 +115,24 @@ def up(starter_model: str, **options) -> None:
         raise SystemExit(1)
 
 
+#: The starter model belongs to the tenant `lattice token` names by default, so the
+#: token a developer mints next can manage it.
+STARTER_TENANT = LOCAL_TENANT
+
+
 def _ensure_starter(suite: LocalSuite, model: str) -> None:
     """Make sure `model` is online, training it on first use."""
     config = suite.config
-    token = mint_dev_token(dev_secret(config.data_dir), tenant="local", scopes=ALL_SCOPES)
+    secret = dev_secret(config.data_dir)
+    token = mint_dev_token(secret, tenant=STARTER_TENANT, scopes=TENANT_SCOPES)
     root = dev_ca_file(config.data_dir) if config.tls else None
-    with Client(config.address("gateway"), token, tls=config.tls, root_certificates=root) as client:
+    tls = {"tls": config.tls, "root_certificates": root}
+    probe = Client(config.address("gateway"), probe_token(secret), **tls)
+    with Client(config.address("gateway"), token, **tls) as client, probe:
         version = online_version(client, model)
         if not version:
             version = train_starter(client, StarterRecipe(model=model)).registered_version
-        wait_until_served(client, f"{model}:{version}")
+        wait_until_served(probe, f"{model}:{version}")
     click.echo(f"Serving {model}:{version}. Try:")
     click.echo(f"  export LATTICE_TOKEN=$(lattice token --data-dir {config.data_dir})")
     if config.tls:

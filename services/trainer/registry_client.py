@@ -1,5 +1,9 @@
 """The trainer's calls to the registry: fetch a registered model, upload an
-artifact, create a version (found again by its job tag), alias and canary."""
+artifact, create a version (found again by its job tag), alias and canary.
+
+Every call acts for a tenant: `as_caller` binds the caller whose identity the
+registry sees, so a job registers into (and fine-tunes from) its own
+tenant's models only."""
 
 from __future__ import annotations
 
@@ -15,18 +19,32 @@ from lattice.artifacts import CONTENT_TYPE, iter_chunks, unpack_to
 from lattice.errors import AlreadyExists, InvalidArgument, NotFound, from_rpc_error
 from lattice.refs import parse_model_ref
 from lattice.v1 import registry_pb2, registry_pb2_grpc
+from services.runtime.identity import Caller
 
 JOB_TAG = "lattice.job_id"
 
 
+def job_caller(job_tenant: str, job_id: str) -> Caller:
+    """Who a job acts as in the registry: its tenant, with no admin rights."""
+    return Caller(tenant=job_tenant, subject=f"trainer-job:{job_id}")
+
+
 class RegistryClient:
-    def __init__(self, channel: aio.Channel, timeout: float = 60.0) -> None:
+    def __init__(
+        self, channel: aio.Channel, timeout: float = 60.0, *, caller: Caller | None = None
+    ) -> None:
+        self.channel = channel
         self.stub = registry_pb2_grpc.ModelRegistryServiceStub(channel)
         self.timeout = timeout
+        self.metadata = caller.metadata() if caller is not None else None
+
+    def as_caller(self, caller: Caller) -> RegistryClient:
+        """The same connection, calling as `caller`."""
+        return RegistryClient(self.channel, self.timeout, caller=caller)
 
     async def _call(self, method, request):
         try:
-            return await method(request, timeout=self.timeout)
+            return await method(request, timeout=self.timeout, metadata=self.metadata)
         except grpc.RpcError as error:
             raise from_rpc_error(error) from None
 
@@ -58,6 +76,7 @@ class RegistryClient:
             stream = self.stub.DownloadArtifact(
                 registry_pb2.DownloadArtifactRequest(digest=version.artifact_digest),
                 timeout=self.timeout * 10,
+                metadata=self.metadata,
             )
             async for message in stream:
                 if message.WhichOneof("payload") == "chunk":
@@ -102,7 +121,9 @@ class RegistryClient:
                 yield registry_pb2.UploadArtifactRequest(chunk=chunk)
 
         try:
-            response = await self.stub.UploadArtifact(requests(), timeout=self.timeout * 10)
+            response = await self.stub.UploadArtifact(
+                requests(), timeout=self.timeout * 10, metadata=self.metadata
+            )
         except grpc.RpcError as error:
             raise from_rpc_error(error) from None
         return response.artifact_uri

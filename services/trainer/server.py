@@ -14,8 +14,10 @@ from lattice.v1 import trainer_pb2, trainer_pb2_grpc
 from services.runtime import LatticeServer, ServerSettings, Service
 from services.runtime.entrypoint import run_service
 from services.runtime.security import service_security
+from services.trainer.data.confine import SourceRoots
 from services.trainer.data.service import DatasetService
 from services.trainer.data.store import DatasetStore
+from services.trainer.data.uploads import SourceUploads, UploadLimits
 from services.trainer.jobs.metrics import TrainerMetrics
 from services.trainer.jobs.runner import JobRunner, RunnerOptions
 from services.trainer.jobs.store import JobStore
@@ -27,6 +29,21 @@ from services.trainer.worker import allocator
 @dataclasses.dataclass(frozen=True)
 class TrainerSettings(ServerSettings):
     port: int = 50054
+    #: Owner given to datasets and jobs stored before they had owners.
+    default_tenant: str = "default"
+    #: Directories PrepareDataset may read, repeatable; "{tenant}" stands for the
+    #: caller's tenant. None = "<data-dir>/sources/{tenant}" (each tenant its own).
+    source_root: tuple[str, ...] = ()
+    #: Most files one dataset source may name (a walk past this is refused).
+    max_source_files: int = 100_000
+    #: Threads that walk sources and prepare datasets (preparations beyond queue).
+    prepare_workers: int = 2
+    #: UploadSources limits: bytes per file, bytes and files per upload, and the
+    #: bytes one tenant keeps under its source directory.
+    upload_max_file_bytes: int = 256 * 1024**2
+    upload_max_bytes: int = 1024**3
+    upload_max_files: int = 10_000
+    upload_max_tenant_bytes: int = 10 * 1024**3
     #: Where finished jobs register their model ("" = no registry).
     registry_address: str = "127.0.0.1:50052"
     #: Jobs whose process groups run at the same time; the rest wait in the queue.
@@ -71,8 +88,8 @@ async def build_server(
             settings.registry_address, "registry", tracer_provider=tracer_provider
         )
         registry = RegistryClient(channel)
-    datasets = DatasetStore(root / "datasets")
-    store = JobStore(root / "jobs.db")
+    datasets = DatasetStore(root / "datasets", default_tenant=settings.default_tenant)
+    store = JobStore(root / "jobs.db", default_tenant=settings.default_tenant)
     runner = JobRunner(
         store,
         datasets,
@@ -94,9 +111,27 @@ async def build_server(
         tracer,
     )
     await runner.start()
-    servicer = TrainerServicer(
-        DatasetService(datasets, registry, lambda _d: metrics.datasets.inc()), runner
+    roots = SourceRoots.default(
+        settings.data_dir.resolve(), settings.source_root, settings.max_source_files
     )
+    dataset_service = DatasetService(
+        datasets,
+        registry,
+        roots,
+        lambda _d: metrics.datasets.inc(),
+        workers=settings.prepare_workers,
+    )
+    uploads = SourceUploads(
+        roots,
+        dataset_service.off_loop,
+        UploadLimits(
+            max_file_bytes=settings.upload_max_file_bytes,
+            max_upload_bytes=settings.upload_max_bytes,
+            max_upload_files=settings.upload_max_files,
+            max_tenant_bytes=settings.upload_max_tenant_bytes,
+        ),
+    )
+    servicer = TrainerServicer(dataset_service, runner, uploads)
     service = Service(
         servicer,
         trainer_pb2_grpc.add_TrainerServiceServicer_to_server,
@@ -113,6 +148,7 @@ async def build_server(
 
     async def close() -> None:
         await runner.stop()
+        dataset_service.close()
         store.close()
         if channel is not None:
             await channel.close()

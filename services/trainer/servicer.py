@@ -7,7 +7,9 @@ from collections.abc import AsyncIterator
 
 from lattice.errors import InvalidArgument
 from lattice.v1 import trainer_pb2, trainer_pb2_grpc
+from services.runtime.identity import caller_of
 from services.trainer.data.service import DatasetService
+from services.trainer.data.uploads import SourceUploads
 from services.trainer.jobs.runner import JobRunner
 
 MAX_PAGE = 1000
@@ -30,22 +32,24 @@ def _next(offset: int, limit: int, got: int) -> str:
 
 
 class TrainerServicer(trainer_pb2_grpc.TrainerServiceServicer):
-    def __init__(self, datasets: DatasetService, jobs: JobRunner) -> None:
+    def __init__(self, datasets: DatasetService, jobs: JobRunner, uploads: SourceUploads) -> None:
         self.datasets = datasets
         self.jobs = jobs
+        self.uploads = uploads
 
     async def PrepareDataset(self, request, context):
         if not request.HasField("spec"):
             raise InvalidArgument("spec", "required")
-        dataset = await self.datasets.prepare(request.spec)
+        dataset = await self.datasets.prepare(caller_of(context), request.spec)
         return trainer_pb2.PrepareDatasetResponse(dataset=dataset)
 
     async def GetDataset(self, request, context):
-        return trainer_pb2.GetDatasetResponse(dataset=self.datasets.get(request.dataset_id))
+        dataset = self.datasets.get(caller_of(context), request.dataset_id)
+        return trainer_pb2.GetDatasetResponse(dataset=dataset)
 
     async def ListDatasets(self, request, context):
         offset, limit = _page(request.page_size, request.page_token)
-        datasets = self.datasets.list(offset, limit)
+        datasets = self.datasets.list(caller_of(context), offset, limit)
         return trainer_pb2.ListDatasetsResponse(
             datasets=datasets, next_page_token=_next(offset, limit, len(datasets))
         )
@@ -53,26 +57,35 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServiceServicer):
     async def SubmitJob(self, request, context):
         if not request.HasField("spec"):
             raise InvalidArgument("spec", "required")
-        job = await self.jobs.submit(request.spec, request.request_id)
+        job = await self.jobs.submit(caller_of(context), request.spec, request.request_id)
         return trainer_pb2.SubmitJobResponse(job=job)
 
     async def GetJob(self, request, context):
-        return trainer_pb2.GetJobResponse(job=self.jobs.get(request.job_id))
+        return trainer_pb2.GetJobResponse(job=self.jobs.get(caller_of(context), request.job_id))
 
     async def ListJobs(self, request, context):
         offset, limit = _page(request.page_size, request.page_token)
-        jobs = self.jobs.list(list(request.states), offset, limit)
+        jobs = self.jobs.list(caller_of(context), list(request.states), offset, limit)
         return trainer_pb2.ListJobsResponse(
             jobs=jobs, next_page_token=_next(offset, limit, len(jobs))
         )
 
     async def CancelJob(self, request, context):
-        return trainer_pb2.CancelJobResponse(job=await self.jobs.cancel(request.job_id))
+        job = await self.jobs.cancel(caller_of(context), request.job_id)
+        return trainer_pb2.CancelJobResponse(job=job)
 
     async def WatchJob(self, request, context) -> AsyncIterator[trainer_pb2.WatchJobResponse]:
         if not request.job_id:
             raise InvalidArgument("job_id", "required")
         if request.from_sequence > MAX_SQL_INTEGER:
             raise InvalidArgument("from_sequence", f"must be at most {MAX_SQL_INTEGER}")
-        async for event in self.jobs.watch(request.job_id, request.from_sequence):
+        events = self.jobs.watch(caller_of(context), request.job_id, request.from_sequence)
+        async for event in events:
             yield event
+
+    async def UploadSources(self, request_iterator, context):
+        caller = caller_of(context)
+        first = await anext(aiter(request_iterator), None)
+        if first is None or first.WhichOneof("payload") != "target":
+            raise InvalidArgument("target", "the first message must name the target directory")
+        return await self.uploads.upload(caller, first.target, request_iterator)

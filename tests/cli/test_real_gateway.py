@@ -75,7 +75,10 @@ def test_data_prepare_and_train_with_live_progress(real_cli):
             for i in range(80)
         )
     )
-    dataset = real_cli.json("data", "prepare", "cli-corpus", str(corpus), "--vocab-size", "300")
+    # A local file: uploaded into the tenant's source directory, then prepared there.
+    dataset = real_cli.json(
+        "data", "prepare", "cli-corpus", "--source", str(corpus), "--vocab-size", "300"
+    )
     assert dataset["report"]["documents_out"] == "80"
     result = real_cli(
         "train",

@@ -32,7 +32,7 @@ from services.registry.server import build_server as build_registry
 from services.runtime import LatticeServer
 from services.runtime.keys import DEFAULT_KEY_RING_PATH
 from services.suite.echo import EchoInference, start_echo
-from tests.support.identity import signed_channel
+from tests.support.identity import ADMIN, caller_channel
 
 SECRET = "test-dev-secret-0123456789abcdef-0123"
 TRITON = common_pb2.ARTIFACT_FORMAT_TRITON
@@ -123,7 +123,8 @@ class Stack:
             )
         )
         await self.registry.start()
-        channel = signed_channel(self.registry.address, self.tmp / "reg", "registry")
+        # Seeding and inspecting the registry directly, as an administrator.
+        channel = caller_channel(self.registry, ADMIN)
         self.channels.append(channel)
         self.registry_stub = registry_pb2_grpc.ModelRegistryServiceStub(channel)
         return self.registry_stub
@@ -136,11 +137,15 @@ class Stack:
         *,
         shadow: int = 0,
         tenants: tuple[str, ...] = (),
+        owner: str = "",
     ) -> None:
+        """Seed a model as the admin; `owner` names the tenant it belongs to (default: ops)."""
         stub = self.registry_stub
         await stub.CreateModel(
             registry_pb2.CreateModelRequest(
-                model=registry_pb2.Model(name=name, task=common_pb2.MODEL_TASK_TEXT_GENERATION)
+                model=registry_pb2.Model(
+                    name=name, task=common_pb2.MODEL_TASK_TEXT_GENERATION, tenant=owner
+                )
             )
         )
         for v in range(1, versions + 1):

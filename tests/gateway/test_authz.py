@@ -43,7 +43,7 @@ async def _code(awaitable) -> grpc.StatusCode:
 
 async def test_scopes_tenants_and_forwarding(stack):
     await stack.start_registry()
-    await stack.model("chat", 1, [(1, 100)])
+    await stack.model("chat", 1, [(1, 100)], owner="acme")
     await stack.model("private", 1, [(1, 100)], tenants=("acme",))
     (echo,) = await stack.start_inference(1)
     gateway = await stack.start_gateway()
@@ -99,7 +99,8 @@ async def test_scopes_tenants_and_forwarding(stack):
     assert not {"x-lattice-subject", "x-lattice-tenant"} & set(sent)
     assert sent.get("x-request-id")
 
-    # Registry RPCs are forwarded after the scope check, with the subject.
+    # Registry RPCs are forwarded after the scope check, with the caller's tenant,
+    # subject and scopes (bob of acme manages acme's "chat").
     listing = registry_pb2.ListModelsRequest()
     assert await _code(registry.ListModels(listing, metadata=reader)) == ok
     assert await _code(registry.ListModels(listing, metadata=invoke)) == denied

@@ -12,7 +12,7 @@ from lattice.v1 import registry_pb2_grpc
 from services.registry.server import RegistrySettings, build_server
 from services.runtime import LatticeServer
 from tests.registry.support import RegistryClient
-from tests.support.identity import signed_channel
+from tests.support.identity import caller_channel
 
 #: Tests run their Triton (or a stand-in listener) on loopback.
 LOOPBACK = ("127.0.0.1:*",)
@@ -38,8 +38,8 @@ async def registry_server(tmp_path) -> AsyncIterator[LatticeServer]:
 
 
 @pytest.fixture
-async def channel(registry_server, tmp_path) -> AsyncIterator[aio.Channel]:
-    async with signed_channel(registry_server.address, tmp_path, "registry") as chan:
+async def channel(registry_server) -> AsyncIterator[aio.Channel]:
+    async with caller_channel(registry_server) as chan:
         yield chan
 
 

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import grpc
 import pytest
 
 from lattice.artifacts import sha256_hex
 from lattice.v1 import registry_pb2
-from services.runtime.identity import Caller
 from tests.registry.support import TEXT, RegistryClient
-from tests.support.identity import TEST_CALLER
+from tests.support.identity import ADMIN
 
 
 async def test_full_lifecycle_with_history(client: RegistryClient):
@@ -47,7 +48,7 @@ async def test_full_lifecycle_with_history(client: RegistryClient):
     resolved = await stub.ResolveModel(registry_pb2.ResolveModelRequest(model="gpt-tiny@champion"))
     assert resolved.version.version == 2
 
-    who = Caller("acme", "alice").metadata()
+    who = dataclasses.replace(ADMIN, subject="alice").metadata()
     canary = await client.stub.UpdateDeployment(
         registry_pb2.UpdateDeploymentRequest(
             model_name="gpt-tiny",
@@ -80,7 +81,8 @@ async def test_full_lifecycle_with_history(client: RegistryClient):
         )
     ).entries
     assert [e.reason for e in history] == ["retire", "promote", "canary"]
-    assert [e.actor for e in history] == [TEST_CALLER.subject, TEST_CALLER.subject, "alice"]
+    assert [e.actor for e in history] == ["test-admin", "test-admin", "alice"]
+    assert {e.tenant for e in history} == {ADMIN.tenant}
     assert [e.revision for e in history] == [
         offline.revision,
         full.revision,

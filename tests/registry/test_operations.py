@@ -12,13 +12,13 @@ from lattice.v1 import registry_pb2, registry_pb2_grpc
 from services.registry.server import build_server
 from tests.registry.conftest import settings_for
 from tests.registry.support import RegistryClient
-from tests.support.identity import signed_channel
+from tests.support.identity import caller_channel
 
 
 async def test_drain_ends_watch_streams_promptly(tmp_path):
     server = await build_server(settings_for(tmp_path, grace_seconds=10))
     await server.start()
-    async with signed_channel(server.address, tmp_path, "registry") as channel:
+    async with caller_channel(server) as channel:
         stub = registry_pb2_grpc.ModelRegistryServiceStub(channel)
         stream = stub.Watch(registry_pb2.WatchRequest())
         events = [await anext(aiter(stream)), await anext(aiter(stream))]
@@ -37,7 +37,7 @@ async def test_metrics_and_database_spans(tmp_path):
     server = await build_server(settings_for(tmp_path), tracer_provider=provider)
     await server.start()
     try:
-        async with signed_channel(server.address, tmp_path, "registry") as channel:
+        async with caller_channel(server) as channel:
             client = RegistryClient(registry_pb2_grpc.ModelRegistryServiceStub(channel))
             await client.model("m")
             await client.version("m", b"x" * 1234)

@@ -21,7 +21,7 @@ from services.suite.ports import free_port
 from tests.registry.conftest import settings_for
 from tests.registry.support import RegistryClient
 from tests.support.health import wait_serving
-from tests.support.identity import signed_channel
+from tests.support.identity import ADMIN, caller_channel, signed_channel
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[2]
 async def test_restart_keeps_everything(tmp_path):
     server = await build_server(settings_for(tmp_path))
     await server.start()
-    async with signed_channel(server.address, tmp_path, "registry") as channel:
+    async with caller_channel(server) as channel:
         client = RegistryClient(registry_pb2_grpc.ModelRegistryServiceStub(channel))
         await client.model("m")
         v1 = await client.version("m", b"one")
@@ -49,7 +49,7 @@ async def test_restart_keeps_everything(tmp_path):
     server = await build_server(settings_for(tmp_path))
     await server.start()
     try:
-        async with signed_channel(server.address, tmp_path, "registry") as channel:
+        async with caller_channel(server) as channel:
             client = RegistryClient(registry_pb2_grpc.ModelRegistryServiceStub(channel))
             assert await _dump(client) == before
             # The replay log survived too: resuming from revision 3 needs no snapshot.
@@ -115,7 +115,7 @@ async def test_sigkill_during_write_burst_loses_no_acknowledged_write(tmp_path):
     enough = asyncio.Event()
     try:
         await wait_serving(address, timeout=20, process=process)
-        async with signed_channel(address, tmp_path, "registry") as channel:
+        async with signed_channel(address, tmp_path, "registry", caller=ADMIN) as channel:
             client = RegistryClient(registry_pb2_grpc.ModelRegistryServiceStub(channel))
             await client.model("m")
 
@@ -142,7 +142,7 @@ async def test_sigkill_during_write_burst_loses_no_acknowledged_write(tmp_path):
     server = await build_server(settings_for(tmp_path))
     await server.start()
     try:
-        async with signed_channel(server.address, tmp_path, "registry") as channel:
+        async with caller_channel(server) as channel:
             stub = registry_pb2_grpc.ModelRegistryServiceStub(channel)
             model = (await stub.GetModel(registry_pb2.GetModelRequest(name="m"))).model
             listed = await stub.ListVersions(

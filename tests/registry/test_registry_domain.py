@@ -15,6 +15,7 @@ from services.registry.artifacts import ArtifactStore
 from services.registry.metrics import RegistryMetrics
 from services.registry.registry import Registry
 from services.registry.store import Database, SqliteStore
+from tests.support.identity import ADMIN
 
 
 def _registry(root) -> Registry:
@@ -36,10 +37,10 @@ def _model(name: str) -> registry_pb2.Model:
 
 
 async def test_a_cancelled_caller_does_not_desync_memory_and_disk(registry, tmp_path):
-    first = asyncio.create_task(registry.create_model(_model("a")))
+    first = asyncio.create_task(registry.create_model(ADMIN, _model("a")))
     await asyncio.sleep(0)  # the write is under way on the database thread
     first.cancel()
-    second = await registry.create_model(_model("b"))
+    second = await registry.create_model(ADMIN, _model("b"))
     assert second.name == "b"
     assert registry.revision == 2
     assert set(registry.state.models) == {"a", "b"}  # the cancelled write still landed
@@ -54,10 +55,12 @@ async def test_a_cancelled_caller_does_not_desync_memory_and_disk(registry, tmp_
 
 
 async def test_concurrent_writers_get_consecutive_revisions(registry):
-    created = await asyncio.gather(*(registry.create_model(_model(f"m{i}")) for i in range(20)))
+    created = await asyncio.gather(
+        *(registry.create_model(ADMIN, _model(f"m{i}")) for i in range(20))
+    )
     assert len(created) == 20 and registry.revision == 20
     events = []
-    async for event in registry.watch(0, []):
+    async for event in registry.watch(ADMIN, 0, []):
         events.append(event)
         if event.type == registry_pb2.WATCH_EVENT_TYPE_SYNCED:
             break
@@ -65,8 +68,8 @@ async def test_concurrent_writers_get_consecutive_revisions(registry):
 
 
 async def test_failed_validation_changes_nothing(registry):
-    await registry.create_model(_model("m"))
+    await registry.create_model(ADMIN, _model("m"))
     with pytest.raises(NotFound):
-        await registry.set_alias("m", "prod", 1, 0)
+        await registry.set_alias(ADMIN, "m", "prod", 1, 0)
     assert registry.revision == 1
     assert registry.hub.oldest_replayable == 0

@@ -13,7 +13,7 @@ from services.runtime.registry_view import RegistryState, RegistryView
 from services.suite.ports import free_port
 from tests.registry.conftest import settings_for
 from tests.registry.support import RegistryClient
-from tests.support.identity import signed_channel
+from tests.support.identity import caller_channel, signed_channel
 
 EventType = registry_pb2.WatchEventType
 
@@ -96,7 +96,7 @@ async def test_view_reconnects_and_resumes_after_restart(tmp_path):
     events: list[registry_pb2.WatchResponse] = []
     view.add_listener(events.append)
     try:
-        async with signed_channel(server.address, tmp_path, "registry") as channel:
+        async with caller_channel(server) as channel:
             client = RegistryClient(registry_pb2_grpc.ModelRegistryServiceStub(channel))
             await client.model("alpha")
             await view.start()
@@ -106,7 +106,7 @@ async def test_view_reconnects_and_resumes_after_restart(tmp_path):
 
         server = await build_server(settings)
         await server.start()
-        async with signed_channel(server.address, tmp_path, "registry") as channel:
+        async with caller_channel(server) as channel:
             client = RegistryClient(registry_pb2_grpc.ModelRegistryServiceStub(channel))
             await client.version("alpha")
         await _until(lambda: view.version("alpha", 1) is not None)

@@ -22,7 +22,7 @@ from lattice.errors import from_rpc_error
 from lattice.v1 import common_pb2, registry_pb2, registry_pb2_grpc
 from services.registry.server import build_server
 from tests.registry.conftest import settings_for
-from tests.support.identity import signed_sync_channel
+from tests.support.identity import sync_caller_channel
 
 pb = registry_pb2
 C = grpc.StatusCode
@@ -43,7 +43,7 @@ def stub(tmp_path_factory) -> Iterator[registry_pb2_grpc.ModelRegistryServiceStu
     settings_ = settings_for(data_dir)
     server = asyncio.run_coroutine_threadsafe(build_server(settings_), loop).result(30)
     asyncio.run_coroutine_threadsafe(server.start(), loop).result(30)
-    channel = signed_sync_channel(server.address, data_dir, "registry")
+    channel = sync_caller_channel(server)
     stub = registry_pb2_grpc.ModelRegistryServiceStub(channel)
     stub.CreateModel(pb.CreateModelRequest(model=pb.Model(name="m", task=TEXT)))
     data = b"artifact"
@@ -480,6 +480,34 @@ CASES = [
     (
         "SetPolicy",
         pb.SetPolicyRequest(policy=pb.ModelPolicy(model_name="m"), expected_revision=-4),
+        C.INVALID_ARGUMENT,
+        "expected_revision",
+    ),
+    # Tenant records
+    ("CreateTenant", pb.CreateTenantRequest(), C.INVALID_ARGUMENT, "tenant.name"),
+    (
+        "CreateTenant",
+        pb.CreateTenantRequest(tenant=pb.Tenant(name="a/b")),
+        C.INVALID_ARGUMENT,
+        "tenant.name",
+    ),
+    (
+        "CreateTenant",
+        pb.CreateTenantRequest(
+            tenant=pb.Tenant(name="t", model_quotas={"NOT OK": pb.TenantQuota(requests=1)})
+        ),
+        C.INVALID_ARGUMENT,
+        "tenant.model_quotas",
+    ),
+    ("GetTenant", pb.GetTenantRequest(), C.INVALID_ARGUMENT, "name"),
+    ("GetTenant", pb.GetTenantRequest(name="nobody"), C.NOT_FOUND, ""),
+    ("ListTenants", pb.ListTenantsRequest(page_size=-1), C.INVALID_ARGUMENT, "page_size"),
+    ("ListTenants", pb.ListTenantsRequest(page_token="garbage!"), C.INVALID_ARGUMENT, "page_token"),
+    ("UpdateTenant", pb.UpdateTenantRequest(), C.INVALID_ARGUMENT, "tenant.name"),
+    ("UpdateTenant", pb.UpdateTenantRequest(tenant=pb.Tenant(name="nobody")), C.NOT_FOUND, ""),
+    (
+        "UpdateTenant",
+        pb.UpdateTenantRequest(tenant=pb.Tenant(name="nobody"), expected_revision=-1),
         C.INVALID_ARGUMENT,
         "expected_revision",
     ),

@@ -13,7 +13,7 @@ from services.registry.watch import WatchHub
 from services.runtime.registry_view import RegistryState
 from tests.registry.conftest import settings_for
 from tests.registry.support import RegistryClient
-from tests.support.identity import signed_channel
+from tests.support.identity import ADMIN, caller_channel
 
 T = registry_pb2.WatchEventType
 PUT, RESET, SYNCED = T.WATCH_EVENT_TYPE_PUT, T.WATCH_EVENT_TYPE_RESET, T.WATCH_EVENT_TYPE_SYNCED
@@ -77,7 +77,7 @@ async def test_too_old_revision_gets_reset_and_snapshot(tmp_path):
     server = await build_server(settings_for(tmp_path, watch_retain_revisions=3))
     await server.start()
     try:
-        async with signed_channel(server.address, tmp_path, "registry") as channel:
+        async with caller_channel(server) as channel:
             client = RegistryClient(registry_pb2_grpc.ModelRegistryServiceStub(channel))
             await client.model("m")
             await client.version("m")
@@ -107,7 +107,7 @@ async def test_hundred_subscribers_all_see_a_change(
 ):
     await client.model("m")
     await client.version("m")
-    channels = [signed_channel(registry_server.address, tmp_path, "registry") for _ in range(10)]
+    channels = [caller_channel(registry_server) for _ in range(10)]
     try:
         streams = [
             registry_pb2_grpc.ModelRegistryServiceStub(channels[i % 10]).Watch(
@@ -163,8 +163,8 @@ def _batch(state: RegistryState, revision: int) -> list[registry_pb2.WatchRespon
 async def test_slow_subscriber_is_reset_without_blocking_others():
     state = RegistryState()
     hub = WatchHub(lambda: state, queue_size=4)
-    slow = hub.subscribe(0, ())
-    fast = hub.subscribe(0, ())
+    slow = hub.subscribe(0, (), ADMIN)
+    fast = hub.subscribe(0, (), ADMIN)
     assert [e.type for e in [await anext(slow), await anext(slow)]] == [RESET, SYNCED]
     assert [e.type for e in [await anext(fast), await anext(fast)]] == [RESET, SYNCED]
     for revision in range(1, 11):

@@ -23,9 +23,11 @@ def test_datasets_jobs_watch_and_cancel(stack, tmp_path):
     lines = [json.dumps({"text": text}) for text in CORPUS * 2]  # the second copy: duplicates
     corpus.write_text("\n".join(lines) + "\n")
     with lattice.Client(stack.gateway, stack.token) as client:
+        # The trainer reads only the tenant's source directory: upload the file there.
+        sent = client.upload_sources(corpus)
         dataset = client.prepare_dataset(
             "sdk-docs",
-            [str(corpus)],
+            [sent.directory],
             vocab_size=300,
             validation_fraction=0.1,
             seed=1,

@@ -13,9 +13,11 @@ from pathlib import Path
 import grpc
 from grpc import aio
 
+from services.runtime import LatticeServer
+from services.runtime.channels import create_channel
 from services.runtime.identity import Caller
 from services.runtime.internal_tokens import TokenMinter
-from services.runtime.keys import LocalKeyRing
+from services.runtime.keys import DEFAULT_KEY_RING_PATH, LocalKeyRing
 from services.suite import signing
 
 #: Who a test's unnamed calls act as (a caller may also be named per call
@@ -84,4 +86,40 @@ def signed_sync_channel(
     """A blocking channel whose calls carry a token, like `signed_channel`."""
     return grpc.intercept_channel(
         grpc.insecure_channel(address), _SigningInterceptor(minter(data_dir, audience, caller))
+    )
+
+
+#: Callers of the ownership tests: an administrator (sees and manages every
+#: tenant's objects) and two tenants.
+ADMIN = Caller(tenant="ops", subject="test-admin", scopes=frozenset({"admin"}))
+ACME = Caller(tenant="acme", subject="alice")
+GLOBEX = Caller(tenant="globex", subject="bob")
+
+#: Which audience a server's internal tokens must name, by the service it serves.
+_AUDIENCES = {
+    "lattice.v1.ModelRegistryService": "registry",
+    "lattice.v1.TrainerService": "trainer",
+    "lattice.v1.InferenceService": "inference",
+}
+
+
+def _server_minter(server: LatticeServer, caller: Caller) -> TokenMinter:
+    """Signs as `caller` with the key ring `server` verifies against."""
+    settings = server.settings
+    ring = Path(settings.key_ring_file or settings.data_dir / DEFAULT_KEY_RING_PATH)
+    audience = next(_AUDIENCES[s.name] for s in server.services if s.name in _AUDIENCES)
+    return TokenMinter(LocalKeyRing.open_or_create(ring), audience=audience, service=caller)
+
+
+def caller_channel(server: LatticeServer, caller: Caller = ADMIN) -> aio.Channel:
+    """A channel to `server` whose calls act as `caller` (or the caller their
+    metadata names), signed as a suite service would sign them."""
+    return create_channel(server.address, minter=_server_minter(server, caller), trace_calls=False)
+
+
+def sync_caller_channel(server: LatticeServer, caller: Caller = ADMIN) -> grpc.Channel:
+    """A blocking channel to `server` whose calls act as `caller`."""
+    return grpc.intercept_channel(
+        grpc.insecure_channel(server.address),
+        _SigningInterceptor(_server_minter(server, caller)),
     )

@@ -13,10 +13,9 @@ from lattice.v1 import registry_pb2_grpc, trainer_pb2, trainer_pb2_grpc
 from services.registry.server import RegistrySettings
 from services.registry.server import build_server as build_registry
 from services.runtime import LatticeServer
-from services.runtime.keys import DEFAULT_KEY_RING_PATH
 from services.trainer.server import TrainerSettings
 from services.trainer.server import build_server as build_trainer
-from tests.support.identity import signed_channel
+from tests.support.identity import caller_channel
 
 
 def trainer_settings(data_dir: Path, registry_address: str, **overrides) -> TrainerSettings:
@@ -49,22 +48,17 @@ async def registry_server(tmp_path) -> AsyncIterator[LatticeServer]:
 
 
 @pytest.fixture
-async def registry(
-    registry_server, tmp_path
-) -> AsyncIterator[registry_pb2_grpc.ModelRegistryServiceStub]:
-    async with signed_channel(
-        registry_server.address, tmp_path / "registry-data", "registry"
-    ) as channel:
+async def registry(registry_server) -> AsyncIterator[registry_pb2_grpc.ModelRegistryServiceStub]:
+    async with caller_channel(registry_server) as channel:
         yield registry_pb2_grpc.ModelRegistryServiceStub(channel)
 
 
 @pytest.fixture
 async def trainer_server(tmp_path, registry_server) -> AsyncIterator[LatticeServer]:
+    # Tests write their corpora under tmp_path: that is the source root.
     server = await build_trainer(
         trainer_settings(
-            tmp_path / "trainer-data",
-            registry_server.address,
-            key_ring_file=str(tmp_path / "registry-data" / DEFAULT_KEY_RING_PATH),
+            tmp_path / "trainer-data", registry_server.address, source_root=(str(tmp_path),)
         )
     )
     await server.start()
@@ -73,10 +67,8 @@ async def trainer_server(tmp_path, registry_server) -> AsyncIterator[LatticeServ
 
 
 @pytest.fixture
-async def trainer(trainer_server, tmp_path) -> AsyncIterator[trainer_pb2_grpc.TrainerServiceStub]:
-    async with signed_channel(
-        trainer_server.address, tmp_path / "registry-data", "trainer"
-    ) as channel:
+async def trainer(trainer_server) -> AsyncIterator[trainer_pb2_grpc.TrainerServiceStub]:
+    async with caller_channel(trainer_server) as channel:
         yield trainer_pb2_grpc.TrainerServiceStub(channel)
 
 

@@ -14,6 +14,8 @@ from transformers import AutoTokenizer
 from lattice.v1 import trainer_pb2
 from services.trainer.data.decoding import decode_bytes, repair_mojibake
 from services.trainer.data.dedupe import NearDuplicateIndex
+from services.trainer.data.store import dataset_id
+from tests.support.identity import ADMIN
 
 from .conftest import docstring_spec
 
@@ -115,7 +117,8 @@ async def test_mixed_corpus_report_is_exact_and_tokenizer_round_trips(
     assert dict(report.encodings) == {"utf-8": 13, "cp1252": 2}
     assert report.repaired_documents == 1
     assert (report.train_documents, report.validation_documents) == (6, 2)
-    assert dataset.id == f"mixed-{dataset.digest[:12]}" and dataset.version == 1
+    assert dataset.id == dataset_id("mixed", ADMIN.tenant, dataset.digest) and dataset.version == 1
+    assert dataset.tenant == ADMIN.tenant
 
     directory = tmp_path / "trainer-data" / "trainer" / "datasets" / dataset.id
     train, validation = read_texts(directory, "train"), read_texts(directory, "validation")
@@ -182,9 +185,12 @@ async def test_near_duplicates_and_stop_words(tmp_path, trainer, trainer_server)
 @pytest.mark.parametrize(
     ("source", "field"),
     [
-        (trainer_pb2.DataSource(path="/nonexistent/corpus.txt"), "spec.sources[0].path"),
+        (trainer_pb2.DataSource(path="nonexistent/corpus.txt"), "spec.sources[0].path"),
         (trainer_pb2.DataSource(builtin="wikipedia"), "spec.sources[0].builtin"),
-        (trainer_pb2.DataSource(path="/etc/hostname", encoding="klingon"), None),
+        (
+            trainer_pb2.DataSource(builtin="python-docstrings", encoding="klingon"),
+            "spec.sources[0].encoding",
+        ),
     ],
 )
 async def test_bad_dataset_specs_are_invalid_argument(trainer, trainer_server, source, field):

@@ -18,7 +18,7 @@ from lattice.v1 import registry_pb2, trainer_pb2, trainer_pb2_grpc
 from services.runtime.keys import DEFAULT_KEY_RING_PATH
 from services.suite.ports import free_port
 from services.trainer.registry_client import JOB_TAG
-from tests.support.identity import signed_channel
+from tests.support.identity import ADMIN, signed_channel
 
 from .conftest import docstring_spec, tiny_gpt2_job, wait_for_job
 
@@ -51,7 +51,8 @@ def start_trainer(port: int, data_dir: Path, registry_address: str) -> subproces
 
 
 async def connect(port: int, data_dir: Path) -> aio.Channel:
-    channel = signed_channel(f"127.0.0.1:{port}", data_dir.parent / "registry-data", "trainer")
+    ring_dir = data_dir.parent / "registry-data"
+    channel = signed_channel(f"127.0.0.1:{port}", ring_dir, "trainer", caller=ADMIN)
     await asyncio.wait_for(channel.channel_ready(), 60)
     return channel
 

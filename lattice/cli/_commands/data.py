@@ -7,11 +7,12 @@ import glob
 import os
 import sys
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 
 import click
 from rich.console import Console
 
-from lattice import _requests
+from lattice import Client, _requests
 from lattice.cli._common import Session, lattice_command, print_fields, print_table, when
 from lattice.v1 import trainer_pb2
 
@@ -26,7 +27,15 @@ def data() -> None:
 
 @data.command("prepare")
 @click.argument("name")
-@click.argument("sources", nargs=-1, required=True)
+@click.argument("sources", nargs=-1)
+@click.option(
+    "--source",
+    "uploads",
+    multiple=True,
+    type=click.Path(exists=True, path_type=Path),
+    help="A local file or directory: uploaded (with a progress bar) into your source "
+    "directory on the trainer first. Repeatable.",
+)
 @click.option(
     "--tokenizer",
     type=click.Choice(_requests.TOKENIZER_NAMES),
@@ -68,6 +77,7 @@ def prepare(
     session: Session,
     name: str,
     sources: tuple[str, ...],
+    uploads: tuple[Path, ...],
     normalize: bool,
     strip_markup: bool,
     dedupe: bool,
@@ -80,8 +90,10 @@ def prepare(
     remove_stop_words: bool,
     **options,
 ) -> None:
-    """Prepare dataset NAME from SOURCES: paths/globs (as the trainer sees them) or
-    builtin:python-docstrings."""
+    """Prepare dataset NAME from SOURCES: paths/globs under your source directory on the
+    trainer, builtin:python-docstrings, or local files sent with --source."""
+    if not sources and not uploads:
+        raise click.UsageError("give SOURCES, --source LOCAL_PATH, or both")
     cleaning = trainer_pb2.CleaningOptions(
         normalize_unicode=normalize,
         normalize_whitespace=normalize,
@@ -95,11 +107,21 @@ def prepare(
         segment_words=segment_words,
         remove_stop_words=remove_stop_words,
     )
+    client = session.client()
+    remote = [*sources, *(_upload(client, local) for local in uploads)]
     with _working(sources, session.as_json):
-        dataset = session.client().prepare_dataset(
-            name, list(sources), cleaning=cleaning, **options
-        )
+        dataset = client.prepare_dataset(name, remote, cleaning=cleaning, **options)
     session.emit(dataset, lambda: _show(dataset))
+
+
+def _upload(client: Client, local: Path) -> str:
+    """Send `local` to the trainer with a progress bar (on stderr); its remote path."""
+    total = sum(path.stat().st_size for _, path in _requests.source_files(local))
+    with click.progressbar(
+        length=total, label=f"uploading {local}", file=sys.stderr, show_pos=True
+    ) as bar:
+        sent = client.upload_sources(local, on_progress=bar.update)
+    return sent.directory
 
 
 def local_size(sources: tuple[str, ...]) -> int:

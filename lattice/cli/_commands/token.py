@@ -9,7 +9,7 @@ import click
 from lattice.cli._common import run_reporting_errors
 
 #: Where `lattice up` keeps the dev secret, under its data directory.
-from lattice.tokens import ALL_SCOPES, DEV_SECRET_FILE, mint_dev_token
+from lattice.tokens import ALL_SCOPES, DEV_SECRET_FILE, TENANT_SCOPES, mint_dev_token
 
 
 def find_secret(secret: str | None, data_dir: Path) -> str:
@@ -31,7 +31,13 @@ def find_secret(secret: str | None, data_dir: Path) -> str:
     "scopes",
     multiple=True,
     type=click.Choice(ALL_SCOPES),
-    help="Repeatable; default: every scope.",
+    help="Repeatable; default: every scope but admin.",
+)
+@click.option(
+    "--admin",
+    "as_admin",
+    is_flag=True,
+    help="Add the admin scope: see and manage every tenant's models, datasets and jobs.",
 )
 @click.option(
     "--ttl",
@@ -61,6 +67,7 @@ def token(
     tenant: str,
     subject: str,
     scopes: tuple[str, ...],
+    as_admin: bool,
     ttl: float,
     secret: str | None,
     data_dir: Path,
@@ -71,13 +78,17 @@ def token(
     \b
     export LATTICE_TOKEN=$(lattice token --tenant acme)
     eval "$(lattice token --export)"
+    lattice token --admin      # an operator's token: every tenant's resources
     """
 
     def body() -> None:
+        chosen = list(scopes or TENANT_SCOPES)
+        if as_admin and "admin" not in chosen:
+            chosen.append("admin")
         minted = mint_dev_token(
             find_secret(secret, data_dir),
             tenant=tenant,
-            scopes=scopes or ALL_SCOPES,
+            scopes=chosen,
             subject=subject,
             lifetime=ttl,
         )

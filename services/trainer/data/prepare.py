@@ -22,6 +22,7 @@ import opencc
 from lattice.errors import InvalidArgument
 from lattice.refs import NAME_PATTERN
 from lattice.v1 import trainer_pb2
+from services.trainer.data.confine import Confinement, SourceRoots
 from services.trainer.data.dedupe import NearDuplicateIndex, exact_key
 from services.trainer.data.document import DocumentCleaner
 from services.trainer.data.language import known_language
@@ -37,10 +38,11 @@ DEFAULT_VALIDATION = 0.1
 DEFAULT_NEAR_THRESHOLD = 0.8
 
 
-def validate_spec(spec: trainer_pb2.DatasetSpec) -> None:
+def validate_spec(spec: trainer_pb2.DatasetSpec, confine: Confinement) -> None:
+    """Fail before any work; walks the sources, so run it off the event loop."""
     if not NAME_PATTERN.match(spec.name):
         raise InvalidArgument("spec.name", "required; a lower-case DNS label")
-    validate_sources(spec.sources)
+    validate_sources(spec.sources, confine)
     if not 0.0 <= spec.validation_fraction <= 0.5:
         raise InvalidArgument("spec.validation_fraction", "must be within 0..0.5")
     options = spec.cleaning
@@ -69,33 +71,39 @@ def validate_spec(spec: trainer_pb2.DatasetSpec) -> None:
 
 
 class DatasetPreparer:
-    def __init__(self, store: DatasetStore) -> None:
+    def __init__(self, store: DatasetStore, roots: SourceRoots) -> None:
         self.store = store
+        self.roots = roots
 
     def prepare(
-        self, spec: trainer_pb2.DatasetSpec, base_dir: Path | None = None
+        self, spec: trainer_pb2.DatasetSpec, base_dir: Path | None = None, *, tenant: str
     ) -> trainer_pb2.Dataset:
         """Run the pipeline; `base_dir` is the unpacked base model when the spec reuses
-        its tokenizer."""
-        validate_spec(spec)
+        its tokenizer; the dataset belongs to `tenant`, whose source roots it reads."""
+        confine = self.roots.for_tenant(tenant)
+        validate_spec(spec, confine)
         report = trainer_pb2.DatasetReport()
-        documents = self.clean(spec, report)
+        documents = self.clean(spec, report, confine)
         train, validation = _split(documents, spec)
         report.train_documents = len(train)
         report.validation_documents = len(validation)
         staging = self.store.staging_dir()
         try:
             self._write(staging, spec, train, validation, report, base_dir)
-            dataset = trainer_pb2.Dataset(name=spec.name, spec=spec, report=report)
+            dataset = trainer_pb2.Dataset(name=spec.name, spec=spec, report=report, tenant=tenant)
             return self.store.commit(staging, dataset)
         except BaseException:
             self.store.discard(staging)
             raise
 
     def clean(
-        self, spec: trainer_pb2.DatasetSpec, report: trainer_pb2.DatasetReport
+        self,
+        spec: trainer_pb2.DatasetSpec,
+        report: trainer_pb2.DatasetReport,
+        confine: Confinement,
     ) -> list[Record]:
-        """Read and clean every document, filling `report`; the documents kept."""
+        """Read (inside `confine`) and clean every document, filling `report`; the
+        documents kept."""
         options = spec.cleaning
         stats = ReadStats()
         dropped: Counter[str] = Counter()
@@ -107,14 +115,16 @@ class DatasetPreparer:
         near = NearDuplicateIndex(threshold) if options.near_deduplicate else None
         cleaner = DocumentCleaner(
             options,
-            user_dictionary=read_lines(spec.sources, trainer_pb2.DATA_SOURCE_ROLE_USER_DICTIONARY),
+            user_dictionary=read_lines(
+                spec.sources, trainer_pb2.DATA_SOURCE_ROLE_USER_DICTIONARY, confine
+            ),
             extra_stop_words=[
                 *options.stop_words,
-                *read_lines(spec.sources, trainer_pb2.DATA_SOURCE_ROLE_STOP_WORDS),
+                *read_lines(spec.sources, trainer_pb2.DATA_SOURCE_ROLE_STOP_WORDS, confine),
             ],
         )
         kept: list[Record] = []
-        for raw in read_sources(spec.sources, stats):
+        for raw in read_sources(spec.sources, stats, confine):
             report.documents_in += 1
             encodings[raw.encoding] += 1
             if raw.problem:

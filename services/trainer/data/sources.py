@@ -4,6 +4,10 @@ A `.txt` file holds one document per paragraph (blank-line separated); a
 `.jsonl` file one per line (the `text_field` of each object); a `.csv` file one
 per row (the `text_field` column). Problems with a single record are counted as
 drops, never raised; a source that does not exist is an `InvalidArgument`.
+
+Paths are confined to the caller's source roots (`confine.Confinement`): a path
+outside them, a symlink out or a file that is not regular is PERMISSION_DENIED,
+found while validating, before anything is read.
 """
 
 from __future__ import annotations
@@ -11,9 +15,9 @@ from __future__ import annotations
 import codecs
 import csv
 import dataclasses
-import glob
 import io
 import json
+import os
 import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -21,6 +25,7 @@ from pathlib import Path
 from lattice.errors import InvalidArgument
 from lattice.v1 import trainer_pb2
 from services.trainer.data.builtin import BUILTIN_SOURCES, builtin_documents
+from services.trainer.data.confine import Confinement
 from services.trainer.data.decoding import decode_bytes
 
 SUFFIXES = (".txt", ".jsonl", ".csv")
@@ -55,11 +60,12 @@ def _shown(raw: str) -> str:
     return repr(shown)
 
 
-def resolve_files(index: int, source: trainer_pb2.DataSource) -> list[Path]:
-    """The files a path source names, sorted; InvalidArgument if there are none
-    or the path cannot be looked at (too long, not permitted, not a name at all)."""
+def resolve_files(index: int, source: trainer_pb2.DataSource, confine: Confinement) -> list[Path]:
+    """The files a path source names, resolved inside the source roots and sorted;
+    InvalidArgument if there are none or the path cannot be looked at (too long,
+    not a name at all), PermissionDenied for anything outside the roots."""
     try:
-        return _resolve_files(index, source)
+        return _resolve_files(index, source, confine)
     except (OSError, ValueError) as error:  # ENAMETOOLONG, EACCES, embedded NUL ...
         reason = getattr(error, "strerror", None) or "not a usable path"
         raise InvalidArgument(
@@ -67,27 +73,19 @@ def resolve_files(index: int, source: trainer_pb2.DataSource) -> list[Path]:
         ) from None
 
 
-def _resolve_files(index: int, source: trainer_pb2.DataSource) -> list[Path]:
+def _resolve_files(
+    index: int, source: trainer_pb2.DataSource, confine: Confinement
+) -> list[Path]:
     raw = source.path
-    if any(ch in raw for ch in "*?["):
-        matches = sorted(Path(p) for p in glob.glob(raw, recursive=True))
-        files = [p for p in matches if p.is_file() and p.suffix.lower() in SUFFIXES]
-    else:
-        path = Path(raw)
-        if path.is_dir():
-            files = sorted(
-                p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in SUFFIXES
-            )
-        elif path.is_file():
-            if path.suffix.lower() not in SUFFIXES:
-                raise InvalidArgument(
-                    _field(index, "path"),
-                    f"{_shown(raw)}: unsupported file type (use .txt/.jsonl/.csv)",
-                )
-            files = [path]
-        else:
+    field = _field(index, "path")
+    files = confine.expand(raw, field, SUFFIXES)
+    if not files and not any(ch in raw for ch in "*?["):
+        path = confine.candidate(raw)
+        if not os.path.lexists(path):
+            raise InvalidArgument(field, f"{_shown(raw)}: no such file or directory")
+        if not path.is_dir():
             raise InvalidArgument(
-                _field(index, "path"), f"{_shown(raw)}: no such file or directory"
+                field, f"{_shown(raw)}: unsupported file type (use .txt/.jsonl/.csv)"
             )
     if not files:
         raise InvalidArgument(
@@ -96,7 +94,7 @@ def _resolve_files(index: int, source: trainer_pb2.DataSource) -> list[Path]:
     return files
 
 
-def validate_sources(sources: Sequence[trainer_pb2.DataSource]) -> None:
+def validate_sources(sources: Sequence[trainer_pb2.DataSource], confine: Confinement) -> None:
     """Fail fast, before any work, on sources that cannot be read."""
     if not sources:
         raise InvalidArgument("spec.sources", "at least one source is required")
@@ -114,7 +112,7 @@ def validate_sources(sources: Sequence[trainer_pb2.DataSource]) -> None:
                 f"unknown built-in {source.builtin!r}; known: {', '.join(BUILTIN_SOURCES)}",
             )
         if kind == "path":
-            resolve_files(index, source)
+            resolve_files(index, source, confine)
         if source.encoding:
             try:
                 codecs.lookup(source.encoding)
@@ -125,7 +123,7 @@ def validate_sources(sources: Sequence[trainer_pb2.DataSource]) -> None:
 
 
 def read_sources(
-    sources: Sequence[trainer_pb2.DataSource], stats: ReadStats
+    sources: Sequence[trainer_pb2.DataSource], stats: ReadStats, confine: Confinement
 ) -> Iterator[RawDocument]:
     """Every raw document of every source, in a stable order."""
     for index, source in enumerate(sources):
@@ -136,8 +134,9 @@ def read_sources(
                 yield RawDocument(text, origin, "utf-8")
             continue
         field = source.text_field or "text"
-        for path in resolve_files(index, source):
-            decoded = decode_bytes(path.read_bytes(), source.encoding)
+        for path in resolve_files(index, source, confine):
+            data = confine.read_bytes(path, _field(index, "path"))
+            decoded = decode_bytes(data, source.encoding)
             stats.invalid_bytes += decoded.invalid_bytes
             documents = _split_file(path, decoded.text, decoded.encoding, field)
             if source.encoding and decoded.invalid_bytes:
@@ -149,14 +148,17 @@ def read_sources(
             yield from documents
 
 
-def read_lines(sources: Sequence[trainer_pb2.DataSource], role: int) -> list[str]:
+def read_lines(
+    sources: Sequence[trainer_pb2.DataSource], role: int, confine: Confinement
+) -> list[str]:
     """The non-blank lines of every path source with `role` (dictionaries, word lists)."""
     lines: list[str] = []
     for index, source in enumerate(sources):
         if source.role != role or source.WhichOneof("source") != "path":
             continue
-        for path in resolve_files(index, source):
-            text = decode_bytes(path.read_bytes(), source.encoding).text
+        for path in resolve_files(index, source, confine):
+            data = confine.read_bytes(path, _field(index, "path"))
+            text = decode_bytes(data, source.encoding).text
             lines.extend(line.strip() for line in text.splitlines() if line.strip())
     return lines
 

@@ -7,6 +7,12 @@ the `tokenizer/` directory, plus `dataset.binpb` (the `Dataset` message). It is
 built in a temporary directory and renamed into place, so a crash never
 leaves half a dataset under a real id. Preparing identical data again returns
 the existing dataset.
+
+A dataset belongs to the tenant that prepared it. Its id mixes in the tenant
+(`<name>-<first 12 of sha256(tenant, digest)>`), so two tenants preparing the
+same data get two datasets, never each other's; `visible`/`list_for` answer
+for a caller (another tenant's dataset is NOT_FOUND). Records written before
+datasets had owners are given `default_tenant` when loaded.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from google.protobuf import timestamp_pb2
 
 from lattice.errors import NotFound
 from lattice.v1 import trainer_pb2
+from services.runtime.identity import Caller
 
 RECORD = "dataset.binpb"
 
@@ -37,14 +44,22 @@ def directory_digest(directory: Path) -> str:
     return digest.hexdigest()
 
 
+def dataset_id(name: str, tenant: str, digest: str) -> str:
+    owned = hashlib.sha256(f"{tenant}\0{digest}".encode()).hexdigest()
+    return f"{name}-{owned[:12]}"
+
+
 class DatasetStore:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, default_tenant: str = "default") -> None:
         self.root = root
         self.root.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._cache: dict[str, trainer_pb2.Dataset] = {}
         for record in self.root.glob(f"*/{RECORD}"):
             dataset = trainer_pb2.Dataset.FromString(record.read_bytes())
+            if not dataset.tenant:  # written before datasets had owners
+                dataset.tenant = default_tenant
+                record.write_bytes(dataset.SerializeToString())
             self._cache[dataset.id] = dataset
 
     def staging_dir(self) -> Path:
@@ -55,30 +70,50 @@ class DatasetStore:
         shutil.rmtree(staging, ignore_errors=True)
 
     def commit(self, staging: Path, dataset: trainer_pb2.Dataset) -> trainer_pb2.Dataset:
-        """Give the staged dataset its digest, id and version and move it into place."""
+        """Give the staged dataset its digest, id and version and move it into place.
+
+        `dataset.tenant` must name its owner already.
+        """
+        assert dataset.tenant, "a dataset needs an owning tenant"
         digest = directory_digest(staging)
-        dataset_id = f"{dataset.name}-{digest[:12]}"
+        new_id = dataset_id(dataset.name, dataset.tenant, digest)
         with self._lock:
-            existing = self._cache.get(dataset_id)
+            existing = self._cache.get(new_id)
             if existing is not None:
                 self.discard(staging)
                 return existing
-            dataset.id = dataset_id
+            dataset.id = new_id
             dataset.digest = digest
-            dataset.version = 1 + sum(1 for d in self._cache.values() if d.name == dataset.name)
+            dataset.version = 1 + sum(
+                1
+                for d in self._cache.values()
+                if d.name == dataset.name and d.tenant == dataset.tenant
+            )
             now = timestamp_pb2.Timestamp()
             now.GetCurrentTime()
             dataset.create_time.CopyFrom(now)
             (staging / RECORD).write_bytes(dataset.SerializeToString())
-            staging.rename(self.root / dataset_id)
-            self._cache[dataset_id] = dataset
+            staging.rename(self.root / new_id)
+            self._cache[new_id] = dataset
             return dataset
 
     def get(self, dataset_id: str) -> trainer_pb2.Dataset:
+        """Any tenant's dataset: for the service itself (a job's own dataset)."""
         dataset = self._cache.get(dataset_id)
         if dataset is None:
             raise NotFound(f"dataset {dataset_id!r} not found")
         return dataset
+
+    def visible(self, caller: Caller, dataset_id: str) -> trainer_pb2.Dataset:
+        """The dataset if the caller may see it; another tenant's is NOT_FOUND."""
+        dataset = self._cache.get(dataset_id)
+        if dataset is None or not caller.may_see(dataset.tenant):
+            raise NotFound(f"dataset {dataset_id!r} not found")
+        return dataset
+
+    def list_for(self, caller: Caller) -> list[trainer_pb2.Dataset]:
+        """The caller's datasets (every tenant's for admins), newest first."""
+        return [d for d in self.list() if caller.may_see(d.tenant)]
 
     def path(self, dataset_id: str) -> Path:
         self.get(dataset_id)

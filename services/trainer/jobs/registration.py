@@ -16,7 +16,7 @@ from google.protobuf import json_format
 
 from lattice.artifacts import pack_directory, sha256_hex
 from lattice.v1 import common_pb2, registry_pb2, trainer_pb2
-from services.trainer.registry_client import JOB_TAG, RegistryClient
+from services.trainer.registry_client import JOB_TAG, RegistryClient, job_caller
 
 _TASKS = {
     trainer_pb2.MODEL_FAMILY_GPT2_CAUSAL_LM: common_pb2.MODEL_TASK_TEXT_GENERATION,
@@ -56,14 +56,15 @@ class Registrar:
     ) -> registry_pb2.ModelVersion:
         spec = job.spec
         target = spec.registration
-        version = await self.client.find_by_tag(target.model_name, JOB_TAG, job.id)
+        client = self.client.as_caller(job_caller(job.tenant, job.id))
+        version = await client.find_by_tag(target.model_name, JOB_TAG, job.id)
         if version is None:
-            await self.client.ensure_model(
+            await client.ensure_model(
                 target.model_name, _TASKS[spec.family], f"trained by lattice trainer job {job.id}"
             )
             data = await asyncio.to_thread(pack_directory, export_dir)
             digest = sha256_hex(data)
-            uri = await self.client.upload(data, digest)
+            uri = await client.upload(data, digest)
             lineage = registry_pb2.Lineage(training_job_id=job.id, dataset_digest=dataset_digest)
             if base is not None:
                 lineage.base_version = base.version
@@ -90,11 +91,11 @@ class Registrar:
                 tags={JOB_TAG: job.id, "lattice.outcome": result.get("outcome", "")},
                 description=spec.display_name[:1024],
             )
-            version = await self.client.create_version(request)
+            version = await client.create_version(request)
         if target.alias:
-            await self.client.set_alias(target.model_name, target.alias, version.version)
+            await client.set_alias(target.model_name, target.alias, version.version)
         if target.canary_weight:
-            await self.client.canary(
+            await client.canary(
                 target.model_name,
                 version.version,
                 target.canary_weight,

@@ -34,6 +34,7 @@ from lattice.errors import (
     Unavailable,
 )
 from lattice.v1 import registry_pb2, trainer_pb2
+from services.runtime.identity import Caller
 from services.trainer.data.store import DatasetStore
 from services.trainer.jobs import events as worker_events
 from services.trainer.jobs.metrics import TrainerMetrics
@@ -41,7 +42,7 @@ from services.trainer.jobs.process import ProcessGroup, kill_stale, torchrun_arg
 from services.trainer.jobs.registration import Registrar
 from services.trainer.jobs.store import TERMINAL, JobStore
 from services.trainer.jobs.validation import MachineLimits, lookup_dataset, resolve_spec
-from services.trainer.registry_client import RegistryClient
+from services.trainer.registry_client import RegistryClient, job_caller
 from services.trainer.worker.config import WorkerConfig
 
 log = logging.getLogger(__name__)
@@ -154,24 +155,29 @@ class JobRunner:
 
     # -- RPC-facing operations ----------------------------------------------------------------
 
-    async def submit(self, spec: trainer_pb2.JobSpec, request_id: str = "") -> trainer_pb2.Job:
+    async def submit(
+        self, caller: Caller, spec: trainer_pb2.JobSpec, request_id: str = ""
+    ) -> trainer_pb2.Job:
+        """Queue a job owned by the caller's tenant, on a dataset the caller may see."""
         if request_id:
-            existing = self.store.by_request_id(request_id)
+            existing = self.store.by_request_id(caller.tenant, request_id)
             if existing is not None:
                 return existing
-        dataset_dir = lookup_dataset(self.datasets, spec.dataset_id)
+        dataset_dir = lookup_dataset(self.datasets, spec.dataset_id, caller)
         resolved = resolve_spec(spec, dataset_dir, self.limits)
+        job_id = f"job-{uuid.uuid4().hex[:12]}"
         if resolved.base_model:
             if self.registry is None:
                 raise FailedPrecondition("fine-tuning needs a registry (registry_address)")
-            await self.registry.resolve_version(resolved.base_model)
+            client = self.registry.as_caller(job_caller(caller.tenant, job_id))
+            await client.resolve_version(resolved.base_model)
         job = trainer_pb2.Job(
-            id=f"job-{uuid.uuid4().hex[:12]}", spec=resolved, state=QUEUED, create_time=_now()
+            id=job_id, spec=resolved, state=QUEUED, create_time=_now(), tenant=caller.tenant
         )
         try:
             self.store.create(job, request_id)
         except LatticeError:
-            existing = self.store.by_request_id(request_id)
+            existing = self.store.by_request_id(caller.tenant, request_id)
             if existing is None:
                 raise
             return existing
@@ -181,14 +187,15 @@ class JobRunner:
         self._wake.set()
         return job
 
-    def get(self, job_id: str) -> trainer_pb2.Job:
-        return self.store.get(job_id)
+    def get(self, caller: Caller, job_id: str) -> trainer_pb2.Job:
+        return self.store.get_for(caller, job_id)
 
-    def list(self, states, offset: int, limit: int) -> list[trainer_pb2.Job]:
-        return self.store.list(states, offset, limit)
+    def list(self, caller: Caller, states, offset: int, limit: int) -> list[trainer_pb2.Job]:
+        tenant = None if caller.admin else caller.tenant
+        return self.store.list(states, offset, limit, tenant)
 
-    async def cancel(self, job_id: str) -> trainer_pb2.Job:
-        job = self.store.get(job_id)
+    async def cancel(self, caller: Caller, job_id: str) -> trainer_pb2.Job:
+        job = self.store.get_for(caller, job_id)
         if job.state in TERMINAL:
             return job
         task = self._tasks.get(job_id)
@@ -207,9 +214,9 @@ class JobRunner:
         return self.store.get(job_id)
 
     async def watch(
-        self, job_id: str, from_sequence: int
+        self, caller: Caller, job_id: str, from_sequence: int
     ) -> AsyncIterator[trainer_pb2.WatchJobResponse]:
-        self.store.get(job_id)
+        self.store.get_for(caller, job_id)
         sequence = from_sequence
         assert self._changed is not None
         while True:
@@ -306,9 +313,10 @@ class JobRunner:
         base_dir = None
         if job.spec.base_model:
             assert self.registry is not None
-            version = await self.registry.resolve_version(job.spec.base_model)
+            client = self.registry.as_caller(job_caller(job.tenant, job.id))
+            version = await client.resolve_version(job.spec.base_model)
             base_dir = job_dir / "base"
-            await self.registry.download(version, base_dir)
+            await client.download(version, base_dir)
             (job_dir / "base_version.binpb").write_bytes(version.SerializeToString())
         WorkerConfig(
             job_id=job.id,

@@ -2,6 +2,12 @@
 event file was read up to. Everything a restarted service needs to carry on.
 
 Calls are short and synchronous; the service makes them from its event loop.
+
+A job belongs to the tenant that submitted it (column and `Job.tenant`);
+`get_for`/`list` scope to a caller. Idempotency keys are per tenant: the
+stored key is `<len>:<tenant>:<request_id>`, so one tenant's key never finds
+another's job. A database from before jobs had owners is migrated on open:
+its jobs go to `default_tenant`.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from pathlib import Path
 
 from lattice.errors import AlreadyExists, NotFound
 from lattice.v1 import trainer_pb2
+from services.runtime.identity import Caller
 
 TERMINAL = frozenset(
     {trainer_pb2.JOB_STATE_SUCCEEDED, trainer_pb2.JOB_STATE_FAILED, trainer_pb2.JOB_STATE_CANCELLED}
@@ -41,33 +48,76 @@ CREATE TABLE IF NOT EXISTS events (
 """
 
 
+def request_key(tenant: str, request_id: str) -> str | None:
+    """The stored idempotency key: unambiguous per (tenant, request_id)."""
+    return f"{len(tenant)}:{tenant}:{request_id}" if request_id else None
+
+
 class JobStore:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, default_tenant: str = "default") -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
         self._lock = threading.Lock()
+        self._add_owners(default_tenant)
+
+    def _add_owners(self, default_tenant: str) -> None:
+        """Migrate a database from before jobs had owners, in one transaction."""
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}
+        if "tenant" in columns:
+            return
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._db.execute("ALTER TABLE jobs ADD COLUMN tenant TEXT NOT NULL DEFAULT ''")
+            rows = self._db.execute("SELECT id, request_id, job FROM jobs").fetchall()
+            for job_id, request_id, body in rows:
+                job = trainer_pb2.Job.FromString(body)
+                job.tenant = job.tenant or default_tenant
+                self._db.execute(
+                    "UPDATE jobs SET tenant = ?, request_id = ?, job = ? WHERE id = ?",
+                    (
+                        job.tenant,
+                        request_key(job.tenant, request_id or ""),
+                        job.SerializeToString(),
+                        job_id,
+                    ),
+                )
+            self._db.execute("CREATE INDEX jobs_by_tenant ON jobs (tenant, seq)")
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
 
     def close(self) -> None:
         self._db.close()
 
     def create(self, job: trainer_pb2.Job, request_id: str) -> trainer_pb2.Job:
+        """Store a new job; `job.tenant` must name its owner."""
+        assert job.tenant, "a job needs an owning tenant"
         with self._lock:
             seq = self._db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs").fetchone()[0]
             try:
                 self._db.execute(
-                    "INSERT INTO jobs (id, seq, request_id, state, job) VALUES (?, ?, ?, ?, ?)",
-                    (job.id, seq, request_id or None, job.state, job.SerializeToString()),
+                    "INSERT INTO jobs (id, seq, request_id, state, job, tenant) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    (
+                        job.id,
+                        seq,
+                        request_key(job.tenant, request_id),
+                        job.state,
+                        job.SerializeToString(),
+                        job.tenant,
+                    ),
                 )
             except sqlite3.IntegrityError:
                 raise AlreadyExists(f"job with request_id {request_id!r} exists") from None
         return job
 
-    def by_request_id(self, request_id: str) -> trainer_pb2.Job | None:
+    def by_request_id(self, tenant: str, request_id: str) -> trainer_pb2.Job | None:
         row = self._db.execute(
-            "SELECT job FROM jobs WHERE request_id = ?", (request_id,)
+            "SELECT job FROM jobs WHERE request_id = ?", (request_key(tenant, request_id),)
         ).fetchone()
         return trainer_pb2.Job.FromString(row[0]) if row else None
 
@@ -77,6 +127,13 @@ class JobStore:
             raise NotFound(f"job {job_id!r} not found")
         return trainer_pb2.Job.FromString(row[0])
 
+    def get_for(self, caller: Caller, job_id: str) -> trainer_pb2.Job:
+        """The job if the caller may see it; another tenant's is NOT_FOUND."""
+        job = self.get(job_id)
+        if not caller.may_see(job.tenant):
+            raise NotFound(f"job {job_id!r} not found")
+        return job
+
     def save(self, job: trainer_pb2.Job) -> None:
         with self._lock:
             self._db.execute(
@@ -85,13 +142,24 @@ class JobStore:
             )
 
     def list(
-        self, states: Sequence[int] = (), offset: int = 0, limit: int = 50
+        self,
+        states: Sequence[int] = (),
+        offset: int = 0,
+        limit: int = 50,
+        tenant: str | None = None,
     ) -> list[trainer_pb2.Job]:
-        """Newest first."""
-        query, params = "SELECT job FROM jobs", []
+        """Newest first; only `tenant`'s jobs unless it is None."""
+        where: list[str] = []
+        params: list[object] = []
         if states:
-            query += f" WHERE state IN ({','.join('?' * len(states))})"
+            where.append(f"state IN ({','.join('?' * len(states))})")
             params.extend(states)
+        if tenant is not None:
+            where.append("tenant = ?")
+            params.append(tenant)
+        query = "SELECT job FROM jobs"
+        if where:
+            query += " WHERE " + " AND ".join(where)
         query += " ORDER BY seq DESC LIMIT ? OFFSET ?"
         rows = self._db.execute(query, [*params, limit, offset]).fetchall()
         return [trainer_pb2.Job.FromString(r[0]) for r in rows]

@@ -15,6 +15,7 @@ from pathlib import Path
 from lattice.errors import FailedPrecondition, InvalidArgument, NotFound
 from lattice.refs import NAME_PATTERN, parse_model_ref
 from lattice.v1 import trainer_pb2
+from services.runtime.identity import Caller
 
 DEFAULT_ARCH = trainer_pb2.ModelArchitecture(
     num_layers=2, num_heads=2, hidden_size=64, max_positions=128
@@ -184,8 +185,9 @@ def _check_dataset(spec: trainer_pb2.JobSpec, dataset_dir: Path) -> None:
         )
 
 
-def lookup_dataset(store, dataset_id: str) -> Path | None:
+def lookup_dataset(store, dataset_id: str, caller: Caller) -> Path | None:
+    """The dataset's directory if it exists for this caller (another tenant's does not)."""
     try:
-        return store.path(dataset_id) if dataset_id else None
+        return store.path(store.visible(caller, dataset_id).id) if dataset_id else None
     except NotFound:
         return None
