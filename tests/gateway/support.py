@@ -112,6 +112,11 @@ class Stack:
         self.channels: list[aio.Channel] = []
         self.keys: SigningKeys | None = None
 
+    @property
+    def key_ring_file(self) -> str:
+        """The one key ring every service of this stack reads (the registry's)."""
+        return str(self.tmp / "reg" / DEFAULT_KEY_RING_PATH)
+
     async def start_registry(self) -> registry_pb2_grpc.ModelRegistryServiceStub:
         self.registry = await build_registry(
             RegistrySettings(
@@ -184,7 +189,7 @@ class Stack:
             "dev_jwt_secret": SECRET,
             "registry_sync_timeout": 5.0,
             "data_dir": self.tmp / "gateway",
-            "key_ring_file": str(self.tmp / "reg" / DEFAULT_KEY_RING_PATH),
+            "key_ring_file": self.key_ring_file,
         }
         values.update(overrides)
         return GatewaySettings(**values)

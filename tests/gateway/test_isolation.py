@@ -139,6 +139,7 @@ async def world(stack: Stack, tmp_path) -> World:
             log_json=False,
             grace_seconds=0.1,
             registry_address=stack.registry.address,
+            key_ring_file=stack.key_ring_file,
             python="/bin/false",
             max_attempts=1,
             poll_interval_seconds=0.05,

@@ -27,6 +27,7 @@ async def test_prepare_from_a_local_directory_through_the_gateway(stack: Stack, 
             log_json=False,
             grace_seconds=0.1,
             registry_address=stack.registry.address,
+            key_ring_file=stack.key_ring_file,
         )
     )
     await trainer.start()

@@ -78,7 +78,7 @@ async def test_registry_rows_without_owner_go_to_the_default_tenant(tmp_path):
     server = await build_server(settings_for(tmp_path, default_tenant="legacy"))
     await server.start()
     try:
-        async with caller_channel(server.address, LEGACY) as channel:
+        async with caller_channel(server, LEGACY) as channel:
             stub = registry_pb2_grpc.ModelRegistryServiceStub(channel)
             model = (await stub.GetModel(registry_pb2.GetModelRequest(name="old"))).model
             assert model.tenant == "legacy"
@@ -93,7 +93,7 @@ async def test_registry_rows_without_owner_go_to_the_default_tenant(tmp_path):
             first = await replay.read()
             assert first.deployment.tenant == "legacy"
             replay.cancel()
-        async with caller_channel(server.address, NEWCOMER) as channel:
+        async with caller_channel(server, NEWCOMER) as channel:
             stub = registry_pb2_grpc.ModelRegistryServiceStub(channel)
             with pytest.raises(aio.AioRpcError) as info:
                 await stub.GetModel(registry_pb2.GetModelRequest(name="old"))

@@ -16,7 +16,7 @@ from concurrent.futures import Future
 from pathlib import Path
 
 import lattice
-from lattice.tokens import TENANT_SCOPES, mint_dev_token
+from lattice.tokens import ALL_SCOPES, TENANT_SCOPES, mint_dev_token
 from services.runtime import LatticeServer
 
 SECRET = "sdk-test-dev-secret-0123456789abcdef"
@@ -33,6 +33,10 @@ class RealStack:
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.servers: dict[str, LatticeServer] = {}
         self.token = mint_dev_token(SECRET, tenant="acme", scopes=TENANT_SCOPES, subject="sdk-test")
+        #: The same tenant with the admin scope (policies, what a replica loaded).
+        self.admin_token = mint_dev_token(
+            SECRET, tenant="acme", scopes=ALL_SCOPES, subject="sdk-admin"
+        )
 
     def run(self, coroutine, timeout: float = 60) -> object:
         future: Future = asyncio.run_coroutine_threadsafe(coroutine, self.loop)

@@ -9,7 +9,7 @@ import pytest
 import lattice
 from lattice.v1 import registry_pb2
 from services.registry.server import RegistrySettings, build_server
-from tests.support.identity import ADMIN
+from tests.support.identity import ADMIN, internal_token
 
 
 @pytest.fixture
@@ -25,7 +25,9 @@ async def test_sdk_drives_the_real_registry(registry, tmp_path):
     source.mkdir()
     (source / "config.json").write_text('{"model_type": "gpt2"}')
     (source / "model.safetensors").write_bytes(b"\0" * 4096)
-    async with lattice.AsyncClient(registry.address, metadata=ADMIN.metadata()) as client:
+    async with lattice.AsyncClient(
+        registry.address, internal_token(tmp_path, "registry", ADMIN)
+    ) as client:
         model = await client.create_model("real-gpt", "text-generation", labels={"team": "ml"})
         assert model.name == "real-gpt"
         first = await client.register_version("real-gpt", source, metrics={"val_loss": 3.0})
@@ -74,7 +76,9 @@ async def test_sync_client_against_the_real_registry(registry, tmp_path):
     (source / "config.json").write_text("{}")
 
     def work() -> None:
-        with lattice.Client(registry.address, metadata=ADMIN.metadata()) as client:
+        with lattice.Client(
+            registry.address, internal_token(tmp_path, "registry", ADMIN)
+        ) as client:
             client.create_model("sync-real", "embedding", description="encoder")
             assert client.get_model("sync-real").description == "encoder"
             assert "sync-real" in [m.name for m in client.list_models()]

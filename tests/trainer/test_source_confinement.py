@@ -101,7 +101,7 @@ async def test_paths_outside_the_roots_are_refused_and_nothing_is_read(confined,
         "pipe.txt",  # a FIFO: refused without being opened (opening would block)
         str(home / ".." / GLOBEX.tenant / "x.txt"),  # another tenant's directory
     ]
-    async with caller_channel(server.address, ACME) as channel:
+    async with caller_channel(server, ACME) as channel:
         stub = trainer_pb2_grpc.TrainerServiceStub(channel)
         for attack in attacks:
             started = time.monotonic()
@@ -165,7 +165,7 @@ async def test_a_large_tree_is_prepared_while_other_rpcs_answer_within_100ms(con
     stop = threading.Event()
 
     def measure() -> None:
-        stub = trainer_pb2_grpc.TrainerServiceStub(sync_caller_channel(server.address, ACME))
+        stub = trainer_pb2_grpc.TrainerServiceStub(sync_caller_channel(server, ACME))
         while not stop.is_set():
             started = time.perf_counter()
             stub.ListDatasets(trainer_pb2.ListDatasetsRequest(), timeout=30)
@@ -175,7 +175,7 @@ async def test_a_large_tree_is_prepared_while_other_rpcs_answer_within_100ms(con
     measuring = threading.Thread(target=measure)
     measuring.start()
     try:
-        async with caller_channel(server.address, ACME) as channel:
+        async with caller_channel(server, ACME) as channel:
             stub = trainer_pb2_grpc.TrainerServiceStub(channel)
             await asyncio.sleep(0.5)  # the measuring thread is warm
             began = time.perf_counter()

@@ -74,11 +74,11 @@ async def test_uploaded_sources_are_prepared_and_stay_the_tenants_own(trainer, t
         "a.txt",
         "b.txt",
     ]
-    async with caller_channel(server.address, ACME) as channel:
+    async with caller_channel(server, ACME) as channel:
         stub = trainer_pb2_grpc.TrainerServiceStub(channel)
         prepared = await stub.PrepareDataset(T.PrepareDatasetRequest(spec=_spec(sent.directory)))
         assert prepared.dataset.report.documents_in == 300
-    async with caller_channel(server.address, GLOBEX) as channel:
+    async with caller_channel(server, GLOBEX) as channel:
         stub = trainer_pb2_grpc.TrainerServiceStub(channel)
         for path, code in [
             (sent.directory, grpc.StatusCode.INVALID_ARGUMENT),  # its own directory: empty
@@ -121,7 +121,7 @@ def _messages(directory: str, *files: tuple[str, int, bytes]):
 )
 async def test_bad_uploads_are_refused_and_leave_nothing(trainer, directory, files, code, field):
     server, sources = trainer
-    async with caller_channel(server.address, ACME) as channel:
+    async with caller_channel(server, ACME) as channel:
         stub = trainer_pb2_grpc.TrainerServiceStub(channel)
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await stub.UploadSources(_messages(directory, *files))
@@ -137,7 +137,7 @@ async def test_bad_uploads_are_refused_and_leave_nothing(trainer, directory, fil
 
 async def test_a_second_upload_replaces_the_directory(trainer):
     server, sources = trainer
-    async with caller_channel(server.address, ACME) as channel:
+    async with caller_channel(server, ACME) as channel:
         stub = trainer_pb2_grpc.TrainerServiceStub(channel)
         await stub.UploadSources(_messages("c", ("old.txt", 3, b"old")))
         await stub.UploadSources(_messages("c", ("new.txt", 3, b"new")))

@@ -19,7 +19,8 @@ ARTIFACT_BYTES = 3 * 1024 * 1024 + 12345  # a few MB, not a multiple of any chun
 
 @pytest.fixture
 def api(stack, http_url):
-    headers = {"authorization": f"Bearer {stack.token}"}
+    """REST as an administrator of tenant acme: every RPC, the admin-only ones too."""
+    headers = {"authorization": f"Bearer {stack.admin_token}"}
     with httpx.Client(base_url=f"{http_url}/api/v1", headers=headers, timeout=60) as client:
         yield client
 
@@ -102,8 +103,10 @@ def test_registry_rpcs_over_rest(api):
     assert missing.json()["error"]["status"] == "NOT_FOUND"
 
 
-def test_trainer_rpcs_over_rest(api, tmp_path):
-    corpus = tmp_path / "corpus.jsonl"
+def test_trainer_rpcs_over_rest(api, stack):
+    # The trainer reads sources only under the tenant's own root.
+    corpus = stack.root / "sources" / "acme" / "rest" / "corpus.jsonl"
+    corpus.parent.mkdir(parents=True, exist_ok=True)
     texts = [f"Document {i}: the quick brown fox number {i} jumps." for i in range(60)]
     corpus.write_text("\n".join(json.dumps({"text": t}) for t in texts) + "\n")
     dataset = _ok(
