@@ -57,7 +57,8 @@ class GatewaySettings(ServerSettings):
     jwt_tenant_claim: str = "tenant"
     #: Verified tokens remembered per replica (0 = verify every request).
     jwt_cache_size: int = 10_000
-    #: Redis shared by all gateway replicas for quotas; empty = per-replica limits only.
+    #: Redis shared by all gateway replicas for quotas (redis://, redis+sentinel:// or
+    #: redis+cluster://, see deploy/README.md); empty = per-replica limits only.
     redis_url: str = ""
     #: Requests / tokens per tenant per quota window; 0 = unlimited.
     quota_requests: int = 0
