@@ -8,7 +8,8 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12
 PROTOS := $(wildcard protos/lattice/v1/*.proto)
 BUF    := node_modules/.bin/buf
 
-.PHONY: install up test test-client-versions fuzz-long protos check-protos lint buf-lint buf-breaking clean
+.PHONY: install up test test-client-versions fuzz-long protos check-protos lint buf-lint buf-breaking \
+	clean stubs-go stubs-ts stubs-java check-stubs-ts check-stubs-java java-stub-tools
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -74,9 +75,24 @@ BUF_AGAINST ?= HEAD~1
 buf-breaking: $(BUF)
 	$(BUF) breaking protos --against '.git#ref=$(BUF_AGAINST),subdir=protos'
 
+# Stubs for other languages, one target per language (protos/buf.gen.<lang>.yaml),
+# so a missing plugin fails only its own language. check-stubs-* also compile them.
+stubs-go stubs-ts stubs-java: stubs-%: $(BUF)
+	protos/check-stubs.sh $*
+check-stubs-ts check-stubs-java: check-stubs-%: $(BUF)
+	protos/check-stubs.sh $* --check
+
+# What check-stubs-java needs, from Debian's archive (root): protoc, the grpc-java
+# plugin and the jars javac compiles the stubs against (the JDK: default-jdk-headless).
+JAVA_STUB_PACKAGES := protobuf-compiler protobuf-compiler-grpc-java-plugin libprotobuf-java libgrpc-java
+java-stub-tools:
+	dpkg -s $(JAVA_STUB_PACKAGES) >/dev/null 2>&1 || \
+	  apt-get install -y --no-install-recommends $(JAVA_STUB_PACKAGES)
+	command -v javac >/dev/null || apt-get install -y --no-install-recommends default-jdk-headless
+
 lint: install buf-lint
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
 clean:
-	rm -rf $(VENV) node_modules .lattice .pytest_cache
+	rm -rf $(VENV) node_modules .lattice .pytest_cache protos/gen tools/stubs-ts/node_modules tools/stubs-ts/gen

@@ -215,10 +215,12 @@ class AsyncClient(Connection):
         *,
         format: str | int = "transformers",
         timeout: float | None = None,
+        progress: _requests.Progress | None = None,
         **fields: Any,
     ) -> registry_pb2.ModelVersion:
-        """Upload a model directory (or tar bytes) and register it as the next version."""
-        uploaded = await self.upload_artifact(artifact, timeout=timeout)
+        """Upload a model directory (or tar bytes) and register it as the next version;
+        `progress(bytes_sent, bytes_total)` follows the upload."""
+        uploaded = await self.upload_artifact(artifact, timeout=timeout, progress=progress)
         return await self.create_version(
             model,
             artifact_uri=uploaded.artifact_uri,
@@ -255,13 +257,18 @@ class AsyncClient(Connection):
     # -- registry: artifacts --------------------------------------------------
 
     async def upload_artifact(
-        self, artifact: PathOrBytes, *, timeout: float | None = None
+        self,
+        artifact: PathOrBytes,
+        *,
+        timeout: float | None = None,
+        progress: _requests.Progress | None = None,
     ) -> registry_pb2.UploadArtifactResponse:
-        """Upload a directory (packed as a deterministic tar) or tar bytes."""
+        """Upload a directory (packed as a deterministic tar) or tar bytes;
+        `progress(bytes_sent, bytes_total)` is called per chunk."""
         data = _requests.artifact_bytes(artifact)
         try:
             return await self._registry.UploadArtifact(
-                _requests.upload_messages(data),
+                _requests.upload_messages(data, progress),
                 timeout=self._config.timeout("transfer", timeout),
                 metadata=self._config.metadata(),
             )
@@ -274,21 +281,27 @@ class AsyncClient(Connection):
         directory: str | os.PathLike[str] | None = None,
         *,
         timeout: float | None = None,
+        progress: _requests.Progress | None = None,
     ) -> bytes:
         """Download an artifact (by digest or URI), check its sha256, and unpack it
-        into `directory` when one is given. Returns the bytes."""
+        into `directory` when one is given. Returns the bytes.
+        `progress(bytes_received, bytes_total)` is called per chunk."""
         request = registry_pb2.DownloadArtifactRequest(digest=digest)
         stream = self._stream(
             self._registry.DownloadArtifact, request, "transfer", timeout, lambda m: m
         )
         info: registry_pb2.ArtifactInfo | None = None
         parts: list[bytes] = []
+        received = 0
         async with stream:
             async for message in stream:
                 if message.HasField("info"):
                     info = message.info
                 else:
                     parts.append(message.chunk)
+                    received += len(message.chunk)
+                    if progress is not None:
+                        progress(received, info.size_bytes if info else 0)
         data = check_artifact(info, b"".join(parts))
         if directory is not None:
             _artifacts.unpack_to(data, Path(directory))

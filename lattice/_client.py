@@ -221,10 +221,12 @@ class Client(Connection):
         *,
         format: str | int = "transformers",
         timeout: float | None = None,
+        progress: _requests.Progress | None = None,
         **fields: Any,
     ) -> registry_pb2.ModelVersion:
-        """Upload a model directory (or tar bytes) and register it as the next version."""
-        uploaded = self.upload_artifact(artifact, timeout=timeout)
+        """Upload a model directory (or tar bytes) and register it as the next version;
+        `progress(bytes_sent, bytes_total)` follows the upload."""
+        uploaded = self.upload_artifact(artifact, timeout=timeout, progress=progress)
         return self.create_version(
             model,
             artifact_uri=uploaded.artifact_uri,
@@ -259,13 +261,18 @@ class Client(Connection):
     # -- registry: artifacts --------------------------------------------------
 
     def upload_artifact(
-        self, artifact: PathOrBytes, *, timeout: float | None = None
+        self,
+        artifact: PathOrBytes,
+        *,
+        timeout: float | None = None,
+        progress: _requests.Progress | None = None,
     ) -> registry_pb2.UploadArtifactResponse:
-        """Upload a directory (packed as a deterministic tar) or tar bytes."""
+        """Upload a directory (packed as a deterministic tar) or tar bytes;
+        `progress(bytes_sent, bytes_total)` is called per chunk."""
         data = _requests.artifact_bytes(artifact)
         try:
             return self._registry.UploadArtifact(
-                _requests.upload_messages(data),
+                _requests.upload_messages(data, progress),
                 timeout=self._config.timeout("transfer", timeout),
                 metadata=self._config.metadata(),
             )
@@ -278,15 +285,17 @@ class Client(Connection):
         directory: str | os.PathLike[str] | None = None,
         *,
         timeout: float | None = None,
+        progress: _requests.Progress | None = None,
     ) -> bytes:
         """Download an artifact (by digest or URI), check its sha256, and unpack it
-        into `directory` when one is given. Returns the bytes."""
+        into `directory` when one is given. Returns the bytes.
+        `progress(bytes_received, bytes_total)` is called per chunk."""
         request = registry_pb2.DownloadArtifactRequest(digest=digest)
         stream = self._stream(
             self._registry.DownloadArtifact, request, "transfer", timeout, lambda m: m
         )
         with stream:
-            data = _collect_artifact(stream)
+            data = _collect_artifact(stream, progress)
         if directory is not None:
             _artifacts.unpack_to(data, Path(directory))
         return data
@@ -563,15 +572,22 @@ def is_terminal(job: trainer_pb2.Job) -> bool:
     return job.state in _TERMINAL_JOB_STATES
 
 
-def _collect_artifact(messages: Iterable[registry_pb2.DownloadArtifactResponse]) -> bytes:
+def _collect_artifact(
+    messages: Iterable[registry_pb2.DownloadArtifactResponse],
+    progress: _requests.Progress | None = None,
+) -> bytes:
     """Join the chunks after the info message and check size and digest."""
     info: registry_pb2.ArtifactInfo | None = None
     parts: list[bytes] = []
+    received = 0
     for message in messages:
         if message.HasField("info"):
             info = message.info
         else:
             parts.append(message.chunk)
+            received += len(message.chunk)
+            if progress is not None:
+                progress(received, info.size_bytes if info else 0)
     return check_artifact(info, b"".join(parts))
 
 

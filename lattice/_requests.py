@@ -185,16 +185,27 @@ def artifact_bytes(source: Any) -> bytes:
     return _artifacts.pack_directory(source)
 
 
-def upload_messages(data: bytes) -> Iterator[registry_pb2.UploadArtifactRequest]:
-    """The header, then the bytes in chunks of at most 1 MiB."""
+#: Called as progress(bytes_done, bytes_total) while an artifact moves.
+Progress = Callable[[int, int], None]
+
+
+def upload_messages(
+    data: bytes, progress: Progress | None = None
+) -> Iterator[registry_pb2.UploadArtifactRequest]:
+    """The header, then the bytes in chunks of at most 1 MiB; `progress` hears
+    of each chunk as gRPC takes it."""
     header = registry_pb2.ArtifactHeader(
         digest=_artifacts.sha256_hex(data),
         size_bytes=len(data),
         content_type=_artifacts.CONTENT_TYPE,
     )
     yield registry_pb2.UploadArtifactRequest(header=header)
+    sent = 0
     for chunk in _artifacts.iter_chunks(data):
         yield registry_pb2.UploadArtifactRequest(chunk=chunk)
+        sent += len(chunk)
+        if progress is not None:
+            progress(sent, len(data))
 
 
 def routes(weights: Mapping[int, int]) -> list[registry_pb2.Route]:

@@ -1,22 +1,68 @@
-"""Live view of a training job's events: a progress bar with loss, tokens/s, alerts.
+"""Progress on a terminal: a training job's events (a bar with loss, tokens/s,
+alerts) and artifact transfers (uploads, downloads, Triton exports).
 
-On a terminal the bar redraws in place on stderr; otherwise (CI, pipes) each
-metrics event is one line. With --json every event is one JSON line on stdout.
+On a terminal the bars redraw in place on stderr; otherwise (CI, pipes) a job
+prints each metrics event as one line and a transfer prints nothing, so
+scripts and --json output stay clean. With --json every job event is one JSON
+line on stdout.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import TextIO
 
 import click
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
 
 from lattice.cli._common import to_jsonable
 from lattice.v1 import trainer_pb2
 
 BAR_WIDTH = 28
+#: What `transfer` yields: progress(bytes_done, bytes_total).
+OnBytes = Callable[[int, int], None]
+
+
+@contextlib.contextmanager
+def transfer(label: str, out: TextIO | None = None) -> Iterator[OnBytes]:
+    """A bytes bar for `label` ("upload", "download", "export"): yields the
+    callback the SDK calls as progress(bytes_done, bytes_total). Draws only when
+    `out` (stderr by default) is a terminal, and clears itself when done."""
+    out = out or sys.stderr
+    if not out.isatty():
+        yield _ignore
+        return
+    console = Console(file=out, force_terminal=True)
+    columns = (
+        TextColumn(f"{label:<8}"),
+        BarColumn(bar_width=BAR_WIDTH),
+        TextColumn("{task.percentage:>4.0f}%"),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console, transient=True) as bars:
+        task = bars.add_task(label, total=None)
+
+        def update(done: int, total: int) -> None:
+            bars.update(task, completed=done, total=total or None)
+
+        yield update
+
+
+def _ignore(done: int, total: int) -> None:
+    """No terminal, no bar."""
 
 
 def state_name(state: int) -> str:

@@ -30,12 +30,13 @@ import random
 import time
 from collections.abc import Callable
 
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from lattice.errors import ResourceExhausted, Unavailable
 from lattice.v1 import registry_pb2
 from services.gateway.script_batch import ScriptBatcher
+from services.runtime import redis_client
+from services.runtime.redis_client import AnyRedis
 
 log = logging.getLogger(__name__)
 
@@ -176,7 +177,7 @@ class QuotaLimiter:
 
     def __init__(
         self,
-        client: aioredis.Redis | None,
+        client: AnyRedis | None,
         limits: QuotaLimits,
         *,
         fail_open: bool = True,
@@ -312,8 +313,9 @@ class QuotaLimiter:
             await self._client.aclose()
 
 
-def connect(url: str, *, timeout: float = 0.5) -> aioredis.Redis:
-    """A Redis client with short timeouts: quota checks sit on the hot path."""
-    return aioredis.Redis.from_url(
+def connect(url: str, *, timeout: float = 0.5) -> AnyRedis:
+    """A Redis client (one server, Sentinel or Cluster: see `redis_client`) with
+    short timeouts: quota checks sit on the hot path."""
+    return redis_client.connect(
         url, socket_timeout=timeout, socket_connect_timeout=timeout, health_check_interval=30
     )

@@ -14,9 +14,10 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any
 
-import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError
+
+from services.runtime.redis_client import AnyRedis
 
 _Waiter = tuple[Sequence[Any], Sequence[Any], asyncio.Future]
 
@@ -24,7 +25,7 @@ _Waiter = tuple[Sequence[Any], Sequence[Any], asyncio.Future]
 class ScriptBatcher:
     """`await batcher(keys, args)` behaves like `await script(keys=keys, args=args)`."""
 
-    def __init__(self, client: aioredis.Redis, script: AsyncScript) -> None:
+    def __init__(self, client: AnyRedis, script: AsyncScript) -> None:
         self._client = client
         self._script = script
         self._busy = False

@@ -63,7 +63,8 @@ class GatewaySettings(ServerSettings):
     jwt_tenant_claim: str = "tenant"
     #: Verified tokens remembered per replica (0 = verify every request).
     jwt_cache_size: int = 10_000
-    #: Redis shared by all gateway replicas for quotas; empty = per-replica limits only.
+    #: Redis shared by all gateway replicas for quotas (redis://, redis+sentinel:// or
+    #: redis+cluster://, see deploy/README.md); empty = per-replica limits only.
     redis_url: str = ""
     #: Default requests per tenant per quota window, for tenants whose registry record
     #: sets no quota (`lattice tenants set-quota`); 0 = unlimited.

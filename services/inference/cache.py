@@ -39,10 +39,14 @@ from collections.abc import Awaitable, Callable, Hashable, Mapping
 from typing import Any
 
 from opentelemetry import trace
+from opentelemetry.instrumentation.redis import RedisInstrumentor
 from opentelemetry.sdk.trace import TracerProvider
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from services.inference.pipelining import GetPipeline
 from services.inference.sealing import BrokenSeal, CacheSealer
+from services.runtime import redis_client
 
 log = logging.getLogger(__name__)
 
@@ -169,18 +173,13 @@ class ResponseCache:
         local_bytes: int = 64 * 1024 * 1024,
         sealer: CacheSealer,
     ) -> None:
-        import redis.asyncio as redis
-        from opentelemetry.instrumentation.redis import RedisInstrumentor
-        from redis.asyncio.retry import Retry
-        from redis.backoff import NoBackoff
-
         self.url = url
         self.ttl_seconds = ttl_seconds
         self._sealer = sealer
         self._timeout = timeout
         self._retry_interval = retry_interval
         self._observer = observer or CacheObserver()
-        self._client = redis.Redis.from_url(
+        self._client = redis_client.connect(
             url,
             socket_timeout=timeout,
             socket_connect_timeout=timeout,
@@ -188,7 +187,9 @@ class ResponseCache:
         )
         RedisInstrumentor.instrument_client(self._client, tracer_provider=tracer_provider)
         self._gets = GetPipeline(
-            self._client, trace.get_tracer(__name__, tracer_provider=tracer_provider)
+            self._client,
+            trace.get_tracer(__name__, tracer_provider=tracer_provider),
+            mget=redis_client.multi_get(self._client),
         )
         self._down_until = 0.0
         self.local = (

@@ -20,7 +20,7 @@ lookup that gives up while queued is simply skipped.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from opentelemetry import trace
@@ -42,8 +42,16 @@ class _Lead:
 class GetPipeline:
     """GETs through one redis-py asyncio client, at most one command in flight."""
 
-    def __init__(self, client: Any, tracer: trace.Tracer) -> None:
+    def __init__(
+        self,
+        client: Any,
+        tracer: trace.Tracer,
+        *,
+        mget: Callable[[list[str]], Awaitable[list[Any]]] | None = None,
+    ) -> None:
         self._client = client
+        #: MGET by default; on a Redis Cluster, slot-grouped MGETs (`redis_client.multi_get`).
+        self._mget = mget or client.mget
         self._tracer = tracer
         self._busy = False
         self._queue: list[_Waiter] = []
@@ -86,7 +94,7 @@ class GetPipeline:
         """MGET for this lookup's key and the batch's; answer the batch."""
         keys = list(dict.fromkeys([key, *(k for k, _ in batch)]))
         try:
-            values = await self._client.mget(keys)
+            values = await self._mget(keys)
         except Exception as exc:
             for _key, waiter in batch:
                 if not waiter.done():

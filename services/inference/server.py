@@ -36,7 +36,9 @@ class InferenceSettings(ServerSettings):
     port: int = 50053
     #: The registry to watch and download artifacts from.
     registry_address: str = "127.0.0.1:50052"
-    #: Redis for the response cache, e.g. redis://127.0.0.1:6379/0; empty = no cache.
+    #: Redis for the response cache, e.g. redis://127.0.0.1:6379/0, or Sentinel
+    #: (redis+sentinel://h:26379,h2:26379/<master>) or Cluster (redis+cluster://h:6379,h2:6379);
+    #: empty = no cache.
     redis_url: str = ""
     cache_ttl_seconds: int = 3600
     #: Redis calls slower than this are abandoned and the request is served uncached

@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import re
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from lattice.errors import AlreadyExists, InvalidArgument
@@ -100,12 +102,16 @@ def export_triton_repository(
     repo_dir: str | Path,
     model_name: str,
     options: ExportOptions | None = None,
+    *,
+    progress: Callable[[int, int], None] | None = None,
     **overrides,
 ) -> Path:
     """Write `<repo_dir>/<model_name>/` for the artifact in `hf_model_dir`; returns it.
 
     Keyword `overrides` set `ExportOptions` fields directly
     (`export_triton_repository(src, repo, "m", decoupled=False)`).
+    `progress(bytes_copied, bytes_total)` follows the copy of the weights, the
+    step that takes the time.
     """
     opts = dataclasses.replace(options or ExportOptions(), **overrides)
     source, repo = Path(hf_model_dir), Path(repo_dir)
@@ -118,7 +124,7 @@ def export_triton_repository(
     staging = Path(tempfile.mkdtemp(prefix=f".{model_name}.", dir=repo))
     try:
         version_dir = staging / str(opts.version)
-        shutil.copytree(source, version_dir / "hf")
+        shutil.copytree(source, version_dir / "hf", copy_function=_counting_copy(source, progress))
         template = "generate.py" if task == GENERATE else "embed.py"
         shutil.copy2(TEMPLATES / template, version_dir / "model.py")
         (staging / "config.pbtxt").write_text(render_config(model_name, task, opts))
@@ -129,6 +135,23 @@ def export_triton_repository(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return target
+
+
+def _counting_copy(source: Path, progress: Callable[[int, int], None] | None):
+    """shutil.copy2, telling `progress` the bytes copied so far out of the tree's total."""
+    if progress is None:
+        return shutil.copy2
+    total = sum(f.stat().st_size for f in source.rglob("*") if f.is_file())
+    copied = 0
+
+    def copy(src: str, dst: str) -> object:
+        nonlocal copied
+        result = shutil.copy2(src, dst)
+        copied += os.path.getsize(src)
+        progress(copied, total)
+        return result
+
+    return copy
 
 
 def _validate(source: Path, model_name: str, opts: ExportOptions) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import redis
@@ -37,9 +38,13 @@ def require_redis_binary() -> str:
 class RedisProcess:
     """One redis-server on a loopback port; can be killed and restarted on the same port."""
 
-    def __init__(self, directory: Path, port: int | None = None) -> None:
+    def __init__(
+        self, directory: Path, port: int | None = None, extra_args: Sequence[str] = ()
+    ) -> None:
         self.directory = directory
         self.port = port or free_port()
+        #: More redis-server options (`--replicaof ...`, `--cluster-enabled yes`).
+        self.extra_args = tuple(extra_args)
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -61,6 +66,7 @@ class RedisProcess:
                 "no",
                 "--dir",
                 str(self.directory),
+                *self.extra_args,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -77,6 +83,10 @@ class RedisProcess:
                 time.sleep(0.05)
         client.close()
         return self
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
 
     def kill(self) -> None:
         if self._process is not None:

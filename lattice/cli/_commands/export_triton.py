@@ -10,6 +10,7 @@ import click
 
 from lattice.cli._common import Session, lattice_command
 from lattice.cli._server_side import require_server_extras
+from lattice.cli.progress import transfer
 
 
 @click.command("export-triton")
@@ -83,12 +84,16 @@ def export_triton(
             client = session.client()
             version = client.get_version(name, int(number))
             source = Path(scratch) / "artifact"
-            client.download_artifact(version.artifact_digest, source)
+            with transfer("download") as progress:
+                client.download_artifact(version.artifact_digest, source, progress=progress)
             options["artifact_digest"] = version.artifact_digest
             model_name = model_name or name
         assert source is not None
         model_name = model_name or source.resolve().name
-        written = export_triton_repository(source, repo_dir, model_name, **options)
+        with transfer("export") as progress:
+            written = export_triton_repository(
+                source, repo_dir, model_name, progress=progress, **options
+            )
     session.emit(
         {"model_dir": str(written), "model_name": model_name},
         lambda: click.echo(f"wrote {written}"),

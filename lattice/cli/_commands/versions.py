@@ -1,4 +1,4 @@
-"""`lattice versions`: list, show and create (upload a directory) model versions."""
+"""`lattice versions`: list, show, create (upload a directory) and download model versions."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from lattice.cli._common import (
     print_table,
     when,
 )
+from lattice.cli.progress import transfer
 
 
 @click.group()
@@ -121,7 +122,10 @@ def create_version(
     }
     client = session.client()
     if source is not None:
-        version = client.register_version(model, source, format=format_, **fields)
+        with transfer("upload") as progress:
+            version = client.register_version(
+                model, source, format=format_, progress=progress, **fields
+            )
     else:
         version = client.create_version(
             model, artifact_uri=uri, artifact_digest=digest, format=format_, **fields
@@ -132,4 +136,23 @@ def create_version(
             f"registered {version.model_name}:{version.version} "
             f"(sha256 {version.artifact_digest[:12]}, {version.artifact_size_bytes} bytes)"
         ),
+    )
+
+
+@versions.command("download")
+@click.argument("model")
+@click.argument("version", type=int)
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@lattice_command
+def download_version(session: Session, model: str, version: int, directory: Path) -> None:
+    """Download MODEL's VERSION and unpack it into DIRECTORY (sha256 checked)."""
+    if directory.exists() and any(directory.iterdir()):
+        raise click.BadParameter(f"{directory} is not empty", param_hint="DIRECTORY")
+    client = session.client()
+    found = client.get_version(model, version)
+    with transfer("download") as progress:
+        data = client.download_artifact(found.artifact_digest, directory, progress=progress)
+    session.emit(
+        {"directory": str(directory), "digest": found.artifact_digest, "size_bytes": len(data)},
+        lambda: click.echo(f"downloaded {model}:{version} into {directory} ({len(data)} bytes)"),
     )

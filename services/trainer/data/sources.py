@@ -73,9 +73,7 @@ def resolve_files(index: int, source: trainer_pb2.DataSource, confine: Confineme
         ) from None
 
 
-def _resolve_files(
-    index: int, source: trainer_pb2.DataSource, confine: Confinement
-) -> list[Path]:
+def _resolve_files(index: int, source: trainer_pb2.DataSource, confine: Confinement) -> list[Path]:
     raw = source.path
     field = _field(index, "path")
     files = confine.expand(raw, field, SUFFIXES)

