@@ -271,16 +271,18 @@ class ListDatasetsResponse(_message.Message):
     def __init__(self, datasets: _Optional[_Iterable[_Union[Dataset, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class ModelArchitecture(_message.Message):
-    __slots__ = ("num_layers", "num_heads", "hidden_size", "max_positions")
+    __slots__ = ("num_layers", "num_heads", "hidden_size", "max_positions", "dropout")
     NUM_LAYERS_FIELD_NUMBER: _ClassVar[int]
     NUM_HEADS_FIELD_NUMBER: _ClassVar[int]
     HIDDEN_SIZE_FIELD_NUMBER: _ClassVar[int]
     MAX_POSITIONS_FIELD_NUMBER: _ClassVar[int]
+    DROPOUT_FIELD_NUMBER: _ClassVar[int]
     num_layers: int
     num_heads: int
     hidden_size: int
     max_positions: int
-    def __init__(self, num_layers: _Optional[int] = ..., num_heads: _Optional[int] = ..., hidden_size: _Optional[int] = ..., max_positions: _Optional[int] = ...) -> None: ...
+    dropout: float
+    def __init__(self, num_layers: _Optional[int] = ..., num_heads: _Optional[int] = ..., hidden_size: _Optional[int] = ..., max_positions: _Optional[int] = ..., dropout: _Optional[float] = ...) -> None: ...
 
 class Hyperparameters(_message.Message):
     __slots__ = ("learning_rate", "schedule", "warmup_steps", "batch_size", "sequence_length", "max_steps", "epochs", "gradient_clip_norm", "weight_decay", "seed", "gradient_accumulation_steps")

@@ -16,6 +16,7 @@ from services.runtime.entrypoint import run_service
 from services.trainer.data.service import DatasetService
 from services.trainer.data.store import DatasetStore
 from services.trainer.jobs.metrics import TrainerMetrics
+from services.trainer.jobs.process import WORKER_MODULE
 from services.trainer.jobs.runner import JobRunner, RunnerOptions
 from services.trainer.jobs.store import JobStore
 from services.trainer.registry_client import RegistryClient
@@ -51,8 +52,13 @@ class TrainerSettings(ServerSettings):
 
 
 async def build_server(
-    settings: TrainerSettings, *, tracer_provider: TracerProvider | None = None
+    settings: TrainerSettings,
+    *,
+    tracer_provider: TracerProvider | None = None,
+    worker_module: str = WORKER_MODULE,
 ) -> LatticeServer:
+    """`worker_module` is what torchrun runs per rank (tests pass a worker with an
+    injected fault)."""
     if settings.worker_allocator not in allocator.CHOICES:
         raise ValueError(
             f"worker_allocator must be one of {', '.join(allocator.CHOICES)}, "
@@ -85,6 +91,7 @@ async def build_server(
             stats_interval=settings.stats_interval_steps,
             histogram_interval=settings.histogram_interval_steps,
             worker_allocator=settings.worker_allocator,
+            worker_module=worker_module,
         ),
         metrics,
         tracer,

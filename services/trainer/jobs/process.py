@@ -23,9 +23,15 @@ from pathlib import Path
 
 import psutil
 
+WORKER_MODULE = "services.trainer.worker"
+
 
 def torchrun_argv(
-    nproc: int, job_dir: Path, extra: Sequence[str] = (), python: str = sys.executable
+    nproc: int,
+    job_dir: Path,
+    extra: Sequence[str] = (),
+    python: str = sys.executable,
+    module: str = WORKER_MODULE,
 ) -> list[str]:
     return [
         python,
@@ -38,7 +44,7 @@ def torchrun_argv(
         "0",
         *extra,
         "-m",
-        "services.trainer.worker",
+        module,
         "--job-dir",
         str(job_dir),
     ]

@@ -36,8 +36,9 @@ from lattice.errors import (
 from lattice.v1 import registry_pb2, trainer_pb2
 from services.trainer.data.store import DatasetStore
 from services.trainer.jobs import events as worker_events
+from services.trainer.jobs import quality
 from services.trainer.jobs.metrics import TrainerMetrics
-from services.trainer.jobs.process import ProcessGroup, kill_stale, torchrun_argv
+from services.trainer.jobs.process import WORKER_MODULE, ProcessGroup, kill_stale, torchrun_argv
 from services.trainer.jobs.registration import Registrar
 from services.trainer.jobs.store import TERMINAL, JobStore
 from services.trainer.jobs.validation import MachineLimits, lookup_dataset, resolve_spec
@@ -52,6 +53,7 @@ REGISTERING = trainer_pb2.JOB_STATE_REGISTERING
 SUCCEEDED = trainer_pb2.JOB_STATE_SUCCEEDED
 FAILED = trainer_pb2.JOB_STATE_FAILED
 CANCELLED = trainer_pb2.JOB_STATE_CANCELLED
+FAILED_QUALITY_GATE = trainer_pb2.JOB_STATE_FAILED_QUALITY_GATE
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,6 +75,8 @@ class RunnerOptions:
     #: Host allocator policy of the workers ("retain" or "system").
     worker_allocator: str = "retain"
     registration_attempts: int = 30
+    #: The module torchrun runs per rank (tests inject a faulty worker here).
+    worker_module: str = WORKER_MODULE
     registration_retry_seconds: float = 2.0
 
 
@@ -275,6 +279,12 @@ class JobRunner:
                     reason = (result or {}).get("error") or _last_stop_alert(job)
                     await self._fail(job, f"stopped by alert: {reason}")
                     return
+                refused = quality.refusal(job.spec, result)
+                if refused is not None:
+                    job.state, job.error = FAILED_QUALITY_GATE, f"quality gate: {refused}"
+                    job.end_time.GetCurrentTime()
+                    await self._transition(job)
+                    return
                 if job.state != REGISTERING:
                     job.state = REGISTERING
                     await self._transition(job)
@@ -349,6 +359,7 @@ class JobRunner:
                 job_dir,
                 self.options.torchrun_args,
                 self.options.python,
+                self.options.worker_module,
             )
             group = await ProcessGroup.launch(
                 job_id, argv, self.worker_environment(), log_path, job_dir

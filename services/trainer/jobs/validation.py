@@ -29,7 +29,12 @@ MODEL_PARALLEL = frozenset(
     }
 )
 #: The model-parallel strategies the worker has plans for.
-SUPPORTED_MODEL_PARALLEL = MODEL_PARALLEL
+SUPPORTED_MODEL_PARALLEL = frozenset(
+    {
+        trainer_pb2.DISTRIBUTED_STRATEGY_TENSOR_PARALLEL,
+        trainer_pb2.DISTRIBUTED_STRATEGY_HYBRID,
+    }
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,6 +92,8 @@ def _resolve_architecture(spec: trainer_pb2.JobSpec) -> None:
     for name in ("num_layers", "num_heads", "hidden_size", "max_positions"):
         if not getattr(arch, name):
             setattr(arch, name, getattr(DEFAULT_ARCH, name))
+    if arch.HasField("dropout") and not 0 <= arch.dropout < 1:
+        raise InvalidArgument("spec.architecture.dropout", "must be within [0, 1)")
     if arch.num_layers > 48:
         raise InvalidArgument("spec.architecture.num_layers", "must be within 1..48")
     if arch.hidden_size % arch.num_heads:
