@@ -35,6 +35,9 @@ class TrainerSettings(ServerSettings):
     max_attempts: int = 3
     #: Largest processes_per_node a job may ask for; 0 = the machine's CPU (GPU) count.
     max_processes_per_node: int = 0
+    #: Nodes a job may span. Their torchrun agents run on this host and meet by c10d
+    #: rendezvous on loopback (a cluster spreads them over machines: PyTorchJob).
+    max_nodes: int = 1
     #: Extra torchrun arguments, comma-separated (e.g. "--master-port=29600").
     torchrun_args: tuple[str, ...] = ()
     #: Python that runs torchrun (default: this interpreter).
@@ -88,6 +91,7 @@ async def build_server(
             torchrun_args=settings.torchrun_args,
             python=settings.python or sys.executable,
             max_processes_per_node=settings.max_processes_per_node,
+            max_nodes=settings.max_nodes,
             stats_interval=settings.stats_interval_steps,
             histogram_interval=settings.histogram_interval_steps,
             worker_allocator=settings.worker_allocator,

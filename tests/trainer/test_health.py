@@ -8,6 +8,7 @@ import math
 import grpc
 import pytest
 
+from lattice.cli import job_plot, job_series
 from lattice.v1 import registry_pb2, trainer_pb2
 
 from .conftest import docstring_spec, tiny_gpt2_job, wait_for_job
@@ -23,7 +24,9 @@ async def prepare(trainer) -> trainer_pb2.Dataset:
     return (await trainer.PrepareDataset(request)).dataset
 
 
-async def test_lr_one_explodes_is_caught_early_and_the_quality_gate_refuses_it(trainer, registry):
+async def test_lr_one_explodes_is_caught_early_and_the_quality_gate_refuses_it(
+    tmp_path, trainer, registry
+):
     dataset = await prepare(trainer)
     spec = tiny_gpt2_job(
         dataset.id,
@@ -50,6 +53,12 @@ async def test_lr_one_explodes_is_caught_early_and_the_quality_gate_refuses_it(t
     with pytest.raises(grpc.aio.AioRpcError) as caught:  # nothing registered
         await registry.ListVersions(registry_pb2.ListVersionsRequest(model_name="exploded-gpt"))
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+    # The plot of the run marks where the alerts fired.
+    stream = trainer.WatchJob(trainer_pb2.WatchJobRequest(job_id=job.id))
+    series = job_series.collect([event async for event in stream])
+    assert [alert[0] for alert in series.alerts][:1] == [first[0].step]
+    path = job_plot.plot(series, tmp_path / "exploded.png", f"job {job.id} (lr = 1.0)")
+    assert path.read_bytes()[:4] == b"\x89PNG"
 
 
 async def test_a_strict_gate_refuses_a_healthy_job(trainer, registry):

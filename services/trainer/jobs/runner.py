@@ -69,6 +69,8 @@ class RunnerOptions:
     python: str = sys.executable
     #: 0 = the number of CPUs (or GPUs, for NCCL).
     max_processes_per_node: int = 0
+    #: Nodes a job may span; the agents of a multi-node job run on this host.
+    max_nodes: int = 1
     stats_interval: int = 10
     histogram_interval: int = 100
     eval_batches: int = 16
@@ -86,12 +88,12 @@ def _now() -> timestamp_pb2.Timestamp:
     return stamp
 
 
-def machine_limits(configured: int) -> MachineLimits:
+def machine_limits(configured: int, max_nodes: int = 1) -> MachineLimits:
     import torch  # the service already has it loaded (tokenizers/transformers)
 
     cpus = os.cpu_count() or 1
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    return MachineLimits(cpus, gpus, configured or max(cpus, gpus))
+    return MachineLimits(cpus, gpus, configured or max(cpus, gpus), max_nodes)
 
 
 class JobRunner:
@@ -111,7 +113,7 @@ class JobRunner:
         self.options = options
         self.metrics = metrics
         self.tracer = tracer or trace.get_tracer("lattice.trainer")
-        self.limits = machine_limits(options.max_processes_per_node)
+        self.limits = machine_limits(options.max_processes_per_node, options.max_nodes)
         self._tasks: dict[str, asyncio.Task] = {}
         self._groups: dict[str, ProcessGroup] = {}
         self._cancelling: set[str] = set()
@@ -360,6 +362,8 @@ class JobRunner:
                 self.options.torchrun_args,
                 self.options.python,
                 self.options.worker_module,
+                job.spec.distributed.nodes,
+                job_id,
             )
             group = await ProcessGroup.launch(
                 job_id, argv, self.worker_environment(), log_path, job_dir

@@ -32,6 +32,7 @@ MODEL_PARALLEL = frozenset(
 SUPPORTED_MODEL_PARALLEL = frozenset(
     {
         trainer_pb2.DISTRIBUTED_STRATEGY_TENSOR_PARALLEL,
+        trainer_pb2.DISTRIBUTED_STRATEGY_PIPELINE_PARALLEL,
         trainer_pb2.DISTRIBUTED_STRATEGY_HYBRID,
     }
 )
@@ -44,6 +45,8 @@ class MachineLimits:
     cpus: int
     gpus: int
     max_processes_per_node: int
+    #: Nodes a job may span (their torchrun agents meet by c10d rendezvous).
+    max_nodes: int = 1
 
 
 def _dtype_size(dtype: str) -> int:
@@ -153,15 +156,16 @@ def _resolve_distributed(spec: trainer_pb2.JobSpec, limits: MachineLimits) -> No
             if limits.gpus
             else trainer_pb2.DISTRIBUTED_BACKEND_GLOO
         )
-    if dist.nodes != 1:
+    if dist.nodes > limits.max_nodes:
         raise FailedPrecondition(
-            "multi-node jobs run under a cluster launcher (Kubeflow PyTorchJob); "
-            "this trainer runs single-node jobs"
+            f"{dist.nodes} nodes: this trainer runs jobs of at most {limits.max_nodes} "
+            "(max_nodes); larger multi-node jobs run under a cluster launcher "
+            "(Kubeflow PyTorchJob)"
         )
-    if dist.processes_per_node > limits.max_processes_per_node:
+    if dist.processes_per_node * dist.nodes > limits.max_processes_per_node:
         raise FailedPrecondition(
-            f"processes_per_node {dist.processes_per_node} exceeds what this machine can run "
-            f"({limits.max_processes_per_node})"
+            f"processes_per_node {dist.processes_per_node} x nodes {dist.nodes} exceeds what "
+            f"this machine can run ({limits.max_processes_per_node})"
         )
     if dist.backend == trainer_pb2.DISTRIBUTED_BACKEND_NCCL:
         if not limits.gpus:
@@ -203,6 +207,11 @@ def _resolve_mesh(spec: trainer_pb2.JobSpec) -> None:
                 "spec.distributed",
                 f"PIPELINE_PARALLEL needs 2..num_layers ({arch.num_layers}) stages, "
                 f"got {world} process(es)",
+            )
+        if spec.hyperparameters.gradient_accumulation_steps > 1:
+            raise InvalidArgument(
+                "spec.hyperparameters.gradient_accumulation_steps",
+                "PIPELINE_PARALLEL accumulates over pipeline_micro_batches instead",
             )
         dist.pipeline_micro_batches = dist.pipeline_micro_batches or 2 * world
         if spec.hyperparameters.batch_size % dist.pipeline_micro_batches:
@@ -278,7 +287,12 @@ def _check_dataset(spec: trainer_pb2.JobSpec, dataset_dir: Path) -> None:
     hp = spec.hyperparameters
     size = _dtype_size(meta["dtype"])
     train_blocks = (dataset_dir / "train.bin").stat().st_size // size // hp.sequence_length
-    needed = spec.distributed.processes_per_node * hp.batch_size * hp.gradient_accumulation_steps
+    needed = (
+        spec.distributed.processes_per_node
+        * spec.distributed.nodes
+        * hp.batch_size
+        * hp.gradient_accumulation_steps
+    )
     if train_blocks < needed:
         raise FailedPrecondition(
             f"dataset {spec.dataset_id} has {train_blocks} training blocks of "

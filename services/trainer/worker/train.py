@@ -30,7 +30,7 @@ from services.trainer.worker.data import DeterministicOrder, load_splits, mask_t
 from services.trainer.worker.events import EventWriter
 from services.trainer.worker.export import export
 from services.trainer.worker.gpu import GpuProbe
-from services.trainer.worker.model import build_model, unwrap, wrap
+from services.trainer.worker.model import build_model, wrap
 from services.trainer.worker.monitor import (
     REDUCE_LR,
     ROLLBACK,
@@ -39,7 +39,7 @@ from services.trainer.worker.monitor import (
     HealthMonitor,
     ParameterStats,
 )
-from services.trainer.worker.parallel import gpt2_tp, grads, mesh
+from services.trainer.worker.parallel import gpt2_pp, gpt2_tp, grads, mesh
 from services.trainer.worker.schedule import lr_lambda
 
 #: Rollbacks a job may take before a ROLLBACK alert stops it instead.
@@ -102,7 +102,17 @@ class Trainer:
             model.get_input_embeddings().register_forward_hook(self._inject)
         self.layout = mesh.layout(self.spec.distributed, self.rank, self.world, self.device)
         self.tp = self.layout.tp_mesh is not None
-        if self.tp:
+        self.pipe: gpt2_pp.Pipeline | None = None
+        if self.spec.distributed.strategy == trainer_pb2.DISTRIBUTED_STRATEGY_PIPELINE_PARALLEL:
+            self.pipe = gpt2_pp.Pipeline(
+                model,
+                self.rank,
+                self.world,
+                self.spec.distributed.pipeline_micro_batches,
+                self.device,
+            )
+            self.model: torch.nn.Module = self.pipe.stage_module
+        elif self.tp:
             assert self.layout.tp_mesh is not None
             self.model = gpt2_tp.prepare(model.to(self.device), self.layout.tp_mesh)
         else:
@@ -176,6 +186,8 @@ class Trainer:
     def _grad_norm(self) -> float:
         params = [p for p in self.model.parameters() if p.grad is not None]
         clip = self.hp.gradient_clip_norm
+        if self.pipe is not None:
+            return self.pipe.clip_and_norm(clip)
         if self.tp:
             grads.average_over_data_parallel(params, self.layout)
             return grads.clip_and_norm(params, clip, self.layout)
@@ -199,6 +211,9 @@ class Trainer:
         )
         for index, block_ids in enumerate(micro_batches):
             inputs = self.train_blocks.take(block_ids).to(self.device, non_blocking=True)
+            if self.pipe is not None:  # forward and backward, stage by stage
+                total += self.pipe.train_step(inputs)
+                continue
             with self._sync_context(index == len(micro_batches) - 1):
                 loss = self._loss(inputs, generator)
                 (loss / len(micro_batches)).backward()
@@ -230,7 +245,12 @@ class Trainer:
         generator = torch.Generator().manual_seed(self.hp.seed ^ 0xE7A1)
         for start in range(0, len(mine), self.hp.batch_size):
             inputs = self.val_blocks.take(mine[start : start + self.hp.batch_size])
-            loss = self._loss(inputs.to(self.device), generator)
+            if self.pipe is not None:
+                if len(inputs) < self.hp.batch_size:
+                    break  # micro-batches need the whole batch
+                loss = self.pipe.eval_loss(inputs.to(self.device))
+            else:
+                loss = self._loss(inputs.to(self.device), generator)
             sums[0] += float(loss) * len(inputs)
             sums[1] += len(inputs)
         if self.world > 1:
@@ -427,14 +447,17 @@ class Trainer:
             last_eval = None
         if last_eval is None or last_eval[0] != step:
             last_eval = (step, self.evaluate())
-        state = checkpoint.full_model_state(self.model)
+        if self.pipe is not None:
+            state = self.pipe.full_state() or {}
+        else:
+            state = checkpoint.full_model_state(self.model)
         if self.tp:
             state = gpt2_tp.consolidate(state, self.model_config.hidden_size, self.layout.tp_size)
         val_loss = last_eval[1]
         result["metrics"] = {"val_loss": val_loss, "perplexity": _perplexity(val_loss)}
         if self.rank == 0:
             loader = AutoModelForCausalLM if self.causal else AutoModelForMaskedLM
-            fresh = loader.from_config(unwrap(self.model).config)
+            fresh = loader.from_config(self.model_config)
             export(fresh, state, self.tokenizer_dir, self.config.export_dir, self.causal)
             result["export_dir"] = str(self.config.export_dir)
         self._write_result(result)

@@ -16,6 +16,8 @@ full state dict, so the exported model is the plain GPT-2 inference loads.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 from torch.distributed.device_mesh import DeviceMesh
@@ -24,7 +26,7 @@ from torch.distributed.tensor.parallel import (
     RowwiseParallel,
     parallelize_module,
 )
-from transformers import GPT2LMHeadModel
+from transformers import PreTrainedModel
 from transformers.pytorch_utils import Conv1D
 
 #: The plan, per block (module path relative to `transformer.h.N`).
@@ -58,11 +60,12 @@ def _linear(conv: Conv1D, order: torch.Tensor | None) -> nn.Linear:
     return linear
 
 
-def prepare(model: GPT2LMHeadModel, mesh: DeviceMesh) -> GPT2LMHeadModel:
+def prepare(model: PreTrainedModel, mesh: DeviceMesh) -> PreTrainedModel:
     """Swap in Linears, split every block over `mesh`, set the local head counts."""
     tp = mesh.size()
     hidden = model.config.hidden_size
     order = _qkv_order(hidden, tp)
+    block: Any
     for block in model.transformer.h:
         for name in _CONV_NAMES:
             parent_name, child = name.split(".")

@@ -45,7 +45,7 @@ def clip_and_norm(params: list[torch.nn.Parameter], max_norm: float, layout: Lay
     with_grad = [p for p in params if p.grad is not None]
     sharded = [local(p.grad) for p in with_grad if is_sharded(p)]
     replicated = [local(p.grad) for p in with_grad if not is_sharded(p)]
-    squares = torch.zeros(2, dtype=torch.float64, device=with_grad[0].grad.device)
+    squares = torch.zeros(2, dtype=torch.float64, device=(sharded + replicated)[0].device)
     if sharded:
         squares[0] = torch.stack(torch._foreach_norm(sharded, 2)).double().square().sum()
     if replicated:

@@ -39,6 +39,8 @@ class Layout:
 def layout(
     config: trainer_pb2.DistributedConfig, rank: int, world: int, device: torch.device
 ) -> Layout:
+    if config.strategy == trainer_pb2.DISTRIBUTED_STRATEGY_PIPELINE_PARALLEL:
+        return Layout(0, 1)  # every stage sees the same batch
     if config.strategy not in TP_STRATEGIES:
         return Layout(rank, world)
     tp = config.tensor_parallel_size or world
