@@ -65,8 +65,8 @@ def prepare(model: PreTrainedModel, mesh: DeviceMesh) -> PreTrainedModel:
     tp = mesh.size()
     hidden = model.config.hidden_size
     order = _qkv_order(hidden, tp)
-    block: Any
-    for block in model.transformer.h:
+    transformer: Any = model.transformer
+    for block in transformer.h:
         for name in _CONV_NAMES:
             parent_name, child = name.split(".")
             parent = getattr(block, parent_name)

@@ -42,9 +42,9 @@ def average_over_data_parallel(params: list[torch.nn.Parameter], layout: Layout)
 
 def clip_and_norm(params: list[torch.nn.Parameter], max_norm: float, layout: Layout) -> float:
     """The global gradient norm (before clipping); clips in place when max_norm > 0."""
-    with_grad = [p for p in params if p.grad is not None]
-    sharded = [local(p.grad) for p in with_grad if is_sharded(p)]
-    replicated = [local(p.grad) for p in with_grad if not is_sharded(p)]
+    pairs = [(p, p.grad) for p in params if p.grad is not None]
+    sharded = [local(g) for p, g in pairs if is_sharded(p)]
+    replicated = [local(g) for p, g in pairs if not is_sharded(p)]
     squares = torch.zeros(2, dtype=torch.float64, device=(sharded + replicated)[0].device)
     if sharded:
         squares[0] = torch.stack(torch._foreach_norm(sharded, 2)).double().square().sum()
