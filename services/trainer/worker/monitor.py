@@ -31,7 +31,7 @@ ROLLBACK = trainer_pb2.ALERT_ACTION_ROLLBACK
 
 #: Gradient norms the explosion baseline needs before the relative check runs (the
 #: absolute ceiling and the non-finite check run from the first step).
-MIN_BASELINE = 2
+MIN_BASELINE = 1
 #: Healthy checks in a row that end an episode.
 CLEAR_AFTER = 3
 #: Running-median window for the gradient norm baseline.
