@@ -139,8 +139,10 @@ def bytes_per_rank() -> dict[str, float]:
     }
 
 
-def monitoring_overhead(steps: int, rounds: int = 4) -> tuple[float, float]:
-    """(seconds/step off, seconds/step on), best of interleaved rounds."""
+def monitoring_overhead(steps: int, rounds: int = 3) -> tuple[float, float]:
+    """(seconds/step off, seconds/step on), best of interleaved rounds (one thread,
+    as a torchrun worker on this box)."""
+    torch.set_num_threads(1)
     torch.manual_seed(0)
     config = GPT2Config(n_layer=4, n_embd=128, n_head=4, vocab_size=2000, n_positions=64)
     model = GPT2LMHeadModel(config)
