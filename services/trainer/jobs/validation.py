@@ -28,14 +28,6 @@ MODEL_PARALLEL = frozenset(
         trainer_pb2.DISTRIBUTED_STRATEGY_HYBRID,
     }
 )
-#: The model-parallel strategies the worker has plans for.
-SUPPORTED_MODEL_PARALLEL = frozenset(
-    {
-        trainer_pb2.DISTRIBUTED_STRATEGY_TENSOR_PARALLEL,
-        trainer_pb2.DISTRIBUTED_STRATEGY_PIPELINE_PARALLEL,
-        trainer_pb2.DISTRIBUTED_STRATEGY_HYBRID,
-    }
-)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -189,8 +181,6 @@ def _resolve_mesh(spec: trainer_pb2.JobSpec) -> None:
             )
         return
     name = trainer_pb2.DistributedStrategy.Name(strategy).removeprefix("DISTRIBUTED_STRATEGY_")
-    if strategy not in SUPPORTED_MODEL_PARALLEL:
-        raise FailedPrecondition(f"strategy {name} is not available in this trainer yet")
     if spec.family != trainer_pb2.MODEL_FAMILY_GPT2_CAUSAL_LM:
         raise InvalidArgument("spec.distributed.strategy", f"{name} has a plan for GPT-2 only")
     if spec.base_model:
