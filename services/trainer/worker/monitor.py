@@ -72,7 +72,7 @@ class Episode:
         return None
 
 
-KINDS = {
+KINDS: dict[int, str] = {
     trainer_pb2.ALERT_KIND_NON_FINITE: "non_finite",
     trainer_pb2.ALERT_KIND_GRADIENT_EXPLOSION: "gradient_explosion",
     trainer_pb2.ALERT_KIND_DIVERGENCE: "divergence",
@@ -93,7 +93,7 @@ class HealthMonitor:
         self.evals_since_best = 0
         cooldown = policy.alert_cooldown_steps or 50
         # Non-finite values are never rate-limited: each one is a skipped step.
-        self.episodes = {kind: Episode(cooldown) for kind in KINDS}
+        self.episodes: dict[int, Episode] = {kind: Episode(cooldown) for kind in KINDS}
         self.episodes[trainer_pb2.ALERT_KIND_NON_FINITE].cooldown = 0
 
     def state(self) -> dict:
