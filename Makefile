@@ -87,8 +87,9 @@ check-stubs-ts check-stubs-java: check-stubs-%: $(BUF)
 JAVA_STUB_PACKAGES := protobuf-compiler protobuf-compiler-grpc-java-plugin libprotobuf-java libgrpc-java
 java-stub-tools:
 	dpkg -s $(JAVA_STUB_PACKAGES) >/dev/null 2>&1 || \
-	  apt-get install -y --no-install-recommends $(JAVA_STUB_PACKAGES)
-	command -v javac >/dev/null || apt-get install -y --no-install-recommends default-jdk-headless
+	  { apt-get update -qq && apt-get install -y --no-install-recommends $(JAVA_STUB_PACKAGES); }
+	command -v javac >/dev/null || \
+	  { apt-get update -qq && apt-get install -y --no-install-recommends default-jdk-headless; }
 
 lint: install buf-lint
 	$(BIN)/ruff check .

@@ -23,7 +23,12 @@ from lattice.v1 import (
 )
 
 _TERMINAL_JOB_STATES = frozenset(
-    {trainer_pb2.JOB_STATE_SUCCEEDED, trainer_pb2.JOB_STATE_FAILED, trainer_pb2.JOB_STATE_CANCELLED}
+    {
+        trainer_pb2.JOB_STATE_SUCCEEDED,
+        trainer_pb2.JOB_STATE_FAILED,
+        trainer_pb2.JOB_STATE_CANCELLED,
+        trainer_pb2.JOB_STATE_FAILED_QUALITY_GATE,
+    }
 )
 
 

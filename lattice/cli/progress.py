@@ -153,6 +153,10 @@ def finish(job: trainer_pb2.Job | None, as_json: bool) -> None:
             )
             click.echo(f"job {job.id} succeeded{registered}")
         return
-    if job.state in (trainer_pb2.JOB_STATE_FAILED, trainer_pb2.JOB_STATE_CANCELLED):
+    if job.state in (
+        trainer_pb2.JOB_STATE_FAILED,
+        trainer_pb2.JOB_STATE_CANCELLED,
+        trainer_pb2.JOB_STATE_FAILED_QUALITY_GATE,
+    ):
         detail = f": {job.error}" if job.error else ""
         raise ValueError(f"job {job.id} {state_name(job.state)}{detail}")

@@ -41,6 +41,9 @@ class DistributedStrategy(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     DISTRIBUTED_STRATEGY_UNSPECIFIED: _ClassVar[DistributedStrategy]
     DISTRIBUTED_STRATEGY_DDP: _ClassVar[DistributedStrategy]
     DISTRIBUTED_STRATEGY_FSDP: _ClassVar[DistributedStrategy]
+    DISTRIBUTED_STRATEGY_TENSOR_PARALLEL: _ClassVar[DistributedStrategy]
+    DISTRIBUTED_STRATEGY_PIPELINE_PARALLEL: _ClassVar[DistributedStrategy]
+    DISTRIBUTED_STRATEGY_HYBRID: _ClassVar[DistributedStrategy]
 
 class DistributedBackend(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -54,6 +57,8 @@ class AlertAction(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ALERT_ACTION_WARN: _ClassVar[AlertAction]
     ALERT_ACTION_STOP: _ClassVar[AlertAction]
     ALERT_ACTION_STOP_KEEP_BEST: _ClassVar[AlertAction]
+    ALERT_ACTION_REDUCE_LR: _ClassVar[AlertAction]
+    ALERT_ACTION_ROLLBACK: _ClassVar[AlertAction]
 
 class JobState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -64,6 +69,7 @@ class JobState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     JOB_STATE_SUCCEEDED: _ClassVar[JobState]
     JOB_STATE_FAILED: _ClassVar[JobState]
     JOB_STATE_CANCELLED: _ClassVar[JobState]
+    JOB_STATE_FAILED_QUALITY_GATE: _ClassVar[JobState]
 
 class AlertKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -88,6 +94,9 @@ LEARNING_RATE_SCHEDULE_COSINE: LearningRateSchedule
 DISTRIBUTED_STRATEGY_UNSPECIFIED: DistributedStrategy
 DISTRIBUTED_STRATEGY_DDP: DistributedStrategy
 DISTRIBUTED_STRATEGY_FSDP: DistributedStrategy
+DISTRIBUTED_STRATEGY_TENSOR_PARALLEL: DistributedStrategy
+DISTRIBUTED_STRATEGY_PIPELINE_PARALLEL: DistributedStrategy
+DISTRIBUTED_STRATEGY_HYBRID: DistributedStrategy
 DISTRIBUTED_BACKEND_UNSPECIFIED: DistributedBackend
 DISTRIBUTED_BACKEND_GLOO: DistributedBackend
 DISTRIBUTED_BACKEND_NCCL: DistributedBackend
@@ -95,6 +104,8 @@ ALERT_ACTION_UNSPECIFIED: AlertAction
 ALERT_ACTION_WARN: AlertAction
 ALERT_ACTION_STOP: AlertAction
 ALERT_ACTION_STOP_KEEP_BEST: AlertAction
+ALERT_ACTION_REDUCE_LR: AlertAction
+ALERT_ACTION_ROLLBACK: AlertAction
 JOB_STATE_UNSPECIFIED: JobState
 JOB_STATE_QUEUED: JobState
 JOB_STATE_RUNNING: JobState
@@ -102,6 +113,7 @@ JOB_STATE_REGISTERING: JobState
 JOB_STATE_SUCCEEDED: JobState
 JOB_STATE_FAILED: JobState
 JOB_STATE_CANCELLED: JobState
+JOB_STATE_FAILED_QUALITY_GATE: JobState
 ALERT_KIND_UNSPECIFIED: AlertKind
 ALERT_KIND_NON_FINITE: AlertKind
 ALERT_KIND_GRADIENT_EXPLOSION: AlertKind
@@ -307,16 +319,18 @@ class ListDatasetsResponse(_message.Message):
     def __init__(self, datasets: _Optional[_Iterable[_Union[Dataset, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class ModelArchitecture(_message.Message):
-    __slots__ = ("num_layers", "num_heads", "hidden_size", "max_positions")
+    __slots__ = ("num_layers", "num_heads", "hidden_size", "max_positions", "dropout")
     NUM_LAYERS_FIELD_NUMBER: _ClassVar[int]
     NUM_HEADS_FIELD_NUMBER: _ClassVar[int]
     HIDDEN_SIZE_FIELD_NUMBER: _ClassVar[int]
     MAX_POSITIONS_FIELD_NUMBER: _ClassVar[int]
+    DROPOUT_FIELD_NUMBER: _ClassVar[int]
     num_layers: int
     num_heads: int
     hidden_size: int
     max_positions: int
-    def __init__(self, num_layers: _Optional[int] = ..., num_heads: _Optional[int] = ..., hidden_size: _Optional[int] = ..., max_positions: _Optional[int] = ...) -> None: ...
+    dropout: float
+    def __init__(self, num_layers: _Optional[int] = ..., num_heads: _Optional[int] = ..., hidden_size: _Optional[int] = ..., max_positions: _Optional[int] = ..., dropout: _Optional[float] = ...) -> None: ...
 
 class Hyperparameters(_message.Message):
     __slots__ = ("learning_rate", "schedule", "warmup_steps", "batch_size", "sequence_length", "max_steps", "epochs", "gradient_clip_norm", "weight_decay", "seed", "gradient_accumulation_steps")
@@ -345,19 +359,23 @@ class Hyperparameters(_message.Message):
     def __init__(self, learning_rate: _Optional[float] = ..., schedule: _Optional[_Union[LearningRateSchedule, str]] = ..., warmup_steps: _Optional[int] = ..., batch_size: _Optional[int] = ..., sequence_length: _Optional[int] = ..., max_steps: _Optional[int] = ..., epochs: _Optional[int] = ..., gradient_clip_norm: _Optional[float] = ..., weight_decay: _Optional[float] = ..., seed: _Optional[int] = ..., gradient_accumulation_steps: _Optional[int] = ...) -> None: ...
 
 class DistributedConfig(_message.Message):
-    __slots__ = ("processes_per_node", "nodes", "strategy", "backend")
+    __slots__ = ("processes_per_node", "nodes", "strategy", "backend", "tensor_parallel_size", "pipeline_micro_batches")
     PROCESSES_PER_NODE_FIELD_NUMBER: _ClassVar[int]
     NODES_FIELD_NUMBER: _ClassVar[int]
     STRATEGY_FIELD_NUMBER: _ClassVar[int]
     BACKEND_FIELD_NUMBER: _ClassVar[int]
+    TENSOR_PARALLEL_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PIPELINE_MICRO_BATCHES_FIELD_NUMBER: _ClassVar[int]
     processes_per_node: int
     nodes: int
     strategy: DistributedStrategy
     backend: DistributedBackend
-    def __init__(self, processes_per_node: _Optional[int] = ..., nodes: _Optional[int] = ..., strategy: _Optional[_Union[DistributedStrategy, str]] = ..., backend: _Optional[_Union[DistributedBackend, str]] = ...) -> None: ...
+    tensor_parallel_size: int
+    pipeline_micro_batches: int
+    def __init__(self, processes_per_node: _Optional[int] = ..., nodes: _Optional[int] = ..., strategy: _Optional[_Union[DistributedStrategy, str]] = ..., backend: _Optional[_Union[DistributedBackend, str]] = ..., tensor_parallel_size: _Optional[int] = ..., pipeline_micro_batches: _Optional[int] = ...) -> None: ...
 
 class AlertPolicy(_message.Message):
-    __slots__ = ("non_finite", "gradient_explosion", "explosion_factor", "divergence", "divergence_factor", "overfitting", "overfitting_patience")
+    __slots__ = ("non_finite", "gradient_explosion", "explosion_factor", "divergence", "divergence_factor", "overfitting", "overfitting_patience", "gradient_norm_ceiling", "lr_reduction_factor", "alert_cooldown_steps")
     NON_FINITE_FIELD_NUMBER: _ClassVar[int]
     GRADIENT_EXPLOSION_FIELD_NUMBER: _ClassVar[int]
     EXPLOSION_FACTOR_FIELD_NUMBER: _ClassVar[int]
@@ -365,6 +383,9 @@ class AlertPolicy(_message.Message):
     DIVERGENCE_FACTOR_FIELD_NUMBER: _ClassVar[int]
     OVERFITTING_FIELD_NUMBER: _ClassVar[int]
     OVERFITTING_PATIENCE_FIELD_NUMBER: _ClassVar[int]
+    GRADIENT_NORM_CEILING_FIELD_NUMBER: _ClassVar[int]
+    LR_REDUCTION_FACTOR_FIELD_NUMBER: _ClassVar[int]
+    ALERT_COOLDOWN_STEPS_FIELD_NUMBER: _ClassVar[int]
     non_finite: AlertAction
     gradient_explosion: AlertAction
     explosion_factor: float
@@ -372,7 +393,10 @@ class AlertPolicy(_message.Message):
     divergence_factor: float
     overfitting: AlertAction
     overfitting_patience: int
-    def __init__(self, non_finite: _Optional[_Union[AlertAction, str]] = ..., gradient_explosion: _Optional[_Union[AlertAction, str]] = ..., explosion_factor: _Optional[float] = ..., divergence: _Optional[_Union[AlertAction, str]] = ..., divergence_factor: _Optional[float] = ..., overfitting: _Optional[_Union[AlertAction, str]] = ..., overfitting_patience: _Optional[int] = ...) -> None: ...
+    gradient_norm_ceiling: float
+    lr_reduction_factor: float
+    alert_cooldown_steps: int
+    def __init__(self, non_finite: _Optional[_Union[AlertAction, str]] = ..., gradient_explosion: _Optional[_Union[AlertAction, str]] = ..., explosion_factor: _Optional[float] = ..., divergence: _Optional[_Union[AlertAction, str]] = ..., divergence_factor: _Optional[float] = ..., overfitting: _Optional[_Union[AlertAction, str]] = ..., overfitting_patience: _Optional[int] = ..., gradient_norm_ceiling: _Optional[float] = ..., lr_reduction_factor: _Optional[float] = ..., alert_cooldown_steps: _Optional[int] = ...) -> None: ...
 
 class RegistrationSpec(_message.Message):
     __slots__ = ("model_name", "canary_weight", "alias")
@@ -385,7 +409,7 @@ class RegistrationSpec(_message.Message):
     def __init__(self, model_name: _Optional[str] = ..., canary_weight: _Optional[int] = ..., alias: _Optional[str] = ...) -> None: ...
 
 class JobSpec(_message.Message):
-    __slots__ = ("family", "architecture", "base_model", "dataset_id", "hyperparameters", "distributed", "checkpoint_interval_steps", "eval_interval_steps", "early_stopping_patience", "alerts", "registration", "display_name")
+    __slots__ = ("family", "architecture", "base_model", "dataset_id", "hyperparameters", "distributed", "checkpoint_interval_steps", "eval_interval_steps", "early_stopping_patience", "alerts", "registration", "display_name", "max_validation_loss")
     FAMILY_FIELD_NUMBER: _ClassVar[int]
     ARCHITECTURE_FIELD_NUMBER: _ClassVar[int]
     BASE_MODEL_FIELD_NUMBER: _ClassVar[int]
@@ -398,6 +422,7 @@ class JobSpec(_message.Message):
     ALERTS_FIELD_NUMBER: _ClassVar[int]
     REGISTRATION_FIELD_NUMBER: _ClassVar[int]
     DISPLAY_NAME_FIELD_NUMBER: _ClassVar[int]
+    MAX_VALIDATION_LOSS_FIELD_NUMBER: _ClassVar[int]
     family: ModelFamily
     architecture: ModelArchitecture
     base_model: str
@@ -410,10 +435,11 @@ class JobSpec(_message.Message):
     alerts: AlertPolicy
     registration: RegistrationSpec
     display_name: str
-    def __init__(self, family: _Optional[_Union[ModelFamily, str]] = ..., architecture: _Optional[_Union[ModelArchitecture, _Mapping]] = ..., base_model: _Optional[str] = ..., dataset_id: _Optional[str] = ..., hyperparameters: _Optional[_Union[Hyperparameters, _Mapping]] = ..., distributed: _Optional[_Union[DistributedConfig, _Mapping]] = ..., checkpoint_interval_steps: _Optional[int] = ..., eval_interval_steps: _Optional[int] = ..., early_stopping_patience: _Optional[int] = ..., alerts: _Optional[_Union[AlertPolicy, _Mapping]] = ..., registration: _Optional[_Union[RegistrationSpec, _Mapping]] = ..., display_name: _Optional[str] = ...) -> None: ...
+    max_validation_loss: float
+    def __init__(self, family: _Optional[_Union[ModelFamily, str]] = ..., architecture: _Optional[_Union[ModelArchitecture, _Mapping]] = ..., base_model: _Optional[str] = ..., dataset_id: _Optional[str] = ..., hyperparameters: _Optional[_Union[Hyperparameters, _Mapping]] = ..., distributed: _Optional[_Union[DistributedConfig, _Mapping]] = ..., checkpoint_interval_steps: _Optional[int] = ..., eval_interval_steps: _Optional[int] = ..., early_stopping_patience: _Optional[int] = ..., alerts: _Optional[_Union[AlertPolicy, _Mapping]] = ..., registration: _Optional[_Union[RegistrationSpec, _Mapping]] = ..., display_name: _Optional[str] = ..., max_validation_loss: _Optional[float] = ...) -> None: ...
 
 class TrainingMetrics(_message.Message):
-    __slots__ = ("step", "epoch", "loss", "validation_loss", "validation_perplexity", "learning_rate", "gradient_norm", "tokens_per_second", "parameter_stats", "total_steps")
+    __slots__ = ("step", "epoch", "loss", "validation_loss", "validation_perplexity", "learning_rate", "gradient_norm", "tokens_per_second", "parameter_stats", "total_steps", "gpu_utilization", "gpu_memory_bytes")
     STEP_FIELD_NUMBER: _ClassVar[int]
     EPOCH_FIELD_NUMBER: _ClassVar[int]
     LOSS_FIELD_NUMBER: _ClassVar[int]
@@ -424,6 +450,8 @@ class TrainingMetrics(_message.Message):
     TOKENS_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
     PARAMETER_STATS_FIELD_NUMBER: _ClassVar[int]
     TOTAL_STEPS_FIELD_NUMBER: _ClassVar[int]
+    GPU_UTILIZATION_FIELD_NUMBER: _ClassVar[int]
+    GPU_MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
     step: int
     epoch: int
     loss: float
@@ -434,7 +462,9 @@ class TrainingMetrics(_message.Message):
     tokens_per_second: float
     parameter_stats: _containers.RepeatedCompositeFieldContainer[ParameterStats]
     total_steps: int
-    def __init__(self, step: _Optional[int] = ..., epoch: _Optional[int] = ..., loss: _Optional[float] = ..., validation_loss: _Optional[float] = ..., validation_perplexity: _Optional[float] = ..., learning_rate: _Optional[float] = ..., gradient_norm: _Optional[float] = ..., tokens_per_second: _Optional[float] = ..., parameter_stats: _Optional[_Iterable[_Union[ParameterStats, _Mapping]]] = ..., total_steps: _Optional[int] = ...) -> None: ...
+    gpu_utilization: float
+    gpu_memory_bytes: int
+    def __init__(self, step: _Optional[int] = ..., epoch: _Optional[int] = ..., loss: _Optional[float] = ..., validation_loss: _Optional[float] = ..., validation_perplexity: _Optional[float] = ..., learning_rate: _Optional[float] = ..., gradient_norm: _Optional[float] = ..., tokens_per_second: _Optional[float] = ..., parameter_stats: _Optional[_Iterable[_Union[ParameterStats, _Mapping]]] = ..., total_steps: _Optional[int] = ..., gpu_utilization: _Optional[float] = ..., gpu_memory_bytes: _Optional[int] = ...) -> None: ...
 
 class ParameterStats(_message.Message):
     __slots__ = ("group", "weight_norm", "gradient_norm", "update_ratio", "histogram_edges", "histogram_counts")
@@ -453,16 +483,18 @@ class ParameterStats(_message.Message):
     def __init__(self, group: _Optional[str] = ..., weight_norm: _Optional[float] = ..., gradient_norm: _Optional[float] = ..., update_ratio: _Optional[float] = ..., histogram_edges: _Optional[_Iterable[float]] = ..., histogram_counts: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class TrainingAlert(_message.Message):
-    __slots__ = ("kind", "step", "message", "action")
+    __slots__ = ("kind", "step", "message", "action", "cleared")
     KIND_FIELD_NUMBER: _ClassVar[int]
     STEP_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     ACTION_FIELD_NUMBER: _ClassVar[int]
+    CLEARED_FIELD_NUMBER: _ClassVar[int]
     kind: AlertKind
     step: int
     message: str
     action: AlertAction
-    def __init__(self, kind: _Optional[_Union[AlertKind, str]] = ..., step: _Optional[int] = ..., message: _Optional[str] = ..., action: _Optional[_Union[AlertAction, str]] = ...) -> None: ...
+    cleared: bool
+    def __init__(self, kind: _Optional[_Union[AlertKind, str]] = ..., step: _Optional[int] = ..., message: _Optional[str] = ..., action: _Optional[_Union[AlertAction, str]] = ..., cleared: _Optional[bool] = ...) -> None: ...
 
 class Job(_message.Message):
     __slots__ = ("id", "spec", "state", "create_time", "start_time", "end_time", "latest_metrics", "alerts", "error", "attempts", "checkpoint_step", "registered_model", "registered_version", "tenant")

@@ -19,6 +19,7 @@ from services.trainer.data.service import DatasetService
 from services.trainer.data.store import DatasetStore
 from services.trainer.data.uploads import SourceUploads, UploadLimits
 from services.trainer.jobs.metrics import TrainerMetrics
+from services.trainer.jobs.process import WORKER_MODULE
 from services.trainer.jobs.runner import JobRunner, RunnerOptions
 from services.trainer.jobs.store import JobStore
 from services.trainer.registry_client import RegistryClient
@@ -52,6 +53,9 @@ class TrainerSettings(ServerSettings):
     max_attempts: int = 3
     #: Largest processes_per_node a job may ask for; 0 = the machine's CPU (GPU) count.
     max_processes_per_node: int = 0
+    #: Nodes a job may span. Their torchrun agents run on this host and meet by c10d
+    #: rendezvous on loopback (a cluster spreads them over machines: PyTorchJob).
+    max_nodes: int = 1
     #: Extra torchrun arguments, comma-separated (e.g. "--master-port=29600").
     torchrun_args: tuple[str, ...] = ()
     #: Python that runs torchrun (default: this interpreter).
@@ -69,8 +73,13 @@ class TrainerSettings(ServerSettings):
 
 
 async def build_server(
-    settings: TrainerSettings, *, tracer_provider: TracerProvider | None = None
+    settings: TrainerSettings,
+    *,
+    tracer_provider: TracerProvider | None = None,
+    worker_module: str = WORKER_MODULE,
 ) -> LatticeServer:
+    """`worker_module` is what torchrun runs per rank (tests pass a worker with an
+    injected fault)."""
     if settings.worker_allocator not in allocator.CHOICES:
         raise ValueError(
             f"worker_allocator must be one of {', '.join(allocator.CHOICES)}, "
@@ -103,9 +112,11 @@ async def build_server(
             torchrun_args=settings.torchrun_args,
             python=settings.python or sys.executable,
             max_processes_per_node=settings.max_processes_per_node,
+            max_nodes=settings.max_nodes,
             stats_interval=settings.stats_interval_steps,
             histogram_interval=settings.histogram_interval_steps,
             worker_allocator=settings.worker_allocator,
+            worker_module=worker_module,
         ),
         metrics,
         tracer,

@@ -67,6 +67,27 @@ async def trainer_server(tmp_path, registry_server) -> AsyncIterator[LatticeServ
 
 
 @pytest.fixture
+async def faulty_trainer_server(tmp_path, registry_server) -> AsyncIterator[LatticeServer]:
+    """A trainer whose workers run tests/trainer/faulty_worker.py (the test sets
+    which fault with monkeypatch.setenv(faulty_worker.FAULT_ENV, ...))."""
+    server = await build_trainer(
+        trainer_settings(tmp_path / "trainer-data", registry_server.address),
+        worker_module="tests.trainer.faulty_worker",
+    )
+    await server.start()
+    yield server
+    await server.stop(0)
+
+
+@pytest.fixture
+async def faulty_trainer(
+    faulty_trainer_server,
+) -> AsyncIterator[trainer_pb2_grpc.TrainerServiceStub]:
+    async with aio.insecure_channel(faulty_trainer_server.address) as channel:
+        yield trainer_pb2_grpc.TrainerServiceStub(channel)
+
+
+@pytest.fixture
 async def trainer(trainer_server) -> AsyncIterator[trainer_pb2_grpc.TrainerServiceStub]:
     async with caller_channel(trainer_server) as channel:
         yield trainer_pb2_grpc.TrainerServiceStub(channel)
@@ -132,6 +153,7 @@ async def wait_for_job(
         trainer_pb2.JOB_STATE_SUCCEEDED,
         trainer_pb2.JOB_STATE_FAILED,
         trainer_pb2.JOB_STATE_CANCELLED,
+        trainer_pb2.JOB_STATE_FAILED_QUALITY_GATE,
     }
     deadline = asyncio.get_running_loop().time() + timeout
     while True:

@@ -75,3 +75,62 @@ async def test_bert_needs_a_wordpiece_dataset_and_request_id_is_idempotent(train
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await trainer.ListJobs(trainer_pb2.ListJobsRequest(page_token="garbage"))
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+TP = trainer_pb2.DISTRIBUTED_STRATEGY_TENSOR_PARALLEL
+HYBRID = trainer_pb2.DISTRIBUTED_STRATEGY_HYBRID
+PP = trainer_pb2.DISTRIBUTED_STRATEGY_PIPELINE_PARALLEL
+
+PARALLEL_CASES = [
+    # An unknown enum value used to run silently as DDP.
+    ({"distributed__strategy": 3}, "unknown strategy 3"),
+    # HYBRID 2 x 2 needs 4 processes, not 3.
+    (
+        {
+            "distributed__strategy": HYBRID,
+            "distributed__processes_per_node": 3,
+            "distributed__tensor_parallel_size": 2,
+        },
+        "must tile the 3 processes",
+    ),
+    (
+        {
+            "distributed__strategy": TP,
+            "distributed__processes_per_node": 2,
+            "distributed__tensor_parallel_size": 4,
+        },
+        "uses all 2 processes",
+    ),
+    # 3 heads (hidden 66) cannot be split over 2 ranks.
+    (
+        {
+            "distributed__strategy": TP,
+            "distributed__processes_per_node": 2,
+            "architecture__num_heads": 3,
+            "architecture__hidden_size": 66,
+        },
+        "3 attention heads do not divide across 2",
+    ),
+    (
+        {
+            "distributed__strategy": PP,
+            "distributed__processes_per_node": 2,
+            "architecture__num_layers": 1,
+        },
+        "PIPELINE_PARALLEL needs 2..num_layers (1)",
+    ),
+    ({"distributed__tensor_parallel_size": 2}, "only TENSOR_PARALLEL"),
+    ({"alerts__non_finite": 9}, "unknown alert action"),
+    ({"alerts__lr_reduction_factor": 2.0}, "lr_reduction_factor"),
+    ({"max_validation_loss": -1.0}, "max_validation_loss"),
+]
+
+
+@pytest.mark.parametrize(("overrides", "mention"), PARALLEL_CASES)
+async def test_bad_parallel_and_health_specs(trainer, dataset, overrides, mention):
+    spec = tiny_gpt2_job(dataset.id, "bad-spec", **overrides)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await trainer.SubmitJob(trainer_pb2.SubmitJobRequest(spec=spec))
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT, caught.value.details()
+    assert mention in caught.value.details()
+    assert list((await trainer.ListJobs(trainer_pb2.ListJobsRequest())).jobs) == []

@@ -31,7 +31,8 @@ def test_non_finite_loss_or_gradient():
     monitor = HealthMonitor(policy(), 0)
     (alert,) = monitor.on_step(1, math.nan, 1.0)
     assert (alert.kind, alert.action) == (trainer_pb2.ALERT_KIND_NON_FINITE, STOP)
-    (alert,) = monitor.on_step(2, 1.0, math.inf)
+    assert monitor.on_step(2, 1.0, math.inf) == []  # the same episode: no flood
+    (alert,) = HealthMonitor(policy(), 0).on_step(2, 1.0, math.inf)
     assert alert.kind == trainer_pb2.ALERT_KIND_NON_FINITE
 
 
@@ -131,3 +132,44 @@ def test_parameter_stats_match_a_plain_per_tensor_computation():
         assert math.isclose(row["weight_norm"], weight, rel_tol=1e-6)
         assert math.isclose(row["gradient_norm"], grad, rel_tol=1e-6, abs_tol=1e-12)
         assert math.isclose(row["update_ratio"], update / weight, rel_tol=1e-5)
+
+
+def test_divergence_is_one_alert_per_episode_then_cleared_and_rate_limited():
+    monitor = HealthMonitor(policy(divergence=WARN, alert_cooldown_steps=200), 0)
+    alerts = []
+    for step in range(1, 11):
+        alerts += monitor.on_step(step, 2.0, 1.0)
+    for step in range(11, 111):  # 100 steps above 4x the best: one alert, not 100
+        alerts += monitor.on_step(step, 9.0, 1.0)
+    for step in range(111, 115):  # recovered: one cleared event after 3 healthy steps
+        alerts += monitor.on_step(step, 2.0, 1.0)
+    for step in range(115, 120):  # diverges again within the cooldown: quiet
+        alerts += monitor.on_step(step, 9.0, 1.0)
+    kinds = [(a.kind, a.step, a.cleared) for a in alerts]
+    assert kinds == [
+        (trainer_pb2.ALERT_KIND_DIVERGENCE, 11, False),
+        (trainer_pb2.ALERT_KIND_DIVERGENCE, 113, True),
+    ]
+    later = monitor.on_step(300, 9.0, 1.0)  # past the cooldown: a new episode
+    assert [(a.kind, a.cleared) for a in later] == [(trainer_pb2.ALERT_KIND_DIVERGENCE, False)]
+
+
+def test_explosion_ceiling_from_the_first_step_and_baseline_without_the_spike():
+    monitor = HealthMonitor(policy(gradient_norm_ceiling=100.0), 0)
+    (alert,) = monitor.on_step(1, 7.0, 500.0)
+    assert alert.kind == trainer_pb2.ALERT_KIND_GRADIENT_EXPLOSION and "ceiling" in alert.message
+    fresh = HealthMonitor(policy(), 0)
+    assert fresh.on_step(1, 7.0, 2.0) == [] and fresh.on_step(2, 6.5, 2.5) == []
+    (alert,) = fresh.on_step(3, 6.0, 40.0)  # 16x the median of the first two steps
+    assert "x its running median" in alert.message
+    assert list(fresh.grad_norms) == [2.0, 2.5]  # the spike is not part of the baseline
+
+
+def test_non_finite_fires_again_after_recovery_and_state_keeps_episodes():
+    monitor = HealthMonitor(policy(), 0)
+    assert monitor.on_step(1, math.nan, 1.0)[0].step == 1
+    monitor.on_step(2, 1.0, 1.0), monitor.on_step(3, 1.0, 1.0), monitor.on_step(4, 1.0, 1.0)
+    assert monitor.on_step(5, math.nan, 1.0)[0].step == 5
+    restored = HealthMonitor(policy(), 0)
+    restored.restore(monitor.state())
+    assert restored.episodes == monitor.episodes

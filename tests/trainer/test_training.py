@@ -19,6 +19,7 @@ from lattice.v1 import common_pb2, registry_pb2, trainer_pb2
 from services.trainer.registry_client import JOB_TAG
 
 from .conftest import docstring_spec, tiny_gpt2_job, wait_for_job
+from .faulty_worker import FAULT_ENV
 
 pytestmark = pytest.mark.slow
 
@@ -190,8 +191,11 @@ async def test_worker_sigkill_resumes_from_checkpoint_and_registers_once(
     assert job.latest_metrics.loss == pytest.approx(reference.latest_metrics.loss, rel=1e-4)
 
 
-async def test_nan_fault_raises_alert_and_stops(trainer, trainer_server, registry, monkeypatch):
-    monkeypatch.setenv("LATTICE_TRAINER_TEST_FAULT", "nan_at_step=6")
+async def test_nan_in_the_data_raises_non_finite_alert_on_that_step_and_stops(
+    faulty_trainer, faulty_trainer_server, registry, monkeypatch
+):
+    trainer, trainer_server = faulty_trainer, faulty_trainer_server
+    monkeypatch.setenv(FAULT_ENV, "nan_inputs_at_step=7")
     dataset = await prepare(trainer)
     spec = tiny_gpt2_job(dataset.id, "nan-gpt")
     spec.alerts.non_finite = trainer_pb2.ALERT_ACTION_STOP
@@ -212,9 +216,10 @@ async def test_nan_fault_raises_alert_and_stops(trainer, trainer_server, registr
 
 
 async def test_nan_with_stop_keep_best_registers_the_best_evaluation(
-    trainer, trainer_server, registry, monkeypatch
+    faulty_trainer, registry, monkeypatch
 ):
-    monkeypatch.setenv("LATTICE_TRAINER_TEST_FAULT", "nan_at_step=24")
+    trainer = faulty_trainer
+    monkeypatch.setenv(FAULT_ENV, "nan_inputs_at_step=25")
     dataset = await prepare(trainer)
     spec = tiny_gpt2_job(dataset.id, "kept-gpt")
     spec.alerts.non_finite = trainer_pb2.ALERT_ACTION_STOP_KEEP_BEST
@@ -263,10 +268,12 @@ async def test_fsdp_tiny_dataset_overfitting_alert_early_stop_keeps_best(
     job_spec.alerts.overfitting_patience = 1
     job_spec.early_stopping_patience = 4
     job = (await trainer.SubmitJob(trainer_pb2.SubmitJobRequest(spec=job_spec))).job
-    job = await wait_for_job(trainer, job.id)
+    job = await wait_for_job(trainer, job.id, timeout=400)
     assert job.state == trainer_pb2.JOB_STATE_SUCCEEDED, job.error
     overfitting = [a for a in job.alerts if a.kind == trainer_pb2.ALERT_KIND_OVERFITTING]
     assert overfitting and "validation loss rose" in overfitting[0].message, job.alerts
+    # One alert per episode: never two overfitting alerts without a cleared one between.
+    assert all(a.cleared for a in overfitting[1::2]), job.alerts
     assert job.latest_metrics.step < 400  # early stopping ended it
     (version,) = await versions(registry, "overfit-gpt")
     assert version.tags["lattice.outcome"] == "early_stopped"

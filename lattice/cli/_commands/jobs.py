@@ -1,9 +1,14 @@
-"""`lattice jobs`: list, show, cancel and watch training jobs."""
+"""`lattice jobs`: list, show, cancel, watch, plot and export training jobs."""
 
 from __future__ import annotations
 
+import importlib
+import sys
+from pathlib import Path
+
 import click
 
+from lattice.cli import job_series
 from lattice.cli._common import Session, lattice_command, print_fields, print_table, when
 from lattice.cli.progress import JobProgress, alert_text, finish, metrics_text, state_name
 from lattice.v1 import trainer_pb2
@@ -108,3 +113,55 @@ def watch_job(session: Session, job_id: str, from_sequence: int, logs: bool) -> 
     events = client.follow_job(job_id, from_sequence)
     final = JobProgress(session.as_json, show_logs=logs).follow(events)
     finish(final or client.get_job(job_id), session.as_json)
+
+
+def _series(session: Session, job_id: str) -> job_series.Series:
+    with session.client().watch_job(job_id) as events:
+        return job_series.collect(events)
+
+
+@jobs.command("metrics")
+@click.argument("job_id")
+@click.option("--csv", "as_csv", is_flag=True, help="Write CSV (the default and only format).")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="File to write (default: standard output).",
+)
+@lattice_command
+def job_metrics(session: Session, job_id: str, as_csv: bool, output: Path | None) -> None:
+    """Export a job's metric series (step, loss, validation loss, lr, gradient norm)."""
+    series = _series(session, job_id)
+    if output is None:
+        job_series.write_csv(series, sys.stdout)
+        return
+    with output.open("w", encoding="utf-8", newline="") as handle:
+        job_series.write_csv(series, handle)
+    click.echo(str(output))
+
+
+@jobs.command("plot")
+@click.argument("job_id")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="PNG to write (default: JOB_ID.png).",
+)
+@lattice_command
+def plot_job(session: Session, job_id: str, output: Path | None) -> None:
+    """Draw loss, validation loss, learning rate and gradient norm, alerts marked."""
+    try:  # matplotlib comes with the ml extra; the rest of the CLI works without it
+        plotting = importlib.import_module("lattice.cli.job_plot")
+    except ImportError:
+        raise ValueError(
+            "lattice jobs plot needs matplotlib: pip install 'lattice-llm[ml]'"
+        ) from None
+    series = _series(session, job_id)
+    if not series.rows:
+        raise ValueError(f"job {job_id} has no metrics yet")
+    path = plotting.plot(series, output or Path(f"{job_id}.png"), f"job {job_id}")
+    click.echo(str(path))

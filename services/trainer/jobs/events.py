@@ -54,6 +54,9 @@ def metrics_message(record: dict) -> trainer_pb2.TrainingMetrics:
     if "validation_loss" in record:
         metrics.validation_loss = _number(record["validation_loss"])
         metrics.validation_perplexity = _number(record["validation_perplexity"])
+    if "gpu_utilization" in record:
+        metrics.gpu_utilization = _number(record["gpu_utilization"])
+        metrics.gpu_memory_bytes = int(record["gpu_memory_bytes"])
     for row in record.get("parameter_stats", ()):
         metrics.parameter_stats.add(
             group=row["group"],
@@ -86,6 +89,7 @@ def apply(record: dict, job: trainer_pb2.Job) -> tuple[list[trainer_pb2.WatchJob
             step=int(record["step"]),
             message=str(record["message"]),
             action=int(record["action"]),
+            cleared=bool(record.get("cleared", False)),
         )
         job.alerts.append(alert)
         return [trainer_pb2.WatchJobResponse(alert=alert)], True
@@ -110,6 +114,18 @@ def apply(record: dict, job: trainer_pb2.Job) -> tuple[list[trainer_pb2.WatchJob
     if kind == "setup_failed":
         return [
             trainer_pb2.WatchJobResponse(log=f"worker set-up failed: {record['message']}")
+        ], False
+    if kind == "lr_reduced":
+        return [
+            trainer_pb2.WatchJobResponse(
+                log=f"learning rate reduced x{record['factor']:g} to {record['learning_rate']:.3g}"
+            )
+        ], False
+    if kind == "rolled_back":
+        return [
+            trainer_pb2.WatchJobResponse(
+                log=f"rolled back to the checkpoint at step {record['step']}"
+            )
         ], False
     if kind == "finished":
         return [trainer_pb2.WatchJobResponse(log=f"training finished: {record['outcome']}")], False

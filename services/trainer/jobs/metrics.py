@@ -42,6 +42,8 @@ class TrainerMetrics:
                 self.jobs.labels(name.removeprefix("JOB_STATE_").lower()).set(counts.get(value, 0))
 
     def alert(self, alert: trainer_pb2.TrainingAlert) -> None:
+        if alert.cleared:  # the end of an episode, not an alert
+            return
         self.alerts.labels(
             trainer_pb2.AlertKind.Name(alert.kind).removeprefix("ALERT_KIND_").lower(),
             trainer_pb2.AlertAction.Name(alert.action).removeprefix("ALERT_ACTION_").lower(),

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
@@ -23,28 +24,56 @@ from pathlib import Path
 
 import psutil
 
+WORKER_MODULE = "services.trainer.worker"
+
 
 def torchrun_argv(
-    nproc: int, job_dir: Path, extra: Sequence[str] = (), python: str = sys.executable
+    nproc: int,
+    job_dir: Path,
+    extra: Sequence[str] = (),
+    python: str = sys.executable,
+    module: str = WORKER_MODULE,
+    nodes: int = 1,
+    job_id: str = "",
 ) -> list[str]:
+    """One standalone torchrun; or, for `nodes` > 1, one agent per node meeting by
+    c10d rendezvous on a free loopback port (see `local_nodes`)."""
+    if nodes > 1:
+        launcher = [
+            python,
+            "-m",
+            "services.trainer.jobs.local_nodes",
+            "--nodes",
+            str(nodes),
+            "--port",
+            str(_free_port()),
+            "--job-id",
+            job_id,
+            "--",
+        ]
+    else:
+        launcher = [python, "-m", "torch.distributed.run", "--standalone"]
     return [
-        python,
-        "-m",
-        "torch.distributed.run",
+        *launcher,
         "--nproc-per-node",
         str(nproc),
-        "--standalone",
         "--max-restarts",
         "0",
         *extra,
         "-m",
-        "services.trainer.worker",
+        module,
         "--job-dir",
         str(job_dir),
     ]
 
 
 JOB_ENV = "LATTICE_TRAINER_JOB_ID"
+
+
+def _free_port() -> int:
+    with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def tagged_processes(job_id: str) -> list[psutil.Process]:

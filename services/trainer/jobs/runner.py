@@ -37,8 +37,9 @@ from lattice.v1 import registry_pb2, trainer_pb2
 from services.runtime.identity import Caller
 from services.trainer.data.store import DatasetStore
 from services.trainer.jobs import events as worker_events
+from services.trainer.jobs import quality
 from services.trainer.jobs.metrics import TrainerMetrics
-from services.trainer.jobs.process import ProcessGroup, kill_stale, torchrun_argv
+from services.trainer.jobs.process import WORKER_MODULE, ProcessGroup, kill_stale, torchrun_argv
 from services.trainer.jobs.registration import Registrar
 from services.trainer.jobs.store import TERMINAL, JobStore
 from services.trainer.jobs.validation import MachineLimits, lookup_dataset, resolve_spec
@@ -53,6 +54,7 @@ REGISTERING = trainer_pb2.JOB_STATE_REGISTERING
 SUCCEEDED = trainer_pb2.JOB_STATE_SUCCEEDED
 FAILED = trainer_pb2.JOB_STATE_FAILED
 CANCELLED = trainer_pb2.JOB_STATE_CANCELLED
+FAILED_QUALITY_GATE = trainer_pb2.JOB_STATE_FAILED_QUALITY_GATE
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,12 +70,16 @@ class RunnerOptions:
     python: str = sys.executable
     #: 0 = the number of CPUs (or GPUs, for NCCL).
     max_processes_per_node: int = 0
+    #: Nodes a job may span; the agents of a multi-node job run on this host.
+    max_nodes: int = 1
     stats_interval: int = 10
     histogram_interval: int = 100
     eval_batches: int = 16
     #: Host allocator policy of the workers ("retain" or "system").
     worker_allocator: str = "retain"
     registration_attempts: int = 30
+    #: The module torchrun runs per rank (tests inject a faulty worker here).
+    worker_module: str = WORKER_MODULE
     registration_retry_seconds: float = 2.0
 
 
@@ -83,12 +89,12 @@ def _now() -> timestamp_pb2.Timestamp:
     return stamp
 
 
-def machine_limits(configured: int) -> MachineLimits:
+def machine_limits(configured: int, max_nodes: int = 1) -> MachineLimits:
     import torch  # the service already has it loaded (tokenizers/transformers)
 
     cpus = os.cpu_count() or 1
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    return MachineLimits(cpus, gpus, configured or max(cpus, gpus))
+    return MachineLimits(cpus, gpus, configured or max(cpus, gpus), max_nodes)
 
 
 class JobRunner:
@@ -108,7 +114,7 @@ class JobRunner:
         self.options = options
         self.metrics = metrics
         self.tracer = tracer or trace.get_tracer("lattice.trainer")
-        self.limits = machine_limits(options.max_processes_per_node)
+        self.limits = machine_limits(options.max_processes_per_node, options.max_nodes)
         self._tasks: dict[str, asyncio.Task] = {}
         self._groups: dict[str, ProcessGroup] = {}
         self._cancelling: set[str] = set()
@@ -282,6 +288,12 @@ class JobRunner:
                     reason = (result or {}).get("error") or _last_stop_alert(job)
                     await self._fail(job, f"stopped by alert: {reason}")
                     return
+                refused = quality.refusal(job.spec, result)
+                if refused is not None:
+                    job.state, job.error = FAILED_QUALITY_GATE, f"quality gate: {refused}"
+                    job.end_time.GetCurrentTime()
+                    await self._transition(job)
+                    return
                 if job.state != REGISTERING:
                     job.state = REGISTERING
                     await self._transition(job)
@@ -357,6 +369,9 @@ class JobRunner:
                 job_dir,
                 self.options.torchrun_args,
                 self.options.python,
+                self.options.worker_module,
+                job.spec.distributed.nodes,
+                job_id,
             )
             group = await ProcessGroup.launch(
                 job_id, argv, self.worker_environment(), log_path, job_dir

@@ -22,6 +22,15 @@ DEFAULT_ARCH = trainer_pb2.ModelArchitecture(
 )
 
 
+MODEL_PARALLEL = frozenset(
+    {
+        trainer_pb2.DISTRIBUTED_STRATEGY_TENSOR_PARALLEL,
+        trainer_pb2.DISTRIBUTED_STRATEGY_PIPELINE_PARALLEL,
+        trainer_pb2.DISTRIBUTED_STRATEGY_HYBRID,
+    }
+)
+
+
 @dataclasses.dataclass(frozen=True)
 class MachineLimits:
     """What this machine can run."""
@@ -29,6 +38,8 @@ class MachineLimits:
     cpus: int
     gpus: int
     max_processes_per_node: int
+    #: Nodes a job may span (their torchrun agents meet by c10d rendezvous).
+    max_nodes: int = 1
 
 
 def _dtype_size(dtype: str) -> int:
@@ -77,6 +88,8 @@ def _resolve_architecture(spec: trainer_pb2.JobSpec) -> None:
     for name in ("num_layers", "num_heads", "hidden_size", "max_positions"):
         if not getattr(arch, name):
             setattr(arch, name, getattr(DEFAULT_ARCH, name))
+    if arch.HasField("dropout") and not 0 <= arch.dropout < 1:
+        raise InvalidArgument("spec.architecture.dropout", "must be within [0, 1)")
     if arch.num_layers > 48:
         raise InvalidArgument("spec.architecture.num_layers", "must be within 1..48")
     if arch.hidden_size % arch.num_heads:
@@ -121,21 +134,31 @@ def _resolve_distributed(spec: trainer_pb2.JobSpec, limits: MachineLimits) -> No
     dist.nodes = dist.nodes or 1
     if dist.strategy == trainer_pb2.DISTRIBUTED_STRATEGY_UNSPECIFIED:
         dist.strategy = trainer_pb2.DISTRIBUTED_STRATEGY_DDP
+    if dist.strategy not in trainer_pb2.DistributedStrategy.values():
+        names = ", ".join(
+            n.removeprefix("DISTRIBUTED_STRATEGY_")
+            for n in trainer_pb2.DistributedStrategy.keys()[1:]
+        )
+        raise InvalidArgument(
+            "spec.distributed.strategy", f"unknown strategy {dist.strategy}; one of {names}"
+        )
+    _resolve_mesh(spec)
     if dist.backend == trainer_pb2.DISTRIBUTED_BACKEND_UNSPECIFIED:
         dist.backend = (
             trainer_pb2.DISTRIBUTED_BACKEND_NCCL
             if limits.gpus
             else trainer_pb2.DISTRIBUTED_BACKEND_GLOO
         )
-    if dist.nodes != 1:
+    if dist.nodes > limits.max_nodes:
         raise FailedPrecondition(
-            "multi-node jobs run under a cluster launcher (Kubeflow PyTorchJob); "
-            "this trainer runs single-node jobs"
+            f"{dist.nodes} nodes: this trainer runs jobs of at most {limits.max_nodes} "
+            "(max_nodes); larger multi-node jobs run under a cluster launcher "
+            "(Kubeflow PyTorchJob)"
         )
-    if dist.processes_per_node > limits.max_processes_per_node:
+    if dist.processes_per_node * dist.nodes > limits.max_processes_per_node:
         raise FailedPrecondition(
-            f"processes_per_node {dist.processes_per_node} exceeds what this machine can run "
-            f"({limits.max_processes_per_node})"
+            f"processes_per_node {dist.processes_per_node} x nodes {dist.nodes} exceeds what "
+            f"this machine can run ({limits.max_processes_per_node})"
         )
     if dist.backend == trainer_pb2.DISTRIBUTED_BACKEND_NCCL:
         if not limits.gpus:
@@ -144,6 +167,76 @@ def _resolve_distributed(spec: trainer_pb2.JobSpec, limits: MachineLimits) -> No
             raise FailedPrecondition(
                 f"NCCL needs one GPU per process: {dist.processes_per_node} > {limits.gpus}"
             )
+
+
+def _resolve_mesh(spec: trainer_pb2.JobSpec) -> None:
+    """Model-parallel layouts must tile the process count and the model exactly."""
+    dist, arch = spec.distributed, spec.architecture
+    world = dist.processes_per_node * dist.nodes
+    strategy = dist.strategy
+    if strategy not in MODEL_PARALLEL:
+        if dist.tensor_parallel_size or dist.pipeline_micro_batches:
+            raise InvalidArgument(
+                "spec.distributed.tensor_parallel_size",
+                "only TENSOR_PARALLEL, PIPELINE_PARALLEL and HYBRID take a mesh",
+            )
+        return
+    name = trainer_pb2.DistributedStrategy.Name(strategy).removeprefix("DISTRIBUTED_STRATEGY_")
+    if spec.family != trainer_pb2.MODEL_FAMILY_GPT2_CAUSAL_LM:
+        raise InvalidArgument("spec.distributed.strategy", f"{name} has a plan for GPT-2 only")
+    if spec.base_model:
+        raise InvalidArgument(
+            "spec.distributed.strategy", f"{name} trains from an architecture, not a base model"
+        )
+    if strategy == trainer_pb2.DISTRIBUTED_STRATEGY_PIPELINE_PARALLEL:
+        if dist.tensor_parallel_size:
+            raise InvalidArgument(
+                "spec.distributed.tensor_parallel_size", "PIPELINE_PARALLEL has no TP dimension"
+            )
+        if world < 2 or arch.num_layers < world:
+            raise InvalidArgument(
+                "spec.distributed",
+                f"PIPELINE_PARALLEL needs 2..num_layers ({arch.num_layers}) stages, "
+                f"got {world} process(es)",
+            )
+        if spec.hyperparameters.gradient_accumulation_steps > 1:
+            raise InvalidArgument(
+                "spec.hyperparameters.gradient_accumulation_steps",
+                "PIPELINE_PARALLEL accumulates over pipeline_micro_batches instead",
+            )
+        dist.pipeline_micro_batches = dist.pipeline_micro_batches or 2 * world
+        if spec.hyperparameters.batch_size % dist.pipeline_micro_batches:
+            raise InvalidArgument(
+                "spec.distributed.pipeline_micro_batches",
+                f"must divide batch_size ({spec.hyperparameters.batch_size})",
+            )
+        return
+    if dist.pipeline_micro_batches:
+        raise InvalidArgument(
+            "spec.distributed.pipeline_micro_batches", "only PIPELINE_PARALLEL takes micro-batches"
+        )
+    hybrid = strategy == trainer_pb2.DISTRIBUTED_STRATEGY_HYBRID
+    tp = dist.tensor_parallel_size or (2 if hybrid else world)
+    if hybrid and (world % tp or world // tp < 2):
+        raise InvalidArgument(
+            "spec.distributed.tensor_parallel_size",
+            f"HYBRID mesh (data x tensor) must tile the {world} processes with at least 2 "
+            f"data-parallel rows; tensor_parallel_size {tp} does not",
+        )
+    if not hybrid and tp != world:
+        raise InvalidArgument(
+            "spec.distributed.tensor_parallel_size",
+            f"TENSOR_PARALLEL uses all {world} processes as one group; got {tp} "
+            "(use HYBRID for data x tensor)",
+        )
+    if tp < 2:
+        raise InvalidArgument("spec.distributed", f"{name} needs at least 2 tensor-parallel ranks")
+    if arch.num_heads % tp:
+        raise InvalidArgument(
+            "spec.architecture.num_heads",
+            f"{arch.num_heads} attention heads do not divide across {tp} tensor-parallel ranks",
+        )
+    dist.tensor_parallel_size = tp
 
 
 def _resolve_alerts(spec: trainer_pb2.JobSpec) -> None:
@@ -158,6 +251,19 @@ def _resolve_alerts(spec: trainer_pb2.JobSpec) -> None:
     alerts.overfitting_patience = alerts.overfitting_patience or 3
     if alerts.explosion_factor <= 1 or alerts.divergence_factor <= 1:
         raise InvalidArgument("spec.alerts", "explosion_factor and divergence_factor must be > 1")
+    alerts.gradient_norm_ceiling = alerts.gradient_norm_ceiling or 1e4
+    alerts.lr_reduction_factor = alerts.lr_reduction_factor or 0.5
+    alerts.alert_cooldown_steps = alerts.alert_cooldown_steps or 50
+    if not (0 < alerts.lr_reduction_factor < 1):
+        raise InvalidArgument("spec.alerts.lr_reduction_factor", "must be within (0, 1)")
+    if not (alerts.gradient_norm_ceiling > 0 and math.isfinite(alerts.gradient_norm_ceiling)):
+        raise InvalidArgument("spec.alerts.gradient_norm_ceiling", "must be a positive number")
+    for name in ("non_finite", "gradient_explosion", "divergence", "overfitting"):
+        if getattr(alerts, name) not in trainer_pb2.AlertAction.values():
+            raise InvalidArgument(f"spec.alerts.{name}", "unknown alert action")
+    gate = spec.max_validation_loss
+    if gate < 0 or not math.isfinite(gate):
+        raise InvalidArgument("spec.max_validation_loss", "must be a finite number >= 0")
 
 
 def _check_dataset(spec: trainer_pb2.JobSpec, dataset_dir: Path) -> None:
@@ -172,7 +278,12 @@ def _check_dataset(spec: trainer_pb2.JobSpec, dataset_dir: Path) -> None:
     hp = spec.hyperparameters
     size = _dtype_size(meta["dtype"])
     train_blocks = (dataset_dir / "train.bin").stat().st_size // size // hp.sequence_length
-    needed = spec.distributed.processes_per_node * hp.batch_size * hp.gradient_accumulation_steps
+    needed = (
+        spec.distributed.processes_per_node
+        * spec.distributed.nodes
+        * hp.batch_size
+        * hp.gradient_accumulation_steps
+    )
     if train_blocks < needed:
         raise FailedPrecondition(
             f"dataset {spec.dataset_id} has {train_blocks} training blocks of "

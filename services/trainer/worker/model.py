@@ -28,6 +28,7 @@ def build_model(
         loader = AutoModelForCausalLM if causal else AutoModelForMaskedLM
         return loader.from_pretrained(base_dir)
     arch = spec.architecture
+    dropout = arch.dropout if arch.HasField("dropout") else 0.1
     if causal:
         config = GPT2Config(
             vocab_size=vocab_size,
@@ -35,6 +36,9 @@ def build_model(
             n_embd=arch.hidden_size,
             n_layer=arch.num_layers,
             n_head=arch.num_heads,
+            resid_pdrop=dropout,
+            embd_pdrop=dropout,
+            attn_pdrop=dropout,
             bos_token_id=special.get("eos"),
             eos_token_id=special.get("eos"),
             pad_token_id=special.get("eos"),
@@ -47,6 +51,8 @@ def build_model(
         num_attention_heads=arch.num_heads,
         intermediate_size=4 * arch.hidden_size,
         max_position_embeddings=arch.max_positions,
+        hidden_dropout_prob=dropout,
+        attention_probs_dropout_prob=dropout,
         pad_token_id=special.get("pad", 0),
     )
     return BertForMaskedLM(config)

@@ -16,6 +16,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Protocol
 
 import torch
 import torch.distributed as dist
@@ -28,25 +29,28 @@ from services.trainer.worker.config import WorkerConfig
 from services.trainer.worker.data import DeterministicOrder, load_splits, mask_tokens
 from services.trainer.worker.events import EventWriter
 from services.trainer.worker.export import export
-from services.trainer.worker.model import build_model, unwrap, wrap
+from services.trainer.worker.gpu import GpuProbe
+from services.trainer.worker.model import build_model, wrap
 from services.trainer.worker.monitor import (
+    REDUCE_LR,
+    ROLLBACK,
     STOP,
     STOP_KEEP_BEST,
     HealthMonitor,
     ParameterStats,
 )
+from services.trainer.worker.parallel import gpt2_pp, gpt2_tp, grads, mesh
 from services.trainer.worker.schedule import lr_lambda
 
-#: Test-only fault hook (set in the service's environment, inherited by workers):
-#: "nan_at_step=N" turns the loss of step N into NaN.
-FAULT_ENV = "LATTICE_TRAINER_TEST_FAULT"
+#: Rollbacks a job may take before a ROLLBACK alert stops it instead.
+MAX_ROLLBACKS = 3
 
 
-def _fault_step() -> int:
-    raw = os.environ.get(FAULT_ENV, "")
-    if raw.startswith("nan_at_step="):
-        return int(raw.split("=", 1)[1])
-    return -1
+class StepFault(Protocol):
+    """A fault a caller injects (tests: see tests/trainer/faulty_worker.py); the
+    service's own worker runs without one."""
+
+    def inputs(self, step: int, embeddings: torch.Tensor) -> torch.Tensor: ...
 
 
 class Trainer:
@@ -57,6 +61,7 @@ class Trainer:
         world: int,
         device: torch.device,
         allocator_in_effect: str = "",
+        fault: StepFault | None = None,
     ) -> None:
         self.config = config
         self.allocator_in_effect = allocator_in_effect
@@ -67,7 +72,10 @@ class Trainer:
         self.fsdp = self.spec.distributed.strategy == trainer_pb2.DISTRIBUTED_STRATEGY_FSDP
         self.causal = self.spec.family == trainer_pb2.MODEL_FAMILY_GPT2_CAUSAL_LM
         self.events = EventWriter(config.events_path if rank == 0 else None)
-        self.fault_step = _fault_step()
+        self.fault = fault
+        self.current_step = 0
+        self.rollbacks = 0
+        self.gpu = GpuProbe.open(device)
 
     # -- set-up ---------------------------------------------------------------------------
 
@@ -90,7 +98,25 @@ class Trainer:
                 f"({model.config.vocab_size})"
             )
         self.model_config = model.config
-        self.model = wrap(model, self.spec.distributed.strategy, self.world, self.device)
+        if self.fault is not None:
+            model.get_input_embeddings().register_forward_hook(self._inject)
+        self.layout = mesh.layout(self.spec.distributed, self.rank, self.world, self.device)
+        self.tp = self.layout.tp_mesh is not None
+        self.pipe: gpt2_pp.Pipeline | None = None
+        if self.spec.distributed.strategy == trainer_pb2.DISTRIBUTED_STRATEGY_PIPELINE_PARALLEL:
+            self.pipe = gpt2_pp.Pipeline(
+                model,
+                self.rank,
+                self.world,
+                self.spec.distributed.pipeline_micro_batches,
+                self.device,
+            )
+            self.model: torch.nn.Module = self.pipe.stage_module
+        elif self.tp:
+            assert self.layout.tp_mesh is not None
+            self.model = gpt2_tp.prepare(model.to(self.device), self.layout.tp_mesh)
+        else:
+            self.model = wrap(model, self.spec.distributed.strategy, self.world, self.device)
         self.optimizer = torch.optim.AdamW(
             self.model.parameters(),
             lr=hp.learning_rate,
@@ -100,8 +126,8 @@ class Trainer:
         self.order = DeterministicOrder(
             self.train_blocks.count,
             hp.seed,
-            self.rank,
-            self.world,
+            self.layout.dp_rank,
+            self.layout.dp_size,
             hp.batch_size,
             hp.gradient_accumulation_steps,
         )
@@ -111,8 +137,9 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lr_lambda(hp.schedule, hp.warmup_steps, self.total_steps)
         )
+        self.lr_scale = 1.0
         self.monitor = HealthMonitor(self.spec.alerts, self.spec.early_stopping_patience)
-        self.stats = ParameterStats(self.model)
+        self.stats = ParameterStats(self.model, self.layout.tp_size)
         policy = self.spec.alerts
         self.keep_best = bool(self.spec.early_stopping_patience) or STOP_KEEP_BEST in (
             policy.non_finite,
@@ -129,8 +156,15 @@ class Trainer:
         extra = checkpoint.load(path, self.model, self.optimizer, self.rank)
         self.scheduler.load_state_dict(extra["scheduler"])
         self.monitor.restore(extra["monitor"])
+        health = extra.get("health", {})
+        self.lr_scale = health.get("lr_scale", 1.0)
+        self.rollbacks = health.get("rollbacks", 0)
         self.events.emit("resumed", step=step)
         return step
+
+    def _inject(self, _module, _args, output: torch.Tensor) -> torch.Tensor:
+        assert self.fault is not None
+        return self.fault.inputs(self.current_step, output)
 
     # -- one step -------------------------------------------------------------------------
 
@@ -152,6 +186,11 @@ class Trainer:
     def _grad_norm(self) -> float:
         params = [p for p in self.model.parameters() if p.grad is not None]
         clip = self.hp.gradient_clip_norm
+        if self.pipe is not None:
+            return self.pipe.clip_and_norm(clip)
+        if self.tp:
+            grads.average_over_data_parallel(params, self.layout)
+            return grads.clip_and_norm(params, clip, self.layout)
         norm = torch.nn.utils.clip_grad_norm_(params, clip if clip > 0 else math.inf)
         if hasattr(norm, "full_tensor"):
             norm = norm.full_tensor()
@@ -159,21 +198,24 @@ class Trainer:
 
     def _step(self, step: int, with_stats: bool) -> tuple[float, float]:
         hp = self.hp
-        torch.manual_seed(hp.seed + 7919 * step + self.rank)  # dropout, per (step, rank)
+        self.current_step = step + 1  # the step number events report
+        # Dropout per (step, data-parallel rank): a TP group draws one mask together.
+        torch.manual_seed(hp.seed + 7919 * step + self.layout.dp_rank)
         _, micro_batches = self.order.micro_batches(step)
         self.model.train()
         total = torch.zeros((), device=self.device)
         generator = (
             None
             if self.causal
-            else torch.Generator().manual_seed(hp.seed * 7 + step * 131 + self.rank)
+            else torch.Generator().manual_seed(hp.seed * 7 + step * 131 + self.layout.dp_rank)
         )
         for index, block_ids in enumerate(micro_batches):
             inputs = self.train_blocks.take(block_ids).to(self.device, non_blocking=True)
+            if self.pipe is not None:  # forward and backward, stage by stage
+                total += self.pipe.train_step(inputs)
+                continue
             with self._sync_context(index == len(micro_batches) - 1):
                 loss = self._loss(inputs, generator)
-                if step == self.fault_step:
-                    loss = loss * float("nan")
                 (loss / len(micro_batches)).backward()
             total += loss.detach()
         grad_norm = self._grad_norm()
@@ -193,8 +235,9 @@ class Trainer:
     def evaluate(self) -> float:
         self.model.eval()
         count = self.val_blocks.count
-        if count >= self.world:
-            mine = torch.arange(self.rank, count - count % self.world, self.world)
+        dp_rank, dp_size = self.layout.dp_rank, self.layout.dp_size
+        if count >= dp_size:
+            mine = torch.arange(dp_rank, count - count % dp_size, dp_size)
         else:
             mine = torch.arange(count)
         mine = mine[: self.config.eval_batches * self.hp.batch_size]
@@ -202,7 +245,12 @@ class Trainer:
         generator = torch.Generator().manual_seed(self.hp.seed ^ 0xE7A1)
         for start in range(0, len(mine), self.hp.batch_size):
             inputs = self.val_blocks.take(mine[start : start + self.hp.batch_size])
-            loss = self._loss(inputs.to(self.device), generator)
+            if self.pipe is not None:
+                if len(inputs) < self.hp.batch_size:
+                    break  # micro-batches need the whole batch
+                loss = self.pipe.eval_loss(inputs.to(self.device))
+            else:
+                loss = self._loss(inputs.to(self.device), generator)
             sums[0] += float(loss) * len(inputs)
             sums[1] += len(inputs)
         if self.world > 1:
@@ -224,7 +272,10 @@ class Trainer:
         step = self._resume()
         hp, config = self.hp, self.config
         tokens_per_step = (
-            self.world * hp.gradient_accumulation_steps * hp.batch_size * hp.sequence_length
+            self.layout.dp_size
+            * hp.gradient_accumulation_steps
+            * hp.batch_size
+            * hp.sequence_length
         )
         self.events.emit(
             "started",
@@ -259,6 +310,9 @@ class Trainer:
                 squares = self.stats.squares()
                 if self.fsdp and self.world > 1:
                     dist.all_reduce(squares)
+                elif self.tp:
+                    assert self.layout.tp_mesh is not None
+                    dist.all_reduce(squares, group=self.layout.tp_mesh.get_group())
                 histograms = None
                 if config.histogram_interval and step % config.histogram_interval == 0:
                     histograms = self.stats.histograms()
@@ -266,6 +320,8 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             elapsed = time.perf_counter() - started
             metrics["tokens_per_second"] = tokens_per_step / elapsed if elapsed > 0 else 0.0
+            if self.gpu is not None and with_stats:
+                metrics.update(self.gpu.sample())
             alerts = self.monitor.on_step(step, loss, grad_norm)
             early_stop = False
             eval_every = self.spec.eval_interval_steps
@@ -281,18 +337,40 @@ class Trainer:
                     checkpoint.save_best(config.best_dir, self.model, self.rank, {"step": step})
                 excluded += time.perf_counter() - eval_started
             self.events.emit("metrics", **metrics)
+            rollback = False
             for alert in alerts:
+                if alert.action == ROLLBACK and not alert.cleared:
+                    if (
+                        self.rollbacks >= MAX_ROLLBACKS
+                        or checkpoint.latest(config.checkpoint_dir) is None
+                    ):
+                        alert.action = STOP
+                        alert.message += (
+                            " (no checkpoint to roll back to)"
+                            if (self.rollbacks < MAX_ROLLBACKS)
+                            else f" (already rolled back {MAX_ROLLBACKS} times)"
+                        )
+                    else:
+                        rollback = True
                 self.events.emit(
                     "alert",
                     kind=alert.kind,
                     step=alert.step,
                     message=alert.message,
                     action=alert.action,
+                    cleared=alert.cleared,
                 )
+                if alert.cleared:
+                    continue
                 if alert.action == STOP and outcome == "completed":
                     outcome = "alert_stop"
                 elif alert.action == STOP_KEEP_BEST and outcome == "completed":
                     outcome = "alert_stop_keep_best"
+                elif alert.action == REDUCE_LR:
+                    self._scale_lr(self.spec.alerts.lr_reduction_factor)
+            if rollback and outcome == "completed":
+                step = self._rollback()
+                continue
             if outcome == "completed" and early_stop:
                 outcome = "early_stopped"
             if outcome != "completed":
@@ -309,6 +387,7 @@ class Trainer:
                         "step": step,
                         "scheduler": self.scheduler.state_dict(),
                         "monitor": self.monitor.state(),
+                        "health": {"lr_scale": self.lr_scale, "rollbacks": self.rollbacks},
                     },
                     self.rank,
                     config.keep_checkpoints,
@@ -321,8 +400,39 @@ class Trainer:
             throughput = (step - clock_step) * tokens_per_step / wall
         self._finish(outcome, step, last_eval, throughput)
 
+    def _scale_lr(self, factor: float) -> None:
+        """Scale the schedule's base rates, so the reduction survives its next steps
+        and is saved with the scheduler in checkpoints."""
+        self.lr_scale *= factor
+        self.scheduler.base_lrs = [lr * factor for lr in self.scheduler.base_lrs]
+        for group in self.optimizer.param_groups:
+            group["lr"] *= factor
+        self.events.emit(
+            "lr_reduced", factor=factor, learning_rate=self.optimizer.param_groups[0]["lr"]
+        )
+
+    def _rollback(self) -> int:
+        """Reload the last checkpoint and go on from it with a lower learning rate
+        (the same rate would replay the same failure: data order is deterministic)."""
+        found = checkpoint.latest(self.config.checkpoint_dir)
+        assert found is not None
+        step, path = found
+        self.optimizer.zero_grad(set_to_none=True)
+        extra = checkpoint.load(path, self.model, self.optimizer, self.rank)
+        self.scheduler.load_state_dict(extra["scheduler"])
+        self.rollbacks += 1
+        scale, self.lr_scale = self.lr_scale, 1.0
+        self._scale_lr(scale * self.spec.alerts.lr_reduction_factor)
+        self.events.emit("rolled_back", step=step)
+        return step
+
     def _finish(self, outcome: str, step: int, last_eval, throughput: float) -> None:
-        result = {"outcome": outcome, "step": step, "tokens_per_second": throughput}
+        result = {
+            "outcome": outcome,
+            "step": step,
+            "tokens_per_second": throughput,
+            "vocab_size": self.vocab_size,
+        }
         if outcome == "alert_stop":
             self._write_result(result)
             return
@@ -337,12 +447,17 @@ class Trainer:
             last_eval = None
         if last_eval is None or last_eval[0] != step:
             last_eval = (step, self.evaluate())
-        state = checkpoint.full_model_state(self.model)
+        if self.pipe is not None:
+            state = self.pipe.full_state() or {}
+        else:
+            state = checkpoint.full_model_state(self.model)
+        if self.tp:
+            state = gpt2_tp.consolidate(state, self.model_config.hidden_size, self.layout.tp_size)
         val_loss = last_eval[1]
         result["metrics"] = {"val_loss": val_loss, "perplexity": _perplexity(val_loss)}
         if self.rank == 0:
             loader = AutoModelForCausalLM if self.causal else AutoModelForMaskedLM
-            fresh = loader.from_config(unwrap(self.model).config)
+            fresh = loader.from_config(self.model_config)
             export(fresh, state, self.tokenizer_dir, self.config.export_dir, self.causal)
             result["export_dir"] = str(self.config.export_dir)
         self._write_result(result)
@@ -364,7 +479,8 @@ def _perplexity(loss: float) -> float:
     return math.exp(min(loss, 50.0)) if math.isfinite(loss) else math.nan
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None, fault: StepFault | None = None) -> None:
+    """Run one rank; `fault` is injected by test entry points only."""
     parser = argparse.ArgumentParser(description="Lattice training worker (run by torchrun)")
     parser.add_argument("--job-dir", required=True, type=Path)
     args = parser.parse_args(argv)
@@ -381,7 +497,7 @@ def main(argv: list[str] | None = None) -> None:
     if world > 1 or fsdp:
         dist.init_process_group("nccl" if nccl else "gloo")
     try:
-        Trainer(config, rank, world, device, in_effect).run()
+        Trainer(config, rank, world, device, in_effect, fault).run()
     except BaseException:
         if dist.is_initialized():
             dist.destroy_process_group()
