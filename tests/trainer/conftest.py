@@ -13,13 +13,17 @@ from lattice.v1 import registry_pb2_grpc, trainer_pb2, trainer_pb2_grpc
 from services.registry.server import RegistrySettings
 from services.registry.server import build_server as build_registry
 from services.runtime import LatticeServer
+from services.runtime.keys import DEFAULT_KEY_RING_PATH
 from services.trainer.server import TrainerSettings
 from services.trainer.server import build_server as build_trainer
 from tests.support.identity import caller_channel
 
 
 def trainer_settings(data_dir: Path, registry_address: str, **overrides) -> TrainerSettings:
+    """A trainer beside the test's registry (`data_dir`'s sibling registry-data),
+    reading the registry's key ring: one suite, one ring."""
     values = {
+        "key_ring_file": str(data_dir.parent / "registry-data" / DEFAULT_KEY_RING_PATH),
         "port": 0,
         "data_dir": data_dir,
         "grace_seconds": 0.2,
@@ -83,7 +87,7 @@ async def faulty_trainer_server(tmp_path, registry_server) -> AsyncIterator[Latt
 async def faulty_trainer(
     faulty_trainer_server,
 ) -> AsyncIterator[trainer_pb2_grpc.TrainerServiceStub]:
-    async with aio.insecure_channel(faulty_trainer_server.address) as channel:
+    async with caller_channel(faulty_trainer_server) as channel:
         yield trainer_pb2_grpc.TrainerServiceStub(channel)
 
 
