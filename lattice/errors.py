@@ -158,7 +158,7 @@ class Unavailable(LatticeError):
 
     code = grpc.StatusCode.UNAVAILABLE
 
-    def __init__(self, message: str, *, retry_after: float | None = None, **kwargs) -> None:
+    def __init__(self, message: str, *, retry_after: float | None = None, **kwargs: Any) -> None:
         details = list(kwargs.pop("details", ()))
         if not any(isinstance(d, error_details_pb2.RetryInfo) for d in details):
             if retry_after is None:

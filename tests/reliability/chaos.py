@@ -30,6 +30,7 @@ from services.registry.server import RegistrySettings
 from services.registry.server import build_server as build_registry
 from services.runtime import LatticeServer
 from services.suite.ports import free_port
+from tests.support.identity import ADMIN, internal_token
 
 SECRET = "chaos-test-dev-secret-0123456789abcdef"
 READY = inference_pb2.LOADED_MODEL_STATE_READY
@@ -152,8 +153,11 @@ class ChaosSuite:
 
     def loaded(self) -> dict[tuple[str, int], int]:
         with grpc.insecure_channel(self.inference_address) as channel:
+            token = internal_token(self.root, "inference", ADMIN)
             answer = inference_pb2_grpc.InferenceServiceStub(channel).ListLoadedModels(
-                inference_pb2.ListLoadedModelsRequest(), timeout=5
+                inference_pb2.ListLoadedModelsRequest(),
+                timeout=5,
+                metadata=[("authorization", f"Bearer {token}")],
             )
         return {(m.model_name, m.version): m.state for m in answer.models}
 

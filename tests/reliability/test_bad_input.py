@@ -25,7 +25,8 @@ PREPARE = "/lattice.v1.TrainerService/PrepareDataset"
 
 
 def _call(address, path, payload, *, token=None, stream=False, client_stream=False):
-    """Send raw `payload` bytes; returns (code, details, BadRequest field names)."""
+    """Send raw `payload` bytes; returns (code, details, BadRequest field names).
+    `token`: the bearer token (None: none; internal services need an internal one)."""
     metadata = [("authorization", f"Bearer {token}")] if token else []
     with grpc.insecure_channel(address, options=_BIG) as channel:
         try:
@@ -59,7 +60,9 @@ def _call(address, path, payload, *, token=None, stream=False, client_stream=Fal
 def test_malformed_bytes_are_invalid_argument_not_unknown(stack, service, path, front):
     """Defect 1: bytes that do not parse gave UNKNOWN with a Python class name."""
     address = stack.gateway if front == "gateway" else stack.address(service)
-    code, details, fields = _call(address, path, b"\xff\xff\xff\xff", token=stack.token)
+    code, details, fields = _call(
+        address, path, b"\xff\xff\xff\xff", token=stack.token_for(address)
+    )
     assert code == grpc.StatusCode.INVALID_ARGUMENT, details
     assert fields == ["request"]
     assert "Error" not in details and "class" not in details
@@ -75,7 +78,7 @@ def test_gateway_refuses_a_10_mb_prompt_at_its_edge(stack):
     """Defect 15: a 10 MB prompt was forwarded to inference."""
     request = inference_pb2.GenerateRequest(model=MODEL, prompt="a" * 10_000_000)
     code, details, fields = _call(
-        stack.gateway, GENERATE, request.SerializeToString(), token=stack.token
+        stack.gateway, GENERATE, request.SerializeToString(), token=stack.token_for(stack.gateway)
     )
     assert code == grpc.StatusCode.INVALID_ARGUMENT
     assert fields == ["request"] and "at most" in details
@@ -87,7 +90,9 @@ def test_denormal_temperature_is_greedy_not_internal(stack):
     request.parameters.max_new_tokens = 3
     request.parameters.temperature = 1e-45
     for front in (stack.address("inference"), stack.gateway):
-        code, details, _ = _call(front, GENERATE, request.SerializeToString(), token=stack.token)
+        code, details, _ = _call(
+            front, GENERATE, request.SerializeToString(), token=stack.token_for(front)
+        )
         assert code == grpc.StatusCode.OK, details
 
 
@@ -105,8 +110,13 @@ def test_denormal_temperature_is_greedy_not_internal(stack):
 )
 def test_sqlite_integer_overflow_is_invalid_argument(stack, path, message, field):
     """Defect 2: integers past SQLite's 64 bits (or odd digits) gave INTERNAL."""
+    trainer = stack.address("trainer")
     code, details, fields = _call(
-        stack.address("trainer"), path, message.SerializeToString(), stream=path == WATCH_JOB
+        trainer,
+        path,
+        message.SerializeToString(),
+        token=stack.token_for(trainer),
+        stream=path == WATCH_JOB,
     )
     assert code == grpc.StatusCode.INVALID_ARGUMENT, details
     assert fields == [field]
@@ -118,12 +128,15 @@ def _prepare(source: trainer_pb2.DataSource, **tokenizer) -> bytes:
     return trainer_pb2.PrepareDatasetRequest(spec=spec).SerializeToString()
 
 
-def test_unknown_tokenizer_kind_is_invalid_argument(stack, tmp_path):
+def test_unknown_tokenizer_kind_is_invalid_argument(stack):
     """Defect 2: an unknown tokenizer kind failed at the end of preparation (INTERNAL)."""
-    corpus = tmp_path / "corpus.txt"
+    corpus = stack.root / "sources" / "acme" / "bad-input" / "corpus.txt"  # the tenant's root
+    corpus.parent.mkdir(parents=True, exist_ok=True)
     corpus.write_text("one two three\n\nfour five six\n", encoding="utf-8")
     payload = _prepare(trainer_pb2.DataSource(path=str(corpus)), kind=99)
-    code, details, fields = _call(stack.address("trainer"), PREPARE, payload)
+    code, details, fields = _call(
+        stack.address("trainer"), PREPARE, payload, token=stack.token_for(stack.address("trainer"))
+    )
     assert code == grpc.StatusCode.INVALID_ARGUMENT, details
     assert fields == ["spec.tokenizer.kind"]
 
@@ -131,7 +144,9 @@ def test_unknown_tokenizer_kind_is_invalid_argument(stack, tmp_path):
 def test_path_longer_than_255_characters_is_invalid_argument(stack):
     """Defect 2: a path with a component over NAME_MAX raised OSError (INTERNAL)."""
     payload = _prepare(trainer_pb2.DataSource(path="d" * 300 + ".txt"))
-    code, details, fields = _call(stack.address("trainer"), PREPARE, payload)
+    code, details, fields = _call(
+        stack.address("trainer"), PREPARE, payload, token=stack.token_for(stack.address("trainer"))
+    )
     assert code == grpc.StatusCode.INVALID_ARGUMENT, details
     assert fields == ["spec.sources[0].path"]
     assert len(details) < 300
@@ -146,7 +161,7 @@ def test_upload_parse_failure_answers_at_once(stack, front):
     address = stack.gateway if front == "gateway" else stack.address("registry")
     for payloads in ([header.SerializeToString(), b"\xff\xff"], [b"\x12\x00", b"\x0a\x00"]):
         code, details, fields = _call(
-            address, UPLOAD, payloads, token=stack.token, client_stream=True
+            address, UPLOAD, payloads, token=stack.token_for(address), client_stream=True
         )
         assert code == grpc.StatusCode.INVALID_ARGUMENT, details
         assert fields
@@ -170,7 +185,9 @@ _BIG_ID_CASES = [
 def test_a_1_mb_id_is_not_echoed_whole(stack, path, message, front):
     """Defect 2: a 1 MB id echoed into the status overflowed the metadata limit."""
     address = stack.gateway if front == "gateway" else stack.address("trainer")
-    code, details, _ = _call(address, path, message.SerializeToString(), token=stack.token)
+    code, details, _ = _call(
+        address, path, message.SerializeToString(), token=stack.token_for(address)
+    )
     assert code in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITION), details
     assert len(details) <= 1024
 
@@ -178,6 +195,8 @@ def test_a_1_mb_id_is_not_echoed_whole(stack, path, message, front):
 def test_messages_name_no_server_paths(stack):
     """Defect 4: error messages carried the server's own file paths."""
     payload = _prepare(trainer_pb2.DataSource(path="missing/corpus.txt"))
-    code, details, _ = _call(stack.address("trainer"), PREPARE, payload)
+    code, details, _ = _call(
+        stack.address("trainer"), PREPARE, payload, token=stack.token_for(stack.address("trainer"))
+    )
     assert code == grpc.StatusCode.INVALID_ARGUMENT
     assert str(stack.root) not in details

@@ -62,7 +62,7 @@ def test_hostile_requests_get_documented_codes(fuzz_stack, front, service, name)
     method = SERVICES[service].methods_by_name[name]
     path = f"/{SERVICES[service].full_name}/{name}"
     address = fuzz_stack.gateway if front == "gateway" else fuzz_stack.address(service)
-    metadata = [("authorization", f"Bearer {fuzz_stack.token}")]
+    metadata = [("authorization", f"Bearer {fuzz_stack.token_for(address)}")]
     server_paths = (str(fuzz_stack.root), str(Path.cwd()), sys.prefix)
     modes = ["cancel", "abandon"] if name in LONG_LIVED else ["read", "cancel", "abandon"]
     batch = 3 if method.client_streaming else 1

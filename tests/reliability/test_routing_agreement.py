@@ -28,13 +28,14 @@ def _deploy_two_versions(stack: RealStack, tmp_path) -> None:
         client.deploy(MODEL, {1: 50, 2: 50}, reason="split")
 
 
-def _version(stub, key: str, metadata=()) -> int:
+def _version(stub, key: str, metadata) -> int:
     return stub.Generate(_request(key), metadata=metadata, timeout=30).model_version
 
 
 def test_gateway_and_inference_choose_the_same_version_per_key(stack, tmp_path):
     _deploy_two_versions(stack, tmp_path)
     auth = [("authorization", f"Bearer {stack.token}")]
+    internal = [("authorization", f"Bearer {stack.token_for(stack.address('inference'))}")]
     with (
         grpc.insecure_channel(stack.gateway) as gateway_channel,
         grpc.insecure_channel(stack.address("inference")) as inference_channel,
@@ -44,7 +45,7 @@ def test_gateway_and_inference_choose_the_same_version_per_key(stack, tmp_path):
         deadline = time.monotonic() + 60
         while True:  # until both versions are loaded and routed on both sides
             try:
-                seen = {_version(direct, f"warm-{i}") for i in range(8)}
+                seen = {_version(direct, f"warm-{i}", internal) for i in range(8)}
                 if seen == {1, 2}:
                     break
             except grpc.RpcError:
@@ -54,7 +55,7 @@ def test_gateway_and_inference_choose_the_same_version_per_key(stack, tmp_path):
         picks = {}
         for i in range(24):
             key = f"user-{i}"
-            picks[key] = (_version(through_gateway, key, auth), _version(direct, key))
+            picks[key] = (_version(through_gateway, key, auth), _version(direct, key, internal))
     assert all(g == d for g, d in picks.values()), picks
     assert {g for g, _ in picks.values()} == {1, 2}
 

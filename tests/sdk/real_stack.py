@@ -18,7 +18,11 @@ from pathlib import Path
 import lattice
 from lattice.tokens import ALL_SCOPES, TENANT_SCOPES, mint_dev_token
 from services.runtime import LatticeServer
+from services.runtime.identity import Caller
+from tests.support.identity import internal_token
 
+#: Who direct calls to the stack's internal services act as.
+STACK_ADMIN = Caller("acme", "stack-admin", frozenset({"admin"}))
 SECRET = "sdk-test-dev-secret-0123456789abcdef"
 MODEL = "tiny-gpt"
 ENCODER = "tiny-enc"
@@ -37,6 +41,16 @@ class RealStack:
         self.admin_token = mint_dev_token(
             SECRET, tenant="acme", scopes=ALL_SCOPES, subject="sdk-admin"
         )
+
+    def token_for(self, address: str) -> str:
+        """The bearer a service at `address` accepts: the user's JWT at a gateway, an
+        internal token (an admin of tenant acme, signed with the suite's key ring) at
+        an internal service, as a suite service would call it."""
+        for name in ("registry", "inference", "trainer"):
+            server = self.servers.get(name)
+            if server is not None and server.address == address:
+                return internal_token(self.root, name, STACK_ADMIN)
+        return self.token
 
     def run(self, coroutine, timeout: float = 60) -> object:
         future: Future = asyncio.run_coroutine_threadsafe(coroutine, self.loop)
