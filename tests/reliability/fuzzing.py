@@ -185,7 +185,11 @@ def messages(draw, descriptor: Descriptor, depth: int = 0, template: str = ""):
                     if value_field.message_type is not None
                     else _scalar(value_field)
                 )
-                getattr(message, field.name)[key] = draw(value_strategy)
+                value = draw(value_strategy)
+                if value_field.message_type is not None:  # map<_, Message>: copied in
+                    getattr(message, field.name)[key].CopyFrom(value)
+                else:
+                    getattr(message, field.name)[key] = value
             continue
         count = draw(st.integers(0, 3)) if field.is_repeated else 1
         for _ in range(count):

