@@ -29,6 +29,7 @@ from services.gateway.server import build_server as build_gateway
 from services.registry.server import RegistrySettings
 from services.registry.server import build_server as build_registry
 from services.runtime import LatticeServer
+from services.runtime.keys import DEFAULT_KEY_RING_PATH
 from services.suite.ports import free_port
 from tests.support.identity import ADMIN, internal_token
 
@@ -120,6 +121,9 @@ class ChaosSuite:
                 "1",
                 "--grace-seconds",
                 "0.5",
+                # One suite, one key ring: the in-process registry's and gateway's.
+                "--key-ring-file",
+                str(self.root / DEFAULT_KEY_RING_PATH),
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
