@@ -156,8 +156,11 @@ async def test_beyond_the_queue_limit_requests_are_refused_with_a_retry_hint(
     lab = narrow_lab
     await deploy_lm(lab, model_dirs)
     scheduler = lab.backend("lm", 1).scheduler
-    long = [lab.stub.GenerateStream(_stream_request(i, max_new_tokens=400)) for i in range(3)]
+    # The running one starts first: calls made together reach the server in any
+    # order, and two queued streams could otherwise finish before it starts.
+    long = [lab.stub.GenerateStream(_stream_request(0, max_new_tokens=400))]
     await long[0].read()
+    long += [lab.stub.GenerateStream(_stream_request(i, max_new_tokens=400)) for i in (1, 2)]
     await poll(lambda: scheduler.active == 3, 5.0)  # one running, two queued
     with pytest.raises(grpc.aio.AioRpcError) as raised:
         await lab.stub.Generate(generate_request("lm", max_new_tokens=4, skip_cache=True))
