@@ -65,10 +65,16 @@ def build_model(directory: Path, layers: int, hidden: int, heads: int) -> Path:
     )
     eos = raw.token_to_id(EOS)
     config = GPT2Config(
-        vocab_size=raw.get_vocab_size(), n_positions=512, n_embd=hidden, n_layer=layers,
-        n_head=heads, bos_token_id=eos, eos_token_id=eos, pad_token_id=eos,
+        vocab_size=raw.get_vocab_size(),
+        n_positions=512,
+        n_embd=hidden,
+        n_layer=layers,
+        n_head=heads,
+        bos_token_id=eos,
+        eos_token_id=eos,
+        pad_token_id=eos,
         initializer_range=0.2,
-    )  # fmt: skip
+    )
     torch.manual_seed(0)
     GPT2LMHeadModel(config).eval().save_pretrained(directory)
     PreTrainedTokenizerFast(
@@ -163,11 +169,13 @@ async def training(root: Path, steps: int) -> dict:
         dataset = (
             await trainer.PrepareDataset(trainer_pb2.PrepareDatasetRequest(spec=spec))
         ).dataset
+        gloo, nccl = trainer_pb2.DISTRIBUTED_BACKEND_GLOO, trainer_pb2.DISTRIBUTED_BACKEND_NCCL
+        ddp, fsdp = trainer_pb2.DISTRIBUTED_STRATEGY_DDP, trainer_pb2.DISTRIBUTED_STRATEGY_FSDP
         runs = [
-            ("gloo-cpu-ddp", trainer_pb2.DISTRIBUTED_BACKEND_GLOO, trainer_pb2.DISTRIBUTED_STRATEGY_DDP),
-            ("nccl-gpu-ddp", trainer_pb2.DISTRIBUTED_BACKEND_NCCL, trainer_pb2.DISTRIBUTED_STRATEGY_DDP),
-            ("nccl-gpu-fsdp", trainer_pb2.DISTRIBUTED_BACKEND_NCCL, trainer_pb2.DISTRIBUTED_STRATEGY_FSDP),
-        ]  # fmt: skip
+            ("gloo-cpu-ddp", gloo, ddp),
+            ("nccl-gpu-ddp", nccl, ddp),
+            ("nccl-gpu-fsdp", nccl, fsdp),
+        ]
         for label, backend, strategy in runs:
             job_spec = trainer_pb2.JobSpec(
                 family=trainer_pb2.MODEL_FAMILY_GPT2_CAUSAL_LM,
