@@ -21,6 +21,20 @@ class ModelFamily(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     MODEL_FAMILY_UNSPECIFIED: _ClassVar[ModelFamily]
     MODEL_FAMILY_GPT2_CAUSAL_LM: _ClassVar[ModelFamily]
     MODEL_FAMILY_BERT_MASKED_LM: _ClassVar[ModelFamily]
+    MODEL_FAMILY_WORD2VEC: _ClassVar[ModelFamily]
+    MODEL_FAMILY_GLOVE: _ClassVar[ModelFamily]
+
+class WordVectorAlgorithm(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    WORD_VECTOR_ALGORITHM_UNSPECIFIED: _ClassVar[WordVectorAlgorithm]
+    WORD_VECTOR_ALGORITHM_SKIP_GRAM: _ClassVar[WordVectorAlgorithm]
+    WORD_VECTOR_ALGORITHM_CBOW: _ClassVar[WordVectorAlgorithm]
+
+class WordSegmentation(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    WORD_SEGMENTATION_UNSPECIFIED: _ClassVar[WordSegmentation]
+    WORD_SEGMENTATION_AUTO: _ClassVar[WordSegmentation]
+    WORD_SEGMENTATION_WHITESPACE: _ClassVar[WordSegmentation]
 
 class LearningRateSchedule(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -71,6 +85,14 @@ TOKENIZER_KIND_WORDPIECE: TokenizerKind
 MODEL_FAMILY_UNSPECIFIED: ModelFamily
 MODEL_FAMILY_GPT2_CAUSAL_LM: ModelFamily
 MODEL_FAMILY_BERT_MASKED_LM: ModelFamily
+MODEL_FAMILY_WORD2VEC: ModelFamily
+MODEL_FAMILY_GLOVE: ModelFamily
+WORD_VECTOR_ALGORITHM_UNSPECIFIED: WordVectorAlgorithm
+WORD_VECTOR_ALGORITHM_SKIP_GRAM: WordVectorAlgorithm
+WORD_VECTOR_ALGORITHM_CBOW: WordVectorAlgorithm
+WORD_SEGMENTATION_UNSPECIFIED: WordSegmentation
+WORD_SEGMENTATION_AUTO: WordSegmentation
+WORD_SEGMENTATION_WHITESPACE: WordSegmentation
 LEARNING_RATE_SCHEDULE_UNSPECIFIED: LearningRateSchedule
 LEARNING_RATE_SCHEDULE_CONSTANT: LearningRateSchedule
 LEARNING_RATE_SCHEDULE_LINEAR: LearningRateSchedule
@@ -258,6 +280,32 @@ class ListDatasetsResponse(_message.Message):
     next_page_token: str
     def __init__(self, datasets: _Optional[_Iterable[_Union[Dataset, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
+class WordEmbeddingOptions(_message.Message):
+    __slots__ = ("algorithm", "dimensions", "window", "min_count", "negative", "workers", "binary", "segmentation", "similarity_pairs_path", "analogies_path", "neighbour_samples")
+    ALGORITHM_FIELD_NUMBER: _ClassVar[int]
+    DIMENSIONS_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_FIELD_NUMBER: _ClassVar[int]
+    MIN_COUNT_FIELD_NUMBER: _ClassVar[int]
+    NEGATIVE_FIELD_NUMBER: _ClassVar[int]
+    WORKERS_FIELD_NUMBER: _ClassVar[int]
+    BINARY_FIELD_NUMBER: _ClassVar[int]
+    SEGMENTATION_FIELD_NUMBER: _ClassVar[int]
+    SIMILARITY_PAIRS_PATH_FIELD_NUMBER: _ClassVar[int]
+    ANALOGIES_PATH_FIELD_NUMBER: _ClassVar[int]
+    NEIGHBOUR_SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    algorithm: WordVectorAlgorithm
+    dimensions: int
+    window: int
+    min_count: int
+    negative: int
+    workers: int
+    binary: bool
+    segmentation: WordSegmentation
+    similarity_pairs_path: str
+    analogies_path: str
+    neighbour_samples: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, algorithm: _Optional[_Union[WordVectorAlgorithm, str]] = ..., dimensions: _Optional[int] = ..., window: _Optional[int] = ..., min_count: _Optional[int] = ..., negative: _Optional[int] = ..., workers: _Optional[int] = ..., binary: _Optional[bool] = ..., segmentation: _Optional[_Union[WordSegmentation, str]] = ..., similarity_pairs_path: _Optional[str] = ..., analogies_path: _Optional[str] = ..., neighbour_samples: _Optional[_Iterable[str]] = ...) -> None: ...
+
 class ModelArchitecture(_message.Message):
     __slots__ = ("num_layers", "num_heads", "hidden_size", "max_positions")
     NUM_LAYERS_FIELD_NUMBER: _ClassVar[int]
@@ -337,7 +385,7 @@ class RegistrationSpec(_message.Message):
     def __init__(self, model_name: _Optional[str] = ..., canary_weight: _Optional[int] = ..., alias: _Optional[str] = ...) -> None: ...
 
 class JobSpec(_message.Message):
-    __slots__ = ("family", "architecture", "base_model", "dataset_id", "hyperparameters", "distributed", "checkpoint_interval_steps", "eval_interval_steps", "early_stopping_patience", "alerts", "registration", "display_name")
+    __slots__ = ("family", "architecture", "base_model", "dataset_id", "hyperparameters", "distributed", "checkpoint_interval_steps", "eval_interval_steps", "early_stopping_patience", "alerts", "registration", "display_name", "word_embedding")
     FAMILY_FIELD_NUMBER: _ClassVar[int]
     ARCHITECTURE_FIELD_NUMBER: _ClassVar[int]
     BASE_MODEL_FIELD_NUMBER: _ClassVar[int]
@@ -350,6 +398,7 @@ class JobSpec(_message.Message):
     ALERTS_FIELD_NUMBER: _ClassVar[int]
     REGISTRATION_FIELD_NUMBER: _ClassVar[int]
     DISPLAY_NAME_FIELD_NUMBER: _ClassVar[int]
+    WORD_EMBEDDING_FIELD_NUMBER: _ClassVar[int]
     family: ModelFamily
     architecture: ModelArchitecture
     base_model: str
@@ -362,7 +411,8 @@ class JobSpec(_message.Message):
     alerts: AlertPolicy
     registration: RegistrationSpec
     display_name: str
-    def __init__(self, family: _Optional[_Union[ModelFamily, str]] = ..., architecture: _Optional[_Union[ModelArchitecture, _Mapping]] = ..., base_model: _Optional[str] = ..., dataset_id: _Optional[str] = ..., hyperparameters: _Optional[_Union[Hyperparameters, _Mapping]] = ..., distributed: _Optional[_Union[DistributedConfig, _Mapping]] = ..., checkpoint_interval_steps: _Optional[int] = ..., eval_interval_steps: _Optional[int] = ..., early_stopping_patience: _Optional[int] = ..., alerts: _Optional[_Union[AlertPolicy, _Mapping]] = ..., registration: _Optional[_Union[RegistrationSpec, _Mapping]] = ..., display_name: _Optional[str] = ...) -> None: ...
+    word_embedding: WordEmbeddingOptions
+    def __init__(self, family: _Optional[_Union[ModelFamily, str]] = ..., architecture: _Optional[_Union[ModelArchitecture, _Mapping]] = ..., base_model: _Optional[str] = ..., dataset_id: _Optional[str] = ..., hyperparameters: _Optional[_Union[Hyperparameters, _Mapping]] = ..., distributed: _Optional[_Union[DistributedConfig, _Mapping]] = ..., checkpoint_interval_steps: _Optional[int] = ..., eval_interval_steps: _Optional[int] = ..., early_stopping_patience: _Optional[int] = ..., alerts: _Optional[_Union[AlertPolicy, _Mapping]] = ..., registration: _Optional[_Union[RegistrationSpec, _Mapping]] = ..., display_name: _Optional[str] = ..., word_embedding: _Optional[_Union[WordEmbeddingOptions, _Mapping]] = ...) -> None: ...
 
 class TrainingMetrics(_message.Message):
     __slots__ = ("step", "epoch", "loss", "validation_loss", "validation_perplexity", "learning_rate", "gradient_norm", "tokens_per_second", "parameter_stats", "total_steps")

@@ -9,6 +9,7 @@ second one. The job record stores the outcome once known.
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 from pathlib import Path
 
@@ -21,6 +22,8 @@ from services.trainer.registry_client import JOB_TAG, RegistryClient
 _TASKS = {
     trainer_pb2.MODEL_FAMILY_GPT2_CAUSAL_LM: common_pb2.MODEL_TASK_TEXT_GENERATION,
     trainer_pb2.MODEL_FAMILY_BERT_MASKED_LM: common_pb2.MODEL_TASK_EMBEDDING,
+    trainer_pb2.MODEL_FAMILY_WORD2VEC: common_pb2.MODEL_TASK_EMBEDDING,
+    trainer_pb2.MODEL_FAMILY_GLOVE: common_pb2.MODEL_TASK_EMBEDDING,
 }
 
 
@@ -36,6 +39,7 @@ def params_of(spec: trainer_pb2.JobSpec) -> dict[str, str]:
         ("hp", spec.hyperparameters),
         ("arch", spec.architecture),
         ("dist", spec.distributed),
+        ("words", spec.word_embedding),
     ):
         for key, value in json_format.MessageToDict(message).items():
             flat[f"{prefix}.{key}"] = str(value)
@@ -79,14 +83,22 @@ class Registrar:
                 }.items()
                 if isinstance(value, int | float) and math.isfinite(float(value))
             }
+            params = params_of(spec)
+            if result.get("neighbours"):
+                # Nearest-neighbour samples of the evaluation, for people to judge.
+                params["eval.neighbours"] = json.dumps(result["neighbours"], ensure_ascii=False)[
+                    :4096
+                ]
             request = registry_pb2.CreateVersionRequest(
                 model_name=target.model_name,
                 artifact_uri=uri,
                 artifact_digest=digest,
-                format=common_pb2.ARTIFACT_FORMAT_TRANSFORMERS,
+                format=common_pb2.ArtifactFormat.Value(
+                    result.get("format", "ARTIFACT_FORMAT_TRANSFORMERS")
+                ),
                 lineage=lineage,
                 metrics=metrics,
-                params=params_of(spec),
+                params=params,
                 tags={JOB_TAG: job.id, "lattice.outcome": result.get("outcome", "")},
                 description=spec.display_name[:1024],
             )

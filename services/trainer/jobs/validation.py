@@ -15,6 +15,7 @@ from pathlib import Path
 from lattice.errors import FailedPrecondition, InvalidArgument, NotFound
 from lattice.refs import NAME_PATTERN, parse_model_ref
 from lattice.v1 import trainer_pb2
+from services.trainer.jobs import word_validation
 
 DEFAULT_ARCH = trainer_pb2.ModelArchitecture(
     num_layers=2, num_heads=2, hidden_size=64, max_positions=128
@@ -39,15 +40,21 @@ def resolve_spec(
 ) -> trainer_pb2.JobSpec:
     """A copy of `spec` with defaults filled in; raises on anything that cannot run."""
     spec = trainer_pb2.JobSpec.FromString(spec.SerializeToString())
+    word_family = spec.family in word_validation.FAMILIES
     if spec.family not in (
         trainer_pb2.MODEL_FAMILY_GPT2_CAUSAL_LM,
         trainer_pb2.MODEL_FAMILY_BERT_MASKED_LM,
+        trainer_pb2.MODEL_FAMILY_WORD2VEC,
     ):
-        raise InvalidArgument("spec.family", "required: GPT2_CAUSAL_LM or BERT_MASKED_LM")
+        raise InvalidArgument("spec.family", "required: GPT2_CAUSAL_LM, BERT_MASKED_LM or WORD2VEC")
     if not spec.dataset_id:
         raise InvalidArgument("spec.dataset_id", "required: a prepared dataset id")
     if dataset_dir is None:
         raise FailedPrecondition(f"dataset {spec.dataset_id!r} does not exist; prepare it first")
+    if word_family:
+        word_validation.resolve(spec, dataset_dir)
+        _resolve_registration(spec)
+        return spec
     if spec.base_model:
         try:
             parse_model_ref(spec.base_model)
@@ -58,6 +65,12 @@ def resolve_spec(
     _resolve_hyperparameters(spec)
     _resolve_distributed(spec, limits)
     _resolve_alerts(spec)
+    _resolve_registration(spec)
+    _check_dataset(spec, dataset_dir)
+    return spec
+
+
+def _resolve_registration(spec: trainer_pb2.JobSpec) -> None:
     registration = spec.registration
     if not NAME_PATTERN.match(registration.model_name):
         raise InvalidArgument("spec.registration.model_name", "required; a lower-case DNS label")
@@ -67,8 +80,6 @@ def resolve_spec(
         not NAME_PATTERN.match(registration.alias) or registration.alias.isdigit()
     ):
         raise InvalidArgument("spec.registration.alias", "a lower-case DNS label, not a number")
-    _check_dataset(spec, dataset_dir)
-    return spec
 
 
 def _resolve_architecture(spec: trainer_pb2.JobSpec) -> None:

@@ -1,0 +1,61 @@
+"""Check and default the spec of a word-embedding job (WORD2VEC, GLOVE).
+
+These jobs read the prepared dataset's cleaned text (not its token streams), run
+in one process with the library's own threads, and have no architecture.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from lattice.errors import FailedPrecondition, InvalidArgument
+from lattice.v1 import trainer_pb2
+
+FAMILIES = (trainer_pb2.MODEL_FAMILY_WORD2VEC, trainer_pb2.MODEL_FAMILY_GLOVE)
+
+_FIELD = "spec.word_embedding"
+
+
+def resolve(spec: trainer_pb2.JobSpec, dataset_dir: Path) -> None:
+    """Fill in defaults in place; raise on what cannot run."""
+    if spec.base_model:
+        raise InvalidArgument("spec.base_model", "word-embedding jobs train from scratch")
+    opts = spec.word_embedding
+    if opts.algorithm == trainer_pb2.WORD_VECTOR_ALGORITHM_UNSPECIFIED:
+        opts.algorithm = trainer_pb2.WORD_VECTOR_ALGORITHM_SKIP_GRAM
+    if opts.segmentation == trainer_pb2.WORD_SEGMENTATION_UNSPECIFIED:
+        opts.segmentation = trainer_pb2.WORD_SEGMENTATION_AUTO
+    opts.dimensions = opts.dimensions or 100
+    opts.window = opts.window or 5
+    opts.min_count = opts.min_count or 5
+    opts.negative = opts.negative or 5
+    if not 1 <= opts.dimensions <= 4096:
+        raise InvalidArgument(f"{_FIELD}.dimensions", "must be within 1..4096")
+    if opts.window > 100:
+        raise InvalidArgument(f"{_FIELD}.window", "must be within 1..100")
+    if opts.negative > 100:
+        raise InvalidArgument(f"{_FIELD}.negative", "must be within 1..100")
+    if opts.workers > 256:
+        raise InvalidArgument(f"{_FIELD}.workers", "must be within 0..256")
+    for name in ("similarity_pairs_path", "analogies_path"):
+        path = getattr(opts, name)
+        if path and not Path(path).is_file():
+            raise InvalidArgument(f"{_FIELD}.{name}", f"{path}: no such file on the trainer")
+    hp = spec.hyperparameters
+    hp.epochs = hp.epochs or 5
+    if hp.max_steps:
+        raise InvalidArgument("spec.hyperparameters.max_steps", "word embeddings train by epochs")
+    if hp.epochs > 1000:
+        raise InvalidArgument("spec.hyperparameters.epochs", "must be within 1..1000")
+    hp.learning_rate = hp.learning_rate or 0.025
+    dist = spec.distributed
+    if dist.processes_per_node > 1 or dist.nodes > 1:
+        raise InvalidArgument(
+            "spec.distributed",
+            "word-embedding jobs run in one process (use word_embedding.workers)",
+        )
+    dist.processes_per_node, dist.nodes = 1, 1
+    dist.strategy = trainer_pb2.DISTRIBUTED_STRATEGY_DDP
+    dist.backend = trainer_pb2.DISTRIBUTED_BACKEND_GLOO
+    if not (dataset_dir / "train.jsonl").is_file():
+        raise FailedPrecondition(f"dataset {spec.dataset_id} has no cleaned text (train.jsonl)")
