@@ -11,10 +11,16 @@ import pytest
 from gensim.models import KeyedVectors
 
 from lattice.v1 import common_pb2, trainer_pb2
+from tests.support.word_corpus import (
+    PAIRS,
+    planted_sentences,
+    write_analogies,
+    write_jsonl,
+    write_pairs,
+)
 
 from .conftest import wait_for_job
 from .test_training import collect, download, versions
-from .word_corpus import PAIRS, planted_sentences, write_analogies, write_jsonl, write_pairs
 
 pytestmark = pytest.mark.slow
 

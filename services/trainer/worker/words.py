@@ -1,34 +1,17 @@
-"""Documents to word lists, for the word-embedding families.
+"""A prepared dataset's documents as word lists, for the word-embedding families.
 
-Whitespace separates words; a run of Chinese characters with no spaces in it is
-cut into words with jieba. Text that is already segmented (spaces between the
-words, as in the People's Daily corpus) passes through unchanged.
-
-The data pipeline (issue 18) will produce segmented word lists itself; until it
-does, this is the one place a worker segments text.
+Segmentation is `services.runtime.words` (shared with serving). The data pipeline
+(issue 18) will store segmented word lists itself; until then the worker
+segments the cleaned text here.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterator
 from pathlib import Path
 
-import jieba  # type: ignore[import-untyped]
-
-_CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
-
-
-def words_of(text: str, whitespace_only: bool = False) -> list[str]:
-    """The words of one document."""
-    words: list[str] = []
-    for piece in text.split():
-        if whitespace_only or len(piece) < 2 or not _CJK.search(piece):
-            words.append(piece)
-        else:
-            words.extend(w for w in jieba.lcut(piece, HMM=True) if w.strip())
-    return words
+from services.runtime.words import words_of
 
 
 def read_documents(path: Path) -> Iterator[str]:
