@@ -210,11 +210,13 @@ class SimilarWord(_message.Message):
     def __init__(self, word: _Optional[str] = ..., similarity: _Optional[float] = ...) -> None: ...
 
 class SimilarWordsResponse(_message.Message):
-    __slots__ = ("words", "model_name", "model_version")
+    __slots__ = ("words", "model_name", "model_version", "usage")
     WORDS_FIELD_NUMBER: _ClassVar[int]
     MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    USAGE_FIELD_NUMBER: _ClassVar[int]
     words: _containers.RepeatedCompositeFieldContainer[SimilarWord]
     model_name: str
     model_version: int
-    def __init__(self, words: _Optional[_Iterable[_Union[SimilarWord, _Mapping]]] = ..., model_name: _Optional[str] = ..., model_version: _Optional[int] = ...) -> None: ...
+    usage: _common_pb2.Usage
+    def __init__(self, words: _Optional[_Iterable[_Union[SimilarWord, _Mapping]]] = ..., model_name: _Optional[str] = ..., model_version: _Optional[int] = ..., usage: _Optional[_Union[_common_pb2.Usage, _Mapping]] = ...) -> None: ...

@@ -36,6 +36,9 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
     async def Embed(self, request, context):
         return await self._gateway.invoke(_call(_INFERENCE + "Embed", context), request)
 
+    async def SimilarWords(self, request, context):
+        return await self._gateway.invoke(_call(_INFERENCE + "SimilarWords", context), request)
+
     async def ListLoadedModels(self, request, context):
         call = _call(_INFERENCE + "ListLoadedModels", context)
         return await self._gateway.list_loaded_models(call, request)

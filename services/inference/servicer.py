@@ -142,6 +142,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
             words=[inference_pb2.SimilarWord(word=w, similarity=s) for w, s in outcome.words],
             model_name=outcome.model_name,
             model_version=outcome.version,
+            usage=_usage(1, 0),
         )
 
     async def ListLoadedModels(self, request, context) -> inference_pb2.ListLoadedModelsResponse:

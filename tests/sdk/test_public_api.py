@@ -12,7 +12,7 @@ def test_exported_names_are_exactly_the_public_api():
     assert sorted(lattice.__all__) == sorted(
         [
             "Client", "AsyncClient", "Stream", "AsyncStream",
-            "Generation", "GenerationDelta", "Embeddings", "Usage",
+            "Generation", "GenerationDelta", "Embeddings", "SimilarWords", "Usage",
             "LatticeError", "InvalidArgument", "NotFound", "AlreadyExists",
             "FailedPrecondition", "Aborted", "Unauthenticated", "PermissionDenied",
             "ResourceExhausted", "Unavailable", "DeadlineExceeded", "Cancelled",

@@ -42,7 +42,7 @@ def word2vec_job(dataset_id: str, model_name: str, **options) -> trainer_pb2.Job
     return trainer_pb2.JobSpec(
         family=trainer_pb2.MODEL_FAMILY_WORD2VEC,
         dataset_id=dataset_id,
-        hyperparameters=trainer_pb2.Hyperparameters(epochs=5, seed=1),
+        hyperparameters=trainer_pb2.Hyperparameters(epochs=15, seed=1),
         word_embedding=trainer_pb2.WordEmbeddingOptions(
             **{"dimensions": 24, "window": 3, "min_count": 2, "workers": 2, **options}
         ),
@@ -72,8 +72,8 @@ async def test_word2vec_job_finds_planted_pairs_and_loads_in_gensim(tmp_path, tr
     events = await asyncio.wait_for(watcher, 30)
 
     metrics = [e.metrics for e in events if e.HasField("metrics")]
-    assert [m.step for m in metrics] == [1, 2, 3, 4, 5]
-    assert all(m.total_steps == 5 and m.tokens_per_second > 0 for m in metrics)
+    assert [m.step for m in metrics] == list(range(1, 16))
+    assert all(m.total_steps == 15 and m.tokens_per_second > 0 for m in metrics)
     assert metrics[-1].loss < metrics[0].loss
 
     (version,) = await versions(registry, "planted-w2v")

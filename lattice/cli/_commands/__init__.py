@@ -11,12 +11,13 @@ from lattice.cli._commands.export_triton import export_triton
 from lattice.cli._commands.generate import generate
 from lattice.cli._commands.jobs import jobs
 from lattice.cli._commands.models import models
+from lattice.cli._commands.similar import similar
 from lattice.cli._commands.token import token
 from lattice.cli._commands.train import train
 from lattice.cli._commands.versions import versions
 
 COMMANDS: tuple[click.Command, ...] = (
-    token, models, versions, deploy, generate, embed, data, train, jobs, export_triton,
+    token, models, versions, deploy, generate, embed, similar, data, train, jobs, export_triton,
 )  # fmt: skip
 
 
