@@ -11,6 +11,7 @@ import pytest
 from gensim.models import KeyedVectors
 
 from lattice.v1 import common_pb2, trainer_pb2
+from tests.support import peoples_daily
 from tests.support.word_corpus import (
     PAIRS,
     planted_sentences,
@@ -137,3 +138,31 @@ async def test_min_count_above_every_word_fails_the_job_clearly(tmp_path, traine
     job = await wait_for_job(trainer, submitted.id)
     assert job.state == trainer_pb2.JOB_STATE_FAILED
     assert "min_count=100000" in job.error
+
+
+#: Countries, as the corpus itself groups them (they fill the same slots in
+#: news sentences); not planted: this is the gold-segmented People's Daily text.
+COUNTRIES = {"英国", "俄罗斯", "日本", "德国", "法国", "加拿大", "意大利", "韩国", "印度"}
+
+
+async def test_chinese_word2vec_on_peoples_daily_puts_countries_together(
+    tmp_path, trainer, registry
+):
+    corpus = peoples_daily.write_jsonl(tmp_path / "rmrb.jsonl", limit=8000)
+    dataset = await prepare(trainer, corpus_spec(corpus, name="rmrb"))
+    spec = word2vec_job(
+        dataset.id,
+        "rmrb-w2v",
+        segmentation=trainer_pb2.WORD_SEGMENTATION_WHITESPACE,
+        neighbour_samples=["美国"],
+    )
+    spec.word_embedding.dimensions = 64
+    spec.word_embedding.window = 5
+    spec.word_embedding.min_count = 5
+    spec.hyperparameters.epochs = 5
+    submitted = (await trainer.SubmitJob(trainer_pb2.SubmitJobRequest(spec=spec))).job
+    job = await wait_for_job(trainer, submitted.id, timeout=300)
+    assert job.state == trainer_pb2.JOB_STATE_SUCCEEDED, job.error
+    (version,) = await versions(registry, "rmrb-w2v")
+    neighbours = [word for word, _ in json.loads(version.params["eval.neighbours"])["美国"]]
+    assert len(COUNTRIES & set(neighbours)) >= 2, neighbours
