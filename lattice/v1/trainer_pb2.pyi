@@ -281,7 +281,7 @@ class ListDatasetsResponse(_message.Message):
     def __init__(self, datasets: _Optional[_Iterable[_Union[Dataset, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class WordEmbeddingOptions(_message.Message):
-    __slots__ = ("algorithm", "dimensions", "window", "min_count", "negative", "workers", "binary", "segmentation", "similarity_pairs_path", "analogies_path", "neighbour_samples")
+    __slots__ = ("algorithm", "dimensions", "window", "min_count", "negative", "workers", "binary", "segmentation", "similarity_pairs_path", "analogies_path", "neighbour_samples", "glove_x_max", "glove_alpha", "glove_batch_size")
     ALGORITHM_FIELD_NUMBER: _ClassVar[int]
     DIMENSIONS_FIELD_NUMBER: _ClassVar[int]
     WINDOW_FIELD_NUMBER: _ClassVar[int]
@@ -293,6 +293,9 @@ class WordEmbeddingOptions(_message.Message):
     SIMILARITY_PAIRS_PATH_FIELD_NUMBER: _ClassVar[int]
     ANALOGIES_PATH_FIELD_NUMBER: _ClassVar[int]
     NEIGHBOUR_SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    GLOVE_X_MAX_FIELD_NUMBER: _ClassVar[int]
+    GLOVE_ALPHA_FIELD_NUMBER: _ClassVar[int]
+    GLOVE_BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
     algorithm: WordVectorAlgorithm
     dimensions: int
     window: int
@@ -304,7 +307,10 @@ class WordEmbeddingOptions(_message.Message):
     similarity_pairs_path: str
     analogies_path: str
     neighbour_samples: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, algorithm: _Optional[_Union[WordVectorAlgorithm, str]] = ..., dimensions: _Optional[int] = ..., window: _Optional[int] = ..., min_count: _Optional[int] = ..., negative: _Optional[int] = ..., workers: _Optional[int] = ..., binary: _Optional[bool] = ..., segmentation: _Optional[_Union[WordSegmentation, str]] = ..., similarity_pairs_path: _Optional[str] = ..., analogies_path: _Optional[str] = ..., neighbour_samples: _Optional[_Iterable[str]] = ...) -> None: ...
+    glove_x_max: float
+    glove_alpha: float
+    glove_batch_size: int
+    def __init__(self, algorithm: _Optional[_Union[WordVectorAlgorithm, str]] = ..., dimensions: _Optional[int] = ..., window: _Optional[int] = ..., min_count: _Optional[int] = ..., negative: _Optional[int] = ..., workers: _Optional[int] = ..., binary: _Optional[bool] = ..., segmentation: _Optional[_Union[WordSegmentation, str]] = ..., similarity_pairs_path: _Optional[str] = ..., analogies_path: _Optional[str] = ..., neighbour_samples: _Optional[_Iterable[str]] = ..., glove_x_max: _Optional[float] = ..., glove_alpha: _Optional[float] = ..., glove_batch_size: _Optional[int] = ...) -> None: ...
 
 class ModelArchitecture(_message.Message):
     __slots__ = ("num_layers", "num_heads", "hidden_size", "max_positions")

@@ -44,9 +44,11 @@ def resolve_spec(
     if spec.family not in (
         trainer_pb2.MODEL_FAMILY_GPT2_CAUSAL_LM,
         trainer_pb2.MODEL_FAMILY_BERT_MASKED_LM,
-        trainer_pb2.MODEL_FAMILY_WORD2VEC,
+        *word_validation.FAMILIES,
     ):
-        raise InvalidArgument("spec.family", "required: GPT2_CAUSAL_LM, BERT_MASKED_LM or WORD2VEC")
+        raise InvalidArgument(
+            "spec.family", "required: GPT2_CAUSAL_LM, BERT_MASKED_LM, WORD2VEC or GLOVE"
+        )
     if not spec.dataset_id:
         raise InvalidArgument("spec.dataset_id", "required: a prepared dataset id")
     if dataset_dir is None:

@@ -47,7 +47,12 @@ def resolve(spec: trainer_pb2.JobSpec, dataset_dir: Path) -> None:
         raise InvalidArgument("spec.hyperparameters.max_steps", "word embeddings train by epochs")
     if hp.epochs > 1000:
         raise InvalidArgument("spec.hyperparameters.epochs", "must be within 1..1000")
-    hp.learning_rate = hp.learning_rate or 0.025
+    glove = spec.family == trainer_pb2.MODEL_FAMILY_GLOVE
+    hp.learning_rate = hp.learning_rate or (0.05 if glove else 0.025)
+    if not 0 < hp.learning_rate <= 1:
+        raise InvalidArgument("spec.hyperparameters.learning_rate", "must be within (0, 1]")
+    if opts.glove_x_max < 0 or not 0 <= opts.glove_alpha <= 1:
+        raise InvalidArgument(f"{_FIELD}.glove_x_max", "x_max must be > 0, alpha within 0..1")
     dist = spec.distributed
     if dist.processes_per_node > 1 or dist.nodes > 1:
         raise InvalidArgument(

@@ -6,12 +6,13 @@ import argparse
 from pathlib import Path
 
 from lattice.v1 import trainer_pb2
-from services.trainer.worker import train, word2vec
+from services.trainer.worker import glove, train, word2vec
 from services.trainer.worker.config import WorkerConfig
 
 #: Families trained by their own library rather than the torch loop.
 WORD_FAMILIES = {
     trainer_pb2.MODEL_FAMILY_WORD2VEC: word2vec.run,
+    trainer_pb2.MODEL_FAMILY_GLOVE: glove.run,
 }
 
 

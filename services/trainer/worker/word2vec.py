@@ -63,6 +63,7 @@ def options_of(spec: trainer_pb2.JobSpec) -> dict:
         "workers": opts.workers or os.cpu_count() or 1,
         "epochs": spec.hyperparameters.epochs,
         "seed": spec.hyperparameters.seed or 1,
+        "alpha": spec.hyperparameters.learning_rate,
     }
 
 
