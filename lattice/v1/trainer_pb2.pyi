@@ -121,16 +121,18 @@ ALERT_KIND_DIVERGENCE: AlertKind
 ALERT_KIND_OVERFITTING: AlertKind
 
 class DataSource(_message.Message):
-    __slots__ = ("path", "builtin", "text_field", "encoding")
+    __slots__ = ("path", "builtin", "text_field", "encoding", "label_field")
     PATH_FIELD_NUMBER: _ClassVar[int]
     BUILTIN_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_FIELD_NUMBER: _ClassVar[int]
     ENCODING_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_FIELD_NUMBER: _ClassVar[int]
     path: str
     builtin: str
     text_field: str
     encoding: str
-    def __init__(self, path: _Optional[str] = ..., builtin: _Optional[str] = ..., text_field: _Optional[str] = ..., encoding: _Optional[str] = ...) -> None: ...
+    label_field: str
+    def __init__(self, path: _Optional[str] = ..., builtin: _Optional[str] = ..., text_field: _Optional[str] = ..., encoding: _Optional[str] = ..., label_field: _Optional[str] = ...) -> None: ...
 
 class CleaningOptions(_message.Message):
     __slots__ = ("normalize_unicode", "strip_markup", "normalize_whitespace", "min_chars", "max_chars", "deduplicate", "near_deduplicate", "near_duplicate_threshold", "remove_stop_words")
@@ -181,7 +183,7 @@ class DatasetSpec(_message.Message):
     def __init__(self, name: _Optional[str] = ..., sources: _Optional[_Iterable[_Union[DataSource, _Mapping]]] = ..., cleaning: _Optional[_Union[CleaningOptions, _Mapping]] = ..., tokenizer: _Optional[_Union[TokenizerOptions, _Mapping]] = ..., validation_fraction: _Optional[float] = ..., seed: _Optional[int] = ...) -> None: ...
 
 class DatasetReport(_message.Message):
-    __slots__ = ("documents_in", "documents_out", "dropped", "invalid_bytes", "train_documents", "validation_documents", "train_tokens", "validation_tokens", "vocab_size", "encodings", "repaired_documents", "stop_words_removed")
+    __slots__ = ("documents_in", "documents_out", "dropped", "invalid_bytes", "train_documents", "validation_documents", "train_tokens", "validation_tokens", "vocab_size", "encodings", "repaired_documents", "stop_words_removed", "label_counts")
     class DroppedEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -190,6 +192,13 @@ class DatasetReport(_message.Message):
         value: int
         def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
     class EncodingsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    class LabelCountsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
         VALUE_FIELD_NUMBER: _ClassVar[int]
@@ -208,6 +217,7 @@ class DatasetReport(_message.Message):
     ENCODINGS_FIELD_NUMBER: _ClassVar[int]
     REPAIRED_DOCUMENTS_FIELD_NUMBER: _ClassVar[int]
     STOP_WORDS_REMOVED_FIELD_NUMBER: _ClassVar[int]
+    LABEL_COUNTS_FIELD_NUMBER: _ClassVar[int]
     documents_in: int
     documents_out: int
     dropped: _containers.ScalarMap[str, int]
@@ -220,7 +230,8 @@ class DatasetReport(_message.Message):
     encodings: _containers.ScalarMap[str, int]
     repaired_documents: int
     stop_words_removed: int
-    def __init__(self, documents_in: _Optional[int] = ..., documents_out: _Optional[int] = ..., dropped: _Optional[_Mapping[str, int]] = ..., invalid_bytes: _Optional[int] = ..., train_documents: _Optional[int] = ..., validation_documents: _Optional[int] = ..., train_tokens: _Optional[int] = ..., validation_tokens: _Optional[int] = ..., vocab_size: _Optional[int] = ..., encodings: _Optional[_Mapping[str, int]] = ..., repaired_documents: _Optional[int] = ..., stop_words_removed: _Optional[int] = ...) -> None: ...
+    label_counts: _containers.ScalarMap[str, int]
+    def __init__(self, documents_in: _Optional[int] = ..., documents_out: _Optional[int] = ..., dropped: _Optional[_Mapping[str, int]] = ..., invalid_bytes: _Optional[int] = ..., train_documents: _Optional[int] = ..., validation_documents: _Optional[int] = ..., train_tokens: _Optional[int] = ..., validation_tokens: _Optional[int] = ..., vocab_size: _Optional[int] = ..., encodings: _Optional[_Mapping[str, int]] = ..., repaired_documents: _Optional[int] = ..., stop_words_removed: _Optional[int] = ..., label_counts: _Optional[_Mapping[str, int]] = ...) -> None: ...
 
 class Dataset(_message.Message):
     __slots__ = ("id", "name", "digest", "spec", "report", "create_time", "version")

@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.trainer.worker.classification_metrics import report, stratified_split
+from services.trainer.data.labels import stratified_split
+from services.trainer.worker.classification_metrics import report
 
 
 def test_report_on_a_worked_example():

@@ -20,6 +20,7 @@ from lattice.v1 import trainer_pb2
 from services.trainer.data import cleaning
 from services.trainer.data.decoding import repair_mojibake
 from services.trainer.data.dedupe import NearDuplicateIndex, exact_key
+from services.trainer.data.labels import check_labels, stratified_split
 from services.trainer.data.sources import ReadStats, read_sources, validate_sources
 from services.trainer.data.store import DatasetStore
 from services.trainer.data.tokenizer import copy_tokenizer, separator_id, train_tokenizer
@@ -56,20 +57,38 @@ class DatasetPreparer:
         its tokenizer."""
         validate_spec(spec)
         report = trainer_pb2.DatasetReport()
-        documents = self._clean(spec, report)
-        train, validation = _split(documents, spec)
+        documents, labels = self._clean(spec, report)
+        labelled = bool(spec.sources[0].label_field)
+        if labelled:
+            check_labels(labels, report.dropped.get("missing_label", 0), spec.sources[0])
+            for label, count in Counter(labels).items():
+                report.label_counts[label] = count
+            fraction = spec.validation_fraction or DEFAULT_VALIDATION
+            train_ids, validation_ids = stratified_split(labels, fraction, spec.seed)
+        else:
+            train_ids, validation_ids = _split(len(documents), spec)
+        train = [documents[i] for i in train_ids]
+        validation = [documents[i] for i in validation_ids]
+        train_labels = [labels[i] for i in train_ids] if labelled else None
+        validation_labels = [labels[i] for i in validation_ids] if labelled else None
         report.train_documents = len(train)
         report.validation_documents = len(validation)
         staging = self.store.staging_dir()
         try:
-            self._write(staging, spec, train, validation, report, base_dir)
+            self._write(
+                staging, spec, train, validation, report, base_dir, train_labels, validation_labels
+            )
             dataset = trainer_pb2.Dataset(name=spec.name, spec=spec, report=report)
             return self.store.commit(staging, dataset)
         except BaseException:
             self.store.discard(staging)
             raise
 
-    def _clean(self, spec: trainer_pb2.DatasetSpec, report: trainer_pb2.DatasetReport) -> list[str]:
+    def _clean(
+        self, spec: trainer_pb2.DatasetSpec, report: trainer_pb2.DatasetReport
+    ) -> tuple[list[str], list[str]]:
+        """The kept documents and their labels (empty strings when unlabelled); a
+        duplicate keeps the first occurrence's label."""
         options = spec.cleaning
         stats = ReadStats()
         dropped: Counter[str] = Counter()
@@ -78,6 +97,7 @@ class DatasetPreparer:
         threshold = options.near_duplicate_threshold or DEFAULT_NEAR_THRESHOLD
         near = NearDuplicateIndex(threshold) if options.near_deduplicate else None
         kept: list[str] = []
+        labels: list[str] = []
         for raw in read_sources(spec.sources, stats):
             report.documents_in += 1
             encodings[raw.encoding] += 1
@@ -110,6 +130,7 @@ class DatasetPreparer:
                 dropped["near_duplicate"] += 1
                 continue
             kept.append(text)
+            labels.append(raw.label)
         report.documents_out = len(kept)
         report.invalid_bytes = stats.invalid_bytes
         for reason, count in dropped.items():
@@ -117,8 +138,10 @@ class DatasetPreparer:
         for encoding, count in encodings.items():
             report.encodings[encoding] = count
         if not kept:
+            if dropped.get("missing_label") and spec.sources[0].label_field:
+                check_labels([], dropped["missing_label"], spec.sources[0])
             raise InvalidArgument("spec.sources", "no document survived cleaning")
-        return kept
+        return kept, labels
 
     def _write(
         self,
@@ -128,6 +151,8 @@ class DatasetPreparer:
         validation: list[str],
         report: trainer_pb2.DatasetReport,
         base_dir: Path | None,
+        train_labels: list[str] | None = None,
+        validation_labels: list[str] | None = None,
     ) -> None:
         tokenizer_dir = staging / "tokenizer"
         if spec.tokenizer.base_model:
@@ -140,10 +165,14 @@ class DatasetPreparer:
         report.vocab_size = len(tokenizer)
         dtype = np.uint16 if len(tokenizer) < 65536 else np.uint32
         separator = separator_id(tokenizer)
-        for name, texts in (("train", train), ("validation", validation)):
+        splits = (("train", train, train_labels), ("validation", validation, validation_labels))
+        for name, texts, labels in splits:
             with (staging / f"{name}.jsonl").open("w", encoding="utf-8") as handle:
-                for text in texts:
-                    handle.write(json.dumps({"text": text}, ensure_ascii=False) + "\n")
+                for i, text in enumerate(texts):
+                    record = (
+                        {"text": text} if labels is None else {"text": text, "label": labels[i]}
+                    )
+                    handle.write(json.dumps(record, ensure_ascii=False) + "\n")
             tokens = _tokenize(tokenizer, texts, separator, dtype)
             tokens.astype(np.dtype(dtype).newbyteorder("<")).tofile(staging / f"{name}.bin")
             if name == "train":
@@ -169,19 +198,18 @@ def _length_problem(text: str, options: trainer_pb2.CleaningOptions) -> str:
     return ""
 
 
-def _split(documents: list[str], spec: trainer_pb2.DatasetSpec) -> tuple[list[str], list[str]]:
-    """Seeded shuffle, then round(n * fraction) documents (>= 1 when n >= 2) to validation."""
+def _split(size: int, spec: trainer_pb2.DatasetSpec) -> tuple[list[int], list[int]]:
+    """Seeded shuffle, then round(n * fraction) documents (>= 1 when n >= 2) to
+    validation; returns the (train, validation) indices in document order."""
     fraction = spec.validation_fraction or DEFAULT_VALIDATION
-    order = list(range(len(documents)))
+    order = list(range(size))
     random.Random(spec.seed).shuffle(order)
-    count = round(len(documents) * fraction)
-    if len(documents) >= 2:
+    count = round(size * fraction)
+    if size >= 2:
         count = max(1, count)
-    count = min(count, len(documents) - 1)
+    count = min(count, size - 1)
     chosen = set(order[:count])
-    train = [d for i, d in enumerate(documents) if i not in chosen]
-    validation = [d for i, d in enumerate(documents) if i in chosen]
-    return train, validation
+    return [i for i in range(size) if i not in chosen], sorted(chosen)
 
 
 def _tokenize(tokenizer, texts: list[str], separator: int | None, dtype) -> np.ndarray:

@@ -34,8 +34,11 @@ class RawDocument:
     text: str
     origin: str
     encoding: str = "utf-8"
-    #: Set when the record cannot become a document ("malformed", "missing_field").
+    #: Set when the record cannot become a document ("malformed", "missing_field",
+    #: "missing_label").
     problem: str = ""
+    #: The record's label, for sources with a label_field.
+    label: str = ""
 
 
 @dataclasses.dataclass
@@ -76,6 +79,8 @@ def validate_sources(sources: Sequence[trainer_pb2.DataSource]) -> None:
     """Fail fast, before any work, on sources that cannot be read."""
     if not sources:
         raise InvalidArgument("spec.sources", "at least one source is required")
+    if len({bool(source.label_field) for source in sources}) > 1:
+        raise InvalidArgument("spec.sources", "set label_field on every source or on none")
     for index, source in enumerate(sources):
         kind = source.WhichOneof("source")
         if kind is None:
@@ -86,7 +91,13 @@ def validate_sources(sources: Sequence[trainer_pb2.DataSource]) -> None:
                 f"unknown built-in {source.builtin!r}; known: {', '.join(BUILTIN_SOURCES)}",
             )
         if kind == "path":
-            resolve_files(index, source)
+            files = resolve_files(index, source)
+            if source.label_field and any(f.suffix.lower() == ".txt" for f in files):
+                raise InvalidArgument(
+                    _field(index, "label_field"), "labels need .jsonl or .csv files, not .txt"
+                )
+        if kind == "builtin" and source.label_field:
+            raise InvalidArgument(_field(index, "label_field"), "built-in corpora have no labels")
         if source.encoding:
             try:
                 codecs.lookup(source.encoding)
@@ -109,10 +120,20 @@ def read_sources(
         for path in resolve_files(index, source):
             decoded = decode_bytes(path.read_bytes(), source.encoding)
             stats.invalid_bytes += decoded.invalid_bytes
-            yield from _split_file(path, decoded.text, decoded.encoding, field)
+            yield from _split_file(path, decoded.text, decoded.encoding, field, source.label_field)
 
 
-def _split_file(path: Path, text: str, encoding: str, field: str) -> Iterator[RawDocument]:
+def _label(record: dict, label_field: str) -> str | None:
+    """The record's label as text (strings and integers), None when missing."""
+    value = record.get(label_field)
+    if isinstance(value, bool) or not isinstance(value, str | int) or value == "":
+        return None
+    return str(value).strip() or None
+
+
+def _split_file(
+    path: Path, text: str, encoding: str, field: str, label_field: str = ""
+) -> Iterator[RawDocument]:
     suffix = path.suffix.lower()
     origin = str(path)
     if suffix == ".txt":
@@ -132,7 +153,11 @@ def _split_file(path: Path, text: str, encoding: str, field: str) -> Iterator[Ra
             if not isinstance(value, str):
                 yield RawDocument("", origin, encoding, problem="missing_field")
                 continue
-            yield RawDocument(value, origin, encoding)
+            label = _label(record, label_field) if label_field else ""
+            if label is None:
+                yield RawDocument("", origin, encoding, problem="missing_label")
+                continue
+            yield RawDocument(value, origin, encoding, label=label)
     else:
         reader = csv.DictReader(io.StringIO(text, newline=""))
         for row in reader:
@@ -140,4 +165,8 @@ def _split_file(path: Path, text: str, encoding: str, field: str) -> Iterator[Ra
             if value is None:
                 yield RawDocument("", origin, encoding, problem="missing_field")
                 continue
-            yield RawDocument(value, origin, encoding)
+            label = _label(row, label_field) if label_field else ""
+            if label is None:
+                yield RawDocument("", origin, encoding, problem="missing_label")
+                continue
+            yield RawDocument(value, origin, encoding, label=label)

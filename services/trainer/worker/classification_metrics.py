@@ -1,6 +1,6 @@
 """Classification figures, computed here because scikit-learn is not installed
 (it would also pull numpy>=2 candidates past nvidia-pytriton's pin): accuracy,
-macro-F1, the per-class confusion matrix, and a stratified train/validation split.
+macro-F1 and the per-class confusion matrix.
 
 Definitions follow scikit-learn's: macro-F1 is the unweighted mean of per-class
 F1 over the label set, a class with no true and no predicted example scores 0
@@ -11,8 +11,6 @@ class i predicted as class j.
 from __future__ import annotations
 
 import dataclasses
-import random
-from collections import defaultdict
 from collections.abc import Sequence
 
 
@@ -59,24 +57,3 @@ def report(
         confusion=confusion,
         per_class_f1=f1,
     )
-
-
-def stratified_split(
-    labels: Sequence[str], fraction: float, seed: int
-) -> tuple[list[int], list[int]]:
-    """Indices (train, validation): each class contributes round(n_c * fraction)
-    examples to validation (at least one, and never all, when it has two or more),
-    chosen by a seeded shuffle; both lists keep the original order."""
-    by_class: dict[str, list[int]] = defaultdict(list)
-    for i, label in enumerate(labels):
-        by_class[label].append(i)
-    rng = random.Random(seed)
-    validation: set[int] = set()
-    for label in sorted(by_class):
-        members = by_class[label]
-        rng.shuffle(members)
-        count = round(len(members) * fraction)
-        count = min(max(1, count), len(members) - 1) if len(members) >= 2 else 0
-        validation.update(members[:count])
-    train = [i for i in range(len(labels)) if i not in validation]
-    return train, sorted(validation)
