@@ -23,6 +23,13 @@ class ModelFamily(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     MODEL_FAMILY_BERT_MASKED_LM: _ClassVar[ModelFamily]
     MODEL_FAMILY_WORD2VEC: _ClassVar[ModelFamily]
     MODEL_FAMILY_GLOVE: _ClassVar[ModelFamily]
+    MODEL_FAMILY_SEQUENCE_CLASSIFICATION: _ClassVar[ModelFamily]
+
+class ClassificationBackbone(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    CLASSIFICATION_BACKBONE_UNSPECIFIED: _ClassVar[ClassificationBackbone]
+    CLASSIFICATION_BACKBONE_GPT2: _ClassVar[ClassificationBackbone]
+    CLASSIFICATION_BACKBONE_BERT: _ClassVar[ClassificationBackbone]
 
 class WordVectorAlgorithm(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -87,6 +94,10 @@ MODEL_FAMILY_GPT2_CAUSAL_LM: ModelFamily
 MODEL_FAMILY_BERT_MASKED_LM: ModelFamily
 MODEL_FAMILY_WORD2VEC: ModelFamily
 MODEL_FAMILY_GLOVE: ModelFamily
+MODEL_FAMILY_SEQUENCE_CLASSIFICATION: ModelFamily
+CLASSIFICATION_BACKBONE_UNSPECIFIED: ClassificationBackbone
+CLASSIFICATION_BACKBONE_GPT2: ClassificationBackbone
+CLASSIFICATION_BACKBONE_BERT: ClassificationBackbone
 WORD_VECTOR_ALGORITHM_UNSPECIFIED: WordVectorAlgorithm
 WORD_VECTOR_ALGORITHM_SKIP_GRAM: WordVectorAlgorithm
 WORD_VECTOR_ALGORITHM_CBOW: WordVectorAlgorithm
@@ -402,7 +413,7 @@ class RegistrationSpec(_message.Message):
     def __init__(self, model_name: _Optional[str] = ..., canary_weight: _Optional[int] = ..., alias: _Optional[str] = ...) -> None: ...
 
 class JobSpec(_message.Message):
-    __slots__ = ("family", "architecture", "base_model", "dataset_id", "hyperparameters", "distributed", "checkpoint_interval_steps", "eval_interval_steps", "early_stopping_patience", "alerts", "registration", "display_name", "word_embedding")
+    __slots__ = ("family", "architecture", "base_model", "dataset_id", "hyperparameters", "distributed", "checkpoint_interval_steps", "eval_interval_steps", "early_stopping_patience", "alerts", "registration", "display_name", "word_embedding", "classification_backbone")
     FAMILY_FIELD_NUMBER: _ClassVar[int]
     ARCHITECTURE_FIELD_NUMBER: _ClassVar[int]
     BASE_MODEL_FIELD_NUMBER: _ClassVar[int]
@@ -416,6 +427,7 @@ class JobSpec(_message.Message):
     REGISTRATION_FIELD_NUMBER: _ClassVar[int]
     DISPLAY_NAME_FIELD_NUMBER: _ClassVar[int]
     WORD_EMBEDDING_FIELD_NUMBER: _ClassVar[int]
+    CLASSIFICATION_BACKBONE_FIELD_NUMBER: _ClassVar[int]
     family: ModelFamily
     architecture: ModelArchitecture
     base_model: str
@@ -429,7 +441,8 @@ class JobSpec(_message.Message):
     registration: RegistrationSpec
     display_name: str
     word_embedding: WordEmbeddingOptions
-    def __init__(self, family: _Optional[_Union[ModelFamily, str]] = ..., architecture: _Optional[_Union[ModelArchitecture, _Mapping]] = ..., base_model: _Optional[str] = ..., dataset_id: _Optional[str] = ..., hyperparameters: _Optional[_Union[Hyperparameters, _Mapping]] = ..., distributed: _Optional[_Union[DistributedConfig, _Mapping]] = ..., checkpoint_interval_steps: _Optional[int] = ..., eval_interval_steps: _Optional[int] = ..., early_stopping_patience: _Optional[int] = ..., alerts: _Optional[_Union[AlertPolicy, _Mapping]] = ..., registration: _Optional[_Union[RegistrationSpec, _Mapping]] = ..., display_name: _Optional[str] = ..., word_embedding: _Optional[_Union[WordEmbeddingOptions, _Mapping]] = ...) -> None: ...
+    classification_backbone: ClassificationBackbone
+    def __init__(self, family: _Optional[_Union[ModelFamily, str]] = ..., architecture: _Optional[_Union[ModelArchitecture, _Mapping]] = ..., base_model: _Optional[str] = ..., dataset_id: _Optional[str] = ..., hyperparameters: _Optional[_Union[Hyperparameters, _Mapping]] = ..., distributed: _Optional[_Union[DistributedConfig, _Mapping]] = ..., checkpoint_interval_steps: _Optional[int] = ..., eval_interval_steps: _Optional[int] = ..., early_stopping_patience: _Optional[int] = ..., alerts: _Optional[_Union[AlertPolicy, _Mapping]] = ..., registration: _Optional[_Union[RegistrationSpec, _Mapping]] = ..., display_name: _Optional[str] = ..., word_embedding: _Optional[_Union[WordEmbeddingOptions, _Mapping]] = ..., classification_backbone: _Optional[_Union[ClassificationBackbone, str]] = ...) -> None: ...
 
 class TrainingMetrics(_message.Message):
     __slots__ = ("step", "epoch", "loss", "validation_loss", "validation_perplexity", "learning_rate", "gradient_norm", "tokens_per_second", "parameter_stats", "total_steps")

@@ -24,6 +24,7 @@ _TASKS = {
     trainer_pb2.MODEL_FAMILY_BERT_MASKED_LM: common_pb2.MODEL_TASK_EMBEDDING,
     trainer_pb2.MODEL_FAMILY_WORD2VEC: common_pb2.MODEL_TASK_EMBEDDING,
     trainer_pb2.MODEL_FAMILY_GLOVE: common_pb2.MODEL_TASK_EMBEDDING,
+    trainer_pb2.MODEL_FAMILY_SEQUENCE_CLASSIFICATION: common_pb2.MODEL_TASK_CLASSIFICATION,
 }
 
 
@@ -83,7 +84,7 @@ class Registrar:
                 }.items()
                 if isinstance(value, int | float) and math.isfinite(float(value))
             }
-            params = params_of(spec)
+            params = {**params_of(spec), **result.get("params", {})}
             if result.get("neighbours"):
                 # Nearest-neighbour samples of the evaluation, for people to judge.
                 params["eval.neighbours"] = json.dumps(result["neighbours"], ensure_ascii=False)[

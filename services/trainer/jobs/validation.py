@@ -15,7 +15,7 @@ from pathlib import Path
 from lattice.errors import FailedPrecondition, InvalidArgument, NotFound
 from lattice.refs import NAME_PATTERN, parse_model_ref
 from lattice.v1 import trainer_pb2
-from services.trainer.jobs import word_validation
+from services.trainer.jobs import classify_validation, word_validation
 
 DEFAULT_ARCH = trainer_pb2.ModelArchitecture(
     num_layers=2, num_heads=2, hidden_size=64, max_positions=128
@@ -45,9 +45,11 @@ def resolve_spec(
         trainer_pb2.MODEL_FAMILY_GPT2_CAUSAL_LM,
         trainer_pb2.MODEL_FAMILY_BERT_MASKED_LM,
         *word_validation.FAMILIES,
+        trainer_pb2.MODEL_FAMILY_SEQUENCE_CLASSIFICATION,
     ):
         raise InvalidArgument(
-            "spec.family", "required: GPT2_CAUSAL_LM, BERT_MASKED_LM, WORD2VEC or GLOVE"
+            "spec.family",
+            "required: GPT2_CAUSAL_LM, BERT_MASKED_LM, SEQUENCE_CLASSIFICATION, WORD2VEC or GLOVE",
         )
     if not spec.dataset_id:
         raise InvalidArgument("spec.dataset_id", "required: a prepared dataset id")
@@ -65,10 +67,14 @@ def resolve_spec(
     else:
         _resolve_architecture(spec)
     _resolve_hyperparameters(spec)
+    classifier = spec.family == trainer_pb2.MODEL_FAMILY_SEQUENCE_CLASSIFICATION
+    if classifier:
+        classify_validation.resolve(spec, dataset_dir)
     _resolve_distributed(spec, limits)
     _resolve_alerts(spec)
     _resolve_registration(spec)
-    _check_dataset(spec, dataset_dir)
+    if not classifier:
+        _check_dataset(spec, dataset_dir)
     return spec
 
 

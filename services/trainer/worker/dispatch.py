@@ -6,13 +6,14 @@ import argparse
 from pathlib import Path
 
 from lattice.v1 import trainer_pb2
-from services.trainer.worker import glove, train, word2vec
+from services.trainer.worker import classify, glove, train, word2vec
 from services.trainer.worker.config import WorkerConfig
 
-#: Families trained by their own library rather than the torch loop.
+#: Families with their own training program (not the language-model loop).
 WORD_FAMILIES = {
     trainer_pb2.MODEL_FAMILY_WORD2VEC: word2vec.run,
     trainer_pb2.MODEL_FAMILY_GLOVE: glove.run,
+    trainer_pb2.MODEL_FAMILY_SEQUENCE_CLASSIFICATION: classify.run,
 }
 
 
