@@ -14,7 +14,7 @@ Everything not exported here is private. The generated messages live in
 from lattice._async_client import AsyncClient
 from lattice._client import Client
 from lattice._streams import AsyncStream, Stream
-from lattice._types import Embeddings, Generation, GenerationDelta, Usage
+from lattice._types import Embeddings, Generation, GenerationDelta, SimilarWords, Usage
 from lattice.errors import (
     Aborted,
     AlreadyExists,
@@ -50,6 +50,7 @@ __all__ = [
     "NotFound",
     "PermissionDenied",
     "ResourceExhausted",
+    "SimilarWords",
     "Stream",
     "Unauthenticated",
     "Unavailable",

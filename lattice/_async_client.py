@@ -15,7 +15,7 @@ from lattice import artifacts as _artifacts
 from lattice._client import check_artifact, is_terminal
 from lattice._connection import Connection, PathOrBytes
 from lattice._streams import AsyncStream
-from lattice._types import Embeddings, Generation, GenerationDelta
+from lattice._types import Embeddings, Generation, GenerationDelta, SimilarWords
 from lattice.errors import from_rpc_error
 from lattice.v1 import (
     inference_pb2,
@@ -153,6 +153,22 @@ class AsyncClient(Connection):
         request = _requests.embed(model, inputs, normalize, skip_cache, routing_key)
         return Embeddings.from_proto(
             await self._unary(self._inference.Embed, request, "generate", timeout)
+        )
+
+    async def similar_words(
+        self,
+        model: str,
+        query: str | Sequence[float],
+        *,
+        top_k: int = 10,
+        routing_key: str = "",
+        timeout: float | None = None,
+    ) -> SimilarWords:
+        """The top_k words nearest (cosine) to a word or a vector, in a word-embedding
+        model (WORD2VEC or GLOVE)."""
+        request = _requests.similar_words(model, query, top_k, routing_key)
+        return SimilarWords.from_proto(
+            await self._unary(self._inference.SimilarWords, request, "generate", timeout)
         )
 
     async def loaded_models(

@@ -14,7 +14,7 @@ from lattice import _requests
 from lattice import artifacts as _artifacts
 from lattice._connection import Connection, PathOrBytes
 from lattice._streams import Stream
-from lattice._types import Embeddings, Generation, GenerationDelta
+from lattice._types import Embeddings, Generation, GenerationDelta, SimilarWords
 from lattice.errors import InvalidArgument, Unavailable, from_rpc_error
 from lattice.v1 import (
     inference_pb2,
@@ -164,6 +164,22 @@ class Client(Connection):
         request = _requests.embed(model, inputs, normalize, skip_cache, routing_key)
         return Embeddings.from_proto(
             self._unary(self._inference.Embed, request, "generate", timeout)
+        )
+
+    def similar_words(
+        self,
+        model: str,
+        query: str | Sequence[float],
+        *,
+        top_k: int = 10,
+        routing_key: str = "",
+        timeout: float | None = None,
+    ) -> SimilarWords:
+        """The top_k words nearest (cosine) to a word or a vector, in a word-embedding
+        model (WORD2VEC or GLOVE)."""
+        request = _requests.similar_words(model, query, top_k, routing_key)
+        return SimilarWords.from_proto(
+            self._unary(self._inference.SimilarWords, request, "generate", timeout)
         )
 
     def loaded_models(

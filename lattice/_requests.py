@@ -30,6 +30,7 @@ _TASKS = {
 _FORMATS = {
     "transformers": common_pb2.ARTIFACT_FORMAT_TRANSFORMERS,
     "triton": common_pb2.ARTIFACT_FORMAT_TRITON,
+    "word-vectors": common_pb2.ARTIFACT_FORMAT_WORD_VECTORS,
 }
 _TOKENIZERS = {
     "bpe": trainer_pb2.TOKENIZER_KIND_BYTE_LEVEL_BPE,
@@ -129,6 +130,17 @@ def embed(
         skip_cache=skip_cache,
         routing_key=routing_key,
     )
+
+
+def similar_words(
+    model: str, query: str | Sequence[float], top_k: int = 10, routing_key: str = ""
+) -> inference_pb2.SimilarWordsRequest:
+    request = inference_pb2.SimilarWordsRequest(model=model, top_k=top_k, routing_key=routing_key)
+    if isinstance(query, str):
+        request.word = query
+    else:
+        request.vector.values.extend(float(v) for v in query)
+    return request
 
 
 def create_model(

@@ -89,13 +89,16 @@ class GenerationDelta:
 
 @dataclasses.dataclass(frozen=True)
 class Embeddings:
-    """The result of `embed`: one vector per input, in input order."""
+    """The result of `embed`: one vector per input, in input order. For a
+    word-embedding model, `unknown_words[i]` are input i's words missing from the
+    vocabulary (all of them: its vector is zeros)."""
 
     vectors: list[list[float]]
     model_name: str
     model_version: int
     usage: Usage
     cached: bool
+    unknown_words: list[list[str]] = dataclasses.field(default_factory=list)
 
     @classmethod
     def from_proto(cls, response: inference_pb2.EmbedResponse) -> Embeddings:
@@ -105,4 +108,22 @@ class Embeddings:
             model_version=response.model_version,
             usage=Usage.from_proto(response.usage),
             cached=response.cached,
+            unknown_words=[list(e.unknown_words) for e in response.embeddings],
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class SimilarWords:
+    """The result of `similar_words`: (word, cosine similarity), most similar first."""
+
+    words: list[tuple[str, float]]
+    model_name: str
+    model_version: int
+
+    @classmethod
+    def from_proto(cls, response: inference_pb2.SimilarWordsResponse) -> SimilarWords:
+        return cls(
+            words=[(w.word, w.similarity) for w in response.words],
+            model_name=response.model_name,
+            model_version=response.model_version,
         )

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17lattice/v1/common.proto\x12\nlattice.v1\"O\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\r\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\r\x12\x14\n\x0ctotal_tokens\x18\x03 \x01(\r*\x80\x01\n\tModelTask\x12\x1a\n\x16MODEL_TASK_UNSPECIFIED\x10\x00\x12\x1e\n\x1aMODEL_TASK_TEXT_GENERATION\x10\x01\x12\x18\n\x14MODEL_TASK_EMBEDDING\x10\x02\x12\x1d\n\x19MODEL_TASK_CLASSIFICATION\x10\x03*o\n\x0e\x41rtifactFormat\x12\x1f\n\x1b\x41RTIFACT_FORMAT_UNSPECIFIED\x10\x00\x12 \n\x1c\x41RTIFACT_FORMAT_TRANSFORMERS\x10\x01\x12\x1a\n\x16\x41RTIFACT_FORMAT_TRITON\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17lattice/v1/common.proto\x12\nlattice.v1\"O\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\r\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\r\x12\x14\n\x0ctotal_tokens\x18\x03 \x01(\r*\x80\x01\n\tModelTask\x12\x1a\n\x16MODEL_TASK_UNSPECIFIED\x10\x00\x12\x1e\n\x1aMODEL_TASK_TEXT_GENERATION\x10\x01\x12\x18\n\x14MODEL_TASK_EMBEDDING\x10\x02\x12\x1d\n\x19MODEL_TASK_CLASSIFICATION\x10\x03*\x91\x01\n\x0e\x41rtifactFormat\x12\x1f\n\x1b\x41RTIFACT_FORMAT_UNSPECIFIED\x10\x00\x12 \n\x1c\x41RTIFACT_FORMAT_TRANSFORMERS\x10\x01\x12\x1a\n\x16\x41RTIFACT_FORMAT_TRITON\x10\x02\x12 \n\x1c\x41RTIFACT_FORMAT_WORD_VECTORS\x10\x64\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,8 +33,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_MODELTASK']._serialized_start=121
   _globals['_MODELTASK']._serialized_end=249
-  _globals['_ARTIFACTFORMAT']._serialized_start=251
-  _globals['_ARTIFACTFORMAT']._serialized_end=362
+  _globals['_ARTIFACTFORMAT']._serialized_start=252
+  _globals['_ARTIFACTFORMAT']._serialized_end=397
   _globals['_USAGE']._serialized_start=39
   _globals['_USAGE']._serialized_end=118
 # @@protoc_insertion_point(module_scope)

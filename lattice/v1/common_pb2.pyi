@@ -17,6 +17,7 @@ class ArtifactFormat(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ARTIFACT_FORMAT_UNSPECIFIED: _ClassVar[ArtifactFormat]
     ARTIFACT_FORMAT_TRANSFORMERS: _ClassVar[ArtifactFormat]
     ARTIFACT_FORMAT_TRITON: _ClassVar[ArtifactFormat]
+    ARTIFACT_FORMAT_WORD_VECTORS: _ClassVar[ArtifactFormat]
 MODEL_TASK_UNSPECIFIED: ModelTask
 MODEL_TASK_TEXT_GENERATION: ModelTask
 MODEL_TASK_EMBEDDING: ModelTask
@@ -24,6 +25,7 @@ MODEL_TASK_CLASSIFICATION: ModelTask
 ARTIFACT_FORMAT_UNSPECIFIED: ArtifactFormat
 ARTIFACT_FORMAT_TRANSFORMERS: ArtifactFormat
 ARTIFACT_FORMAT_TRITON: ArtifactFormat
+ARTIFACT_FORMAT_WORD_VECTORS: ArtifactFormat
 
 class Usage(_message.Message):
     __slots__ = ("prompt_tokens", "completion_tokens", "total_tokens")

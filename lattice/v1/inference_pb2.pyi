@@ -133,10 +133,14 @@ class EmbedRequest(_message.Message):
     def __init__(self, model: _Optional[str] = ..., inputs: _Optional[_Iterable[str]] = ..., normalize: _Optional[bool] = ..., skip_cache: _Optional[bool] = ..., routing_key: _Optional[str] = ...) -> None: ...
 
 class Embedding(_message.Message):
-    __slots__ = ("values",)
+    __slots__ = ("values", "unknown_words", "all_unknown")
     VALUES_FIELD_NUMBER: _ClassVar[int]
+    UNKNOWN_WORDS_FIELD_NUMBER: _ClassVar[int]
+    ALL_UNKNOWN_FIELD_NUMBER: _ClassVar[int]
     values: _containers.RepeatedScalarFieldContainer[float]
-    def __init__(self, values: _Optional[_Iterable[float]] = ...) -> None: ...
+    unknown_words: _containers.RepeatedScalarFieldContainer[str]
+    all_unknown: bool
+    def __init__(self, values: _Optional[_Iterable[float]] = ..., unknown_words: _Optional[_Iterable[str]] = ..., all_unknown: _Optional[bool] = ...) -> None: ...
 
 class EmbedResponse(_message.Message):
     __slots__ = ("embeddings", "model_name", "model_version", "usage", "cached")
@@ -185,3 +189,37 @@ class ListLoadedModelsResponse(_message.Message):
     models: _containers.RepeatedCompositeFieldContainer[LoadedModel]
     registry_revision: int
     def __init__(self, models: _Optional[_Iterable[_Union[LoadedModel, _Mapping]]] = ..., registry_revision: _Optional[int] = ...) -> None: ...
+
+class SimilarWordsRequest(_message.Message):
+    __slots__ = ("model", "word", "vector", "top_k", "routing_key")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    WORD_FIELD_NUMBER: _ClassVar[int]
+    VECTOR_FIELD_NUMBER: _ClassVar[int]
+    TOP_K_FIELD_NUMBER: _ClassVar[int]
+    ROUTING_KEY_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    word: str
+    vector: Embedding
+    top_k: int
+    routing_key: str
+    def __init__(self, model: _Optional[str] = ..., word: _Optional[str] = ..., vector: _Optional[_Union[Embedding, _Mapping]] = ..., top_k: _Optional[int] = ..., routing_key: _Optional[str] = ...) -> None: ...
+
+class SimilarWord(_message.Message):
+    __slots__ = ("word", "similarity")
+    WORD_FIELD_NUMBER: _ClassVar[int]
+    SIMILARITY_FIELD_NUMBER: _ClassVar[int]
+    word: str
+    similarity: float
+    def __init__(self, word: _Optional[str] = ..., similarity: _Optional[float] = ...) -> None: ...
+
+class SimilarWordsResponse(_message.Message):
+    __slots__ = ("words", "model_name", "model_version", "usage")
+    WORDS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    USAGE_FIELD_NUMBER: _ClassVar[int]
+    words: _containers.RepeatedCompositeFieldContainer[SimilarWord]
+    model_name: str
+    model_version: int
+    usage: _common_pb2.Usage
+    def __init__(self, words: _Optional[_Iterable[_Union[SimilarWord, _Mapping]]] = ..., model_name: _Optional[str] = ..., model_version: _Optional[int] = ..., usage: _Optional[_Union[_common_pb2.Usage, _Mapping]] = ...) -> None: ...

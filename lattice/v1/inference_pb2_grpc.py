@@ -55,6 +55,11 @@ class InferenceServiceStub:
                 request_serializer=lattice_dot_v1_dot_inference__pb2.EmbedRequest.SerializeToString,
                 response_deserializer=lattice_dot_v1_dot_inference__pb2.EmbedResponse.FromString,
                 _registered_method=True)
+        self.SimilarWords = channel.unary_unary(
+                '/lattice.v1.InferenceService/SimilarWords',
+                request_serializer=lattice_dot_v1_dot_inference__pb2.SimilarWordsRequest.SerializeToString,
+                response_deserializer=lattice_dot_v1_dot_inference__pb2.SimilarWordsResponse.FromString,
+                _registered_method=True)
         self.ListLoadedModels = channel.unary_unary(
                 '/lattice.v1.InferenceService/ListLoadedModels',
                 request_serializer=lattice_dot_v1_dot_inference__pb2.ListLoadedModelsRequest.SerializeToString,
@@ -93,6 +98,14 @@ class InferenceServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SimilarWords(self, request, context):
+        """The top-k nearest words (cosine) of a word or a vector in a
+        word-embedding model.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListLoadedModels(self, request, context):
         """Admin: the versions this replica has loaded and their state.
         """
@@ -117,6 +130,11 @@ def add_InferenceServiceServicer_to_server(servicer, server):
                     servicer.Embed,
                     request_deserializer=lattice_dot_v1_dot_inference__pb2.EmbedRequest.FromString,
                     response_serializer=lattice_dot_v1_dot_inference__pb2.EmbedResponse.SerializeToString,
+            ),
+            'SimilarWords': grpc.unary_unary_rpc_method_handler(
+                    servicer.SimilarWords,
+                    request_deserializer=lattice_dot_v1_dot_inference__pb2.SimilarWordsRequest.FromString,
+                    response_serializer=lattice_dot_v1_dot_inference__pb2.SimilarWordsResponse.SerializeToString,
             ),
             'ListLoadedModels': grpc.unary_unary_rpc_method_handler(
                     servicer.ListLoadedModels,
@@ -211,6 +229,33 @@ class InferenceService:
             '/lattice.v1.InferenceService/Embed',
             lattice_dot_v1_dot_inference__pb2.EmbedRequest.SerializeToString,
             lattice_dot_v1_dot_inference__pb2.EmbedResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SimilarWords(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lattice.v1.InferenceService/SimilarWords',
+            lattice_dot_v1_dot_inference__pb2.SimilarWordsRequest.SerializeToString,
+            lattice_dot_v1_dot_inference__pb2.SimilarWordsResponse.FromString,
             options,
             channel_credentials,
             insecure,

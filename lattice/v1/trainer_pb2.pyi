@@ -28,6 +28,27 @@ class ModelFamily(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     MODEL_FAMILY_UNSPECIFIED: _ClassVar[ModelFamily]
     MODEL_FAMILY_GPT2_CAUSAL_LM: _ClassVar[ModelFamily]
     MODEL_FAMILY_BERT_MASKED_LM: _ClassVar[ModelFamily]
+    MODEL_FAMILY_WORD2VEC: _ClassVar[ModelFamily]
+    MODEL_FAMILY_GLOVE: _ClassVar[ModelFamily]
+    MODEL_FAMILY_SEQUENCE_CLASSIFICATION: _ClassVar[ModelFamily]
+
+class ClassificationBackbone(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    CLASSIFICATION_BACKBONE_UNSPECIFIED: _ClassVar[ClassificationBackbone]
+    CLASSIFICATION_BACKBONE_GPT2: _ClassVar[ClassificationBackbone]
+    CLASSIFICATION_BACKBONE_BERT: _ClassVar[ClassificationBackbone]
+
+class WordVectorAlgorithm(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    WORD_VECTOR_ALGORITHM_UNSPECIFIED: _ClassVar[WordVectorAlgorithm]
+    WORD_VECTOR_ALGORITHM_SKIP_GRAM: _ClassVar[WordVectorAlgorithm]
+    WORD_VECTOR_ALGORITHM_CBOW: _ClassVar[WordVectorAlgorithm]
+
+class WordSegmentation(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    WORD_SEGMENTATION_UNSPECIFIED: _ClassVar[WordSegmentation]
+    WORD_SEGMENTATION_AUTO: _ClassVar[WordSegmentation]
+    WORD_SEGMENTATION_WHITESPACE: _ClassVar[WordSegmentation]
 
 class LearningRateSchedule(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -87,6 +108,18 @@ TOKENIZER_KIND_WORDPIECE: TokenizerKind
 MODEL_FAMILY_UNSPECIFIED: ModelFamily
 MODEL_FAMILY_GPT2_CAUSAL_LM: ModelFamily
 MODEL_FAMILY_BERT_MASKED_LM: ModelFamily
+MODEL_FAMILY_WORD2VEC: ModelFamily
+MODEL_FAMILY_GLOVE: ModelFamily
+MODEL_FAMILY_SEQUENCE_CLASSIFICATION: ModelFamily
+CLASSIFICATION_BACKBONE_UNSPECIFIED: ClassificationBackbone
+CLASSIFICATION_BACKBONE_GPT2: ClassificationBackbone
+CLASSIFICATION_BACKBONE_BERT: ClassificationBackbone
+WORD_VECTOR_ALGORITHM_UNSPECIFIED: WordVectorAlgorithm
+WORD_VECTOR_ALGORITHM_SKIP_GRAM: WordVectorAlgorithm
+WORD_VECTOR_ALGORITHM_CBOW: WordVectorAlgorithm
+WORD_SEGMENTATION_UNSPECIFIED: WordSegmentation
+WORD_SEGMENTATION_AUTO: WordSegmentation
+WORD_SEGMENTATION_WHITESPACE: WordSegmentation
 LEARNING_RATE_SCHEDULE_UNSPECIFIED: LearningRateSchedule
 LEARNING_RATE_SCHEDULE_CONSTANT: LearningRateSchedule
 LEARNING_RATE_SCHEDULE_LINEAR: LearningRateSchedule
@@ -121,18 +154,20 @@ ALERT_KIND_DIVERGENCE: AlertKind
 ALERT_KIND_OVERFITTING: AlertKind
 
 class DataSource(_message.Message):
-    __slots__ = ("path", "builtin", "text_field", "encoding", "role")
+    __slots__ = ("path", "builtin", "text_field", "encoding", "role", "label_field")
     PATH_FIELD_NUMBER: _ClassVar[int]
     BUILTIN_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_FIELD_NUMBER: _ClassVar[int]
     ENCODING_FIELD_NUMBER: _ClassVar[int]
     ROLE_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_FIELD_NUMBER: _ClassVar[int]
     path: str
     builtin: str
     text_field: str
     encoding: str
     role: DataSourceRole
-    def __init__(self, path: _Optional[str] = ..., builtin: _Optional[str] = ..., text_field: _Optional[str] = ..., encoding: _Optional[str] = ..., role: _Optional[_Union[DataSourceRole, str]] = ...) -> None: ...
+    label_field: str
+    def __init__(self, path: _Optional[str] = ..., builtin: _Optional[str] = ..., text_field: _Optional[str] = ..., encoding: _Optional[str] = ..., role: _Optional[_Union[DataSourceRole, str]] = ..., label_field: _Optional[str] = ...) -> None: ...
 
 class CleaningOptions(_message.Message):
     __slots__ = ("normalize_unicode", "strip_markup", "normalize_whitespace", "min_chars", "max_chars", "deduplicate", "near_deduplicate", "near_duplicate_threshold", "remove_stop_words", "language", "script_conversion", "segment_words", "stop_words")
@@ -191,7 +226,7 @@ class DatasetSpec(_message.Message):
     def __init__(self, name: _Optional[str] = ..., sources: _Optional[_Iterable[_Union[DataSource, _Mapping]]] = ..., cleaning: _Optional[_Union[CleaningOptions, _Mapping]] = ..., tokenizer: _Optional[_Union[TokenizerOptions, _Mapping]] = ..., validation_fraction: _Optional[float] = ..., seed: _Optional[int] = ...) -> None: ...
 
 class DatasetReport(_message.Message):
-    __slots__ = ("documents_in", "documents_out", "dropped", "invalid_bytes", "train_documents", "validation_documents", "train_tokens", "validation_tokens", "vocab_size", "encodings", "repaired_documents", "stop_words_removed", "languages", "converted_documents", "segmented_documents", "stop_words_removed_by_language", "near_duplicates_dropped", "undecodable_files")
+    __slots__ = ("documents_in", "documents_out", "dropped", "invalid_bytes", "train_documents", "validation_documents", "train_tokens", "validation_tokens", "vocab_size", "encodings", "repaired_documents", "stop_words_removed", "languages", "converted_documents", "segmented_documents", "stop_words_removed_by_language", "near_duplicates_dropped", "undecodable_files", "label_counts")
     class DroppedEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -220,6 +255,13 @@ class DatasetReport(_message.Message):
         key: str
         value: int
         def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    class LabelCountsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
     DOCUMENTS_IN_FIELD_NUMBER: _ClassVar[int]
     DOCUMENTS_OUT_FIELD_NUMBER: _ClassVar[int]
     DROPPED_FIELD_NUMBER: _ClassVar[int]
@@ -238,6 +280,7 @@ class DatasetReport(_message.Message):
     STOP_WORDS_REMOVED_BY_LANGUAGE_FIELD_NUMBER: _ClassVar[int]
     NEAR_DUPLICATES_DROPPED_FIELD_NUMBER: _ClassVar[int]
     UNDECODABLE_FILES_FIELD_NUMBER: _ClassVar[int]
+    LABEL_COUNTS_FIELD_NUMBER: _ClassVar[int]
     documents_in: int
     documents_out: int
     dropped: _containers.ScalarMap[str, int]
@@ -256,7 +299,8 @@ class DatasetReport(_message.Message):
     stop_words_removed_by_language: _containers.ScalarMap[str, int]
     near_duplicates_dropped: int
     undecodable_files: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, documents_in: _Optional[int] = ..., documents_out: _Optional[int] = ..., dropped: _Optional[_Mapping[str, int]] = ..., invalid_bytes: _Optional[int] = ..., train_documents: _Optional[int] = ..., validation_documents: _Optional[int] = ..., train_tokens: _Optional[int] = ..., validation_tokens: _Optional[int] = ..., vocab_size: _Optional[int] = ..., encodings: _Optional[_Mapping[str, int]] = ..., repaired_documents: _Optional[int] = ..., stop_words_removed: _Optional[int] = ..., languages: _Optional[_Mapping[str, int]] = ..., converted_documents: _Optional[int] = ..., segmented_documents: _Optional[int] = ..., stop_words_removed_by_language: _Optional[_Mapping[str, int]] = ..., near_duplicates_dropped: _Optional[int] = ..., undecodable_files: _Optional[_Iterable[str]] = ...) -> None: ...
+    label_counts: _containers.ScalarMap[str, int]
+    def __init__(self, documents_in: _Optional[int] = ..., documents_out: _Optional[int] = ..., dropped: _Optional[_Mapping[str, int]] = ..., invalid_bytes: _Optional[int] = ..., train_documents: _Optional[int] = ..., validation_documents: _Optional[int] = ..., train_tokens: _Optional[int] = ..., validation_tokens: _Optional[int] = ..., vocab_size: _Optional[int] = ..., encodings: _Optional[_Mapping[str, int]] = ..., repaired_documents: _Optional[int] = ..., stop_words_removed: _Optional[int] = ..., languages: _Optional[_Mapping[str, int]] = ..., converted_documents: _Optional[int] = ..., segmented_documents: _Optional[int] = ..., stop_words_removed_by_language: _Optional[_Mapping[str, int]] = ..., near_duplicates_dropped: _Optional[int] = ..., undecodable_files: _Optional[_Iterable[str]] = ..., label_counts: _Optional[_Mapping[str, int]] = ...) -> None: ...
 
 class Dataset(_message.Message):
     __slots__ = ("id", "name", "digest", "spec", "report", "create_time", "version", "tenant")
@@ -317,6 +361,38 @@ class ListDatasetsResponse(_message.Message):
     datasets: _containers.RepeatedCompositeFieldContainer[Dataset]
     next_page_token: str
     def __init__(self, datasets: _Optional[_Iterable[_Union[Dataset, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class WordEmbeddingOptions(_message.Message):
+    __slots__ = ("algorithm", "dimensions", "window", "min_count", "negative", "workers", "binary", "segmentation", "similarity_pairs_path", "analogies_path", "neighbour_samples", "glove_x_max", "glove_alpha", "glove_batch_size")
+    ALGORITHM_FIELD_NUMBER: _ClassVar[int]
+    DIMENSIONS_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_FIELD_NUMBER: _ClassVar[int]
+    MIN_COUNT_FIELD_NUMBER: _ClassVar[int]
+    NEGATIVE_FIELD_NUMBER: _ClassVar[int]
+    WORKERS_FIELD_NUMBER: _ClassVar[int]
+    BINARY_FIELD_NUMBER: _ClassVar[int]
+    SEGMENTATION_FIELD_NUMBER: _ClassVar[int]
+    SIMILARITY_PAIRS_PATH_FIELD_NUMBER: _ClassVar[int]
+    ANALOGIES_PATH_FIELD_NUMBER: _ClassVar[int]
+    NEIGHBOUR_SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    GLOVE_X_MAX_FIELD_NUMBER: _ClassVar[int]
+    GLOVE_ALPHA_FIELD_NUMBER: _ClassVar[int]
+    GLOVE_BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
+    algorithm: WordVectorAlgorithm
+    dimensions: int
+    window: int
+    min_count: int
+    negative: int
+    workers: int
+    binary: bool
+    segmentation: WordSegmentation
+    similarity_pairs_path: str
+    analogies_path: str
+    neighbour_samples: _containers.RepeatedScalarFieldContainer[str]
+    glove_x_max: float
+    glove_alpha: float
+    glove_batch_size: int
+    def __init__(self, algorithm: _Optional[_Union[WordVectorAlgorithm, str]] = ..., dimensions: _Optional[int] = ..., window: _Optional[int] = ..., min_count: _Optional[int] = ..., negative: _Optional[int] = ..., workers: _Optional[int] = ..., binary: _Optional[bool] = ..., segmentation: _Optional[_Union[WordSegmentation, str]] = ..., similarity_pairs_path: _Optional[str] = ..., analogies_path: _Optional[str] = ..., neighbour_samples: _Optional[_Iterable[str]] = ..., glove_x_max: _Optional[float] = ..., glove_alpha: _Optional[float] = ..., glove_batch_size: _Optional[int] = ...) -> None: ...
 
 class ModelArchitecture(_message.Message):
     __slots__ = ("num_layers", "num_heads", "hidden_size", "max_positions", "dropout")
@@ -409,7 +485,7 @@ class RegistrationSpec(_message.Message):
     def __init__(self, model_name: _Optional[str] = ..., canary_weight: _Optional[int] = ..., alias: _Optional[str] = ...) -> None: ...
 
 class JobSpec(_message.Message):
-    __slots__ = ("family", "architecture", "base_model", "dataset_id", "hyperparameters", "distributed", "checkpoint_interval_steps", "eval_interval_steps", "early_stopping_patience", "alerts", "registration", "display_name", "max_validation_loss")
+    __slots__ = ("family", "architecture", "base_model", "dataset_id", "hyperparameters", "distributed", "checkpoint_interval_steps", "eval_interval_steps", "early_stopping_patience", "alerts", "registration", "display_name", "max_validation_loss", "word_embedding", "classification_backbone")
     FAMILY_FIELD_NUMBER: _ClassVar[int]
     ARCHITECTURE_FIELD_NUMBER: _ClassVar[int]
     BASE_MODEL_FIELD_NUMBER: _ClassVar[int]
@@ -423,6 +499,8 @@ class JobSpec(_message.Message):
     REGISTRATION_FIELD_NUMBER: _ClassVar[int]
     DISPLAY_NAME_FIELD_NUMBER: _ClassVar[int]
     MAX_VALIDATION_LOSS_FIELD_NUMBER: _ClassVar[int]
+    WORD_EMBEDDING_FIELD_NUMBER: _ClassVar[int]
+    CLASSIFICATION_BACKBONE_FIELD_NUMBER: _ClassVar[int]
     family: ModelFamily
     architecture: ModelArchitecture
     base_model: str
@@ -436,7 +514,9 @@ class JobSpec(_message.Message):
     registration: RegistrationSpec
     display_name: str
     max_validation_loss: float
-    def __init__(self, family: _Optional[_Union[ModelFamily, str]] = ..., architecture: _Optional[_Union[ModelArchitecture, _Mapping]] = ..., base_model: _Optional[str] = ..., dataset_id: _Optional[str] = ..., hyperparameters: _Optional[_Union[Hyperparameters, _Mapping]] = ..., distributed: _Optional[_Union[DistributedConfig, _Mapping]] = ..., checkpoint_interval_steps: _Optional[int] = ..., eval_interval_steps: _Optional[int] = ..., early_stopping_patience: _Optional[int] = ..., alerts: _Optional[_Union[AlertPolicy, _Mapping]] = ..., registration: _Optional[_Union[RegistrationSpec, _Mapping]] = ..., display_name: _Optional[str] = ..., max_validation_loss: _Optional[float] = ...) -> None: ...
+    word_embedding: WordEmbeddingOptions
+    classification_backbone: ClassificationBackbone
+    def __init__(self, family: _Optional[_Union[ModelFamily, str]] = ..., architecture: _Optional[_Union[ModelArchitecture, _Mapping]] = ..., base_model: _Optional[str] = ..., dataset_id: _Optional[str] = ..., hyperparameters: _Optional[_Union[Hyperparameters, _Mapping]] = ..., distributed: _Optional[_Union[DistributedConfig, _Mapping]] = ..., checkpoint_interval_steps: _Optional[int] = ..., eval_interval_steps: _Optional[int] = ..., early_stopping_patience: _Optional[int] = ..., alerts: _Optional[_Union[AlertPolicy, _Mapping]] = ..., registration: _Optional[_Union[RegistrationSpec, _Mapping]] = ..., display_name: _Optional[str] = ..., max_validation_loss: _Optional[float] = ..., word_embedding: _Optional[_Union[WordEmbeddingOptions, _Mapping]] = ..., classification_backbone: _Optional[_Union[ClassificationBackbone, str]] = ...) -> None: ...
 
 class TrainingMetrics(_message.Message):
     __slots__ = ("step", "epoch", "loss", "validation_loss", "validation_perplexity", "learning_rate", "gradient_norm", "tokens_per_second", "parameter_stats", "total_steps", "gpu_utilization", "gpu_memory_bytes")

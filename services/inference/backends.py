@@ -105,10 +105,12 @@ class StreamChunk:
 @dataclasses.dataclass(frozen=True, slots=True)
 class EmbeddingResult:
     """One vector per input text, in input order, and each input's token count
-    (so a batcher can split a merged batch's usage per request)."""
+    (so a batcher can split a merged batch's usage per request). Word-embedding
+    models also list each input's words missing from their vocabulary."""
 
     vectors: list[list[float]]
     token_counts: list[int]
+    unknown_words: list[list[str]] = dataclasses.field(default_factory=list)
 
     @property
     def prompt_tokens(self) -> int:

@@ -31,9 +31,16 @@ def decode_generation(raw: bytes) -> GenerationResult:
 
 
 def encode_embedding(result: EmbeddingResult) -> bytes:
-    return json.dumps({"vectors": result.vectors, "token_counts": result.token_counts}).encode()
+    payload = {"vectors": result.vectors, "token_counts": result.token_counts}
+    if result.unknown_words:
+        payload["unknown_words"] = result.unknown_words
+    return json.dumps(payload).encode()
 
 
 def decode_embedding(raw: bytes) -> EmbeddingResult:
     data = json.loads(raw)
-    return EmbeddingResult(vectors=data["vectors"], token_counts=data["token_counts"])
+    return EmbeddingResult(
+        vectors=data["vectors"],
+        token_counts=data["token_counts"],
+        unknown_words=data.get("unknown_words", []),
+    )

@@ -19,7 +19,7 @@ from typing import Any
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 
-from lattice.errors import InvalidArgument
+from lattice.errors import FailedPrecondition, InvalidArgument
 from lattice.refs import ModelRef, parse_model_ref
 from services.inference.backends import (
     Backend,
@@ -51,7 +51,9 @@ from services.inference.requests import (
     validate_generate,
 )
 from services.inference.serving import EmbedItem, ServingVersion
+from services.inference.similar import SimilarWordsCall, SimilarWordsOutcome, validate_similar
 from services.inference.spans import current_span
+from services.inference.word_vectors import WordVectorBackend
 from services.runtime.context import remaining_time
 from services.runtime.registry_view import RegistryView
 
@@ -62,6 +64,7 @@ _REFS_KEPT = 1024
 _SLOT_OVERHEAD = 200
 GENERATE_OP = "text_completion"
 EMBED_OP = "embeddings"
+SIMILAR_OP = "similar_words"
 
 
 @dataclasses.dataclass(slots=True)
@@ -463,6 +466,26 @@ class InferenceEngine:
             span.set_attribute("lattice.cached", cached)
             self._observe_tokens(EMBED_OP, ref.name, result.prompt_tokens, 0)
             return EmbedOutcome(entry.name, entry.version, result, cached)
+
+    # -- SimilarWords -----------------------------------------------------------
+
+    async def similar_words(self, call: SimilarWordsCall) -> SimilarWordsOutcome:
+        top_k = validate_similar(call)
+        ref = self._parse_ref(call.model)
+        with (
+            self._observe(SIMILAR_OP, ref.name),
+            current_span(self._tracer.start_span("inference.similar_words")) as span,
+        ):
+            entry = await self._pick(ref, call.routing_key, Task.EMBED)
+            span.set_attribute("gen_ai.response.model", entry.label)
+            with entry.lease() as backend:
+                if not isinstance(backend, WordVectorBackend):
+                    raise FailedPrecondition(
+                        f"model {entry.name!r} is not a word-embedding model (WORD2VEC or GLOVE)"
+                    )
+                self._count_call(SIMILAR_OP)
+                words = await asyncio.to_thread(backend.similar, call.word, call.vector, top_k)
+            return SimilarWordsOutcome(entry.name, entry.version, words)
 
 
 async def drain_stream(parts: AsyncIterator[StreamPart]) -> list[StreamPart]:

@@ -22,6 +22,7 @@ from services.inference.sealing import CacheSealer
 from services.inference.servicer import InferenceServicer
 from services.inference.transformers_backend import TransformersBackend
 from services.inference.triton_backend import TritonBackend
+from services.inference.word_vectors import WordVectorBackend
 from services.runtime import LatticeServer, ServerSettings, Service
 from services.runtime.entrypoint import run_service
 from services.runtime.identity import service_caller
@@ -126,6 +127,7 @@ def backend_factories(
     return {
         common_pb2.ARTIFACT_FORMAT_TRANSFORMERS: transformers,
         common_pb2.ARTIFACT_FORMAT_TRITON: triton,
+        common_pb2.ARTIFACT_FORMAT_WORD_VECTORS: WordVectorBackend,
     }
 
 

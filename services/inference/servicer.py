@@ -12,11 +12,12 @@ from collections.abc import AsyncIterator
 from google.protobuf import timestamp_pb2
 
 from lattice.v1 import common_pb2, inference_pb2, inference_pb2_grpc
-from services.inference.backends import FinishReason, GenerationResult
+from services.inference.backends import EmbeddingResult, FinishReason, GenerationResult
 from services.inference.engine import InferenceEngine, StreamPart
 from services.inference.manager import ModelManager
 from services.inference.requests import EmbedCall, GenerateCall
 from services.inference.serving import VersionState
+from services.inference.similar import SimilarWordsCall
 from services.runtime.identity import caller_of
 from services.runtime.registry_view import RegistryView
 
@@ -39,6 +40,19 @@ def _usage(prompt: int, completion: int) -> common_pb2.Usage:
     return common_pb2.Usage(
         prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion
     )
+
+
+def _embeddings(result: EmbeddingResult) -> list[inference_pb2.Embedding]:
+    if not result.unknown_words:
+        return [inference_pb2.Embedding(values=v) for v in result.vectors]
+    return [
+        inference_pb2.Embedding(
+            values=values, unknown_words=unknown, all_unknown=len(unknown) == count
+        )
+        for values, unknown, count in zip(
+            result.vectors, result.unknown_words, result.token_counts, strict=True
+        )
+    ]
 
 
 def generate_call(
@@ -118,11 +132,28 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         )
         outcome = await self.engine.embed(call)
         return inference_pb2.EmbedResponse(
-            embeddings=[inference_pb2.Embedding(values=v) for v in outcome.result.vectors],
+            embeddings=_embeddings(outcome.result),
             model_name=outcome.model_name,
             model_version=outcome.version,
             usage=_usage(outcome.result.prompt_tokens, 0),
             cached=outcome.cached,
+        )
+
+    async def SimilarWords(self, request, context) -> inference_pb2.SimilarWordsResponse:
+        query = request.WhichOneof("query")
+        call = SimilarWordsCall(
+            model=request.model,
+            word=request.word if query == "word" else None,
+            vector=tuple(request.vector.values) if query == "vector" else None,
+            top_k=request.top_k,
+            routing_key=request.routing_key,
+        )
+        outcome = await self.engine.similar_words(call)
+        return inference_pb2.SimilarWordsResponse(
+            words=[inference_pb2.SimilarWord(word=w, similarity=s) for w, s in outcome.words],
+            model_name=outcome.model_name,
+            model_version=outcome.version,
+            usage=_usage(1, 0),
         )
 
     async def ListLoadedModels(self, request, context) -> inference_pb2.ListLoadedModelsResponse:

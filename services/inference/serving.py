@@ -195,6 +195,7 @@ async def embed_merged(backend: Backend, items: Sequence[EmbedItem]) -> list[Emb
             results[i] = EmbeddingResult(
                 vectors=merged.vectors[offset : offset + size],
                 token_counts=merged.token_counts[offset : offset + size],
+                unknown_words=merged.unknown_words[offset : offset + size],
             )
             offset += size
     return [r for r in results if r is not None]

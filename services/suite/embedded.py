@@ -160,14 +160,16 @@ class Lab:
         response = await self.reg.UploadArtifact(messages())
         return response.artifact_uri, digest
 
-    async def register(self, name: str, directory: Path) -> Registered:
+    async def register(
+        self, name: str, directory: Path, fmt: int = common_pb2.ARTIFACT_FORMAT_TRANSFORMERS
+    ) -> Registered:
         uri, digest = await self.upload(pack_directory(directory))
         response = await self.reg.CreateVersion(
             registry_pb2.CreateVersionRequest(
                 model_name=name,
                 artifact_uri=uri,
                 artifact_digest=digest,
-                format=common_pb2.ARTIFACT_FORMAT_TRANSFORMERS,
+                format=fmt,
             )
         )
         return Registered(name, response.version.version, digest)

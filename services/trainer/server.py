@@ -99,6 +99,9 @@ async def build_server(
         registry = RegistryClient(channel)
     datasets = DatasetStore(root / "datasets", default_tenant=settings.default_tenant)
     store = JobStore(root / "jobs.db", default_tenant=settings.default_tenant)
+    roots = SourceRoots.default(
+        settings.data_dir.resolve(), settings.source_root, settings.max_source_files
+    )
     runner = JobRunner(
         store,
         datasets,
@@ -120,11 +123,9 @@ async def build_server(
         ),
         metrics,
         tracer,
+        source_roots=roots,
     )
     await runner.start()
-    roots = SourceRoots.default(
-        settings.data_dir.resolve(), settings.source_root, settings.max_source_files
-    )
     dataset_service = DatasetService(
         datasets,
         registry,

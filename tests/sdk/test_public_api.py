@@ -18,6 +18,7 @@ def test_exported_names_are_exactly_the_public_api():
             "Generation",
             "GenerationDelta",
             "Embeddings",
+            "SimilarWords",
             "Usage",
             "LatticeError",
             "InvalidArgument",

@@ -11,6 +11,7 @@ from lattice.cli._commands.export_triton import export_triton
 from lattice.cli._commands.generate import generate
 from lattice.cli._commands.jobs import jobs
 from lattice.cli._commands.models import models
+from lattice.cli._commands.similar import similar
 from lattice.cli._commands.tenants import tenants
 from lattice.cli._commands.token import token
 from lattice.cli._commands.train import train
@@ -23,6 +24,7 @@ COMMANDS: tuple[click.Command, ...] = (
     deploy,
     generate,
     embed,
+    similar,
     data,
     train,
     jobs,

@@ -14,7 +14,6 @@ import json
 import random
 from collections import Counter
 from pathlib import Path
-from typing import TypeVar
 
 import numpy as np
 import opencc
@@ -25,13 +24,18 @@ from lattice.v1 import trainer_pb2
 from services.trainer.data.confine import Confinement, SourceRoots
 from services.trainer.data.dedupe import NearDuplicateIndex, exact_key
 from services.trainer.data.document import DocumentCleaner
+from services.trainer.data.labels import check_labels, stratified_split
 from services.trainer.data.language import known_language
 from services.trainer.data.records import Record, write_records
-from services.trainer.data.sources import ReadStats, read_lines, read_sources, validate_sources
+from services.trainer.data.sources import (
+    ReadStats,
+    document_sources,
+    read_lines,
+    read_sources,
+    validate_sources,
+)
 from services.trainer.data.store import DatasetStore
 from services.trainer.data.tokenizer import copy_tokenizer, separator_id, train_tokenizer
-
-T = TypeVar("T")
 
 DEFAULT_VOCAB = 8000
 DEFAULT_VALIDATION = 0.1
@@ -84,7 +88,18 @@ class DatasetPreparer:
         validate_spec(spec, confine)
         report = trainer_pb2.DatasetReport()
         documents = self.clean(spec, report, confine)
-        train, validation = _split(documents, spec)
+        labelled = _label_source(spec)
+        if labelled is not None:
+            labels = [r.label or "" for r in documents]
+            check_labels(labels, report.dropped.get("missing_label", 0), labelled)
+            for label, count in Counter(labels).items():
+                report.label_counts[label] = count
+            fraction = spec.validation_fraction or DEFAULT_VALIDATION
+            train_ids, validation_ids = stratified_split(labels, fraction, spec.seed)
+        else:
+            train_ids, validation_ids = _split(len(documents), spec)
+        train = [documents[i] for i in train_ids]
+        validation = [documents[i] for i in validation_ids]
         report.train_documents = len(train)
         report.validation_documents = len(validation)
         staging = self.store.staging_dir()
@@ -103,7 +118,8 @@ class DatasetPreparer:
         confine: Confinement,
     ) -> list[Record]:
         """Read (inside `confine`) and clean every document, filling `report`; the
-        documents kept."""
+        documents kept (with their labels in a labelled dataset: a duplicate keeps
+        the first occurrence's label)."""
         options = spec.cleaning
         stats = ReadStats()
         dropped: Counter[str] = Counter()
@@ -154,7 +170,7 @@ class DatasetPreparer:
                 dropped["near_duplicate"] += 1
                 report.near_duplicates_dropped += 1
                 continue
-            kept.append(Record(text, language, cleaned.words))
+            kept.append(Record(text, language, cleaned.words, raw.label or None))
         report.documents_out = len(kept)
         report.invalid_bytes = stats.invalid_bytes
         report.undecodable_files.extend(stats.undecodable_files)
@@ -167,6 +183,9 @@ class DatasetPreparer:
             for key_name, count in counter.items():
                 field[key_name] = count
         if not kept:
+            labelled = _label_source(spec)
+            if dropped.get("missing_label") and labelled is not None:
+                check_labels([], dropped["missing_label"], labelled)
             raise InvalidArgument("spec.sources", "no document survived cleaning")
         return kept
 
@@ -218,19 +237,24 @@ def _length_problem(text: str, options: trainer_pb2.CleaningOptions) -> str:
     return ""
 
 
-def _split(documents: list[T], spec: trainer_pb2.DatasetSpec) -> tuple[list[T], list[T]]:
-    """Seeded shuffle, then round(n * fraction) documents (>= 1 when n >= 2) to validation."""
+def _label_source(spec: trainer_pb2.DatasetSpec) -> trainer_pb2.DataSource | None:
+    """A labelled dataset's first document source (all set label_field); None if unlabelled."""
+    documents = document_sources(spec.sources)
+    return documents[0] if documents and documents[0].label_field else None
+
+
+def _split(size: int, spec: trainer_pb2.DatasetSpec) -> tuple[list[int], list[int]]:
+    """Seeded shuffle, then round(n * fraction) documents (>= 1 when n >= 2) to
+    validation; returns the (train, validation) indices in document order."""
     fraction = spec.validation_fraction or DEFAULT_VALIDATION
-    order = list(range(len(documents)))
+    order = list(range(size))
     random.Random(spec.seed).shuffle(order)
-    count = round(len(documents) * fraction)
-    if len(documents) >= 2:
+    count = round(size * fraction)
+    if size >= 2:
         count = max(1, count)
-    count = min(count, len(documents) - 1)
+    count = min(count, size - 1)
     chosen = set(order[:count])
-    train = [d for i, d in enumerate(documents) if i not in chosen]
-    validation = [d for i, d in enumerate(documents) if i in chosen]
-    return train, validation
+    return [i for i in range(size) if i not in chosen], sorted(chosen)
 
 
 def _tokenize(tokenizer, texts: list[str], separator: int | None, dtype) -> np.ndarray:

@@ -1,13 +1,14 @@
 """The cleaned documents of a prepared dataset: `train.jsonl` and `validation.jsonl`.
 
 One JSON object a line:
-  {"text": str, "language": str, "words": [str, ...]}
+  {"text": str, "language": str, "words": [str, ...], "label": str}
 `text` is the cleaned document (what the tokenizer was trained on), `language`
 its ISO 639-1 code ("und" when no script was recognised), and `words`, present
 only when the dataset was prepared with `segment_words`, the document's word
 list in order (jieba segmentation for Chinese, stop words already removed
 when that option was set; whitespace left out). Word-level models
-(Word2Vec) read the lists with `read_word_lists`.
+(Word2Vec) read the lists with `read_word_lists`. `label`, present only in a
+labelled dataset (`DataSource.label_field`), is the document's class.
 """
 
 from __future__ import annotations
@@ -25,11 +26,14 @@ class Record:
     text: str
     language: str
     words: tuple[str, ...] | None = None
+    label: str | None = None
 
     def to_json(self) -> str:
         value: dict[str, object] = {"text": self.text, "language": self.language}
         if self.words is not None:
             value["words"] = list(self.words)
+        if self.label is not None:
+            value["label"] = self.label
         return json.dumps(value, ensure_ascii=False)
 
 
@@ -47,7 +51,7 @@ def read_records(dataset_dir: Path, split: str = "train") -> Iterator[Record]:
             value = json.loads(line)
             words = value.get("words")
             listed = tuple(words) if words is not None else None
-            yield Record(value["text"], value.get("language", ""), listed)
+            yield Record(value["text"], value.get("language", ""), listed, value.get("label"))
 
 
 def read_word_lists(dataset_dir: Path, split: str = "train") -> Iterator[list[str]]:

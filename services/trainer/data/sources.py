@@ -39,8 +39,11 @@ class RawDocument:
     text: str
     origin: str
     encoding: str = "utf-8"
-    #: Set when the record cannot become a document ("malformed", "missing_field").
+    #: Set when the record cannot become a document ("malformed", "missing_field",
+    #: "missing_label").
     problem: str = ""
+    #: The record's label, for sources with a label_field.
+    label: str = ""
 
 
 @dataclasses.dataclass
@@ -96,6 +99,8 @@ def validate_sources(sources: Sequence[trainer_pb2.DataSource], confine: Confine
     """Fail fast, before any work, on sources that cannot be read."""
     if not sources:
         raise InvalidArgument("spec.sources", "at least one source is required")
+    if len({bool(source.label_field) for source in document_sources(sources)}) > 1:
+        raise InvalidArgument("spec.sources", "set label_field on every document source or on none")
     for index, source in enumerate(sources):
         kind = source.WhichOneof("source")
         if kind is None:
@@ -109,8 +114,16 @@ def validate_sources(sources: Sequence[trainer_pb2.DataSource], confine: Confine
                 _field(index, "builtin"),
                 f"unknown built-in {source.builtin!r}; known: {', '.join(BUILTIN_SOURCES)}",
             )
+        if source.label_field and source.role != trainer_pb2.DATA_SOURCE_ROLE_UNSPECIFIED:
+            raise InvalidArgument(_field(index, "label_field"), "word lists have no labels")
         if kind == "path":
-            resolve_files(index, source, confine)
+            files = resolve_files(index, source, confine)
+            if source.label_field and any(f.suffix.lower() == ".txt" for f in files):
+                raise InvalidArgument(
+                    _field(index, "label_field"), "labels need .jsonl or .csv files, not .txt"
+                )
+        if kind == "builtin" and source.label_field:
+            raise InvalidArgument(_field(index, "label_field"), "built-in corpora have no labels")
         if source.encoding:
             try:
                 codecs.lookup(source.encoding)
@@ -136,7 +149,7 @@ def read_sources(
             data = confine.read_bytes(path, _field(index, "path"))
             decoded = decode_bytes(data, source.encoding)
             stats.invalid_bytes += decoded.invalid_bytes
-            documents = _split_file(path, decoded.text, decoded.encoding, field)
+            documents = _split_file(path, decoded.text, decoded.encoding, field, source.label_field)
             if source.encoding and decoded.invalid_bytes:
                 # Honour the declaration: report the file, do not keep replaced text.
                 stats.undecodable_files.append(f"{path}: {source.encoding}")
@@ -161,7 +174,24 @@ def read_lines(
     return lines
 
 
-def _split_file(path: Path, text: str, encoding: str, field: str) -> Iterator[RawDocument]:
+def document_sources(
+    sources: Sequence[trainer_pb2.DataSource],
+) -> list[trainer_pb2.DataSource]:
+    """The sources that hold documents (not word lists)."""
+    return [s for s in sources if s.role == trainer_pb2.DATA_SOURCE_ROLE_UNSPECIFIED]
+
+
+def _label(record: dict, label_field: str) -> str | None:
+    """The record's label as text (strings and integers), None when missing."""
+    value = record.get(label_field)
+    if isinstance(value, bool) or not isinstance(value, str | int) or value == "":
+        return None
+    return str(value).strip() or None
+
+
+def _split_file(
+    path: Path, text: str, encoding: str, field: str, label_field: str = ""
+) -> Iterator[RawDocument]:
     suffix = path.suffix.lower()
     origin = str(path)
     if suffix == ".txt":
@@ -181,7 +211,11 @@ def _split_file(path: Path, text: str, encoding: str, field: str) -> Iterator[Ra
             if not isinstance(value, str):
                 yield RawDocument("", origin, encoding, problem="missing_field")
                 continue
-            yield RawDocument(value, origin, encoding)
+            label = _label(record, label_field) if label_field else ""
+            if label is None:
+                yield RawDocument("", origin, encoding, problem="missing_label")
+                continue
+            yield RawDocument(value, origin, encoding, label=label)
     else:
         reader = csv.DictReader(io.StringIO(text, newline=""))
         for row in reader:
@@ -189,4 +223,8 @@ def _split_file(path: Path, text: str, encoding: str, field: str) -> Iterator[Ra
             if value is None:
                 yield RawDocument("", origin, encoding, problem="missing_field")
                 continue
-            yield RawDocument(value, origin, encoding)
+            label = _label(row, label_field) if label_field else ""
+            if label is None:
+                yield RawDocument("", origin, encoding, problem="missing_label")
+                continue
+            yield RawDocument(value, origin, encoding, label=label)

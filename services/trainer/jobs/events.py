@@ -127,6 +127,18 @@ def apply(record: dict, job: trainer_pb2.Job) -> tuple[list[trainer_pb2.WatchJob
                 log=f"rolled back to the checkpoint at step {record['step']}"
             )
         ], False
+    if kind == "evaluation":
+        confusion = "; ".join(
+            f"{label}: {row}"
+            for label, row in zip(record["labels"], record["confusion"], strict=True)
+        )
+        return [
+            trainer_pb2.WatchJobResponse(
+                log=f"evaluation at step {record['step']}: accuracy {record['accuracy']:.4f}, "
+                f"macro-F1 {record['macro_f1']:.4f}, labels {record['labels']}, "
+                f"confusion (true: predicted counts) {confusion}"
+            )
+        ], False
     if kind == "finished":
         return [trainer_pb2.WatchJobResponse(log=f"training finished: {record['outcome']}")], False
     return [], False

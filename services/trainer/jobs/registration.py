@@ -9,6 +9,7 @@ second one. The job record stores the outcome once known.
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 from pathlib import Path
 
@@ -21,6 +22,9 @@ from services.trainer.registry_client import JOB_TAG, RegistryClient, job_caller
 _TASKS = {
     trainer_pb2.MODEL_FAMILY_GPT2_CAUSAL_LM: common_pb2.MODEL_TASK_TEXT_GENERATION,
     trainer_pb2.MODEL_FAMILY_BERT_MASKED_LM: common_pb2.MODEL_TASK_EMBEDDING,
+    trainer_pb2.MODEL_FAMILY_WORD2VEC: common_pb2.MODEL_TASK_EMBEDDING,
+    trainer_pb2.MODEL_FAMILY_GLOVE: common_pb2.MODEL_TASK_EMBEDDING,
+    trainer_pb2.MODEL_FAMILY_SEQUENCE_CLASSIFICATION: common_pb2.MODEL_TASK_CLASSIFICATION,
 }
 
 
@@ -36,6 +40,7 @@ def params_of(spec: trainer_pb2.JobSpec) -> dict[str, str]:
         ("hp", spec.hyperparameters),
         ("arch", spec.architecture),
         ("dist", spec.distributed),
+        ("words", spec.word_embedding),
     ):
         for key, value in json_format.MessageToDict(message).items():
             flat[f"{prefix}.{key}"] = str(value)
@@ -80,14 +85,20 @@ class Registrar:
                 }.items()
                 if isinstance(value, int | float) and math.isfinite(float(value))
             }
+            params = {**params_of(spec), **result.get("params", {})}
+            if result.get("neighbours"):
+                # Nearest-neighbour samples of the evaluation, for people to judge.
+                params["eval.neighbours"] = json.dumps(result["neighbours"], ensure_ascii=False)[
+                    :4096
+                ]
             request = registry_pb2.CreateVersionRequest(
                 model_name=target.model_name,
                 artifact_uri=uri,
                 artifact_digest=digest,
-                format=common_pb2.ARTIFACT_FORMAT_TRANSFORMERS,
+                format=result.get("format", "ARTIFACT_FORMAT_TRANSFORMERS"),
                 lineage=lineage,
                 metrics=metrics,
-                params=params_of(spec),
+                params=params,
                 tags={JOB_TAG: job.id, "lattice.outcome": result.get("outcome", "")},
                 description=spec.display_name[:1024],
             )

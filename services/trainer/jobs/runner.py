@@ -35,6 +35,7 @@ from lattice.errors import (
 )
 from lattice.v1 import registry_pb2, trainer_pb2
 from services.runtime.identity import Caller
+from services.trainer.data.confine import SourceRoots
 from services.trainer.data.store import DatasetStore
 from services.trainer.jobs import events as worker_events
 from services.trainer.jobs import quality
@@ -106,8 +107,11 @@ class JobRunner:
         options: RunnerOptions,
         metrics: TrainerMetrics,
         tracer: trace.Tracer | None = None,
+        source_roots: SourceRoots | None = None,
     ) -> None:
         self.store = store
+        #: Where a job spec may name files (evaluation lists), per tenant.
+        self.source_roots = source_roots
         self.datasets = datasets
         self.registry = registry
         self.registrar = Registrar(registry) if registry else None
@@ -170,7 +174,8 @@ class JobRunner:
             if existing is not None:
                 return existing
         dataset_dir = lookup_dataset(self.datasets, spec.dataset_id, caller)
-        resolved = resolve_spec(spec, dataset_dir, self.limits)
+        confine = self.source_roots.for_tenant(caller.tenant) if self.source_roots else None
+        resolved = resolve_spec(spec, dataset_dir, self.limits, confine)
         job_id = f"job-{uuid.uuid4().hex[:12]}"
         if resolved.base_model:
             if self.registry is None:

@@ -16,6 +16,8 @@ from lattice.errors import FailedPrecondition, InvalidArgument, NotFound
 from lattice.refs import NAME_PATTERN, parse_model_ref
 from lattice.v1 import trainer_pb2
 from services.runtime.identity import Caller
+from services.trainer.data.confine import Confinement
+from services.trainer.jobs import classify_validation, word_validation
 
 DEFAULT_ARCH = trainer_pb2.ModelArchitecture(
     num_layers=2, num_heads=2, hidden_size=64, max_positions=128
@@ -47,19 +49,33 @@ def _dtype_size(dtype: str) -> int:
 
 
 def resolve_spec(
-    spec: trainer_pb2.JobSpec, dataset_dir: Path | None, limits: MachineLimits
+    spec: trainer_pb2.JobSpec,
+    dataset_dir: Path | None,
+    limits: MachineLimits,
+    confine: Confinement | None = None,
 ) -> trainer_pb2.JobSpec:
-    """A copy of `spec` with defaults filled in; raises on anything that cannot run."""
+    """A copy of `spec` with defaults filled in; raises on anything that cannot run.
+    Files the spec names (word-embedding evaluation lists) must lie in `confine`."""
     spec = trainer_pb2.JobSpec.FromString(spec.SerializeToString())
+    word_family = spec.family in word_validation.FAMILIES
     if spec.family not in (
         trainer_pb2.MODEL_FAMILY_GPT2_CAUSAL_LM,
         trainer_pb2.MODEL_FAMILY_BERT_MASKED_LM,
+        *word_validation.FAMILIES,
+        trainer_pb2.MODEL_FAMILY_SEQUENCE_CLASSIFICATION,
     ):
-        raise InvalidArgument("spec.family", "required: GPT2_CAUSAL_LM or BERT_MASKED_LM")
+        raise InvalidArgument(
+            "spec.family",
+            "required: GPT2_CAUSAL_LM, BERT_MASKED_LM, SEQUENCE_CLASSIFICATION, WORD2VEC or GLOVE",
+        )
     if not spec.dataset_id:
         raise InvalidArgument("spec.dataset_id", "required: a prepared dataset id")
     if dataset_dir is None:
         raise FailedPrecondition(f"dataset {spec.dataset_id!r} does not exist; prepare it first")
+    if word_family:
+        word_validation.resolve(spec, dataset_dir, confine)
+        _resolve_registration(spec)
+        return spec
     if spec.base_model:
         try:
             parse_model_ref(spec.base_model)
@@ -68,8 +84,18 @@ def resolve_spec(
     else:
         _resolve_architecture(spec)
     _resolve_hyperparameters(spec)
+    classifier = spec.family == trainer_pb2.MODEL_FAMILY_SEQUENCE_CLASSIFICATION
+    if classifier:
+        classify_validation.resolve(spec, dataset_dir)
     _resolve_distributed(spec, limits)
     _resolve_alerts(spec)
+    _resolve_registration(spec)
+    if not classifier:
+        _check_dataset(spec, dataset_dir)
+    return spec
+
+
+def _resolve_registration(spec: trainer_pb2.JobSpec) -> None:
     registration = spec.registration
     if not NAME_PATTERN.match(registration.model_name):
         raise InvalidArgument("spec.registration.model_name", "required; a lower-case DNS label")
@@ -79,8 +105,6 @@ def resolve_spec(
         not NAME_PATTERN.match(registration.alias) or registration.alias.isdigit()
     ):
         raise InvalidArgument("spec.registration.alias", "a lower-case DNS label, not a number")
-    _check_dataset(spec, dataset_dir)
-    return spec
 
 
 def _resolve_architecture(spec: trainer_pb2.JobSpec) -> None:

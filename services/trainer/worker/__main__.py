@@ -1,5 +1,9 @@
-"""`python -m services.trainer.worker --job-dir DIR` (launched by torchrun)."""
+"""`python -m services.trainer.worker --job-dir DIR` (launched by torchrun).
 
-from services.trainer.worker.train import main
+Word-embedding families run their own (non-torch) training; everything else
+runs the torch training loop.
+"""
+
+from services.trainer.worker.dispatch import main
 
 main()
