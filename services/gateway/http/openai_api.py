@@ -21,7 +21,7 @@ import json
 import struct
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sse_starlette.sse import EventSourceResponse
@@ -39,7 +39,6 @@ from services.gateway.http.openai_schema import (
     ChatCompletionRequest,
     CompletionRequest,
     EmbeddingRequest,
-    render_default_chat,
 )
 from services.runtime.context import request_id_var
 
@@ -96,6 +95,14 @@ def _parameters(
     if body.seed is not None:
         parameters.seed = body.seed + choice
     return parameters
+
+
+@dataclass(frozen=True)
+class _Input:
+    """What one choice is generated from: a prompt, or a conversation."""
+
+    prompt: str = ""
+    messages: list[inference_pb2.ChatMessage] = field(default_factory=list)
 
 
 def _embedding(values: Any, encoding: str) -> list[float] | str:
@@ -183,28 +190,37 @@ class OpenAIRoutes:
 
     async def completions(self, request: Request) -> Response:
         body = await read_model(request, CompletionRequest, self._limits.max_body_bytes)
-        return await self._generate(request, body, body.prompts, body.max_tokens, chat=False)
+        inputs = [_Input(prompt=prompt) for prompt in body.prompts]
+        return await self._generate(request, body, inputs, body.max_tokens, chat=False)
 
     async def chat_completions(self, request: Request) -> Response:
+        """The messages travel as they are; the serving version renders them with
+        its model's chat template (or the default), in inference."""
         body = await read_model(request, ChatCompletionRequest, self._limits.max_body_bytes)
-        prompt = render_default_chat(body.messages)
-        return await self._generate(request, body, [prompt], body.token_limit, chat=True)
+        messages = [
+            inference_pb2.ChatMessage(role=m.role, content=m.text, name=m.name or "")
+            for m in body.messages
+        ]
+        return await self._generate(
+            request, body, [_Input(messages=messages)], body.token_limit, chat=True
+        )
 
     async def _generate(
         self,
         request: Request,
         body: CompletionRequest | ChatCompletionRequest,
-        prompts: list[str],
+        inputs: list[_Input],
         max_tokens: int | None,
         *,
         chat: bool,
     ) -> Response:
         if body.stream:
-            if len(prompts) != 1 or body.n != 1:
+            if len(inputs) != 1 or body.n != 1:
                 raise InvalidArgument("n", "a stream carries one prompt and n=1")
             stream_request = inference_pb2.GenerateStreamRequest(
                 model=body.model,
-                prompt=prompts[0],
+                prompt=inputs[0].prompt,
+                messages=inputs[0].messages,
                 parameters=_parameters(body, max_tokens, 0),
                 routing_key=body.user or "",
             )
@@ -214,11 +230,12 @@ class OpenAIRoutes:
         unary = [
             inference_pb2.GenerateRequest(
                 model=body.model,
-                prompt=prompt,
+                prompt=one.prompt,
+                messages=one.messages,
                 parameters=_parameters(body, max_tokens, choice),
                 routing_key=body.user or "",
             )
-            for prompt in prompts
+            for one in inputs
             for choice in range(body.n)
         ]
         responses = await self._all(call, unary)
