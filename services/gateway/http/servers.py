@@ -17,6 +17,7 @@ import contextlib
 import logging
 import socket
 import ssl
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -109,6 +110,11 @@ class HypercornServer:
         config.backlog = BACKLOG
         config.graceful_timeout = grace
         config.include_server_header = False
+        # hypercorn closes a connection after 1000 requests by default; on h2 that
+        # GOAWAY fails the requests in flight on it in httpx (the openai SDK's
+        # transport) instead of retrying them (seen in bench/http_overhead.py at
+        # c=32). uvicorn has no such cap either.
+        config.keep_alive_max_requests = sys.maxsize
         config.accesslog = None
         config.errorlog = logging.getLogger("hypercorn.error")
         if tls.enabled:

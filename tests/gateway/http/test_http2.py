@@ -3,6 +3,7 @@ knowledge in cleartext, with real h2 clients (httpx2 + h2, curl's nghttp2)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import ssl
@@ -189,6 +190,31 @@ def _h2_events(sock, connection):
                 connection.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
             yield event
         sock.sendall(connection.data_to_send())
+
+
+def test_one_h2_connection_carries_more_than_a_thousand_requests(stack, h2c_gateway):
+    """No per-connection request cap: hypercorn's default (1000) ends the
+    connection with GOAWAY, and httpx then fails the requests in flight."""
+    headers = {"authorization": f"Bearer {stack.token}"}
+    body = {**REQUEST, "max_tokens": 2}  # greedy: answered from the response cache
+
+    async def many() -> set[int]:
+        limits = httpx.Limits(max_connections=1)
+        async with httpx.AsyncClient(
+            base_url=h2c_gateway.http.url, http1=False, http2=True, limits=limits, timeout=60
+        ) as client:
+            statuses: set[int] = set()
+            remaining = iter(range(1100))
+
+            async def worker() -> None:
+                for _ in remaining:
+                    reply = await client.post("/v1/completions", json=body, headers=headers)
+                    statuses.add(reply.status_code)
+
+            await asyncio.gather(*(worker() for _ in range(32)))
+            return statuses
+
+    assert asyncio.run(many()) == {200}
 
 
 def test_a_reset_h2_stream_stops_generation_upstream(stack, h2_gateway, tls):
