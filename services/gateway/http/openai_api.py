@@ -17,14 +17,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import json
 import struct
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from sse_starlette.sse import EventSourceResponse
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -40,6 +38,7 @@ from services.gateway.http.openai_schema import (
     CompletionRequest,
     EmbeddingRequest,
 )
+from services.gateway.http.sse import DONE, EventStream, event
 from services.runtime.context import request_id_var
 
 _INFERENCE = "/lattice.v1.InferenceService/"
@@ -299,7 +298,7 @@ class OpenAIRoutes:
         served = _served(first.model_name, first.model_version)
         chunks = _Chunks(chat, served)
         events = self._events(stream, first, chunks, include_usage)
-        return EventSourceResponse(events, sep="\n", headers={MODEL_HEADER: served})
+        return EventStream(events, headers={MODEL_HEADER: served})
 
     async def _events(
         self,
@@ -307,30 +306,30 @@ class OpenAIRoutes:
         first: inference_pb2.GenerateStreamResponse,
         chunks: _Chunks,
         include_usage: bool,
-    ) -> AsyncIterator[dict[str, str]]:
-        """SSE events; cancelled when the client goes away, which closes `stream`
+    ) -> AsyncIterator[bytes]:
+        """SSE events; closed when the client goes away, which closes `stream`
         and so cancels the upstream call (generation stops)."""
         async with contextlib.aclosing(stream):
             message = first
             while True:
                 chunk = chunks.of(message)
                 if chunk is not None:
-                    yield _event(chunk)
+                    yield event(chunk)
                 try:
                     async with asyncio.timeout(self._limits.sse_idle_seconds):
                         message = await anext(stream)
                 except StopAsyncIteration:
                     break
                 except TimeoutError:
-                    yield _event(_idle_error(self._limits.sse_idle_seconds))
+                    yield event(_idle_error(self._limits.sse_idle_seconds))
                     return
                 except Exception as exc:
                     error = as_lattice_error(exc)
-                    yield _event(openai_error_body(error, http_status(error)))
+                    yield event(openai_error_body(error, http_status(error)))
                     return
         if include_usage and chunks.usage is not None:
-            yield _event(chunks.usage_chunk())
-        yield {"data": "[DONE]"}
+            yield event(chunks.usage_chunk())
+        yield DONE
 
     # --- embeddings ---------------------------------------------------------------------
 
@@ -359,10 +358,6 @@ class OpenAIRoutes:
             },
         }
         return JSONResponse(payload, headers={MODEL_HEADER: served})
-
-
-def _event(payload: dict[str, Any]) -> dict[str, str]:
-    return {"data": json.dumps(payload, separators=(",", ":"))}
 
 
 def _idle_error(seconds: float) -> dict[str, Any]:
