@@ -148,7 +148,12 @@ async def serve(root: Path, port_file: Path, redis_url: str) -> None:
     )
     await hypercorn_gateway.start()
     ports = json.dumps(
-        {"grpc": gateway.address, "http": gateway.http.url, "hypercorn": hypercorn_gateway.http.url}
+        {
+            "grpc": gateway.address,
+            "http": gateway.http.url,
+            "hypercorn": hypercorn_gateway.http.url,
+            "inference": inference.address,
+        }
     )
     await asyncio.to_thread(port_file.write_text, ports)
     await asyncio.Event().wait()
