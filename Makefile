@@ -9,7 +9,7 @@ PROTOS := $(wildcard protos/lattice/v1/*.proto)
 BUF    := node_modules/.bin/buf
 
 .PHONY: install up test test-client-versions fuzz-long protos check-protos lint buf-lint buf-breaking \
-	clean stubs-go stubs-ts stubs-java check-stubs-ts check-stubs-java java-stub-tools
+	clean stubs-go stubs-ts stubs-java check-stubs-ts check-stubs-java java-stub-tools bench-litellm
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -98,6 +98,12 @@ java-stub-tools:
 lint: install buf-lint
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+# Lattice's gateway vs LiteLLM's proxy, same backend. LiteLLM goes into its own venv
+# (.venv-litellm, git-ignored; litellm[proxy] would break the project venv's
+# transformers), created by the script on first run.
+bench-litellm: install
+	$(BIN)/python bench/litellm_overhead.py
 
 clean:
 	rm -rf $(VENV) node_modules .lattice .pytest_cache protos/gen tools/stubs-ts/node_modules tools/stubs-ts/gen

@@ -13,11 +13,14 @@ in interleaved rounds so that load from elsewhere hits all:
 - grpc:  InferenceService/Generate (grpc.aio stub, the SDK's transport);
 - openai: POST /v1/completions (httpx2, the openai SDK's transport, keep-alive);
 - rest:  POST /api/v1/models/{model}:generate (transcoded from the annotation).
+- hc-h11, hc-h2c: /v1/completions on a second gateway (same registry and
+  inference) whose HTTP front runs on hypercorn, over HTTP/1.1 and over h2c
+  (prior knowledge, one connection multiplexing every request).
 Concurrency 1 and 32; p50/p99 and "added" = path - grpc; and the CPU the servers'
 process spent per request on each path (the client shares the machine: at c=32
 the Python HTTP client's own CPU weighs on the latencies, not on this column).
 Streaming: time to the first byte of a GenerateStream over gRPC vs
-/v1/completions with stream=true.
+/v1/completions with stream=true, on each HTTP server and protocol.
 
     .venv/bin/python bench/http_overhead.py [--requests 400] [--rounds 3]
 """
@@ -131,7 +134,27 @@ async def serve(root: Path, port_file: Path, redis_url: str) -> None:
         )
     )
     await gateway.start()
-    ports = json.dumps({"grpc": gateway.address, "http": gateway.http.url})
+    # The same front on hypercorn (HTTP/1.1 and h2c), a second gateway over the same
+    # registry and inference: what HTTP/2 and the other server cost.
+    hypercorn_gateway = await build_gateway(
+        GatewaySettings(
+            **common,
+            registry_address=registry.address,
+            inference_addresses=(inference.address,),
+            dev_jwt_secret=SECRET,
+            http_port=0,
+            http_server="hypercorn",
+        )
+    )
+    await hypercorn_gateway.start()
+    ports = json.dumps(
+        {
+            "grpc": gateway.address,
+            "http": gateway.http.url,
+            "hypercorn": hypercorn_gateway.http.url,
+            "inference": inference.address,
+        }
+    )
     await asyncio.to_thread(port_file.write_text, ports)
     await asyncio.Event().wait()
 
@@ -188,21 +211,36 @@ async def measure(endpoints: dict, token: str, requests: int, rounds: int, pid: 
     async with aio.insecure_channel(endpoints["grpc"]) as channel:
         stub = inference_pb2_grpc.InferenceServiceStub(channel)
         limits = httpx2.Limits(max_connections=64, max_keepalive_connections=64)
-        async with httpx2.AsyncClient(base_url=endpoints["http"], limits=limits) as http:
+        hypercorn = endpoints["hypercorn"]
+        async with (
+            httpx2.AsyncClient(base_url=endpoints["http"], limits=limits) as http,
+            httpx2.AsyncClient(base_url=hypercorn, limits=limits) as hc_h11,
+            # h2c by prior knowledge: one connection, every request a stream on it.
+            httpx2.AsyncClient(base_url=hypercorn, http1=False, http2=True) as hc_h2,
+        ):
 
             async def grpc_call() -> None:
                 await stub.Generate(request, metadata=metadata, timeout=120)
 
-            async def openai_call() -> None:
-                reply = await http.post("/v1/completions", json=openai_body, headers=headers)
-                reply.raise_for_status()
+            def openai_on(client: httpx2.AsyncClient):
+                async def openai_call() -> None:
+                    reply = await client.post("/v1/completions", json=openai_body, headers=headers)
+                    reply.raise_for_status()
+
+                return openai_call
 
             async def rest_call() -> None:
                 path = f"/api/v1/models/{MODEL}:generate"
                 reply = await http.post(path, json=rest_body, headers=headers)
                 reply.raise_for_status()
 
-            paths = {"grpc": grpc_call, "openai": openai_call, "rest": rest_call}
+            paths = {
+                "grpc": grpc_call,
+                "openai": openai_on(http),
+                "rest": rest_call,
+                "hc-h11": openai_on(hc_h11),
+                "hc-h2c": openai_on(hc_h2),
+            }
             for call in paths.values():  # warm: connections, caches
                 await timed(50, 8, call)
             print(
@@ -225,10 +263,11 @@ async def measure(endpoints: dict, token: str, requests: int, rounds: int, pid: 
                         f"{(p50 - base50) * 1e3:>+11.2f}{(p99 - base99) * 1e3:>+11.2f}"
                         f"{cpu[name] / len(values) * 1e6:>13.0f} µs"
                     )
-            await ttfb(stub, http, metadata, headers, rounds * 50)
+            https = {"http-sse": http, "hc-h11-sse": hc_h11, "hc-h2c-sse": hc_h2}
+            await ttfb(stub, https, metadata, headers, rounds * 50)
 
 
-async def ttfb(stub, http, metadata, headers, runs: int) -> None:
+async def ttfb(stub, https: dict, metadata, headers, runs: int) -> None:
     stream_request = inference_pb2.GenerateStreamRequest(
         model=MODEL, prompt=PROMPT, parameters=inference_pb2.GenerationParameters(max_new_tokens=16)
     )
@@ -243,7 +282,7 @@ async def ttfb(stub, http, metadata, headers, runs: int) -> None:
             pass
         return elapsed
 
-    async def http_first() -> float:
+    async def http_first(http: httpx2.AsyncClient) -> float:
         started = time.perf_counter()
         async with http.stream("POST", "/v1/completions", json=body, headers=headers) as reply:
             elapsed = 0.0
@@ -252,17 +291,19 @@ async def ttfb(stub, http, metadata, headers, runs: int) -> None:
                     elapsed = time.perf_counter() - started
         return elapsed
 
-    firsts: dict[str, list[float]] = {"grpc": [], "http-sse": []}
+    firsts: dict[str, list[float]] = {"grpc": [], **{name: [] for name in https}}
     for _ in range(runs):  # interleaved
         firsts["grpc"].append(await grpc_first())
-        firsts["http-sse"].append(await http_first())
+        for name, http in https.items():
+            firsts[name].append(await http_first(http))
     base = statistics.median(firsts["grpc"])
     print("\nstreaming, time to first byte (cached stream, c=1)")
     for name, values in firsts.items():
         p50, p99 = statistics.median(values), percentile(values, 0.99)
         added = (p50 - base) * 1e3
         print(
-            f"{name:<9} p50 {p50 * 1e3:7.2f} ms  p99 {p99 * 1e3:7.2f} ms  added p50 {added:+.2f} ms"
+            f"{name:<11} p50 {p50 * 1e3:7.2f} ms  p99 {p99 * 1e3:7.2f} ms"
+            f"  added p50 {added:+.2f} ms"
         )
 
 

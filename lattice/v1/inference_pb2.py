@@ -27,7 +27,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from lattice.v1 import common_pb2 as lattice_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1alattice/v1/inference.proto\x12\nlattice.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17lattice/v1/common.proto\"\xaf\x01\n\x14GenerationParameters\x12\x16\n\x0emax_new_tokens\x18\x01 \x01(\r\x12\x18\n\x0btemperature\x18\x02 \x01(\x02H\x00\x88\x01\x01\x12\x12\n\x05top_p\x18\x03 \x01(\x02H\x01\x88\x01\x01\x12\r\n\x05top_k\x18\x04 \x01(\r\x12\x0c\n\x04stop\x18\x05 \x03(\t\x12\x11\n\x04seed\x18\x06 \x01(\x04H\x02\x88\x01\x01\x42\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\x07\n\x05_seed\"\x8f\x01\n\x0fGenerateRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06prompt\x18\x02 \x01(\t\x12\x34\n\nparameters\x18\x03 \x01(\x0b\x32 .lattice.v1.GenerationParameters\x12\x12\n\nskip_cache\x18\x04 \x01(\x08\x12\x13\n\x0brouting_key\x18\x05 \x01(\t\"\xae\x01\n\x10GenerateResponse\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x12\n\nmodel_name\x18\x02 \x01(\t\x12\x15\n\rmodel_version\x18\x03 \x01(\x03\x12/\n\rfinish_reason\x18\x04 \x01(\x0e\x32\x18.lattice.v1.FinishReason\x12 \n\x05usage\x18\x05 \x01(\x0b\x32\x11.lattice.v1.Usage\x12\x0e\n\x06\x63\x61\x63hed\x18\x06 \x01(\x08\"\x95\x01\n\x15GenerateStreamRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06prompt\x18\x02 \x01(\t\x12\x34\n\nparameters\x18\x03 \x01(\x0b\x32 .lattice.v1.GenerationParameters\x12\x12\n\nskip_cache\x18\x04 \x01(\x08\x12\x13\n\x0brouting_key\x18\x05 \x01(\t\"\xdb\x01\n\x16GenerateStreamResponse\x12\r\n\x05\x64\x65lta\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x01(\r\x12\x12\n\nmodel_name\x18\x03 \x01(\t\x12\x15\n\rmodel_version\x18\x04 \x01(\x03\x12/\n\rfinish_reason\x18\x05 \x01(\x0e\x32\x18.lattice.v1.FinishReason\x12 \n\x05usage\x18\x06 \x01(\x0b\x32\x11.lattice.v1.Usage\x12\x0e\n\x06\x63\x61\x63hed\x18\x07 \x01(\x08\x12\x15\n\rprompt_tokens\x18x \x01(\r\"i\n\x0c\x45mbedRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06inputs\x18\x02 \x03(\t\x12\x11\n\tnormalize\x18\x03 \x01(\x08\x12\x12\n\nskip_cache\x18\x04 \x01(\x08\x12\x13\n\x0brouting_key\x18\x05 \x01(\t\"G\n\tEmbedding\x12\x0e\n\x06values\x18\x01 \x03(\x02\x12\x15\n\runknown_words\x18\x64 \x03(\t\x12\x13\n\x0b\x61ll_unknown\x18\x65 \x01(\x08\"\x97\x01\n\rEmbedResponse\x12)\n\nembeddings\x18\x01 \x03(\x0b\x32\x15.lattice.v1.Embedding\x12\x12\n\nmodel_name\x18\x02 \x01(\t\x12\x15\n\rmodel_version\x18\x03 \x01(\x03\x12 \n\x05usage\x18\x04 \x01(\x0b\x32\x11.lattice.v1.Usage\x12\x0e\n\x06\x63\x61\x63hed\x18\x05 \x01(\x08\"\x19\n\x17ListLoadedModelsRequest\"\xea\x01\n\x0bLoadedModel\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x17\n\x0f\x61rtifact_digest\x18\x03 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x04 \x01(\t\x12+\n\x05state\x18\x05 \x01(\x0e\x32\x1c.lattice.v1.LoadedModelState\x12\x11\n\tin_flight\x18\x06 \x01(\r\x12-\n\tload_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x65rror\x18\x08 \x01(\t\x12\x0e\n\x06weight\x18\t \x01(\r\"^\n\x18ListLoadedModelsResponse\x12\'\n\x06models\x18\x01 \x03(\x0b\x32\x17.lattice.v1.LoadedModel\x12\x19\n\x11registry_revision\x18\x02 \x01(\x03\"\x8a\x01\n\x13SimilarWordsRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x04word\x18\x02 \x01(\tH\x00\x12\'\n\x06vector\x18\x03 \x01(\x0b\x32\x15.lattice.v1.EmbeddingH\x00\x12\r\n\x05top_k\x18\x04 \x01(\r\x12\x13\n\x0brouting_key\x18\x05 \x01(\tB\x07\n\x05query\"/\n\x0bSimilarWord\x12\x0c\n\x04word\x18\x01 \x01(\t\x12\x12\n\nsimilarity\x18\x02 \x01(\x02\"\x8b\x01\n\x14SimilarWordsResponse\x12&\n\x05words\x18\x01 \x03(\x0b\x32\x17.lattice.v1.SimilarWord\x12\x12\n\nmodel_name\x18\x02 \x01(\t\x12\x15\n\rmodel_version\x18\x03 \x01(\x03\x12 \n\x05usage\x18\x04 \x01(\x0b\x32\x11.lattice.v1.Usage*\x9c\x01\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x01\x12\x15\n\x11\x46INISH_REASON_EOS\x10\x02\x12\x1f\n\x1b\x46INISH_REASON_STOP_SEQUENCE\x10\x03\x12\x1b\n\x17\x46INISH_REASON_CANCELLED\x10\x04*\xb4\x01\n\x10LoadedModelState\x12\"\n\x1eLOADED_MODEL_STATE_UNSPECIFIED\x10\x00\x12\x1e\n\x1aLOADED_MODEL_STATE_LOADING\x10\x01\x12\x1c\n\x18LOADED_MODEL_STATE_READY\x10\x02\x12\x1f\n\x1bLOADED_MODEL_STATE_DRAINING\x10\x03\x12\x1d\n\x19LOADED_MODEL_STATE_FAILED\x10\x04\x32\xfb\x04\n\x10InferenceService\x12q\n\x08Generate\x12\x1b.lattice.v1.GenerateRequest\x1a\x1c.lattice.v1.GenerateResponse\"*\x82\xd3\xe4\x93\x02$\"\x1f/api/v1/models/{model}:generate:\x01*\x12\x8b\x01\n\x0eGenerateStream\x12!.lattice.v1.GenerateStreamRequest\x1a\".lattice.v1.GenerateStreamResponse\"0\x82\xd3\xe4\x93\x02*\"%/api/v1/models/{model}:generateStream:\x01*0\x01\x12\x65\n\x05\x45mbed\x12\x18.lattice.v1.EmbedRequest\x1a\x19.lattice.v1.EmbedResponse\"\'\x82\xd3\xe4\x93\x02!\"\x1c/api/v1/models/{model}:embed:\x01*\x12\x81\x01\n\x0cSimilarWords\x12\x1f.lattice.v1.SimilarWordsRequest\x1a .lattice.v1.SimilarWordsResponse\".\x82\xd3\xe4\x93\x02(\"#/api/v1/models/{model}:similarWords:\x01*\x12{\n\x10ListLoadedModels\x12#.lattice.v1.ListLoadedModelsRequest\x1a$.lattice.v1.ListLoadedModelsResponse\"\x1c\x82\xd3\xe4\x93\x02\x16\x12\x14/api/v1/loadedModelsb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1alattice/v1/inference.proto\x12\nlattice.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17lattice/v1/common.proto\"\xaf\x01\n\x14GenerationParameters\x12\x16\n\x0emax_new_tokens\x18\x01 \x01(\r\x12\x18\n\x0btemperature\x18\x02 \x01(\x02H\x00\x88\x01\x01\x12\x12\n\x05top_p\x18\x03 \x01(\x02H\x01\x88\x01\x01\x12\r\n\x05top_k\x18\x04 \x01(\r\x12\x0c\n\x04stop\x18\x05 \x03(\t\x12\x11\n\x04seed\x18\x06 \x01(\x04H\x02\x88\x01\x01\x42\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\x07\n\x05_seed\"\xbb\x01\n\x0fGenerateRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06prompt\x18\x02 \x01(\t\x12\x34\n\nparameters\x18\x03 \x01(\x0b\x32 .lattice.v1.GenerationParameters\x12\x12\n\nskip_cache\x18\x04 \x01(\x08\x12\x13\n\x0brouting_key\x18\x05 \x01(\t\x12*\n\x08messages\x18\x8c\x01 \x03(\x0b\x32\x17.lattice.v1.ChatMessage\"\xae\x01\n\x10GenerateResponse\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x12\n\nmodel_name\x18\x02 \x01(\t\x12\x15\n\rmodel_version\x18\x03 \x01(\x03\x12/\n\rfinish_reason\x18\x04 \x01(\x0e\x32\x18.lattice.v1.FinishReason\x12 \n\x05usage\x18\x05 \x01(\x0b\x32\x11.lattice.v1.Usage\x12\x0e\n\x06\x63\x61\x63hed\x18\x06 \x01(\x08\"\xc1\x01\n\x15GenerateStreamRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06prompt\x18\x02 \x01(\t\x12\x34\n\nparameters\x18\x03 \x01(\x0b\x32 .lattice.v1.GenerationParameters\x12\x12\n\nskip_cache\x18\x04 \x01(\x08\x12\x13\n\x0brouting_key\x18\x05 \x01(\t\x12*\n\x08messages\x18\x8c\x01 \x03(\x0b\x32\x17.lattice.v1.ChatMessage\":\n\x0b\x43hatMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\"\xdb\x01\n\x16GenerateStreamResponse\x12\r\n\x05\x64\x65lta\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x01(\r\x12\x12\n\nmodel_name\x18\x03 \x01(\t\x12\x15\n\rmodel_version\x18\x04 \x01(\x03\x12/\n\rfinish_reason\x18\x05 \x01(\x0e\x32\x18.lattice.v1.FinishReason\x12 \n\x05usage\x18\x06 \x01(\x0b\x32\x11.lattice.v1.Usage\x12\x0e\n\x06\x63\x61\x63hed\x18\x07 \x01(\x08\x12\x15\n\rprompt_tokens\x18x \x01(\r\"i\n\x0c\x45mbedRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06inputs\x18\x02 \x03(\t\x12\x11\n\tnormalize\x18\x03 \x01(\x08\x12\x12\n\nskip_cache\x18\x04 \x01(\x08\x12\x13\n\x0brouting_key\x18\x05 \x01(\t\"G\n\tEmbedding\x12\x0e\n\x06values\x18\x01 \x03(\x02\x12\x15\n\runknown_words\x18\x64 \x03(\t\x12\x13\n\x0b\x61ll_unknown\x18\x65 \x01(\x08\"\x97\x01\n\rEmbedResponse\x12)\n\nembeddings\x18\x01 \x03(\x0b\x32\x15.lattice.v1.Embedding\x12\x12\n\nmodel_name\x18\x02 \x01(\t\x12\x15\n\rmodel_version\x18\x03 \x01(\x03\x12 \n\x05usage\x18\x04 \x01(\x0b\x32\x11.lattice.v1.Usage\x12\x0e\n\x06\x63\x61\x63hed\x18\x05 \x01(\x08\"\x19\n\x17ListLoadedModelsRequest\"\xea\x01\n\x0bLoadedModel\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x17\n\x0f\x61rtifact_digest\x18\x03 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x04 \x01(\t\x12+\n\x05state\x18\x05 \x01(\x0e\x32\x1c.lattice.v1.LoadedModelState\x12\x11\n\tin_flight\x18\x06 \x01(\r\x12-\n\tload_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x65rror\x18\x08 \x01(\t\x12\x0e\n\x06weight\x18\t \x01(\r\"^\n\x18ListLoadedModelsResponse\x12\'\n\x06models\x18\x01 \x03(\x0b\x32\x17.lattice.v1.LoadedModel\x12\x19\n\x11registry_revision\x18\x02 \x01(\x03\"\x8a\x01\n\x13SimilarWordsRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x04word\x18\x02 \x01(\tH\x00\x12\'\n\x06vector\x18\x03 \x01(\x0b\x32\x15.lattice.v1.EmbeddingH\x00\x12\r\n\x05top_k\x18\x04 \x01(\r\x12\x13\n\x0brouting_key\x18\x05 \x01(\tB\x07\n\x05query\"/\n\x0bSimilarWord\x12\x0c\n\x04word\x18\x01 \x01(\t\x12\x12\n\nsimilarity\x18\x02 \x01(\x02\"\x8b\x01\n\x14SimilarWordsResponse\x12&\n\x05words\x18\x01 \x03(\x0b\x32\x17.lattice.v1.SimilarWord\x12\x12\n\nmodel_name\x18\x02 \x01(\t\x12\x15\n\rmodel_version\x18\x03 \x01(\x03\x12 \n\x05usage\x18\x04 \x01(\x0b\x32\x11.lattice.v1.Usage*\x9c\x01\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x01\x12\x15\n\x11\x46INISH_REASON_EOS\x10\x02\x12\x1f\n\x1b\x46INISH_REASON_STOP_SEQUENCE\x10\x03\x12\x1b\n\x17\x46INISH_REASON_CANCELLED\x10\x04*\xb4\x01\n\x10LoadedModelState\x12\"\n\x1eLOADED_MODEL_STATE_UNSPECIFIED\x10\x00\x12\x1e\n\x1aLOADED_MODEL_STATE_LOADING\x10\x01\x12\x1c\n\x18LOADED_MODEL_STATE_READY\x10\x02\x12\x1f\n\x1bLOADED_MODEL_STATE_DRAINING\x10\x03\x12\x1d\n\x19LOADED_MODEL_STATE_FAILED\x10\x04\x32\xfb\x04\n\x10InferenceService\x12q\n\x08Generate\x12\x1b.lattice.v1.GenerateRequest\x1a\x1c.lattice.v1.GenerateResponse\"*\x82\xd3\xe4\x93\x02$\"\x1f/api/v1/models/{model}:generate:\x01*\x12\x8b\x01\n\x0eGenerateStream\x12!.lattice.v1.GenerateStreamRequest\x1a\".lattice.v1.GenerateStreamResponse\"0\x82\xd3\xe4\x93\x02*\"%/api/v1/models/{model}:generateStream:\x01*0\x01\x12\x65\n\x05\x45mbed\x12\x18.lattice.v1.EmbedRequest\x1a\x19.lattice.v1.EmbedResponse\"\'\x82\xd3\xe4\x93\x02!\"\x1c/api/v1/models/{model}:embed:\x01*\x12\x81\x01\n\x0cSimilarWords\x12\x1f.lattice.v1.SimilarWordsRequest\x1a .lattice.v1.SimilarWordsResponse\".\x82\xd3\xe4\x93\x02(\"#/api/v1/models/{model}:similarWords:\x01*\x12{\n\x10ListLoadedModels\x12#.lattice.v1.ListLoadedModelsRequest\x1a$.lattice.v1.ListLoadedModelsResponse\"\x1c\x82\xd3\xe4\x93\x02\x16\x12\x14/api/v1/loadedModelsb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -44,38 +44,40 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_INFERENCESERVICE'].methods_by_name['SimilarWords']._serialized_options = b'\202\323\344\223\002(\"#/api/v1/models/{model}:similarWords:\001*'
   _globals['_INFERENCESERVICE'].methods_by_name['ListLoadedModels']._loaded_options = None
   _globals['_INFERENCESERVICE'].methods_by_name['ListLoadedModels']._serialized_options = b'\202\323\344\223\002\026\022\024/api/v1/loadedModels'
-  _globals['_FINISHREASON']._serialized_start=2032
-  _globals['_FINISHREASON']._serialized_end=2188
-  _globals['_LOADEDMODELSTATE']._serialized_start=2191
-  _globals['_LOADEDMODELSTATE']._serialized_end=2371
+  _globals['_FINISHREASON']._serialized_start=2180
+  _globals['_FINISHREASON']._serialized_end=2336
+  _globals['_LOADEDMODELSTATE']._serialized_start=2339
+  _globals['_LOADEDMODELSTATE']._serialized_end=2519
   _globals['_GENERATIONPARAMETERS']._serialized_start=131
   _globals['_GENERATIONPARAMETERS']._serialized_end=306
   _globals['_GENERATEREQUEST']._serialized_start=309
-  _globals['_GENERATEREQUEST']._serialized_end=452
-  _globals['_GENERATERESPONSE']._serialized_start=455
-  _globals['_GENERATERESPONSE']._serialized_end=629
-  _globals['_GENERATESTREAMREQUEST']._serialized_start=632
-  _globals['_GENERATESTREAMREQUEST']._serialized_end=781
-  _globals['_GENERATESTREAMRESPONSE']._serialized_start=784
-  _globals['_GENERATESTREAMRESPONSE']._serialized_end=1003
-  _globals['_EMBEDREQUEST']._serialized_start=1005
-  _globals['_EMBEDREQUEST']._serialized_end=1110
-  _globals['_EMBEDDING']._serialized_start=1112
-  _globals['_EMBEDDING']._serialized_end=1183
-  _globals['_EMBEDRESPONSE']._serialized_start=1186
-  _globals['_EMBEDRESPONSE']._serialized_end=1337
-  _globals['_LISTLOADEDMODELSREQUEST']._serialized_start=1339
-  _globals['_LISTLOADEDMODELSREQUEST']._serialized_end=1364
-  _globals['_LOADEDMODEL']._serialized_start=1367
-  _globals['_LOADEDMODEL']._serialized_end=1601
-  _globals['_LISTLOADEDMODELSRESPONSE']._serialized_start=1603
-  _globals['_LISTLOADEDMODELSRESPONSE']._serialized_end=1697
-  _globals['_SIMILARWORDSREQUEST']._serialized_start=1700
-  _globals['_SIMILARWORDSREQUEST']._serialized_end=1838
-  _globals['_SIMILARWORD']._serialized_start=1840
-  _globals['_SIMILARWORD']._serialized_end=1887
-  _globals['_SIMILARWORDSRESPONSE']._serialized_start=1890
-  _globals['_SIMILARWORDSRESPONSE']._serialized_end=2029
-  _globals['_INFERENCESERVICE']._serialized_start=2374
-  _globals['_INFERENCESERVICE']._serialized_end=3009
+  _globals['_GENERATEREQUEST']._serialized_end=496
+  _globals['_GENERATERESPONSE']._serialized_start=499
+  _globals['_GENERATERESPONSE']._serialized_end=673
+  _globals['_GENERATESTREAMREQUEST']._serialized_start=676
+  _globals['_GENERATESTREAMREQUEST']._serialized_end=869
+  _globals['_CHATMESSAGE']._serialized_start=871
+  _globals['_CHATMESSAGE']._serialized_end=929
+  _globals['_GENERATESTREAMRESPONSE']._serialized_start=932
+  _globals['_GENERATESTREAMRESPONSE']._serialized_end=1151
+  _globals['_EMBEDREQUEST']._serialized_start=1153
+  _globals['_EMBEDREQUEST']._serialized_end=1258
+  _globals['_EMBEDDING']._serialized_start=1260
+  _globals['_EMBEDDING']._serialized_end=1331
+  _globals['_EMBEDRESPONSE']._serialized_start=1334
+  _globals['_EMBEDRESPONSE']._serialized_end=1485
+  _globals['_LISTLOADEDMODELSREQUEST']._serialized_start=1487
+  _globals['_LISTLOADEDMODELSREQUEST']._serialized_end=1512
+  _globals['_LOADEDMODEL']._serialized_start=1515
+  _globals['_LOADEDMODEL']._serialized_end=1749
+  _globals['_LISTLOADEDMODELSRESPONSE']._serialized_start=1751
+  _globals['_LISTLOADEDMODELSRESPONSE']._serialized_end=1845
+  _globals['_SIMILARWORDSREQUEST']._serialized_start=1848
+  _globals['_SIMILARWORDSREQUEST']._serialized_end=1986
+  _globals['_SIMILARWORD']._serialized_start=1988
+  _globals['_SIMILARWORD']._serialized_end=2035
+  _globals['_SIMILARWORDSRESPONSE']._serialized_start=2038
+  _globals['_SIMILARWORDSRESPONSE']._serialized_end=2177
+  _globals['_INFERENCESERVICE']._serialized_start=2522
+  _globals['_INFERENCESERVICE']._serialized_end=3157
 # @@protoc_insertion_point(module_scope)

@@ -120,6 +120,9 @@ class GatewaySettings(ServerSettings):
     http_max_body_bytes: int = 4 * 1024 * 1024
     #: An HTTP event stream that produces nothing for this long is ended.
     http_sse_idle_seconds: float = 120.0
+    #: ASGI server of the HTTP front: uvicorn (HTTP/1.1), hypercorn (HTTP/2 and
+    #: HTTP/1.1: h2 over TLS, h2c in cleartext), or auto (hypercorn with TLS, else uvicorn).
+    http_server: str = "auto"
 
 
 def _authenticator(settings: GatewaySettings) -> Authenticator:
@@ -327,6 +330,7 @@ def _add_http(
         key_file=settings.tls_key_file,
         client_ca_file=settings.tls_client_ca_file,
         grace_seconds=settings.grace_seconds,
+        server=settings.http_server,
     )
 
     async def stop() -> None:

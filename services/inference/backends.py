@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from lattice.errors import FailedPrecondition
+from services.inference.chat import ChatTurn, render_default
 
 #: The tenant the current request is served for ("" = anonymous), set by the
 #: engine: a backend that queues (the local scheduler) shares its queue fairly
@@ -197,6 +198,12 @@ class Backend(abc.ABC):
         """Prompt length in the model's tokens, for policy limits; None when
         the backend has no tokenizer (the limit is then not enforced here)."""
         return None
+
+    def render_chat(self, turns: Sequence[ChatTurn]) -> str:
+        """The prompt for a conversation: the model's own chat template where
+        the backend has the model's tokenizer (`chat.ChatRenderer`), else the
+        documented default."""
+        return render_default(turns)
 
 
 _SERVES = {Task.GENERATE: "text generation", Task.EMBED: "embeddings"}

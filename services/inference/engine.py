@@ -94,6 +94,14 @@ class EmbedOutcome:
     cached: bool
 
 
+def _render_chat(call: GenerateCall, backend: Backend) -> None:
+    """A conversation becomes the prompt of the version routing picked (its own
+    chat template); from here on it is an ordinary prompt: policy limits, cache
+    key and the servicer's token count all see the rendered text."""
+    if call.messages:
+        call.prompt = backend.render_chat(call.messages)
+
+
 def _replay(entry: ServingVersion, result: GenerationResult) -> list[StreamPart]:
     """A cached answer as a stream: all its text, then the closing message."""
     last = StreamChunk(
@@ -326,6 +334,7 @@ class InferenceEngine:
             entry = await self._pick(ref, call.routing_key, Task.GENERATE)
             span.set_attribute("gen_ai.response.model", entry.label)
             with entry.lease() as backend:
+                _render_chat(call, backend)
                 params = self._generation_params(call, entry, backend, params)
 
                 async def compute() -> GenerationResult:
@@ -366,6 +375,7 @@ class InferenceEngine:
                     entry = await self._pick(ref, call.routing_key, Task.GENERATE)
                 span.set_attribute("gen_ai.response.model", entry.label)
                 with entry.lease() as backend:
+                    _render_chat(call, backend)
                     slot, hit = None, None
                     with trace.use_span(span):
                         params = self._generation_params(call, entry, backend, params)

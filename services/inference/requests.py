@@ -13,10 +13,12 @@ import math
 
 from lattice.errors import InvalidArgument
 from services.inference.backends import GenerationParams
+from services.inference.chat import CHAT_ROLES, ChatTurn
 
 MAX_STOP_SEQUENCES = 8
 MAX_STOP_CHARS = 64
 MAX_ROUTING_KEY_CHARS = 256
+MAX_CHAT_NAME_CHARS = 64
 #: Below this a temperature is greedy decoding: dividing logits by a denormal such
 #: as 1e-45 overflows them to inf, and sampling from that is undefined.
 MIN_SAMPLING_TEMPERATURE = 1e-3
@@ -49,6 +51,9 @@ class GenerateCall:
     #: The verified caller's tenant: cached answers are never shared across tenants,
     #: and the scheduler shares its queue fairly between tenants.
     tenant: str = ""
+    #: A conversation instead of `prompt`; the engine renders it into `prompt` with
+    #: the serving version's chat template, after routing picked that version.
+    messages: tuple[ChatTurn, ...] = ()
 
 
 @dataclasses.dataclass(slots=True)
@@ -77,8 +82,12 @@ def validate_routing_key(key: str) -> None:
 def validate_generate(call: GenerateCall, limits: Limits) -> GenerationParams:
     """Check a generation request; returns the parameters with defaults filled
     in (max_new_tokens not yet capped by the model's policy)."""
-    if not call.prompt.strip():
-        raise InvalidArgument("prompt", "required: a non-empty prompt")
+    if call.messages:
+        if call.prompt:
+            raise InvalidArgument("prompt", "give a prompt or messages, not both")
+        validate_messages(call.messages, limits)
+    elif not call.prompt.strip():
+        raise InvalidArgument("prompt", "required: a non-empty prompt (or messages)")
     if len(call.prompt) > limits.max_prompt_chars:
         raise InvalidArgument(
             "prompt", f"{len(call.prompt)} characters; at most {limits.max_prompt_chars}"
@@ -122,6 +131,27 @@ def validate_generate(call: GenerateCall, limits: Limits) -> GenerationParams:
         stop=tuple(call.stop),
         seed=call.seed,
     )
+
+
+def validate_messages(turns: tuple[ChatTurn, ...], limits: Limits) -> None:
+    """Roles the templates know, names within OpenAI's bound, and the
+    conversation's text within the prompt's character limit."""
+    for i, turn in enumerate(turns):
+        if turn.role not in CHAT_ROLES:
+            raise InvalidArgument(
+                f"messages[{i}].role", f"{turn.role!r} is not one of {', '.join(CHAT_ROLES)}"
+            )
+        if len(turn.name) > MAX_CHAT_NAME_CHARS:
+            raise InvalidArgument(
+                f"messages[{i}].name", f"longer than {MAX_CHAT_NAME_CHARS} characters"
+            )
+    total = sum(len(turn.content) for turn in turns)
+    if total > limits.max_prompt_chars:
+        raise InvalidArgument(
+            "messages", f"{total} characters of content; at most {limits.max_prompt_chars}"
+        )
+    if not any(turn.content.strip() for turn in turns):
+        raise InvalidArgument("messages", "every message is empty")
 
 
 def validate_embed(call: EmbedCall, limits: Limits) -> None:

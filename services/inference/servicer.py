@@ -13,6 +13,7 @@ from google.protobuf import timestamp_pb2
 
 from lattice.v1 import common_pb2, inference_pb2, inference_pb2_grpc
 from services.inference.backends import EmbeddingResult, FinishReason, GenerationResult
+from services.inference.chat import ChatTurn
 from services.inference.engine import InferenceEngine, StreamPart
 from services.inference.manager import ModelManager
 from services.inference.requests import EmbedCall, GenerateCall
@@ -72,6 +73,7 @@ def generate_call(
         skip_cache=request.skip_cache,
         routing_key=request.routing_key,
         tenant=tenant,
+        messages=tuple(ChatTurn(m.role, m.content, m.name) for m in request.messages),
     )
 
 
@@ -110,14 +112,15 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
     async def GenerateStream(
         self, request, context
     ) -> AsyncIterator[inference_pb2.GenerateStreamResponse]:
-        async with contextlib.aclosing(
-            self.engine.stream(generate_call(request, caller_of(context).tenant))
-        ) as parts:
+        call = generate_call(request, caller_of(context).tenant)
+        async with contextlib.aclosing(self.engine.stream(call)) as parts:
             async for part in parts:
                 message = _stream_message(part)
                 if part.index == 0:  # lets the gateway charge a stream cut short
                     message.prompt_tokens = self.manager.count_prompt_tokens(
-                        part.model_name, part.version, request.prompt
+                        part.model_name,
+                        part.version,
+                        call.prompt,  # rendered, for a chat
                     )
                 yield message
 

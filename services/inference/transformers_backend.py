@@ -31,6 +31,7 @@ from services.inference.backends import (
     Task,
     require_task,
 )
+from services.inference.chat import ChatRenderer, ChatTurn
 from services.inference.kv_batch import KVBatch
 from services.inference.scheduler import Handle, Scheduler, SchedulerObserver, default_limits
 from services.runtime.context import deadline_var
@@ -120,6 +121,7 @@ class TransformersBackend(Backend):
         self._executor: ThreadPoolExecutor | None = None
         self._model: Any = None
         self._tokenizer: Any = None
+        self._chat = ChatRenderer(None, spec.model_name)
         self._device = "cpu"
         self._context_length: int | None = None
         #: The fast tokenizer set up once to truncate and pad a batch (encoders).
@@ -152,6 +154,7 @@ class TransformersBackend(Backend):
         self._device = resolve_device(self.spec.device)
         directory = str(self.spec.model_dir)
         self._tokenizer = AutoTokenizer.from_pretrained(directory)
+        self._chat = ChatRenderer(self._tokenizer, self.spec.model_name)
         loader = AutoModelForCausalLM if self.spec.task is Task.GENERATE else AutoModel
         model = loader.from_pretrained(directory)
         self._model = model.to(self._device).eval()
@@ -204,6 +207,7 @@ class TransformersBackend(Backend):
             await asyncio.to_thread(scheduler.close)
         self._model = None
         self._tokenizer = None
+        self._chat = ChatRenderer(None, self.spec.model_name)
         self._batch_tokenizer = None
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
@@ -222,6 +226,9 @@ class TransformersBackend(Backend):
         if self._tokenizer is None:
             return None
         return self._count(text)
+
+    def render_chat(self, turns: Sequence[ChatTurn]) -> str:
+        return self._chat.render(turns)
 
     def _count_uncached(self, text: str) -> int:
         # The raw `tokenizers` object: ~10x cheaper than the transformers

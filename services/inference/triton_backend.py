@@ -67,6 +67,7 @@ from services.inference.backends import (
     StreamChunk,
     Task,
 )
+from services.inference.chat import ChatRenderer, ChatTurn
 from services.runtime.context import REQUEST_ID_KEY, remaining_time, request_id_var
 from services.runtime.remote_targets import RemoteAllowlist
 
@@ -255,6 +256,7 @@ class TritonBackend(Backend):
         self.decoupled = False
         self.triton_max_batch_size = 0
         self._tokenizer = None
+        self._chat = ChatRenderer(None, spec.model_name)
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -295,6 +297,7 @@ class TritonBackend(Backend):
         context = None
         if self.spec.model_dir is not None:
             self._tokenizer, context = await asyncio.to_thread(_load_tokenizer, self.spec.model_dir)
+            self._chat = ChatRenderer(self._tokenizer, self.spec.model_name)
         return ModelInfo(context_length=context if self.spec.task is Task.GENERATE else None)
 
     def count_tokens(self, text: str) -> int | None:
@@ -302,6 +305,12 @@ class TritonBackend(Backend):
         if self._tokenizer is None:
             return None
         return len(self._tokenizer(text, add_special_tokens=True)["input_ids"])
+
+    def render_chat(self, turns: Sequence[ChatTurn]) -> str:
+        """Rendered here, before Triton: the exported model takes a PROMPT text,
+        and the artifact's tokenizer carries the template (a version without an
+        artifact, a bare `triton://` URI, gets the default template)."""
+        return self._chat.render(turns)
 
     def _check_contract(self, config: dict[str, Any]) -> None:
         names = {i["name"] for i in config.get("input", [])}
@@ -315,6 +324,7 @@ class TritonBackend(Backend):
 
     async def unload(self) -> None:
         self._tokenizer = None
+        self._chat = ChatRenderer(None, self.spec.model_name)
         client, self._client = self._client, None
         channel, self._channel, self._stub = self._channel, None, None
         if client is not None:

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import json
 import re
+import shutil
 import time
 import urllib.request
 from pathlib import Path
@@ -30,6 +31,7 @@ from lattice.artifacts import pack_directory
 from lattice.errors import FailedPrecondition, InvalidArgument, Unavailable
 from lattice.v1 import common_pb2, inference_pb2, registry_pb2
 from services.inference.backends import FinishReason, GenerationParams, LoadSpec, Task
+from services.inference.chat import ChatTurn, render_default
 from services.inference.serving import VersionState
 from services.inference.transformers_backend import TransformersBackend
 from services.inference.triton_backend import TritonBackend
@@ -491,6 +493,34 @@ async def test_service_bad_parameters_through_triton_are_invalid_argument(triton
         await triton_lab.stub.Generate(generate_request("remote", "x" * 3000, max_new_tokens=4))
     assert error.value.code() is grpc.StatusCode.INVALID_ARGUMENT
     assert "context" in error.value.details()
+
+
+async def test_a_triton_version_renders_chats_with_its_artifacts_template(triton, tmp_path):
+    """The exported repository carries the model's tokenizer, so its chat template
+    is rendered here, before Triton (which takes a PROMPT text); a version with
+    no artifact gets the default template."""
+    repository = tmp_path / "repository"
+    shutil.copytree(triton.model_repository / STREAM, repository / STREAM)
+    tokenizer_dir = next(repository.rglob("tokenizer_config.json")).parent
+    (tokenizer_dir / "chat_template.jinja").write_text(
+        "{% for m in messages %}<|{{ m.role }}|>{{ m.content }}{% endfor %}"
+        "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+    )
+    uri = f"triton://{triton.grpc_address}/{STREAM}"
+    turns = (ChatTurn("developer", "Be brief."), ChatTurn("user", "Count the stars."))
+    with_artifact = await loaded(
+        TritonBackend(spec(STREAM, Task.GENERATE, uri, model_dir=repository))
+    )
+    bare = await loaded(triton_backend(triton, STREAM))
+    try:
+        rendered = with_artifact.render_chat(turns)
+        assert rendered == "<|system|>Be brief.<|user|>Count the stars.<|assistant|>"
+        assert bare.render_chat(turns) == render_default(turns)
+        result = await with_artifact.generate(rendered, GenerationParams(max_new_tokens=4))
+        assert result.prompt_tokens == with_artifact.count_tokens(rendered)
+    finally:
+        await with_artifact.unload()
+        await bare.unload()
 
 
 async def test_exported_repository_registered_as_artifact_is_served(triton, triton_lab):

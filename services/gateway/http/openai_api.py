@@ -17,14 +17,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import json
 import struct
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from sse_starlette.sse import EventSourceResponse
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -39,8 +37,8 @@ from services.gateway.http.openai_schema import (
     ChatCompletionRequest,
     CompletionRequest,
     EmbeddingRequest,
-    render_default_chat,
 )
+from services.gateway.http.sse import DONE, EventStream, event
 from services.runtime.context import request_id_var
 
 _INFERENCE = "/lattice.v1.InferenceService/"
@@ -96,6 +94,14 @@ def _parameters(
     if body.seed is not None:
         parameters.seed = body.seed + choice
     return parameters
+
+
+@dataclass(frozen=True)
+class _Input:
+    """What one choice is generated from: a prompt, or a conversation."""
+
+    prompt: str = ""
+    messages: list[inference_pb2.ChatMessage] = field(default_factory=list)
 
 
 def _embedding(values: Any, encoding: str) -> list[float] | str:
@@ -183,28 +189,37 @@ class OpenAIRoutes:
 
     async def completions(self, request: Request) -> Response:
         body = await read_model(request, CompletionRequest, self._limits.max_body_bytes)
-        return await self._generate(request, body, body.prompts, body.max_tokens, chat=False)
+        inputs = [_Input(prompt=prompt) for prompt in body.prompts]
+        return await self._generate(request, body, inputs, body.max_tokens, chat=False)
 
     async def chat_completions(self, request: Request) -> Response:
+        """The messages travel as they are; the serving version renders them with
+        its model's chat template (or the default), in inference."""
         body = await read_model(request, ChatCompletionRequest, self._limits.max_body_bytes)
-        prompt = render_default_chat(body.messages)
-        return await self._generate(request, body, [prompt], body.token_limit, chat=True)
+        messages = [
+            inference_pb2.ChatMessage(role=m.role, content=m.text, name=m.name or "")
+            for m in body.messages
+        ]
+        return await self._generate(
+            request, body, [_Input(messages=messages)], body.token_limit, chat=True
+        )
 
     async def _generate(
         self,
         request: Request,
         body: CompletionRequest | ChatCompletionRequest,
-        prompts: list[str],
+        inputs: list[_Input],
         max_tokens: int | None,
         *,
         chat: bool,
     ) -> Response:
         if body.stream:
-            if len(prompts) != 1 or body.n != 1:
+            if len(inputs) != 1 or body.n != 1:
                 raise InvalidArgument("n", "a stream carries one prompt and n=1")
             stream_request = inference_pb2.GenerateStreamRequest(
                 model=body.model,
-                prompt=prompts[0],
+                prompt=inputs[0].prompt,
+                messages=inputs[0].messages,
                 parameters=_parameters(body, max_tokens, 0),
                 routing_key=body.user or "",
             )
@@ -214,11 +229,12 @@ class OpenAIRoutes:
         unary = [
             inference_pb2.GenerateRequest(
                 model=body.model,
-                prompt=prompt,
+                prompt=one.prompt,
+                messages=one.messages,
                 parameters=_parameters(body, max_tokens, choice),
                 routing_key=body.user or "",
             )
-            for prompt in prompts
+            for one in inputs
             for choice in range(body.n)
         ]
         responses = await self._all(call, unary)
@@ -282,7 +298,7 @@ class OpenAIRoutes:
         served = _served(first.model_name, first.model_version)
         chunks = _Chunks(chat, served)
         events = self._events(stream, first, chunks, include_usage)
-        return EventSourceResponse(events, sep="\n", headers={MODEL_HEADER: served})
+        return EventStream(events, headers={MODEL_HEADER: served})
 
     async def _events(
         self,
@@ -290,30 +306,30 @@ class OpenAIRoutes:
         first: inference_pb2.GenerateStreamResponse,
         chunks: _Chunks,
         include_usage: bool,
-    ) -> AsyncIterator[dict[str, str]]:
-        """SSE events; cancelled when the client goes away, which closes `stream`
+    ) -> AsyncIterator[bytes]:
+        """SSE events; closed when the client goes away, which closes `stream`
         and so cancels the upstream call (generation stops)."""
         async with contextlib.aclosing(stream):
             message = first
             while True:
                 chunk = chunks.of(message)
                 if chunk is not None:
-                    yield _event(chunk)
+                    yield event(chunk)
                 try:
                     async with asyncio.timeout(self._limits.sse_idle_seconds):
                         message = await anext(stream)
                 except StopAsyncIteration:
                     break
                 except TimeoutError:
-                    yield _event(_idle_error(self._limits.sse_idle_seconds))
+                    yield event(_idle_error(self._limits.sse_idle_seconds))
                     return
                 except Exception as exc:
                     error = as_lattice_error(exc)
-                    yield _event(openai_error_body(error, http_status(error)))
+                    yield event(openai_error_body(error, http_status(error)))
                     return
         if include_usage and chunks.usage is not None:
-            yield _event(chunks.usage_chunk())
-        yield {"data": "[DONE]"}
+            yield event(chunks.usage_chunk())
+        yield DONE
 
     # --- embeddings ---------------------------------------------------------------------
 
@@ -342,10 +358,6 @@ class OpenAIRoutes:
             },
         }
         return JSONResponse(payload, headers={MODEL_HEADER: served})
-
-
-def _event(payload: dict[str, Any]) -> dict[str, str]:
-    return {"data": json.dumps(payload, separators=(",", ":"))}
 
 
 def _idle_error(seconds: float) -> dict[str, Any]:

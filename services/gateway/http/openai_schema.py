@@ -1,4 +1,8 @@
-"""OpenAI request bodies, validated with pydantic, and the default chat template.
+"""OpenAI request bodies, validated with pydantic.
+
+Chat messages are not rendered here: the gateway forwards them as
+`GenerateRequest.messages` and the serving version renders them with its
+model's chat template (`services/inference/chat.py`).
 
 Unknown fields are refused (400 naming the field) rather than silently
 ignored, so a client never believes a setting took effect when it did not.
@@ -128,17 +132,3 @@ class EmbeddingRequest(_Body):
     @property
     def inputs(self) -> list[str]:
         return [self.input] if isinstance(self.input, str) else list(self.input)
-
-
-_ROLE_LABELS = {"system": "System", "developer": "System", "user": "User", "assistant": "Assistant"}
-
-
-def render_default_chat(messages: list[ChatMessage]) -> str:
-    """The documented default chat template, for models that ship none.
-
-    One line per message, `<Role>: <content>`, then `Assistant:` for the model
-    to continue: a plain transcript that any causal LM can complete.
-    """
-    lines = [f"{_ROLE_LABELS[m.role]}: {m.text}" for m in messages]
-    lines.append("Assistant:")
-    return "\n".join(lines)

@@ -1,0 +1,57 @@
+"""Server-sent events for the OpenAI token streams, on Starlette's own
+`StreamingResponse`.
+
+Why not `sse-starlette` here (the REST front still uses it, for long, mostly
+idle Watch streams that want its keep-alive pings): per stream it starts an
+anyio task group of four tasks (sender, ping, exit signal, disconnect
+listener) and a cancel scope per send. Measured on this machine
+(uvicorn, one event then `[DONE]`, interleaved, median time to first byte):
+StreamingResponse 0.90 ms, EventSourceResponse without its ping task 1.07 ms,
+with it 1.16 ms, a plain JSON response 0.78 ms. A token stream is never idle
+for long (the first message is awaited before the response starts, and
+`HttpLimits.sse_idle_seconds` ends a stalled one), so it needs no pings;
+OpenAI's own streams send none either.
+
+Events are single `data:` lines: JSON as `json.dumps` writes it has no newline.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+from starlette.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
+
+DONE = b"data: [DONE]\n\n"
+#: No caching, and no buffering in nginx-style proxies (each event goes out at once).
+_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+
+
+def event(payload: Any) -> bytes:
+    """One event carrying `payload` as compact JSON."""
+    return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
+
+
+class EventStream(StreamingResponse):
+    """`text/event-stream` from an async iterator of encoded events.
+
+    Starlette stops sending when the client disconnects (it listens for
+    `http.disconnect`, or sees the send fail); the iterator is then closed here
+    whatever happened, so its `finally`/`aclosing` cancels the upstream call at
+    once, not when the garbage collector finds it."""
+
+    body_iterator: AsyncIterator[bytes]
+
+    def __init__(self, events: AsyncIterator[bytes], headers: Mapping[str, str]) -> None:
+        super().__init__(events, media_type="text/event-stream", headers={**_HEADERS, **headers})
+        self._events = events
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            aclose = getattr(self._events, "aclose", None)
+            if aclose is not None:
+                await aclose()
