@@ -40,6 +40,8 @@ class MachineLimits:
     max_processes_per_node: int
     #: Nodes a job may span (their torchrun agents meet by c10d rendezvous).
     max_nodes: int = 1
+    #: Each node is a machine (pod) of its own, not a share of this one.
+    cluster: bool = False
 
 
 def _dtype_size(dtype: str) -> int:
@@ -155,7 +157,9 @@ def _resolve_distributed(spec: trainer_pb2.JobSpec, limits: MachineLimits) -> No
             "(max_nodes); larger multi-node jobs run under a cluster launcher "
             "(Kubeflow PyTorchJob)"
         )
-    if dist.processes_per_node * dist.nodes > limits.max_processes_per_node:
+    if dist.processes_per_node * (1 if limits.cluster else dist.nodes) > (
+        limits.max_processes_per_node
+    ):
         raise FailedPrecondition(
             f"processes_per_node {dist.processes_per_node} x nodes {dist.nodes} exceeds what "
             f"this machine can run ({limits.max_processes_per_node})"
