@@ -54,6 +54,8 @@ class StandInApiServer:
         self.requests: list[tuple[str, str]] = []
         self.forbidden: set[str] = set()
         self.crd_installed = True
+        #: Watches opened so far.
+        self.watches = 0
         self._changed = threading.Condition()
         self._version = 0
         handler = type("Handler", (_Handler,), {"api": self})
@@ -170,15 +172,19 @@ class StandInApiServer:
                 return 200, obj
             selected = [o for (n, _), o in self.objects.items() if n == ns and _matches(o, query)]
             if verb == "watch":
-                return 200, self._watch(ns, query, selected, float(query["timeoutSeconds"]))
+                # The list and the events after it, as of now (a resourceVersion).
+                start, snapshot = len(self.events), json.loads(json.dumps(selected))
+                self.watches += 1
+                self._changed.notify_all()
+                seconds = float(query["timeoutSeconds"])
+                return 200, self._watch(ns, query, snapshot, start, seconds)
             return 200, {
                 "apiVersion": "kubeflow.org/v1",
                 "kind": "PyTorchJobList",
                 "items": selected,
             }
 
-    def _watch(self, ns, query, current, seconds: float) -> Iterator[dict[str, Any]]:
-        start = len(self.events)
+    def _watch(self, ns, query, current, start: int, seconds: float) -> Iterator[dict[str, Any]]:
         for obj in current:
             yield {"type": "ADDED", "object": obj}
         deadline = time.monotonic() + seconds

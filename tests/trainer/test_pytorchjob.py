@@ -157,7 +157,7 @@ def test_create_watch_until_succeeded_then_delete(api, tmp_path):
         )
     )
     waiter.start()
-    api.wait_for(lambda: sum(1 for m, _ in api.requests if m == "GET") >= 2)  # get + watch
+    api.wait_for(lambda: api.watches >= 1)
     api.set_condition("lattice", name, "Created")
     api.set_condition("lattice", name, "Running")
     api.set_condition("lattice", name, "Succeeded", "all pods finished")
@@ -178,7 +178,7 @@ def test_a_deleted_job_ends_the_watch(api, tmp_path):
         target=lambda: result.append(jobs.wait(obj["metadata"]["name"], threading.Event()))
     )
     waiter.start()
-    api.wait_for(lambda: sum(1 for m, _ in api.requests if m == "GET") >= 2)
+    api.wait_for(lambda: api.watches >= 1)
     jobs.delete(obj["metadata"]["name"])
     waiter.join(10)
     assert result[0].state == "Deleted"
