@@ -2,8 +2,8 @@
 
 Three figures, each a ratio against a baseline measured in the same run:
 
-1. Tokens/s of a tiny GPT-2 under TENSOR_PARALLEL=2, PIPELINE_PARALLEL=2 and
-   HYBRID 2x2 against DDP on 2 processes, all through a real trainer service
+1. Tokens/s of a tiny GPT-2 under TENSOR_PARALLEL=2, PIPELINE_PARALLEL=2
+   (GPipe and 1F1B) and HYBRID 2x2 against DDP on 2 processes, all through a real trainer service
    (torchrun, gloo, CPU). On CPU this is a capability check, not a speed-up:
    TP adds two all-reduces per block per direction, PP idles stages in the
    pipeline bubble, and none of them has more compute to spread over.
@@ -31,22 +31,25 @@ import time
 from pathlib import Path
 
 import torch
-from grpc import aio
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from lattice.v1 import trainer_pb2, trainer_pb2_grpc
 from services.registry.server import RegistrySettings
 from services.registry.server import build_server as build_registry
+from services.runtime.identity import Caller
+from services.suite import signing
 from services.trainer.server import TrainerSettings
 from services.trainer.server import build_server as build_trainer
 from services.trainer.worker.monitor import HealthMonitor, ParameterStats
 from services.trainer.worker.parallel.gpt2_pp import stage_blocks
 
+PP = trainer_pb2.DISTRIBUTED_STRATEGY_PIPELINE_PARALLEL
 STRATEGIES = [
-    ("DDP x2", trainer_pb2.DISTRIBUTED_STRATEGY_DDP, 2, 0),
-    ("TP=2", trainer_pb2.DISTRIBUTED_STRATEGY_TENSOR_PARALLEL, 2, 0),
-    ("PP=2", trainer_pb2.DISTRIBUTED_STRATEGY_PIPELINE_PARALLEL, 2, 0),
-    ("HYBRID 2x2", trainer_pb2.DISTRIBUTED_STRATEGY_HYBRID, 4, 2),
+    ("DDP x2", trainer_pb2.DISTRIBUTED_STRATEGY_DDP, 2, 0, 0),
+    ("TP=2", trainer_pb2.DISTRIBUTED_STRATEGY_TENSOR_PARALLEL, 2, 0, 0),
+    ("PP=2", PP, 2, 0, trainer_pb2.PIPELINE_SCHEDULE_GPIPE),
+    ("PP=2 1F1B", PP, 2, 0, trainer_pb2.PIPELINE_SCHEDULE_1F1B),
+    ("HYBRID 2x2", trainer_pb2.DISTRIBUTED_STRATEGY_HYBRID, 4, 2, 0),
 ]
 
 
@@ -65,7 +68,11 @@ async def throughput(root: Path, steps: int) -> dict[str, float]:
     trainer_server = await build_trainer(settings)
     await trainer_server.start()
     figures: dict[str, float] = {}
-    async with aio.insecure_channel(trainer_server.address) as channel:
+    # Internal services take only signed calls: sign them as a suite service does.
+    bench_caller = Caller("bench", "bench", frozenset({"admin"}))
+    async with signing.signed_channel(
+        trainer_server.address, root, "trainer", caller=bench_caller
+    ) as channel:
         trainer = trainer_pb2_grpc.TrainerServiceStub(channel)
         spec = trainer_pb2.DatasetSpec(
             name="bench",
@@ -75,7 +82,7 @@ async def throughput(root: Path, steps: int) -> dict[str, float]:
         dataset = (
             await trainer.PrepareDataset(trainer_pb2.PrepareDatasetRequest(spec=spec))
         ).dataset
-        for label, strategy, processes, tp in STRATEGIES:
+        for label, strategy, processes, tp, schedule in STRATEGIES:
             job_spec = trainer_pb2.JobSpec(
                 family=trainer_pb2.MODEL_FAMILY_GPT2_CAUSAL_LM,
                 dataset_id=dataset.id,
@@ -86,10 +93,13 @@ async def throughput(root: Path, steps: int) -> dict[str, float]:
                     learning_rate=1e-3, batch_size=8, sequence_length=64, max_steps=steps, seed=3
                 ),
                 distributed=trainer_pb2.DistributedConfig(
-                    processes_per_node=processes, strategy=strategy, tensor_parallel_size=tp
+                    processes_per_node=processes,
+                    strategy=strategy,
+                    tensor_parallel_size=tp,
+                    pipeline_schedule=schedule,
                 ),
                 registration=trainer_pb2.RegistrationSpec(
-                    model_name=f"bench-{label.split()[0].lower().replace('=', '')}"
+                    model_name=f"bench-{label.lower().replace('=', '').replace(' ', '-')}"
                 ),
             )
             job = (await trainer.SubmitJob(trainer_pb2.SubmitJobRequest(spec=job_spec))).job

@@ -1,1 +1,1 @@
-"""Deployment assets; `deploy.render_pytorchjob` is importable by the trainer."""
+"""Deployment assets and checks; `python -m deploy.render_pytorchjob` prints a job's PyTorchJob."""

@@ -72,6 +72,12 @@ class DistributedBackend(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     DISTRIBUTED_BACKEND_GLOO: _ClassVar[DistributedBackend]
     DISTRIBUTED_BACKEND_NCCL: _ClassVar[DistributedBackend]
 
+class PipelineSchedule(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    PIPELINE_SCHEDULE_UNSPECIFIED: _ClassVar[PipelineSchedule]
+    PIPELINE_SCHEDULE_GPIPE: _ClassVar[PipelineSchedule]
+    PIPELINE_SCHEDULE_1F1B: _ClassVar[PipelineSchedule]
+
 class AlertAction(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     ALERT_ACTION_UNSPECIFIED: _ClassVar[AlertAction]
@@ -133,6 +139,9 @@ DISTRIBUTED_STRATEGY_HYBRID: DistributedStrategy
 DISTRIBUTED_BACKEND_UNSPECIFIED: DistributedBackend
 DISTRIBUTED_BACKEND_GLOO: DistributedBackend
 DISTRIBUTED_BACKEND_NCCL: DistributedBackend
+PIPELINE_SCHEDULE_UNSPECIFIED: PipelineSchedule
+PIPELINE_SCHEDULE_GPIPE: PipelineSchedule
+PIPELINE_SCHEDULE_1F1B: PipelineSchedule
 ALERT_ACTION_UNSPECIFIED: AlertAction
 ALERT_ACTION_WARN: AlertAction
 ALERT_ACTION_STOP: AlertAction
@@ -435,20 +444,22 @@ class Hyperparameters(_message.Message):
     def __init__(self, learning_rate: _Optional[float] = ..., schedule: _Optional[_Union[LearningRateSchedule, str]] = ..., warmup_steps: _Optional[int] = ..., batch_size: _Optional[int] = ..., sequence_length: _Optional[int] = ..., max_steps: _Optional[int] = ..., epochs: _Optional[int] = ..., gradient_clip_norm: _Optional[float] = ..., weight_decay: _Optional[float] = ..., seed: _Optional[int] = ..., gradient_accumulation_steps: _Optional[int] = ...) -> None: ...
 
 class DistributedConfig(_message.Message):
-    __slots__ = ("processes_per_node", "nodes", "strategy", "backend", "tensor_parallel_size", "pipeline_micro_batches")
+    __slots__ = ("processes_per_node", "nodes", "strategy", "backend", "tensor_parallel_size", "pipeline_micro_batches", "pipeline_schedule")
     PROCESSES_PER_NODE_FIELD_NUMBER: _ClassVar[int]
     NODES_FIELD_NUMBER: _ClassVar[int]
     STRATEGY_FIELD_NUMBER: _ClassVar[int]
     BACKEND_FIELD_NUMBER: _ClassVar[int]
     TENSOR_PARALLEL_SIZE_FIELD_NUMBER: _ClassVar[int]
     PIPELINE_MICRO_BATCHES_FIELD_NUMBER: _ClassVar[int]
+    PIPELINE_SCHEDULE_FIELD_NUMBER: _ClassVar[int]
     processes_per_node: int
     nodes: int
     strategy: DistributedStrategy
     backend: DistributedBackend
     tensor_parallel_size: int
     pipeline_micro_batches: int
-    def __init__(self, processes_per_node: _Optional[int] = ..., nodes: _Optional[int] = ..., strategy: _Optional[_Union[DistributedStrategy, str]] = ..., backend: _Optional[_Union[DistributedBackend, str]] = ..., tensor_parallel_size: _Optional[int] = ..., pipeline_micro_batches: _Optional[int] = ...) -> None: ...
+    pipeline_schedule: PipelineSchedule
+    def __init__(self, processes_per_node: _Optional[int] = ..., nodes: _Optional[int] = ..., strategy: _Optional[_Union[DistributedStrategy, str]] = ..., backend: _Optional[_Union[DistributedBackend, str]] = ..., tensor_parallel_size: _Optional[int] = ..., pipeline_micro_batches: _Optional[int] = ..., pipeline_schedule: _Optional[_Union[PipelineSchedule, str]] = ...) -> None: ...
 
 class AlertPolicy(_message.Message):
     __slots__ = ("non_finite", "gradient_explosion", "explosion_factor", "divergence", "divergence_factor", "overfitting", "overfitting_patience", "gradient_norm_ceiling", "lr_reduction_factor", "alert_cooldown_steps")

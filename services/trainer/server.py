@@ -18,10 +18,14 @@ from services.trainer.data.confine import SourceRoots
 from services.trainer.data.service import DatasetService
 from services.trainer.data.store import DatasetStore
 from services.trainer.data.uploads import SourceUploads, UploadLimits
+from services.trainer.jobs import launchers
+from services.trainer.jobs.kube import PyTorchJobs
 from services.trainer.jobs.metrics import TrainerMetrics
 from services.trainer.jobs.process import WORKER_MODULE
+from services.trainer.jobs.pytorchjob import ClusterPolicy
 from services.trainer.jobs.runner import JobRunner, RunnerOptions
 from services.trainer.jobs.store import JobStore
+from services.trainer.jobs.validation import MachineLimits
 from services.trainer.registry_client import RegistryClient
 from services.trainer.servicer import TrainerServicer
 from services.trainer.worker import allocator
@@ -70,6 +74,57 @@ class TrainerSettings(ServerSettings):
     #: Workers' host memory: "retain" keeps freed blocks in the heap for the next step
     #: (no page faults per step); "system" leaves the C library's policy alone.
     worker_allocator: str = "retain"  # allocator.RETAIN
+    #: Where job attempts run: "local" (torchrun on this host) or "pytorchjob" (one
+    #: Kubeflow PyTorchJob per attempt; max_nodes and max_processes_per_node then
+    #: bound each job's pods, and data_dir must be the shared volume's mount).
+    launcher: str = "local"  # launchers.LOCAL
+    #: PyTorchJob launcher: namespace, the trainer image the pods run, and what
+    #: each pod (one per node) requests.
+    pytorchjob_namespace: str = "lattice"
+    pytorchjob_image: str = ""
+    pytorchjob_cpu: str = "4"
+    pytorchjob_memory: str = "16Gi"
+    #: GPUs per pod for NCCL jobs (0 = CPU pods, gloo).
+    pytorchjob_gpus_per_node: int = 0
+    #: The ReadWriteMany claim mounted at data_dir in the trainer and every pod.
+    pytorchjob_data_claim: str = "training-data"
+    #: Kubeconfig file for the API server; empty = in-cluster service account.
+    pytorchjob_kubeconfig: str = ""
+    #: Seconds one watch of a PyTorchJob lasts before it is renewed.
+    pytorchjob_watch_seconds: int = 60
+
+
+def cluster_launcher(settings: TrainerSettings) -> launchers.PyTorchJobLauncher:
+    """The PyTorchJob launcher the settings describe (ValueError if they cannot work)."""
+    if not settings.data_dir.is_absolute():
+        raise ValueError(
+            "launcher pytorchjob needs an absolute data_dir: the shared volume's mount, "
+            "at the same path in the trainer and every pod"
+        )
+    if not settings.pytorchjob_image:
+        raise ValueError("launcher pytorchjob needs pytorchjob_image (the trainer image)")
+    policy = ClusterPolicy(
+        image=settings.pytorchjob_image,
+        namespace=settings.pytorchjob_namespace,
+        cpu=settings.pytorchjob_cpu,
+        memory=settings.pytorchjob_memory,
+        data_claim=settings.pytorchjob_data_claim,
+        data_mount=str(settings.data_dir),
+    )
+    gpus = settings.pytorchjob_gpus_per_node
+    limits = MachineLimits(
+        cpus=0,
+        gpus=gpus,
+        max_processes_per_node=settings.max_processes_per_node or max(gpus, 1),
+        max_nodes=settings.max_nodes,
+        cluster=True,
+    )
+    jobs = PyTorchJobs.connect(
+        settings.pytorchjob_kubeconfig,
+        settings.pytorchjob_namespace,
+        settings.pytorchjob_watch_seconds,
+    )
+    return launchers.PyTorchJobLauncher(jobs, policy, limits)
 
 
 async def build_server(
@@ -80,6 +135,10 @@ async def build_server(
 ) -> LatticeServer:
     """`worker_module` is what torchrun runs per rank (tests pass a worker with an
     injected fault)."""
+    if settings.launcher not in launchers.CHOICES:
+        raise ValueError(
+            f"launcher must be one of {', '.join(launchers.CHOICES)}, not {settings.launcher!r}"
+        )
     if settings.worker_allocator not in allocator.CHOICES:
         raise ValueError(
             f"worker_allocator must be one of {', '.join(allocator.CHOICES)}, "
@@ -124,6 +183,7 @@ async def build_server(
         metrics,
         tracer,
         source_roots=roots,
+        launcher=cluster_launcher(settings) if settings.launcher == launchers.PYTORCHJOB else None,
     )
     await runner.start()
     dataset_service = DatasetService(

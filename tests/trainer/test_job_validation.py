@@ -120,6 +120,35 @@ PARALLEL_CASES = [
         "PIPELINE_PARALLEL needs 2..num_layers (1)",
     ),
     ({"distributed__tensor_parallel_size": 2}, "only TENSOR_PARALLEL"),
+    (
+        {
+            "distributed__strategy": PP,
+            "distributed__processes_per_node": 2,
+            "distributed__pipeline_schedule": 9,
+        },
+        "unknown schedule 9",
+    ),
+    (
+        {
+            "distributed__strategy": PP,
+            "distributed__processes_per_node": 2,
+            "distributed__pipeline_micro_batches": 1,
+            "distributed__pipeline_schedule": trainer_pb2.PIPELINE_SCHEDULE_1F1B,
+        },
+        "1F1B needs at least one micro-batch per stage (2)",
+    ),
+    (
+        {
+            "distributed__strategy": TP,
+            "distributed__processes_per_node": 2,
+            "distributed__pipeline_schedule": trainer_pb2.PIPELINE_SCHEDULE_1F1B,
+        },
+        "only PIPELINE_PARALLEL takes micro-batches and a schedule",
+    ),
+    (
+        {"distributed__pipeline_schedule": trainer_pb2.PIPELINE_SCHEDULE_1F1B},
+        "PIPELINE_PARALLEL and HYBRID take a mesh",
+    ),
     ({"alerts__non_finite": 9}, "unknown alert action"),
     ({"alerts__lr_reduction_factor": 2.0}, "lr_reduction_factor"),
     ({"max_validation_loss": -1.0}, "max_validation_loss"),

@@ -9,7 +9,7 @@ import signal
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM
+from transformers import AutoModelForCausalLM, AutoModelForMaskedLM
 
 from lattice.artifacts import unpack_to
 from lattice.v1 import registry_pb2, trainer_pb2, trainer_pb2_grpc
@@ -37,9 +37,11 @@ async def wide_trainer(tmp_path, registry_server):
 
 
 async def run_job(trainer, dataset_id: str, name: str, **distributed) -> list[float]:
+    family = distributed.pop("family", trainer_pb2.MODEL_FAMILY_GPT2_CAUSAL_LM)
     spec = tiny_gpt2_job(
         dataset_id,
         name,
+        family=family,
         hyperparameters__max_steps=STEPS,
         hyperparameters__warmup_steps=2,
         architecture__dropout=0.0,  # dropout masks are per layout; the maths is not
@@ -55,7 +57,7 @@ async def run_job(trainer, dataset_id: str, name: str, **distributed) -> list[fl
     return [e.metrics.loss async for e in stream if e.HasField("metrics")]
 
 
-async def load(registry, name: str, target) -> torch.nn.Module:
+async def load(registry, name: str, target, loader=AutoModelForCausalLM) -> torch.nn.Module:
     (version,) = (
         await registry.ListVersions(registry_pb2.ListVersionsRequest(model_name=name))
     ).versions
@@ -64,7 +66,7 @@ async def load(registry, name: str, target) -> torch.nn.Module:
     )
     data = b"".join([m.chunk async for m in stream if m.WhichOneof("payload") == "chunk"])
     unpack_to(data, target)
-    return AutoModelForCausalLM.from_pretrained(target).eval()
+    return loader.from_pretrained(target).eval()
 
 
 async def test_tensor_parallel_two_ranks_matches_one_process_and_exports_plain_gpt2(
@@ -116,6 +118,73 @@ async def test_pipeline_two_stages_matches_one_process_and_exports_plain_gpt2(
     with torch.no_grad():
         expected, got = plain(input_ids=inputs).logits, pipelined(input_ids=inputs).logits
     assert torch.allclose(expected, got, atol=5e-2), (expected - got).abs().max()
+
+
+async def test_pipeline_1f1b_matches_one_process(trainer):
+    """1F1B reorders forwards and backwards, not the maths: the losses of GPipe's
+    single-process reference."""
+    dataset = (
+        await trainer.PrepareDataset(trainer_pb2.PrepareDatasetRequest(spec=docstring_spec()))
+    ).dataset
+    single = await run_job(trainer, dataset.id, "single-1f1b-ref")
+    one_f_one_b = await run_job(
+        trainer,
+        dataset.id,
+        "pp-1f1b",
+        processes_per_node=2,
+        pipeline_micro_batches=4,
+        pipeline_schedule=trainer_pb2.PIPELINE_SCHEDULE_1F1B,
+        strategy=trainer_pb2.DISTRIBUTED_STRATEGY_PIPELINE_PARALLEL,
+    )
+    assert one_f_one_b == pytest.approx(single, rel=2e-3), list(
+        zip(single, one_f_one_b, strict=True)
+    )
+
+
+async def test_bert_tensor_and_pipeline_parallel_match_one_process_and_export_plain_bert(
+    tmp_path, trainer, registry
+):
+    """BERT's plans: TP=2 (q/k/v and the feed-forward split) and PP=2 (encoder
+    layers in two stages, the batch's masked-token mean kept exact across
+    micro-batches) train as one process does, masks and all."""
+    dataset = (
+        await trainer.PrepareDataset(
+            trainer_pb2.PrepareDatasetRequest(
+                spec=docstring_spec(kind=trainer_pb2.TOKENIZER_KIND_WORDPIECE)
+            )
+        )
+    ).dataset
+    bert = trainer_pb2.MODEL_FAMILY_BERT_MASKED_LM
+    single = await run_job(trainer, dataset.id, "bert-single", family=bert)
+    split = await run_job(
+        trainer,
+        dataset.id,
+        "bert-tp",
+        family=bert,
+        processes_per_node=2,
+        strategy=trainer_pb2.DISTRIBUTED_STRATEGY_TENSOR_PARALLEL,
+    )
+    piped = await run_job(
+        trainer,
+        dataset.id,
+        "bert-pp",
+        family=bert,
+        processes_per_node=2,
+        pipeline_micro_batches=4,
+        strategy=trainer_pb2.DISTRIBUTED_STRATEGY_PIPELINE_PARALLEL,
+    )
+    assert split == pytest.approx(single, rel=2e-3), list(zip(single, split, strict=True))
+    assert piped == pytest.approx(single, rel=2e-3), list(zip(single, piped, strict=True))
+    assert single[-1] < single[0] - 0.5  # it learnt
+    inputs = torch.randint(5, 100, (2, 16))
+    plain = await load(registry, "bert-single", tmp_path / "single", AutoModelForMaskedLM)
+    with torch.no_grad():
+        expected = plain(input_ids=inputs).logits
+        for name in ("bert-tp", "bert-pp"):
+            got = (await load(registry, name, tmp_path / name, AutoModelForMaskedLM))(
+                input_ids=inputs
+            ).logits
+            assert torch.allclose(expected, got, atol=5e-2), (name, (expected - got).abs().max())
 
 
 async def test_hybrid_two_by_two_matches_one_process_with_the_same_global_batch(wide_trainer):

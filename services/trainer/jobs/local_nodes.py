@@ -6,7 +6,7 @@ rendezvous on 127.0.0.1:P, exactly as agents on N machines meet on a shared
 endpoint, and exits with the first non-zero exit status (or 0). The runner
 treats this process like a single torchrun: its session holds every agent, so
 stopping the job stops them all. On a cluster, the agents run one per pod
-(Kubeflow PyTorchJob, deploy/render_pytorchjob.py) instead.
+(Kubeflow PyTorchJob, `services.trainer.jobs.pytorchjob`) instead.
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ import subprocess
 import sys
 import time
 
+from services.trainer.jobs.rendezvous import c10d_args
+
 
 def agent_argv(
     python: str, nodes: int, rank: int, port: int, job_id: str, rest: list[str]
@@ -25,16 +27,9 @@ def agent_argv(
         python,
         "-m",
         "torch.distributed.run",
-        "--nnodes",
-        str(nodes),
         "--node-rank",
         str(rank),
-        "--rdzv-backend",
-        "c10d",
-        "--rdzv-endpoint",
-        f"127.0.0.1:{port}",
-        "--rdzv-id",
-        job_id,
+        *c10d_args(nodes, f"127.0.0.1:{port}", job_id),
         *rest,
     ]
 

@@ -101,6 +101,7 @@ class ProcessGroup:
         self.process = process
         self.pgid = process.pid
         self.started = psutil.Process(process.pid).create_time()
+        self.label = f"process group {self.pgid}"
 
     @classmethod
     async def launch(

@@ -39,8 +39,9 @@ from services.trainer.data.confine import SourceRoots
 from services.trainer.data.store import DatasetStore
 from services.trainer.jobs import events as worker_events
 from services.trainer.jobs import quality
+from services.trainer.jobs.launchers import Attempt, Launcher, LocalLauncher
 from services.trainer.jobs.metrics import TrainerMetrics
-from services.trainer.jobs.process import WORKER_MODULE, ProcessGroup, kill_stale, torchrun_argv
+from services.trainer.jobs.process import WORKER_MODULE
 from services.trainer.jobs.registration import Registrar
 from services.trainer.jobs.store import TERMINAL, JobStore
 from services.trainer.jobs.validation import MachineLimits, lookup_dataset, resolve_spec
@@ -108,7 +109,9 @@ class JobRunner:
         metrics: TrainerMetrics,
         tracer: trace.Tracer | None = None,
         source_roots: SourceRoots | None = None,
+        launcher: Launcher | None = None,
     ) -> None:
+        """`launcher` runs each attempt; default: torchrun on this host."""
         self.store = store
         #: Where a job spec may name files (evaluation lists), per tenant.
         self.source_roots = source_roots
@@ -118,9 +121,16 @@ class JobRunner:
         self.options = options
         self.metrics = metrics
         self.tracer = tracer or trace.get_tracer("lattice.trainer")
-        self.limits = machine_limits(options.max_processes_per_node, options.max_nodes)
+        self.launcher: Launcher = launcher or LocalLauncher(
+            machine_limits(options.max_processes_per_node, options.max_nodes),
+            self.worker_environment,
+            options.torchrun_args,
+            options.python,
+            options.worker_module,
+        )
+        self.limits = self.launcher.limits
         self._tasks: dict[str, asyncio.Task] = {}
-        self._groups: dict[str, ProcessGroup] = {}
+        self._groups: dict[str, Attempt] = {}
         self._cancelling: set[str] = set()
         self._setup_failures: dict[str, str] = {}
         self._changed: asyncio.Condition | None = None
@@ -133,8 +143,11 @@ class JobRunner:
         self._changed = asyncio.Condition()
         self._wake = asyncio.Event()
         for job in self.store.in_states([RUNNING, REGISTERING]):
-            killed = await asyncio.to_thread(kill_stale, job.id)
-            note = "killed the process group it left behind; " if killed else ""
+            try:
+                killed = await self.launcher.clean_stale(job.id)
+                note = "stopped the attempt it left behind; " if killed else ""
+            except LatticeError as error:  # the next attempt will say so again, or run
+                note = f"could not check for the attempt it left behind ({error.message}); "
             await self._append(
                 job.id,
                 [
@@ -159,7 +172,7 @@ class JobRunner:
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
 
-    def running_group(self, job_id: str) -> ProcessGroup | None:
+    def running_group(self, job_id: str) -> Attempt | None:
         """The live process group of a job (tests use it to kill a worker)."""
         return self._groups.get(job_id)
 
@@ -369,25 +382,14 @@ class JobRunner:
             self.store.save(job)
             self.metrics.attempts.inc()
             log_path = job_dir / f"attempt-{job.attempts}.log"
-            argv = torchrun_argv(
-                job.spec.distributed.processes_per_node,
-                job_dir,
-                self.options.torchrun_args,
-                self.options.python,
-                self.options.worker_module,
-                job.spec.distributed.nodes,
-                job_id,
-            )
-            group = await ProcessGroup.launch(
-                job_id, argv, self.worker_environment(), log_path, job_dir
-            )
+            group = await self.launcher.launch(job, job_dir, log_path)
             self.store.set_process_group(job_id, group.pgid, group.started)
             self._groups[job_id] = group
             await self._append(
                 job_id,
                 [
                     trainer_pb2.WatchJobResponse(
-                        log=f"process group {group.pgid} started (attempt {job.attempts}, "
+                        log=f"{group.label} started (attempt {job.attempts}, "
                         f"{job.spec.distributed.processes_per_node} process(es))"
                     )
                 ],

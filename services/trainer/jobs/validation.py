@@ -42,6 +42,8 @@ class MachineLimits:
     max_processes_per_node: int
     #: Nodes a job may span (their torchrun agents meet by c10d rendezvous).
     max_nodes: int = 1
+    #: Each node is a machine (pod) of its own, not a share of this one.
+    cluster: bool = False
 
 
 def _dtype_size(dtype: str) -> int:
@@ -179,7 +181,9 @@ def _resolve_distributed(spec: trainer_pb2.JobSpec, limits: MachineLimits) -> No
             "(max_nodes); larger multi-node jobs run under a cluster launcher "
             "(Kubeflow PyTorchJob)"
         )
-    if dist.processes_per_node * dist.nodes > limits.max_processes_per_node:
+    if dist.processes_per_node * (1 if limits.cluster else dist.nodes) > (
+        limits.max_processes_per_node
+    ):
         raise FailedPrecondition(
             f"processes_per_node {dist.processes_per_node} x nodes {dist.nodes} exceeds what "
             f"this machine can run ({limits.max_processes_per_node})"
@@ -199,15 +203,13 @@ def _resolve_mesh(spec: trainer_pb2.JobSpec) -> None:
     world = dist.processes_per_node * dist.nodes
     strategy = dist.strategy
     if strategy not in MODEL_PARALLEL:
-        if dist.tensor_parallel_size or dist.pipeline_micro_batches:
+        if dist.tensor_parallel_size or dist.pipeline_micro_batches or dist.pipeline_schedule:
             raise InvalidArgument(
                 "spec.distributed.tensor_parallel_size",
                 "only TENSOR_PARALLEL, PIPELINE_PARALLEL and HYBRID take a mesh",
             )
         return
     name = trainer_pb2.DistributedStrategy.Name(strategy).removeprefix("DISTRIBUTED_STRATEGY_")
-    if spec.family != trainer_pb2.MODEL_FAMILY_GPT2_CAUSAL_LM:
-        raise InvalidArgument("spec.distributed.strategy", f"{name} has a plan for GPT-2 only")
     if spec.base_model:
         raise InvalidArgument(
             "spec.distributed.strategy", f"{name} trains from an architecture, not a base model"
@@ -229,15 +231,17 @@ def _resolve_mesh(spec: trainer_pb2.JobSpec) -> None:
                 "PIPELINE_PARALLEL accumulates over pipeline_micro_batches instead",
             )
         dist.pipeline_micro_batches = dist.pipeline_micro_batches or 2 * world
+        _resolve_schedule(dist, world)
         if spec.hyperparameters.batch_size % dist.pipeline_micro_batches:
             raise InvalidArgument(
                 "spec.distributed.pipeline_micro_batches",
                 f"must divide batch_size ({spec.hyperparameters.batch_size})",
             )
         return
-    if dist.pipeline_micro_batches:
+    if dist.pipeline_micro_batches or dist.pipeline_schedule:
         raise InvalidArgument(
-            "spec.distributed.pipeline_micro_batches", "only PIPELINE_PARALLEL takes micro-batches"
+            "spec.distributed.pipeline_micro_batches",
+            "only PIPELINE_PARALLEL takes micro-batches and a schedule",
         )
     hybrid = strategy == trainer_pb2.DISTRIBUTED_STRATEGY_HYBRID
     tp = dist.tensor_parallel_size or (2 if hybrid else world)
@@ -326,3 +330,21 @@ def lookup_dataset(store, dataset_id: str, caller: Caller) -> Path | None:
         return store.path(store.visible(caller, dataset_id).id) if dataset_id else None
     except NotFound:
         return None
+
+
+def _resolve_schedule(dist: trainer_pb2.DistributedConfig, stages: int) -> None:
+    if dist.pipeline_schedule == trainer_pb2.PIPELINE_SCHEDULE_UNSPECIFIED:
+        dist.pipeline_schedule = trainer_pb2.PIPELINE_SCHEDULE_GPIPE
+    if dist.pipeline_schedule not in trainer_pb2.PipelineSchedule.values():
+        raise InvalidArgument(
+            "spec.distributed.pipeline_schedule",
+            f"unknown schedule {dist.pipeline_schedule}; one of GPIPE, 1F1B",
+        )
+    if (
+        dist.pipeline_schedule == trainer_pb2.PIPELINE_SCHEDULE_1F1B
+        and dist.pipeline_micro_batches < stages
+    ):
+        raise InvalidArgument(
+            "spec.distributed.pipeline_micro_batches",
+            f"1F1B needs at least one micro-batch per stage ({stages})",
+        )

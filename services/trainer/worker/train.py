@@ -16,7 +16,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 import torch.distributed as dist
@@ -39,7 +39,7 @@ from services.trainer.worker.monitor import (
     HealthMonitor,
     ParameterStats,
 )
-from services.trainer.worker.parallel import gpt2_pp, gpt2_tp, grads, mesh
+from services.trainer.worker.parallel import bert_pp, bert_tp, gpt2_pp, gpt2_tp, grads, mesh
 from services.trainer.worker.schedule import lr_lambda
 
 #: Rollbacks a job may take before a ROLLBACK alert stops it instead.
@@ -104,17 +104,30 @@ class Trainer:
         self.tp = self.layout.tp_mesh is not None
         self.pipe: gpt2_pp.Pipeline | None = None
         if self.spec.distributed.strategy == trainer_pb2.DISTRIBUTED_STRATEGY_PIPELINE_PARALLEL:
+            dist_config = self.spec.distributed
+            micro = dist_config.pipeline_micro_batches
+            if self.causal:
+                stage: torch.nn.Module = gpt2_pp.Gpt2Stage(model, self.rank, self.world)
+                loss_fn: Any = gpt2_pp.causal_lm_loss
+            else:
+                stage, loss_fn = (
+                    bert_pp.BertStage(model, self.rank, self.world),
+                    bert_pp.MaskedLmLoss(micro),
+                )
             self.pipe = gpt2_pp.Pipeline(
-                model,
+                stage,
                 self.rank,
                 self.world,
-                self.spec.distributed.pipeline_micro_batches,
+                micro,
                 self.device,
+                dist_config.pipeline_schedule,
+                loss_fn,
             )
             self.model: torch.nn.Module = self.pipe.stage_module
         elif self.tp:
             assert self.layout.tp_mesh is not None
-            self.model = gpt2_tp.prepare(model.to(self.device), self.layout.tp_mesh)
+            plan = gpt2_tp if self.causal else bert_tp
+            self.model = plan.prepare(model.to(self.device), self.layout.tp_mesh)
         else:
             self.model = wrap(model, self.spec.distributed.strategy, self.world, self.device)
         self.optimizer = torch.optim.AdamW(
@@ -176,6 +189,19 @@ class Trainer:
         )
         return self.model(input_ids=masked.to(self.device), labels=labels.to(self.device)).loss
 
+    def _pipe_batch(
+        self, inputs: torch.Tensor, generator: torch.Generator | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(first stage's input, last stage's target): the tokens themselves for a
+        causal LM; masked tokens and their labels (drawn as in `_loss`) for BERT."""
+        if self.causal:
+            return inputs, inputs
+        assert generator is not None  # masked LMs draw their masks from it
+        masked, labels = mask_tokens(
+            inputs.cpu(), generator, self.mask_id, self.vocab_size, self.special_ids
+        )
+        return masked.to(self.device), labels.to(self.device)
+
     def _sync_context(self, last: bool):
         if isinstance(self.model, DistributedDataParallel) and not last:
             return self.model.no_sync()
@@ -212,7 +238,7 @@ class Trainer:
         for index, block_ids in enumerate(micro_batches):
             inputs = self.train_blocks.take(block_ids).to(self.device, non_blocking=True)
             if self.pipe is not None:  # forward and backward, stage by stage
-                total += self.pipe.train_step(inputs)
+                total += self.pipe.train_step(*self._pipe_batch(inputs, generator))
                 continue
             with self._sync_context(index == len(micro_batches) - 1):
                 loss = self._loss(inputs, generator)
@@ -248,7 +274,7 @@ class Trainer:
             if self.pipe is not None:
                 if len(inputs) < self.hp.batch_size:
                     break  # micro-batches need the whole batch
-                loss = self.pipe.eval_loss(inputs.to(self.device))
+                loss = self.pipe.eval_loss(*self._pipe_batch(inputs.to(self.device), generator))
             else:
                 loss = self._loss(inputs.to(self.device), generator)
             sums[0] += float(loss) * len(inputs)
@@ -451,7 +477,7 @@ class Trainer:
             state = self.pipe.full_state() or {}
         else:
             state = checkpoint.full_model_state(self.model)
-        if self.tp:
+        if self.tp and self.causal:  # BERT's gathered TP state is plain already
             state = gpt2_tp.consolidate(state, self.model_config.hidden_size, self.layout.tp_size)
         val_loss = last_eval[1]
         result["metrics"] = {"val_loss": val_loss, "perplexity": _perplexity(val_loss)}

@@ -1,9 +1,13 @@
-"""Pipeline-parallel plan for GPT-2 (`torch.distributed.pipelining`, GPipe).
+"""Pipeline-parallel plan for GPT-2 (`torch.distributed.pipelining`, GPipe or 1F1B).
 
 Rank r holds a contiguous run of transformer blocks; the first stage also holds
 the embeddings, the last the final layer norm and the LM head. A step cuts the
-batch into micro-batches that flow forward through the stages, then backward
-(GPipe); gradients are averaged over micro-batches by the schedule.
+batch into micro-batches that flow forward through the stages, then backward;
+gradients are averaged over micro-batches by the schedule. GPipe runs every
+forward before any backward (all micro-batches' activations live at once);
+1F1B alternates one forward and one backward once the pipeline is full, so a
+stage holds at most (stages - index) micro-batches' activations. Both compute
+the same gradients.
 
 GPT-2 ties the LM head to the token embedding, and with stages those live on
 different ranks: the last stage keeps its own copy, and after each backward the
@@ -19,8 +23,15 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
-from torch.distributed.pipelining import PipelineStage, ScheduleGPipe
+from torch.distributed.pipelining import PipelineStage, Schedule1F1B, ScheduleGPipe
 from transformers import PreTrainedModel
+
+from lattice.v1 import trainer_pb2
+
+SCHEDULES: dict[int, Any] = {
+    trainer_pb2.PIPELINE_SCHEDULE_GPIPE: ScheduleGPipe,
+    trainer_pb2.PIPELINE_SCHEDULE_1F1B: Schedule1F1B,
+}
 
 
 def stage_blocks(layers: int, stages: int, index: int) -> range:
@@ -32,6 +43,9 @@ def stage_blocks(layers: int, stages: int, index: int) -> range:
 
 class Gpt2Stage(nn.Module):
     """One stage of a GPT-2: (embeddings) -> blocks -> (final norm, LM head)."""
+
+    #: The last stage's copy of the tied weight (counted once, in the first stage).
+    tied_copy = "lm_head.weight"
 
     def __init__(self, model: PreTrainedModel, index: int, stages: int) -> None:
         super().__init__()
@@ -88,48 +102,56 @@ def causal_lm_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 class Pipeline:
-    """Drives one rank's stage through a GPipe schedule."""
+    """Drives one rank's stage (a GPT-2 or BERT stage module: `first`, `last`,
+    `tied()`, `tied_copy`, `hf_state()`) through a GPipe or 1F1B schedule.
+    `loss_fn(output, target)` scores one micro-batch; one with a `begin(target)`
+    hears each whole batch's target first."""
 
     def __init__(
         self,
-        model: PreTrainedModel,
+        stage_module: Any,
         rank: int,
         world: int,
         micro_batches: int,
         device: torch.device,
+        schedule: int = trainer_pb2.PIPELINE_SCHEDULE_GPIPE,
+        loss_fn: Any = causal_lm_loss,
     ) -> None:
         self.rank, self.world = rank, world
-        self.stage_module = Gpt2Stage(model, rank, world).to(device)
+        self.stage_module = stage_module.to(device)
+        self.loss_fn = loss_fn
         stage = PipelineStage(self.stage_module, rank, world, device)
-        self.schedule = ScheduleGPipe(stage, micro_batches, loss_fn=causal_lm_loss)
+        self.schedule = SCHEDULES[schedule](stage, micro_batches, loss_fn=loss_fn)
         # Every rank joins group creation; only the first and last stage use it.
         self.tie_group = dist.new_group([0, world - 1])
         self.micro_batches = micro_batches
 
-    def _run(self, inputs: torch.Tensor, train: bool) -> torch.Tensor:
+    def _run(self, inputs: torch.Tensor, target: torch.Tensor, train: bool) -> torch.Tensor:
         losses: list[torch.Tensor] = []
         run = self.schedule.step if train else self.schedule.eval
+        if hasattr(self.loss_fn, "begin"):
+            self.loss_fn.begin(target)
         if self.stage_module.first:
             run(inputs)
         elif self.stage_module.last:
-            run(target=inputs, losses=losses)
+            run(target=target, losses=losses)
         else:
             run()
         loss = torch.stack(losses).mean().detach() if losses else torch.zeros(())
         dist.broadcast(loss, src=self.world - 1)  # every rank reports the same loss
         return loss
 
-    def train_step(self, inputs: torch.Tensor) -> torch.Tensor:
+    def train_step(self, inputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Forward and backward over all micro-batches; returns the mean loss."""
-        loss = self._run(inputs, train=True)
+        loss = self._run(inputs, target, train=True)
         tied = self.stage_module.tied()
         if tied is not None and tied.grad is not None:
             dist.all_reduce(tied.grad, group=self.tie_group)
         return loss
 
     @torch.no_grad()
-    def eval_loss(self, inputs: torch.Tensor) -> torch.Tensor:
-        return self._run(inputs, train=False)
+    def eval_loss(self, inputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return self._run(inputs, target, train=False)
 
     def clip_and_norm(self, max_norm: float) -> float:
         """Global gradient norm over all stages (the tied weight counted once)."""
@@ -137,7 +159,7 @@ class Pipeline:
         counted = [
             p.grad
             for name, p in module.named_parameters()
-            if p.grad is not None and not name.startswith("lm_head.")
+            if p.grad is not None and name != module.tied_copy
         ]
         squares = torch.zeros((), dtype=torch.float64)
         if counted:
