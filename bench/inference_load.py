@@ -2,9 +2,17 @@
 one kind of request for a fixed time and count the answers. Separate
 processes, so the clients' CPU is not charged to the server being measured.
 
-Also runnable on its own against any inference server:
+The inference service takes only calls that carry an internal token, so the
+clients send one, signed with the key ring in the servers' data directory for
+the embedded lab's operator (tenant "acme"), the owner of the models the
+benchmarks deploy. It is minted once, before the clients start, to outlive
+the run: the clients pay nothing per call that the service's callers would not.
 
-    .venv/bin/python bench/inference_load.py --address 127.0.0.1:50053 --method generate
+Also runnable on its own against any inference server whose data directory
+(key ring) is at hand, e.g. the one `lattice up` runs:
+
+    .venv/bin/python bench/inference_load.py --address 127.0.0.1:50053 --method generate \
+        [--data-dir .lattice]
 """
 
 from __future__ import annotations
@@ -13,9 +21,17 @@ import argparse
 import asyncio
 import multiprocessing
 import os
+import queue
 import time
+from pathlib import Path
+from typing import Any
 
 import psutil
+
+from services.runtime.internal_tokens import TokenMinter
+from services.runtime.keys import DEFAULT_KEY_RING_PATH
+from services.suite.embedded import OPERATOR
+from services.suite.signing import key_ring
 
 METHODS = ("health", "generate", "generate-uncached", "embed")
 
@@ -47,7 +63,15 @@ def _requests(method: str, model: str):
     )
 
 
-def _client(address, method, model, seconds, concurrency, ready, go, out) -> None:
+def bearer_token(data_dir: Path, seconds: float) -> str:
+    """An internal token for the lab's operator, valid for the whole run and then some."""
+    minter = TokenMinter(
+        key_ring(data_dir), audience="inference", service=OPERATOR, lifetime=seconds + 300
+    )
+    return minter.token(OPERATOR)
+
+
+def _client(address, token, method, model, seconds, concurrency, ready, go, out) -> None:
     import grpc
     from grpc_health.v1 import health_pb2_grpc
 
@@ -61,7 +85,12 @@ def _client(address, method, model, seconds, concurrency, ready, go, out) -> Non
                 else inference_pb2_grpc.InferenceServiceStub(channel)
             )
             name, make = _requests(method, model)
-            call = getattr(stub, name)
+            signed = (("authorization", f"Bearer {token}"),)
+            send = getattr(stub, name)
+
+            def call(request):
+                return send(request, metadata=signed)
+
             await call(make(-1, 0))
             ready.put(True)
             await asyncio.get_running_loop().run_in_executor(None, go.wait)
@@ -93,33 +122,49 @@ def server_cpu() -> float:
     return total
 
 
+def _next(results: Any, procs: list[Any]) -> Any:
+    """The next value a client puts on `results`; raises if a client died instead
+    (its traceback is above), so a failing call ends the benchmark, not hangs it."""
+    while True:
+        try:
+            return results.get(timeout=1.0)
+        except queue.Empty:
+            if any(proc.exitcode not in (None, 0) for proc in procs):
+                for proc in procs:
+                    proc.terminate()
+                raise RuntimeError("a load client failed (its error is printed above)") from None
+
+
 def run_load(
     address: str,
     method: str,
     *,
+    data_dir: Path,
     model: str = "lm",
     seconds: float = 5.0,
     processes: int = 2,
     concurrency: int = 16,
 ) -> tuple[int, float, float]:
     """(requests answered, server CPU seconds, wall seconds). Blocking: call
-    it from a thread when the servers run on this process's event loop."""
+    it from a thread when the servers run on this process's event loop.
+    `data_dir` holds the key ring the server at `address` verifies tokens with."""
+    token = bearer_token(data_dir, seconds)
     ctx = multiprocessing.get_context("spawn")
     ready, go, out = ctx.Queue(), ctx.Event(), ctx.Queue()
     procs = [
         ctx.Process(
             target=_client,
-            args=(address, method, model, seconds, concurrency, ready, go, out),
+            args=(address, token, method, model, seconds, concurrency, ready, go, out),
         )
         for _ in range(processes)
     ]
     for proc in procs:
         proc.start()
     for _ in procs:
-        ready.get()
+        _next(ready, procs)
     cpu0, wall0 = server_cpu(), time.monotonic()
     go.set()
-    counts = [out.get() for _ in procs]
+    counts = [_next(out, procs) for _ in procs]
     cpu1, wall1 = server_cpu(), time.monotonic()
     for proc in procs:
         proc.join()
@@ -129,15 +174,21 @@ def run_load(
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--address", required=True)
+    parser.add_argument(
+        "--data-dir", type=Path, default=Path(".lattice"), help="holds the suite's key ring"
+    )
     parser.add_argument("--method", choices=METHODS, default="generate")
     parser.add_argument("--model", default="lm")
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--concurrency", type=int, default=16)
     a = parser.parse_args()
+    if not (a.data_dir / DEFAULT_KEY_RING_PATH).exists():
+        parser.error(f"no key ring in {a.data_dir} (the data directory of the suite at --address)")
     count, _cpu, wall = run_load(
         a.address,
         a.method,
+        data_dir=a.data_dir,
         model=a.model,
         seconds=a.seconds,
         processes=a.processes,
