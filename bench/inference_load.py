@@ -2,11 +2,8 @@
 one kind of request for a fixed time and count the answers. Separate
 processes, so the clients' CPU is not charged to the server being measured.
 
-The inference service takes only calls that carry an internal token, so the
-clients send one, signed with the key ring in the servers' data directory for
-the embedded lab's operator (tenant "acme"), the owner of the models the
-benchmarks deploy. It is minted once, before the clients start, to outlive
-the run: the clients pay nothing per call that the service's callers would not.
+The clients sign their calls as bench/inference_setup.py describes: one token
+from the key ring in the servers' data directory, minted before they start.
 
 Also runnable on its own against any inference server whose data directory
 (key ring) is at hand, e.g. the one `lattice up` runs:
@@ -27,11 +24,9 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+from inference_setup import Signed, signed_metadata
 
-from services.runtime.internal_tokens import TokenMinter
 from services.runtime.keys import DEFAULT_KEY_RING_PATH
-from services.suite.embedded import OPERATOR
-from services.suite.signing import key_ring
 
 METHODS = ("health", "generate", "generate-uncached", "embed")
 
@@ -63,15 +58,7 @@ def _requests(method: str, model: str):
     )
 
 
-def bearer_token(data_dir: Path, seconds: float) -> str:
-    """An internal token for the lab's operator, valid for the whole run and then some."""
-    minter = TokenMinter(
-        key_ring(data_dir), audience="inference", service=OPERATOR, lifetime=seconds + 300
-    )
-    return minter.token(OPERATOR)
-
-
-def _client(address, token, method, model, seconds, concurrency, ready, go, out) -> None:
+def _client(address, signed: Signed, method, model, seconds, concurrency, ready, go, out) -> None:
     import grpc
     from grpc_health.v1 import health_pb2_grpc
 
@@ -85,7 +72,6 @@ def _client(address, token, method, model, seconds, concurrency, ready, go, out)
                 else inference_pb2_grpc.InferenceServiceStub(channel)
             )
             name, make = _requests(method, model)
-            signed = (("authorization", f"Bearer {token}"),)
             send = getattr(stub, name)
 
             def call(request):
@@ -148,13 +134,13 @@ def run_load(
     """(requests answered, server CPU seconds, wall seconds). Blocking: call
     it from a thread when the servers run on this process's event loop.
     `data_dir` holds the key ring the server at `address` verifies tokens with."""
-    token = bearer_token(data_dir, seconds)
+    signed = signed_metadata(data_dir, lifetime=seconds + 3600)
     ctx = multiprocessing.get_context("spawn")
     ready, go, out = ctx.Queue(), ctx.Event(), ctx.Queue()
     procs = [
         ctx.Process(
             target=_client,
-            args=(address, token, method, model, seconds, concurrency, ready, go, out),
+            args=(address, signed, method, model, seconds, concurrency, ready, go, out),
         )
         for _ in range(processes)
     ]
