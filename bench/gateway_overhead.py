@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -418,6 +419,7 @@ async def main(requests: int, quotas: bool, rounds: int, otlp: bool, timeout: fl
                 process.kill()
         if redis is not None:
             redis.stop()
+        shutil.rmtree(data, ignore_errors=True)
 
 
 if __name__ == "__main__":
