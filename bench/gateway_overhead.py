@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -57,8 +58,11 @@ from lattice.v1 import (
     registry_pb2,
     registry_pb2_grpc,
 )
+from services.runtime.keys import DEFAULT_KEY_RING_PATH
 from services.suite.echo import start_echo
+from services.suite.embedded import OPERATOR
 from services.suite.ports import free_port
+from services.suite.signing import signed_channel
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -255,7 +259,18 @@ async def main(requests: int, quotas: bool, rounds: int, otlp: bool, timeout: fl
     processes += [
         inference_process,
         spawn(
-            ["-m", "services.registry", "--port", str(registry_port), "--data-dir", str(data)], {}
+            [
+                "-m",
+                "services.registry",
+                "--port",
+                str(registry_port),
+                "--data-dir",
+                str(data),
+                # The model's version names a Triton address on loopback (never called).
+                "--remote-allowlist",
+                "127.0.0.1:*",
+            ],
+            {},
         ),
     ]
     redis = None
@@ -263,7 +278,8 @@ async def main(requests: int, quotas: bool, rounds: int, otlp: bool, timeout: fl
         echo, registry = f"127.0.0.1:{echo_port}", f"127.0.0.1:{registry_port}"
         await wait_serving(echo)
         await wait_serving(registry)
-        async with aio.insecure_channel(registry) as channel:
+        # The registry takes only signed calls; the key ring is the one it made in `data`.
+        async with signed_channel(registry, data, "registry", caller=OPERATOR) as channel:
             stub = registry_pb2_grpc.ModelRegistryServiceStub(channel)
             await stub.CreateModel(
                 registry_pb2.CreateModelRequest(
@@ -303,6 +319,9 @@ async def main(requests: int, quotas: bool, rounds: int, otlp: bool, timeout: fl
             "LATTICE_GATEWAY_REGISTRY_ADDRESS": registry,
             "LATTICE_GATEWAY_INFERENCE_ADDRESSES": echo,
             "LATTICE_GATEWAY_DEV_JWT_SECRET": SECRET,
+            # One suite, one key ring: the gateway signs its registry calls with the registry's.
+            "LATTICE_GATEWAY_KEY_RING_FILE": str(data / DEFAULT_KEY_RING_PATH),
+            "LATTICE_GATEWAY_DATA_DIR": str(data / "gateway"),
         }
         hops["gateway"] = spawn(
             ["-m", "services.gateway", "--port", str(gateways["gateway"])], base_env
@@ -400,6 +419,7 @@ async def main(requests: int, quotas: bool, rounds: int, otlp: bool, timeout: fl
                 process.kill()
         if redis is not None:
             redis.stop()
+        shutil.rmtree(data, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -51,6 +51,7 @@ async def main(args) -> None:
                     lambda m=method: run_load(
                         lab.inference.address,
                         m,
+                        data_dir=lab.root,
                         seconds=args.seconds,
                         processes=args.processes,
                         concurrency=args.concurrency,

@@ -59,6 +59,7 @@ async def main(args) -> None:
                     lambda lab=lab: run_load(
                         lab.inference.address,
                         "embed",
+                        data_dir=lab.root,
                         model="enc",
                         seconds=args.seconds,
                         processes=2,

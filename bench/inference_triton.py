@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as aioclient
-from inference_setup import as_run_service
+from inference_setup import as_run_service, signed_metadata
 
 from services.inference.backends import GenerationParams, LoadSpec, Task
 from services.inference.triton_backend import TritonBackend
@@ -181,6 +181,9 @@ async def measure(server: TritonProcess, requests: int, tokens: int, root: Path,
     from lattice.v1 import inference_pb2_grpc
 
     channel = aio.insecure_channel(lab.inference.address)  # one channel for every service call
+    # The service takes signed calls only; the plain forwarder is sent the same
+    # metadata (and ignores it), so the two hops carry the same bytes.
+    signed = signed_metadata(lab.root)
     stub = inference_pb2_grpc.InferenceServiceStub(channel)
     forwarder, forwarder_upstream, forwarder_address = await start_plain_forwarder(
         server.grpc_address, "lm_unary"
@@ -191,14 +194,14 @@ async def measure(server: TritonProcess, requests: int, tokens: int, root: Path,
     check = health_pb2.HealthCheckRequest()
 
     async def service_stream() -> None:
-        async for _ in stub.GenerateStream(stream_request):
+        async for _ in stub.GenerateStream(stream_request, metadata=signed):
             pass
 
     unary_paths = (
         lambda: client.infer("lm_unary", direct_inputs(tokens)),
         lambda: unary.generate(PROMPT, params),
-        lambda: stub.Generate(unary_request),
-        lambda: plain.Generate(unary_request),
+        lambda: stub.Generate(unary_request, metadata=signed),
+        lambda: plain.Generate(unary_request, metadata=signed),
         lambda: health.Check(check),
     )
     stream_paths = (

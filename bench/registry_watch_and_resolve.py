@@ -29,7 +29,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from lattice.artifacts import sha256_hex
 from lattice.v1 import common_pb2, registry_pb2, registry_pb2_grpc
+from services.suite.embedded import OPERATOR
 from services.suite.ports import free_port
+from services.suite.signing import signed_channel
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -82,9 +84,16 @@ async def seed(stub) -> None:
     await stub.SetAlias(pb.SetAliasRequest(model_name="bench", alias="champion", version=1))
 
 
-async def fan_out(address: str, stub, subscribers: int, changes: int) -> list[float]:
+def connect(address: str, data_dir: Path) -> aio.Channel:
+    """A channel whose calls the registry accepts: signed with the key ring it made."""
+    return signed_channel(address, data_dir, "registry", caller=OPERATOR)
+
+
+async def fan_out(
+    address: str, data_dir: Path, stub, subscribers: int, changes: int
+) -> list[float]:
     """Latencies (s) from sending a deployment change to each subscriber receiving it."""
-    channels = [aio.insecure_channel(address) for _ in range(min(subscribers, 10))]
+    channels = [connect(address, data_dir) for _ in range(min(subscribers, 10))]
     arrivals: dict[int, list[float]] = {}
     complete: dict[int, asyncio.Event] = {}
     ready = asyncio.Event()
@@ -154,7 +163,8 @@ def pct(values: list[float], q: float) -> float:
 async def main(changes: int, seconds: float) -> None:
     port = free_port()
     address = f"127.0.0.1:{port}"
-    with tempfile.TemporaryDirectory() as data_dir:
+    with tempfile.TemporaryDirectory() as scratch:
+        data_dir = Path(scratch)
         process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
@@ -162,7 +172,7 @@ async def main(changes: int, seconds: float) -> None:
             "--port",
             str(port),
             "--data-dir",
-            data_dir,
+            str(data_dir),
             "--log-level",
             "WARNING",
             cwd=ROOT,
@@ -172,7 +182,7 @@ async def main(changes: int, seconds: float) -> None:
         )
         try:
             await wait_serving(address)
-            async with aio.insecure_channel(address) as channel:
+            async with connect(address, data_dir) as channel:
                 stub = registry_pb2_grpc.ModelRegistryServiceStub(channel)
                 health = health_pb2_grpc.HealthStub(channel)
                 await seed(stub)
@@ -182,8 +192,8 @@ async def main(changes: int, seconds: float) -> None:
                 hundred: list[float] = []
                 per_round = max(1, changes // ROUNDS)
                 for _ in range(ROUNDS):
-                    one += await fan_out(address, stub, 1, per_round)
-                    hundred += await fan_out(address, stub, 100, per_round)
+                    one += await fan_out(address, data_dir, stub, 1, per_round)
+                    hundred += await fan_out(address, data_dir, stub, 100, per_round)
 
                 check = health_pb2.HealthCheckRequest()
                 get = pb.GetDeploymentRequest(model_name="bench")

@@ -42,11 +42,12 @@ import time
 from pathlib import Path
 
 import torch
-from grpc import aio
 
 from lattice.v1 import registry_pb2, registry_pb2_grpc, trainer_pb2, trainer_pb2_grpc
 from services.registry.server import RegistrySettings
 from services.registry.server import build_server as build_registry
+from services.suite.embedded import OPERATOR
+from services.suite.signing import signed_channel
 from services.trainer.server import TrainerSettings
 from services.trainer.server import build_server as build_trainer
 from services.trainer.worker import allocator
@@ -54,6 +55,7 @@ from services.trainer.worker.data import DeterministicOrder, load_splits
 from services.trainer.worker.schedule import lr_lambda
 
 LAYERS, HEADS, HIDDEN, SEQ, BATCH, LR, SEED = 4, 4, 128, 128, 8, 1e-3, 5
+WARMUP_STEPS = 10
 
 
 def bare_loop(dataset_dir: Path, steps: int, policy: str) -> dict:
@@ -78,7 +80,7 @@ def bare_loop(dataset_dir: Path, steps: int, policy: str) -> dict:
     model = GPT2LMHeadModel(config)
     optimizer = torch.optim.AdamW(model.parameters(), lr=LR, betas=(0.9, 0.95), weight_decay=0.0)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lr_lambda(trainer_pb2.LEARNING_RATE_SCHEDULE_COSINE, 10, steps)
+        optimizer, lr_lambda(trainer_pb2.LEARNING_RATE_SCHEDULE_COSINE, WARMUP_STEPS, steps)
     )
     order = DeterministicOrder(train.count, SEED, 0, 1, BATCH, 1)
     model.train()
@@ -115,7 +117,7 @@ async def run_job(
         ),
         hyperparameters=trainer_pb2.Hyperparameters(
             learning_rate=LR,
-            warmup_steps=10,
+            warmup_steps=WARMUP_STEPS,
             batch_size=BATCH,
             sequence_length=SEQ,
             max_steps=steps,
@@ -190,6 +192,8 @@ async def main() -> None:
     )
     parser.add_argument("--bare", nargs=3, metavar=("DATASET_DIR", "STEPS", "ALLOCATOR"))
     args = parser.parse_args()
+    if args.steps < WARMUP_STEPS:
+        parser.error(f"--steps must be at least {WARMUP_STEPS} (the jobs' warm-up)")
     if args.bare:
         print(json.dumps(bare_loop(Path(args.bare[0]), int(args.bare[1]), args.bare[2])))
         return
@@ -217,9 +221,10 @@ async def _bench(root: Path, steps: int, rounds: int, policy: str) -> None:
     await trainer_server.start()
     worker_env = trainer_server.runner.worker_environment()
     jobs_dir = root / "trainer" / "jobs"
+    # Both servers read the key ring in `root`; the bench's calls are signed with it.
     async with (
-        aio.insecure_channel(trainer_server.address) as t_channel,
-        aio.insecure_channel(registry_server.address) as r_channel,
+        signed_channel(trainer_server.address, root, "trainer", caller=OPERATOR) as t_channel,
+        signed_channel(registry_server.address, root, "registry", caller=OPERATOR) as r_channel,
     ):
         trainer = trainer_pb2_grpc.TrainerServiceStub(t_channel)
         registry = registry_pb2_grpc.ModelRegistryServiceStub(r_channel)

