@@ -341,7 +341,7 @@ class Authenticator:
             self._cache.put(token, principal, now)
         return principal
 
-    async def _key_for(self, algorithm: str, header: dict) -> object:
+    async def _key_for(self, algorithm: str, header: dict) -> str | bytes | PyJWK:
         if algorithm in HMAC_ALGORITHMS:
             if not self._config.hmac_secret:
                 raise AuthFailure(
@@ -356,7 +356,7 @@ class Authenticator:
         jwk = await self._keys.key_for(kid)
         if jwk.algorithm_name != algorithm:
             raise AuthFailure("algorithm", "token algorithm does not match its signing key")
-        return jwk.key
+        return jwk
 
     def _principal(self, claims: dict) -> Principal:
         tenant = claims.get(self._config.tenant_claim)

@@ -265,7 +265,7 @@ class Gateway:
 
     async def _repinning_stream(
         self, decision: RouteDecision, request: Any, metadata: list[tuple[str, str]]
-    ) -> AsyncIterator[Any]:
+    ) -> AsyncGenerator[Any, None]:
         """The upstream stream; if the version we picked is already offline on the
         replica (its view is newer: FAILED_PRECONDITION before any message), the
         replica picks instead. A caller's own pin is never changed."""

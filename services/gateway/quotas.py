@@ -29,6 +29,7 @@ import logging
 import random
 import time
 from collections.abc import Callable
+from typing import cast
 
 from redis.exceptions import RedisError
 
@@ -278,7 +279,10 @@ class QuotaLimiter:
         now_s, now_us = await self._client.time()
         cutoff = (now_s * 1000 + now_us // 1000) - int(limits.window_seconds * 1000)
         requests = await self._client.zcount(keys[0], f"({cutoff}", "+inf")
-        entries = await self._client.zrangebyscore(keys[1], f"({cutoff}", "+inf")
+        # Members are b"<request id>:<tokens>" (the client does not decode responses).
+        entries = cast(
+            "list[bytes]", await self._client.zrangebyscore(keys[1], f"({cutoff}", "+inf")
+        )
         tokens = sum(int(e.rsplit(b":", 1)[1]) for e in entries)
         return int(requests), tokens
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from typing import TypeVar
 
 from lattice.errors import ResourceExhausted, Unavailable
@@ -56,7 +56,7 @@ class StreamSlots:
                 del self._open[tenant]
 
 
-async def idle_limited(stream: AsyncIterator[T], seconds: float) -> AsyncIterator[T]:
+async def idle_limited(stream: AsyncIterator[T], seconds: float) -> AsyncGenerator[T, None]:
     """`stream`, ended with UNAVAILABLE when `seconds` pass without a message (0 = never)."""
     if seconds <= 0:
         async for item in stream:

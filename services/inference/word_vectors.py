@@ -15,7 +15,7 @@ import json
 from collections.abc import AsyncIterator, Sequence
 
 import numpy as np
-from gensim.models import KeyedVectors  # type: ignore[import-untyped]
+from gensim.models import KeyedVectors
 
 from lattice.errors import FailedPrecondition, InvalidArgument
 from services.inference.backends import (

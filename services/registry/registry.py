@@ -22,6 +22,7 @@ import dataclasses
 import datetime as dt
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
+from typing import cast
 
 from google.protobuf import timestamp_pb2
 
@@ -375,7 +376,7 @@ class Registry:
                 )
             updated = registry_pb2.ModelVersion()
             updated.CopyFrom(current)
-            updated.status = status
+            updated.status = cast(registry_pb2.VersionStatus, status)
             change = Change()
             change.put(revision, version=updated)
             return change

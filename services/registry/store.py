@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+from google.protobuf.message import Message
 from opentelemetry import trace
 from prometheus_client import Histogram
 
@@ -40,7 +41,7 @@ _TABLES = {
     "policy": ("policies", ("model_name",)),
     "tenant": ("tenants", ("name",)),
 }
-_MESSAGES = {
+_MESSAGES: dict[str, type[Message]] = {
     "models": registry_pb2.Model,
     "versions": registry_pb2.ModelVersion,
     "aliases": registry_pb2.Alias,

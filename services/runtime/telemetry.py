@@ -147,8 +147,14 @@ class MetricsEndpoint:
         certfile: str = "",
         keyfile: str = "",
     ) -> None:
-        tls = {"certfile": certfile, "keyfile": keyfile} if certfile and keyfile else {}
-        self._server, self._thread = start_http_server(port, addr=host, registry=registry, **tls)
+        tls = bool(certfile and keyfile)
+        self._server, self._thread = start_http_server(
+            port,
+            addr=host,
+            registry=registry,
+            certfile=certfile if tls else None,
+            keyfile=keyfile if tls else None,
+        )
         self.port: int = self._server.server_address[1]
         scheme = "https" if tls else "http"
         log.info("metrics on %s://%s:%d/metrics", scheme, host, self.port)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 
-import jieba  # type: ignore[import-untyped]
+import jieba
 
 _CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
 

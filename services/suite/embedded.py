@@ -161,7 +161,10 @@ class Lab:
         return response.artifact_uri, digest
 
     async def register(
-        self, name: str, directory: Path, fmt: int = common_pb2.ARTIFACT_FORMAT_TRANSFORMERS
+        self,
+        name: str,
+        directory: Path,
+        fmt: common_pb2.ArtifactFormat = common_pb2.ARTIFACT_FORMAT_TRANSFORMERS,
     ) -> Registered:
         uri, digest = await self.upload(pack_directory(directory))
         response = await self.reg.CreateVersion(

@@ -126,9 +126,10 @@ def _ensure_starter(suite: LocalSuite, model: str) -> None:
     secret = dev_secret(config.data_dir)
     token = mint_dev_token(secret, tenant=STARTER_TENANT, scopes=TENANT_SCOPES)
     root = dev_ca_file(config.data_dir) if config.tls else None
-    tls = {"tls": config.tls, "root_certificates": root}
-    probe = Client(config.address("gateway"), probe_token(secret), **tls)
-    with Client(config.address("gateway"), token, **tls) as client, probe:
+    address = config.address("gateway")
+    probe = Client(address, probe_token(secret), tls=config.tls, root_certificates=root)
+    client = Client(address, token, tls=config.tls, root_certificates=root)
+    with client, probe:
         version = online_version(client, model)
         if not version:
             version = train_starter(client, StarterRecipe(model=model)).registered_version

@@ -18,7 +18,7 @@ from grpc import aio
 from lattice.artifacts import CONTENT_TYPE, iter_chunks, unpack_to
 from lattice.errors import AlreadyExists, InvalidArgument, NotFound, from_rpc_error
 from lattice.refs import parse_model_ref
-from lattice.v1 import registry_pb2, registry_pb2_grpc
+from lattice.v1 import common_pb2, registry_pb2, registry_pb2_grpc
 from services.runtime.identity import Caller
 
 JOB_TAG = "lattice.job_id"
@@ -86,7 +86,7 @@ class RegistryClient:
         data = b"".join(chunks)
         return await asyncio.to_thread(unpack_to, data, directory)
 
-    async def ensure_model(self, name: str, task: int, description: str) -> None:
+    async def ensure_model(self, name: str, task: common_pb2.ModelTask, description: str) -> None:
         model = registry_pb2.Model(name=name, task=task, description=description)
         with contextlib.suppress(AlreadyExists):
             await self._call(self.stub.CreateModel, registry_pb2.CreateModelRequest(model=model))

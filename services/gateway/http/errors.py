@@ -13,7 +13,7 @@ import math
 from collections.abc import Awaitable, Callable
 
 import grpc
-from google.rpc import error_details_pb2  # type: ignore[import-untyped]
+from google.rpc import error_details_pb2
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 

@@ -15,7 +15,7 @@ import re
 import zlib
 
 import numpy as np
-from datasketch import MinHash, MinHashLSH  # type: ignore[import-untyped]
+from datasketch import MinHash, MinHashLSH
 
 from services.trainer.data.language import CJK
 

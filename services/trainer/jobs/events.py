@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import cast
 
 from lattice.v1 import trainer_pb2
 
@@ -85,10 +86,10 @@ def apply(record: dict, job: trainer_pb2.Job) -> tuple[list[trainer_pb2.WatchJob
         return [trainer_pb2.WatchJobResponse(metrics=metrics)], True
     if kind == "alert":
         alert = trainer_pb2.TrainingAlert(
-            kind=int(record["kind"]),
+            kind=cast(trainer_pb2.AlertKind, int(record["kind"])),
             step=int(record["step"]),
             message=str(record["message"]),
-            action=int(record["action"]),
+            action=cast(trainer_pb2.AlertAction, int(record["action"])),
             cleared=bool(record.get("cleared", False)),
         )
         job.alerts.append(alert)

@@ -11,8 +11,10 @@ ones; registration itself is idempotent (see `registration`).
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -273,10 +275,10 @@ class JobRunner:
                 for job in [j for j in candidates if j.id not in self._tasks][:free]:
                     task = asyncio.create_task(self._run(job.id), name=f"job-{job.id}")
                     self._tasks[job.id] = task
-                    task.add_done_callback(lambda _t, job_id=job.id: self._done(job_id))
+                    task.add_done_callback(functools.partial(self._forget, job.id))
             await self._wake.wait()
 
-    def _done(self, job_id: str) -> None:
+    def _forget(self, job_id: str, _task: asyncio.Task | None = None) -> None:
         self._tasks.pop(job_id, None)
         self._cancelling.discard(job_id)
         if self._wake is not None:
@@ -490,7 +492,9 @@ class JobRunner:
 
     # -- state changes ---------------------------------------------------------------------
 
-    async def _append(self, job_id: str, events: list[trainer_pb2.WatchJobResponse]) -> None:
+    async def _append(
+        self, job_id: str, events: builtins.list[trainer_pb2.WatchJobResponse]
+    ) -> None:
         self.store.append_events(job_id, events)
         await self._notify()
 

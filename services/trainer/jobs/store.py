@@ -12,6 +12,7 @@ its jobs go to `default_tenant`.
 
 from __future__ import annotations
 
+import builtins
 import sqlite3
 import threading
 import time
@@ -169,7 +170,7 @@ class JobStore:
         rows = self._db.execute(query, [*params, limit, offset]).fetchall()
         return [trainer_pb2.Job.FromString(r[0]) for r in rows]
 
-    def in_states(self, states: Iterable[int]) -> list[trainer_pb2.Job]:
+    def in_states(self, states: Iterable[int]) -> builtins.list[trainer_pb2.Job]:
         """Oldest first (queue order)."""
         states = list(states)
         rows = self._db.execute(
@@ -202,7 +203,7 @@ class JobStore:
         events: Sequence[trainer_pb2.WatchJobResponse],
         events_offset: int | None = None,
         job: trainer_pb2.Job | None = None,
-    ) -> list[trainer_pb2.WatchJobResponse]:
+    ) -> builtins.list[trainer_pb2.WatchJobResponse]:
         """Number and store events (and optionally the new file offset and job) atomically."""
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
@@ -238,7 +239,7 @@ class JobStore:
 
     def events_after(
         self, job_id: str, sequence: int, limit: int = 500
-    ) -> list[trainer_pb2.WatchJobResponse]:
+    ) -> builtins.list[trainer_pb2.WatchJobResponse]:
         rows = self._db.execute(
             "SELECT event FROM events WHERE job_id = ? AND sequence > ? ORDER BY sequence LIMIT ?",
             (job_id, sequence, limit),

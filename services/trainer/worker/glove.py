@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
-from gensim.models import KeyedVectors  # type: ignore[import-untyped]
+from gensim.models import KeyedVectors
 
 from lattice.v1 import trainer_pb2
 from services.trainer.worker import word_vectors

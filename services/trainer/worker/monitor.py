@@ -271,7 +271,7 @@ class ParameterStats:
             out[0].index_add_(0, self._columns, self._scale(_squared_norms(weights), factors))
             with_grad = [i for i, (_, p) in enumerate(self.params) if p.grad is not None]
             if with_grad:
-                grads = [_local(self.params[i][1].grad) for i in with_grad]
+                grads = [_local(g) for i in with_grad if (g := self.params[i][1].grad) is not None]
                 rows = torch.tensor(with_grad, dtype=torch.long, device=device)
                 norms = self._scale(_squared_norms(grads), factors[rows])
                 out[1].index_add_(0, self._columns[rows], norms)

@@ -11,8 +11,8 @@ from __future__ import annotations
 import os
 import time
 
-from gensim.models import Word2Vec  # type: ignore[import-untyped]
-from gensim.models.callbacks import CallbackAny2Vec  # type: ignore[import-untyped]
+from gensim.models import Word2Vec
+from gensim.models.callbacks import CallbackAny2Vec
 
 from lattice.v1 import trainer_pb2
 from services.trainer.worker import word_vectors
@@ -21,7 +21,7 @@ from services.trainer.worker.events import EventWriter
 from services.trainer.worker.words import load_sentences
 
 
-class _Progress(CallbackAny2Vec):  # type: ignore[misc]
+class _Progress(CallbackAny2Vec):
     """Emits one metrics event per epoch."""
 
     def __init__(self, events: EventWriter, epochs: int, words_per_epoch: int) -> None:

@@ -12,7 +12,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from gensim.models import KeyedVectors  # type: ignore[import-untyped]
+from gensim.models import KeyedVectors
 
 MANIFEST = "manifest.json"
 
