@@ -12,7 +12,8 @@ A dataset belongs to the tenant that prepared it. Its id mixes in the tenant
 (`<name>-<first 12 of sha256(tenant, digest)>`), so two tenants preparing the
 same data get two datasets, never each other's; `visible`/`list_for` answer
 for a caller (another tenant's dataset is NOT_FOUND). Records written before
-datasets had owners are given `default_tenant` when loaded.
+datasets had owners are given `default_tenant` when loaded; those owned by an
+old name of the system tenant are given `SYSTEM_TENANT`.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from pathlib import Path
 from google.protobuf import timestamp_pb2
 
 from lattice.errors import NotFound
+from lattice.tokens import LEGACY_SYSTEM_TENANTS, SYSTEM_TENANT
 from lattice.v1 import trainer_pb2
 from services.runtime.identity import Caller
 
@@ -57,8 +59,9 @@ class DatasetStore:
         self._cache: dict[str, trainer_pb2.Dataset] = {}
         for record in self.root.glob(f"*/{RECORD}"):
             dataset = trainer_pb2.Dataset.FromString(record.read_bytes())
-            if not dataset.tenant:  # written before datasets had owners
-                dataset.tenant = default_tenant
+            if not dataset.tenant or dataset.tenant in LEGACY_SYSTEM_TENANTS:
+                # written before datasets had owners, or by the old system tenant name
+                dataset.tenant = SYSTEM_TENANT if dataset.tenant else default_tenant
                 record.write_bytes(dataset.SerializeToString())
             self._cache[dataset.id] = dataset
 
