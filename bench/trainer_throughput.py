@@ -47,6 +47,7 @@ from grpc import aio
 from lattice.v1 import registry_pb2, registry_pb2_grpc, trainer_pb2, trainer_pb2_grpc
 from services.registry.server import RegistrySettings
 from services.registry.server import build_server as build_registry
+from services.trainer.data.at_rest import DatasetFiles
 from services.trainer.server import TrainerSettings
 from services.trainer.server import build_server as build_trainer
 from services.trainer.worker import allocator
@@ -61,7 +62,7 @@ def bare_loop(dataset_dir: Path, steps: int, policy: str) -> dict:
     in_effect = allocator.apply(policy)
     from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
-    train, _validation, _meta = load_splits(dataset_dir, SEQ)
+    train, _validation, _meta = load_splits(DatasetFiles(dataset_dir, None), SEQ)
     tokenizer = AutoTokenizer.from_pretrained(dataset_dir / "tokenizer")
     eos = tokenizer.eos_token_id
     torch.manual_seed(SEED)

@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry
 from lattice.v1 import trainer_pb2, trainer_pb2_grpc
 from services.runtime import LatticeServer, ServerSettings, Service
 from services.runtime.entrypoint import run_service
-from services.runtime.security import service_security
+from services.runtime.security import key_ring_path, service_security
 from services.trainer.data.confine import SourceRoots
 from services.trainer.data.service import DatasetService
 from services.trainer.data.store import DatasetStore
@@ -70,6 +70,9 @@ class TrainerSettings(ServerSettings):
     #: Workers' host memory: "retain" keeps freed blocks in the heap for the next step
     #: (no page faults per step); "system" leaves the C library's policy alone.
     worker_allocator: str = "retain"  # allocator.RETAIN
+    #: Seal new prepared datasets (AES-GCM, key ring) on disk; existing ones stay
+    #: readable either way. Off by default: the volume's own encryption may be enough.
+    encrypt_datasets_at_rest: bool = False
 
 
 async def build_server(
@@ -97,7 +100,12 @@ async def build_server(
             settings.registry_address, "registry", tracer_provider=tracer_provider
         )
         registry = RegistryClient(channel)
-    datasets = DatasetStore(root / "datasets", default_tenant=settings.default_tenant)
+    datasets = DatasetStore(
+        root / "datasets",
+        default_tenant=settings.default_tenant,
+        keys=security.keys,
+        encrypt=settings.encrypt_datasets_at_rest,
+    )
     store = JobStore(root / "jobs.db", default_tenant=settings.default_tenant)
     runner = JobRunner(
         store,
@@ -117,6 +125,7 @@ async def build_server(
             histogram_interval=settings.histogram_interval_steps,
             worker_allocator=settings.worker_allocator,
             worker_module=worker_module,
+            key_ring_file=str(key_ring_path(settings).resolve()),
         ),
         metrics,
         tracer,

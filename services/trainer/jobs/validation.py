@@ -10,12 +10,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from pathlib import Path
 
 from lattice.errors import FailedPrecondition, InvalidArgument, NotFound
 from lattice.refs import NAME_PATTERN, parse_model_ref
 from lattice.v1 import trainer_pb2
 from services.runtime.identity import Caller
+from services.trainer.data.at_rest import DatasetFiles
 
 DEFAULT_ARCH = trainer_pb2.ModelArchitecture(
     num_layers=2, num_heads=2, hidden_size=64, max_positions=128
@@ -47,7 +47,7 @@ def _dtype_size(dtype: str) -> int:
 
 
 def resolve_spec(
-    spec: trainer_pb2.JobSpec, dataset_dir: Path | None, limits: MachineLimits
+    spec: trainer_pb2.JobSpec, dataset: DatasetFiles | None, limits: MachineLimits
 ) -> trainer_pb2.JobSpec:
     """A copy of `spec` with defaults filled in; raises on anything that cannot run."""
     spec = trainer_pb2.JobSpec.FromString(spec.SerializeToString())
@@ -58,7 +58,7 @@ def resolve_spec(
         raise InvalidArgument("spec.family", "required: GPT2_CAUSAL_LM or BERT_MASKED_LM")
     if not spec.dataset_id:
         raise InvalidArgument("spec.dataset_id", "required: a prepared dataset id")
-    if dataset_dir is None:
+    if dataset is None:
         raise FailedPrecondition(f"dataset {spec.dataset_id!r} does not exist; prepare it first")
     if spec.base_model:
         try:
@@ -79,7 +79,7 @@ def resolve_spec(
         not NAME_PATTERN.match(registration.alias) or registration.alias.isdigit()
     ):
         raise InvalidArgument("spec.registration.alias", "a lower-case DNS label, not a number")
-    _check_dataset(spec, dataset_dir)
+    _check_dataset(spec, dataset)
     return spec
 
 
@@ -266,8 +266,8 @@ def _resolve_alerts(spec: trainer_pb2.JobSpec) -> None:
         raise InvalidArgument("spec.max_validation_loss", "must be a finite number >= 0")
 
 
-def _check_dataset(spec: trainer_pb2.JobSpec, dataset_dir: Path) -> None:
-    meta = json.loads((dataset_dir / "meta.json").read_text())
+def _check_dataset(spec: trainer_pb2.JobSpec, dataset: DatasetFiles) -> None:
+    meta = json.loads(dataset.read_text("meta.json"))
     kind = meta.get("tokenizer_kind", "")
     is_bert = spec.family == trainer_pb2.MODEL_FAMILY_BERT_MASKED_LM
     if not spec.base_model and is_bert != (kind == "TOKENIZER_KIND_WORDPIECE"):
@@ -277,7 +277,7 @@ def _check_dataset(spec: trainer_pb2.JobSpec, dataset_dir: Path) -> None:
         )
     hp = spec.hyperparameters
     size = _dtype_size(meta["dtype"])
-    train_blocks = (dataset_dir / "train.bin").stat().st_size // size // hp.sequence_length
+    train_blocks = dataset.size("train.bin") // size // hp.sequence_length
     needed = (
         spec.distributed.processes_per_node
         * spec.distributed.nodes
@@ -289,16 +289,16 @@ def _check_dataset(spec: trainer_pb2.JobSpec, dataset_dir: Path) -> None:
             f"dataset {spec.dataset_id} has {train_blocks} training blocks of "
             f"{hp.sequence_length} tokens; one step needs {needed}"
         )
-    val_blocks = (dataset_dir / "validation.bin").stat().st_size // size // hp.sequence_length
+    val_blocks = dataset.size("validation.bin") // size // hp.sequence_length
     if val_blocks < 1:
         raise FailedPrecondition(
             f"dataset {spec.dataset_id} has no validation block of {hp.sequence_length} tokens"
         )
 
 
-def lookup_dataset(store, dataset_id: str, caller: Caller) -> Path | None:
-    """The dataset's directory if it exists for this caller (another tenant's does not)."""
+def lookup_dataset(store, dataset_id: str, caller: Caller) -> DatasetFiles | None:
+    """The dataset's files if it exists for this caller (another tenant's does not)."""
     try:
-        return store.path(store.visible(caller, dataset_id).id) if dataset_id else None
+        return store.files(store.visible(caller, dataset_id).id) if dataset_id else None
     except NotFound:
         return None
