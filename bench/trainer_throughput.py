@@ -48,6 +48,7 @@ from services.registry.server import RegistrySettings
 from services.registry.server import build_server as build_registry
 from services.suite.embedded import OPERATOR
 from services.suite.signing import signed_channel
+from services.trainer.data.at_rest import DatasetFiles
 from services.trainer.server import TrainerSettings
 from services.trainer.server import build_server as build_trainer
 from services.trainer.worker import allocator
@@ -63,7 +64,7 @@ def bare_loop(dataset_dir: Path, steps: int, policy: str) -> dict:
     in_effect = allocator.apply(policy)
     from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
-    train, _validation, _meta = load_splits(dataset_dir, SEQ)
+    train, _validation, _meta = load_splits(DatasetFiles(dataset_dir, None), SEQ)
     tokenizer = AutoTokenizer.from_pretrained(dataset_dir / "tokenizer")
     eos = tokenizer.eos_token_id
     torch.manual_seed(SEED)

@@ -20,6 +20,13 @@ DEV_SECRET_FILE = "dev-jwt-secret"
 #: Where `lattice up --tls` keeps its development CA certificate in the data
 #: directory; clients asked for TLS without a root certificate trust it.
 DEV_CA_FILE = "tls/ca.pem"
+#: The suite's own tenant: what its services act as when they call each other
+#: (registry views, artifact downloads) and whose quota `lattice up`'s readiness
+#: probes spend. Never a customer's; defined once here, imported everywhere.
+SYSTEM_TENANT = "lattice-system"
+#: Names the system tenant had before it was unified; stores written then are
+#: rewritten to SYSTEM_TENANT when they are opened.
+LEGACY_SYSTEM_TENANTS = ("lattice-suite",)
 DEFAULT_ISSUER = "lattice"
 DEFAULT_AUDIENCE = "lattice"
 #: Every scope the gateway knows; `admin` implies the others.

@@ -19,6 +19,13 @@ class VersionStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     VERSION_STATUS_READY: _ClassVar[VersionStatus]
     VERSION_STATUS_ARCHIVED: _ClassVar[VersionStatus]
 
+class DeploymentEventKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    DEPLOYMENT_EVENT_KIND_UNSPECIFIED: _ClassVar[DeploymentEventKind]
+    DEPLOYMENT_EVENT_KIND_CHANGE: _ClassVar[DeploymentEventKind]
+    DEPLOYMENT_EVENT_KIND_VERSION_LOAD_FAILED: _ClassVar[DeploymentEventKind]
+    DEPLOYMENT_EVENT_KIND_VERSION_LOADED: _ClassVar[DeploymentEventKind]
+
 class WatchEventType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     WATCH_EVENT_TYPE_UNSPECIFIED: _ClassVar[WatchEventType]
@@ -29,6 +36,10 @@ class WatchEventType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
 VERSION_STATUS_UNSPECIFIED: VersionStatus
 VERSION_STATUS_READY: VersionStatus
 VERSION_STATUS_ARCHIVED: VersionStatus
+DEPLOYMENT_EVENT_KIND_UNSPECIFIED: DeploymentEventKind
+DEPLOYMENT_EVENT_KIND_CHANGE: DeploymentEventKind
+DEPLOYMENT_EVENT_KIND_VERSION_LOAD_FAILED: DeploymentEventKind
+DEPLOYMENT_EVENT_KIND_VERSION_LOADED: DeploymentEventKind
 WATCH_EVENT_TYPE_UNSPECIFIED: WatchEventType
 WATCH_EVENT_TYPE_PUT: WatchEventType
 WATCH_EVENT_TYPE_DELETE: WatchEventType
@@ -166,7 +177,7 @@ class Deployment(_message.Message):
     def __init__(self, model_name: _Optional[str] = ..., routes: _Optional[_Iterable[_Union[Route, _Mapping]]] = ..., shadow_version: _Optional[int] = ..., revision: _Optional[int] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_by: _Optional[str] = ..., tenant: _Optional[str] = ...) -> None: ...
 
 class DeploymentHistoryEntry(_message.Message):
-    __slots__ = ("revision", "model_name", "from_deployment", "to_deployment", "actor", "reason", "time", "tenant")
+    __slots__ = ("revision", "model_name", "from_deployment", "to_deployment", "actor", "reason", "time", "tenant", "kind", "version", "replica")
     REVISION_FIELD_NUMBER: _ClassVar[int]
     MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
     FROM_DEPLOYMENT_FIELD_NUMBER: _ClassVar[int]
@@ -175,6 +186,9 @@ class DeploymentHistoryEntry(_message.Message):
     REASON_FIELD_NUMBER: _ClassVar[int]
     TIME_FIELD_NUMBER: _ClassVar[int]
     TENANT_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    REPLICA_FIELD_NUMBER: _ClassVar[int]
     revision: int
     model_name: str
     from_deployment: Deployment
@@ -183,7 +197,10 @@ class DeploymentHistoryEntry(_message.Message):
     reason: str
     time: _timestamp_pb2.Timestamp
     tenant: str
-    def __init__(self, revision: _Optional[int] = ..., model_name: _Optional[str] = ..., from_deployment: _Optional[_Union[Deployment, _Mapping]] = ..., to_deployment: _Optional[_Union[Deployment, _Mapping]] = ..., actor: _Optional[str] = ..., reason: _Optional[str] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., tenant: _Optional[str] = ...) -> None: ...
+    kind: DeploymentEventKind
+    version: int
+    replica: str
+    def __init__(self, revision: _Optional[int] = ..., model_name: _Optional[str] = ..., from_deployment: _Optional[_Union[Deployment, _Mapping]] = ..., to_deployment: _Optional[_Union[Deployment, _Mapping]] = ..., actor: _Optional[str] = ..., reason: _Optional[str] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., tenant: _Optional[str] = ..., kind: _Optional[_Union[DeploymentEventKind, str]] = ..., version: _Optional[int] = ..., replica: _Optional[str] = ...) -> None: ...
 
 class ModelPolicy(_message.Message):
     __slots__ = ("model_name", "allowed_tenants", "max_new_tokens", "max_prompt_tokens", "min_rollout_interval", "revision", "tenant")
@@ -535,6 +552,26 @@ class ListDeploymentHistoryResponse(_message.Message):
     entries: _containers.RepeatedCompositeFieldContainer[DeploymentHistoryEntry]
     next_page_token: str
     def __init__(self, entries: _Optional[_Iterable[_Union[DeploymentHistoryEntry, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class ReportVersionLoadRequest(_message.Message):
+    __slots__ = ("model_name", "version", "loaded", "reason", "replica")
+    MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    LOADED_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    REPLICA_FIELD_NUMBER: _ClassVar[int]
+    model_name: str
+    version: int
+    loaded: bool
+    reason: str
+    replica: str
+    def __init__(self, model_name: _Optional[str] = ..., version: _Optional[int] = ..., loaded: _Optional[bool] = ..., reason: _Optional[str] = ..., replica: _Optional[str] = ...) -> None: ...
+
+class ReportVersionLoadResponse(_message.Message):
+    __slots__ = ("entry",)
+    ENTRY_FIELD_NUMBER: _ClassVar[int]
+    entry: DeploymentHistoryEntry
+    def __init__(self, entry: _Optional[_Union[DeploymentHistoryEntry, _Mapping]] = ...) -> None: ...
 
 class GetPolicyRequest(_message.Message):
     __slots__ = ("model_name",)

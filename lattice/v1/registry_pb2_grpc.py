@@ -131,6 +131,11 @@ class ModelRegistryServiceStub:
                 request_serializer=lattice_dot_v1_dot_registry__pb2.ListDeploymentHistoryRequest.SerializeToString,
                 response_deserializer=lattice_dot_v1_dot_registry__pb2.ListDeploymentHistoryResponse.FromString,
                 _registered_method=True)
+        self.ReportVersionLoad = channel.unary_unary(
+                '/lattice.v1.ModelRegistryService/ReportVersionLoad',
+                request_serializer=lattice_dot_v1_dot_registry__pb2.ReportVersionLoadRequest.SerializeToString,
+                response_deserializer=lattice_dot_v1_dot_registry__pb2.ReportVersionLoadResponse.FromString,
+                _registered_method=True)
         self.GetPolicy = channel.unary_unary(
                 '/lattice.v1.ModelRegistryService/GetPolicy',
                 request_serializer=lattice_dot_v1_dot_registry__pb2.GetPolicyRequest.SerializeToString,
@@ -312,6 +317,16 @@ class ModelRegistryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReportVersionLoad(self, request, context):
+        """Records that an inference replica failed to load a version (or loaded it
+        after failing) as an entry in the model's deployment history, so the
+        owner sees why a version is not serving. Suite services only (admin);
+        a report that repeats the replica's last one records nothing.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetPolicy(self, request, context):
         """Gets a model's policy (defaults if none was set).
         """
@@ -457,6 +472,11 @@ def add_ModelRegistryServiceServicer_to_server(servicer, server):
                     servicer.ListDeploymentHistory,
                     request_deserializer=lattice_dot_v1_dot_registry__pb2.ListDeploymentHistoryRequest.FromString,
                     response_serializer=lattice_dot_v1_dot_registry__pb2.ListDeploymentHistoryResponse.SerializeToString,
+            ),
+            'ReportVersionLoad': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReportVersionLoad,
+                    request_deserializer=lattice_dot_v1_dot_registry__pb2.ReportVersionLoadRequest.FromString,
+                    response_serializer=lattice_dot_v1_dot_registry__pb2.ReportVersionLoadResponse.SerializeToString,
             ),
             'GetPolicy': grpc.unary_unary_rpc_method_handler(
                     servicer.GetPolicy,
@@ -987,6 +1007,33 @@ class ModelRegistryService:
             '/lattice.v1.ModelRegistryService/ListDeploymentHistory',
             lattice_dot_v1_dot_registry__pb2.ListDeploymentHistoryRequest.SerializeToString,
             lattice_dot_v1_dot_registry__pb2.ListDeploymentHistoryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReportVersionLoad(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lattice.v1.ModelRegistryService/ReportVersionLoad',
+            lattice_dot_v1_dot_registry__pb2.ReportVersionLoadRequest.SerializeToString,
+            lattice_dot_v1_dot_registry__pb2.ReportVersionLoadResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -45,6 +45,8 @@ METHOD_SCOPES: dict[str, str] = {
     _REGISTRY + "ListDeployments": REGISTRY_READ,
     _REGISTRY + "UpdateDeployment": REGISTRY_WRITE,
     _REGISTRY + "ListDeploymentHistory": REGISTRY_READ,
+    # Load reports come from inference replicas (suite services), never tenants.
+    _REGISTRY + "ReportVersionLoad": ADMIN,
     _REGISTRY + "GetPolicy": REGISTRY_READ,
     # Policy decides who may use a model: only administrators change it.
     _REGISTRY + "SetPolicy": ADMIN,

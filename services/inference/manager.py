@@ -11,7 +11,10 @@ compares the online set with what is loaded and acts:
   deployment v1 -> v2 never leaves a moment without a READY version;
 - a failed load stays FAILED with its error (shown by ListLoadedModels) and is
   retried with backoff while the version stays online (a digest mismatch is
-  retried too, in case the stored bytes are repaired).
+  retried too, in case the stored bytes are repaired). The error is a
+  path-free sentence (`load_reports.failure_reason`), and each change of a
+  version's fate (failed for a new reason, loaded after failing) is reported
+  to the registry's deployment history in the background.
 
 `acquire` resolves a model reference to a READY version and leases it.
 """
@@ -47,6 +50,7 @@ from services.inference.backends import (
 )
 from services.inference.batcher import BatchObserver
 from services.inference.fetch import ArtifactFetcher
+from services.inference.load_reports import LoadReports, failure_reason
 from services.inference.serving import ServingVersion, VersionState
 from services.runtime.registry_view import RegistryView
 
@@ -75,8 +79,13 @@ class ModelManager:
         retry_max: float = 60.0,
         batch_observer: Callable[[ServingVersion], BatchObserver] | None = None,
         tracer_provider: TracerProvider | None = None,
+        reports: LoadReports | None = None,
     ) -> None:
         self._view = view
+        self._reports = reports
+        # The last failure reported per version; popped when it loads or goes offline.
+        self._reported: dict[tuple[str, int], str] = {}
+        self._report_tasks: set[asyncio.Task[None]] = set()
         self._fetcher = fetcher
         self._factories = dict(factories)
         self._device = device
@@ -106,7 +115,7 @@ class ModelManager:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._runner
             self._runner = None
-        tasks = list(self._tasks.values())
+        tasks = [*self._tasks.values(), *self._report_tasks]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -194,6 +203,7 @@ class ModelManager:
             if key in online:
                 continue
             if entry.state in (VersionState.LOADING, VersionState.FAILED):
+                self._reported.pop(key, None)
                 task = self._tasks.pop(key, None)
                 if task is not None:
                     task.cancel()
@@ -279,6 +289,8 @@ class ModelManager:
             )
             entry.mark_ready()
             entry.attempts = 0
+            if self._reported.pop(entry.key, None) is not None:
+                self._report(entry, loaded=True, reason="")
             log.info(
                 "%s READY (%s, loaded and warmed up in %.2fs)",
                 entry.label,
@@ -294,15 +306,33 @@ class ModelManager:
                 with contextlib.suppress(Exception):
                     await backend.unload()
             entry.backend = None
-            message = (
-                exc.message if isinstance(exc, LatticeError) else f"{type(exc).__name__}: {exc}"
-            )
+            message = failure_reason(exc)
             entry.mark_failed(message)
-            log.error("%s FAILED to load (attempt %d): %s", entry.label, entry.attempts, message)
+            log.error(
+                "%s FAILED to load (attempt %d): %s",
+                entry.label,
+                entry.attempts,
+                message,
+                exc_info=not isinstance(exc, LatticeError),
+            )
+            if self._reported.get(entry.key) != message:
+                self._reported[entry.key] = message
+                self._report(entry, loaded=False, reason=message)
         finally:
             if self._tasks.get(entry.key) is asyncio.current_task():
                 del self._tasks[entry.key]
             self._dirty.set()
+
+    def _report(self, entry: ServingVersion, *, loaded: bool, reason: str) -> None:
+        """Send a load outcome to the registry without holding up loading."""
+        if self._reports is None:
+            return
+        task = asyncio.create_task(
+            self._reports.report(entry.name, entry.version, loaded=loaded, reason=reason),
+            name=f"report:{entry.label}",
+        )
+        self._report_tasks.add(task)
+        task.add_done_callback(self._report_tasks.discard)
 
     def _start_drain(self, entry: ServingVersion) -> None:
         entry.state = VersionState.DRAINING

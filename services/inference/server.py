@@ -15,6 +15,7 @@ from services.inference.backends import BackendFactory, LoadSpec
 from services.inference.cache import ResponseCache
 from services.inference.engine import InferenceEngine
 from services.inference.fetch import ArtifactFetcher
+from services.inference.load_reports import RegistryLoadReporter
 from services.inference.manager import ModelManager
 from services.inference.metrics import InferenceMetrics
 from services.inference.requests import Limits
@@ -154,6 +155,7 @@ async def build_server(
         on_refused_copy=metrics.artifact_copies_refused.inc,
         caller=service_caller("inference"),
     )
+    reports = RegistryLoadReporter(channel, caller=service_caller("inference"))
     manager = ModelManager(
         view,
         fetcher,
@@ -164,6 +166,7 @@ async def build_server(
         drain_timeout=settings.drain_timeout_seconds,
         batch_observer=metrics.batch_observer,
         tracer_provider=tracer_provider,
+        reports=reports,
     )
     metrics.watch_versions(registry, manager.versions)
     cache = None
@@ -209,6 +212,7 @@ async def build_server(
         server_credentials=security.server_credentials,
         verifier=security.verifier(),
     )
+    reports.serving_on(server.port)
     await view.start()
     await manager.start()
 

@@ -6,7 +6,7 @@ match what the client declared is the file fsynced and atomically renamed
 into place (then the directory is fsynced). Anything else removes the
 temporary file, so a refused or interrupted upload leaves nothing behind.
 The same bytes uploaded twice are stored once. With encryption at rest on,
-new blobs are stored sealed as `<digest>.sealed` (see `at_rest`); blobs of
+new blobs are stored sealed as `<digest>.sealed` (see `services.runtime.at_rest`); blobs of
 either kind stay readable whatever the setting. The registry's signature of
 a blob lives beside it as `<digest>.sig` (see `services.runtime.signatures`).
 """
@@ -24,8 +24,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from lattice.errors import InvalidArgument, NotFound
-from services.registry.at_rest import SUFFIX, AtRest, BrokenBlob
 from services.registry.validation import DIGEST_PATTERN
+from services.runtime.at_rest import SUFFIX, AtRest, BrokenBlob
 
 URI_PREFIX = "lattice-artifact://sha256/"
 READ_CHUNK_BYTES = 1024 * 1024
@@ -190,7 +190,7 @@ class ArtifactStore:
             raise BrokenBlob(f"artifact sha256:{digest} is sealed and no key ring is configured")
         handle = await asyncio.to_thread(self._sealed(digest).open, "rb")
         try:
-            frames = self._at_rest.frames(handle, digest)
+            frames = self._at_rest.frames(handle, digest, f"artifact sha256:{digest}")
             while (chunk := await asyncio.to_thread(next, frames, None)) is not None:
                 yield chunk
         finally:

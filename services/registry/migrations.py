@@ -18,6 +18,7 @@ from collections.abc import Callable
 
 from google.protobuf.message import Message
 
+from lattice.tokens import LEGACY_SYSTEM_TENANTS, SYSTEM_TENANT
 from lattice.v1 import registry_pb2
 
 
@@ -75,6 +76,60 @@ def _own_everything(conn: sqlite3.Connection, context: MigrationContext) -> None
             )
 
 
+def _system_tenant(name: str) -> str:
+    return SYSTEM_TENANT if name in LEGACY_SYSTEM_TENANTS else name
+
+
+def _rename_legacy_system_tenant(conn: sqlite3.Connection, context: MigrationContext) -> None:
+    """4: objects owned by (or allowing) a legacy name of the system tenant now name
+    SYSTEM_TENANT, so they stay visible to the suite's services after the rename."""
+    del context
+    legacy = list(LEGACY_SYSTEM_TENANTS)
+    marks = ",".join("?" * len(legacy))
+    for table, message in _BODIES.items():
+        for rowid, body in conn.execute(f"SELECT rowid, body FROM {table}").fetchall():
+            obj = message.FromString(body)
+            changed = obj.tenant in legacy  # type: ignore[attr-defined]
+            obj.tenant = _system_tenant(obj.tenant)  # type: ignore[attr-defined]
+            if isinstance(obj, registry_pb2.ModelPolicy) and set(obj.allowed_tenants) & set(legacy):
+                allowed = dict.fromkeys(_system_tenant(t) for t in obj.allowed_tenants)
+                obj.ClearField("allowed_tenants")
+                obj.allowed_tenants.extend(allowed)
+                changed = True
+            if changed:
+                conn.execute(
+                    f"UPDATE {table} SET body=? WHERE rowid=?", (obj.SerializeToString(), rowid)
+                )
+    renamed = (SYSTEM_TENANT, *legacy)
+    conn.execute(f"UPDATE deployment_history SET tenant=? WHERE tenant IN ({marks})", renamed)
+    conn.execute(
+        f"UPDATE OR IGNORE artifact_owners SET tenant=? WHERE tenant IN ({marks})", renamed
+    )
+    conn.execute(f"DELETE FROM artifact_owners WHERE tenant IN ({marks})", legacy)
+    for name, body in conn.execute(
+        f"SELECT name, body FROM tenants WHERE name IN ({marks})", legacy
+    ).fetchall():
+        record = registry_pb2.Tenant.FromString(body)
+        record.name = SYSTEM_TENANT
+        conn.execute(
+            "INSERT OR IGNORE INTO tenants (name, body) VALUES (?, ?)",
+            (SYSTEM_TENANT, record.SerializeToString()),
+        )
+        conn.execute("DELETE FROM tenants WHERE name=?", (name,))
+    for rowid, body in conn.execute("SELECT rowid, body FROM events").fetchall():
+        event = registry_pb2.WatchResponse.FromString(body)
+        kind = event.WhichOneof("object")
+        if kind is None:
+            continue
+        obj = getattr(event, kind)
+        field = "name" if kind == "tenant" else "tenant"
+        if getattr(obj, field) in legacy:
+            setattr(obj, field, SYSTEM_TENANT)
+            conn.execute(
+                "UPDATE events SET body=? WHERE rowid=?", (event.SerializeToString(), rowid)
+            )
+
+
 Migration = str | Callable[[sqlite3.Connection, MigrationContext], None]
 
 #: Migration N (1-based) takes the schema from version N-1 to N. Append only.
@@ -105,6 +160,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     _own_everything,
     # 3: tenant records (enabled flag, quotas), kept like every other object.
     "CREATE TABLE tenants (name TEXT PRIMARY KEY, body BLOB NOT NULL);",
+    _rename_legacy_system_tenant,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

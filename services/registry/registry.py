@@ -32,6 +32,7 @@ from lattice.errors import (
     FailedPrecondition,
     InvalidArgument,
     NotFound,
+    PermissionDenied,
 )
 from lattice.refs import parse_model_ref
 from lattice.v1 import registry_pb2
@@ -100,6 +101,8 @@ class Registry:
         self._retain = watch_retain_revisions
         self._clock = clock
         self._state = RegistryState()
+        # (model, version, replica) -> the last load report recorded (loaded, reason)
+        self._load_reports: dict[tuple[str, int, str], tuple[bool, str]] = {}
         self._lock = asyncio.Lock()
         self._commits: set[asyncio.Task] = set()
         self.hub = WatchHub(
@@ -510,12 +513,63 @@ class Registry:
                     reason=request.reason,
                     time=after.update_time,
                     tenant=model.tenant,
+                    kind=registry_pb2.DEPLOYMENT_EVENT_KIND_CHANGE,
                 )
             )
             return change
 
         events = await self._write("update_deployment", build)
         return events[0].deployment
+
+    async def report_version_load(
+        self, caller: Caller, request: registry_pb2.ReportVersionLoadRequest
+    ) -> registry_pb2.DeploymentHistoryEntry | None:
+        """Record a replica's load failure (or recovery) in the model's history.
+
+        Only suite services report (admin). A report equal to the same replica's
+        last one records nothing (a failing load is retried with backoff), so the
+        history shows each change of a version's fate once per replica. Returns
+        the entry recorded, or None.
+        """
+        if not caller.admin:
+            raise PermissionDenied("only suite services report version loads")
+        check.load_report(request)
+        name, number = request.model_name, request.version
+        key = (name, number, request.replica)
+        reported = (request.loaded, request.reason)
+        recorded: list[registry_pb2.DeploymentHistoryEntry] = []
+
+        def build(revision: int) -> Change:
+            model = self._model(caller, name, "model_name")
+            self._version(name, number)
+            deployment = self._deployment(name)
+            entry = registry_pb2.DeploymentHistoryEntry(
+                revision=revision,
+                model_name=name,
+                from_deployment=deployment,
+                to_deployment=deployment,
+                actor=caller.subject,
+                reason=_load_event_reason(request),
+                time=_now(),
+                tenant=model.tenant,
+                kind=registry_pb2.DEPLOYMENT_EVENT_KIND_VERSION_LOADED
+                if request.loaded
+                else registry_pb2.DEPLOYMENT_EVENT_KIND_VERSION_LOAD_FAILED,
+                version=number,
+                replica=request.replica,
+            )
+            recorded.append(entry)
+            change = Change()
+            change.history.append(entry)
+            return change
+
+        if self._load_reports.get(key) == reported:
+            self._model(caller, name, "model_name")
+            self._version(name, number)
+            return None
+        await self._write("report_version_load", build)
+        self._load_reports[key] = reported
+        return recorded[0]
 
     def _deployable(self, name: str, number: int, field: str) -> None:
         version = self._state.versions.get(name, {}).get(number)
@@ -671,6 +725,18 @@ class Registry:
             raise Aborted(
                 f"{what} is at revision {actual}, not the expected {expected}; re-read it and retry"
             )
+
+
+def _load_event_reason(request: registry_pb2.ReportVersionLoadRequest) -> str:
+    """The history entry's reason: what happened, where, and why."""
+    where = f" on {request.replica}" if request.replica else ""
+    if request.loaded:
+        said = f"version {request.version} loaded{where}"
+    else:
+        said = f"version {request.version} failed to load{where}"
+    if request.reason:
+        said = f"{said}: {request.reason}"
+    return said[: check.MAX_REASON]
 
 
 def _is_rollback(

@@ -11,13 +11,13 @@ from prometheus_client import CollectorRegistry
 
 from lattice.v1 import registry_pb2, registry_pb2_grpc
 from services.registry.artifacts import ArtifactStore
-from services.registry.at_rest import AtRest
 from services.registry.metrics import RegistryMetrics
 from services.registry.registry import Registry
 from services.registry.servicer import RegistryServicer
 from services.registry.store import Database, SqliteStore
 from services.registry.uploads import Artifacts
 from services.runtime import LatticeServer, ServerSettings, Service
+from services.runtime.at_rest import AtRest
 from services.runtime.entrypoint import run_service
 from services.runtime.remote_targets import RemoteAllowlist
 from services.runtime.security import service_security

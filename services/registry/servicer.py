@@ -127,6 +127,10 @@ class RegistryServicer(registry_pb2_grpc.ModelRegistryServiceServicer):
         )
         return pb.ListDeploymentHistoryResponse(entries=entries, next_page_token=token)
 
+    async def ReportVersionLoad(self, request, context):
+        entry = await self._registry.report_version_load(caller_of(context), request)
+        return pb.ReportVersionLoadResponse(entry=entry)
+
     async def GetPolicy(self, request, context):
         return pb.GetPolicyResponse(
             policy=self._registry.get_policy(caller_of(context), request.model_name)

@@ -34,6 +34,8 @@ MAX_TENANTS = 1000
 MAX_TOKENS_CEILING = 10_000_000
 MAX_ROLLOUT_INTERVAL_SECONDS = 30 * 24 * 3600
 MAX_REASON = 1024
+#: A replica is named host:port; a DNS name is at most 253 characters.
+MAX_REPLICA = 260
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
 
@@ -175,6 +177,15 @@ def routes(request: registry_pb2.UpdateDeploymentRequest) -> None:
             raise InvalidArgument("shadow_version", "the shadow version may not also be routed")
     expected_revision(request.expected_revision)
     text(request.reason, "reason", MAX_REASON)
+
+
+def load_report(request: registry_pb2.ReportVersionLoadRequest) -> None:
+    name(request.model_name, "model_name")
+    version_number(request.version, "version")
+    text(request.reason, "reason", MAX_REASON)
+    text(request.replica, "replica", MAX_REPLICA)
+    if not request.loaded and not request.reason.strip():
+        raise InvalidArgument("reason", "a failed load needs a reason")
 
 
 def policy(value: registry_pb2.ModelPolicy, field: str = "policy") -> None:

@@ -24,18 +24,17 @@ from collections.abc import Iterable
 from grpc import aio
 
 from lattice.errors import Unauthenticated
+from lattice.tokens import SYSTEM_TENANT
 
 TENANT_KEY = "x-lattice-tenant"
 SUBJECT_KEY = "x-lattice-subject"
 SCOPES_KEY = "x-lattice-scopes"
 ADMIN_SCOPE = "admin"
+#: What a suite service acting for itself holds: it sees every tenant.
+SERVICE_SCOPES = frozenset({ADMIN_SCOPE})
 IDENTITY_KEYS = frozenset((TENANT_KEY, SUBJECT_KEY, SCOPES_KEY))
 #: Identity values longer than this are refused, not truncated.
 MAX_IDENTITY_CHARS = 256
-#: The tenant of the suite's own services when they call each other (never a
-#: customer's): the gateway's and inference's registry views, inference's
-#: artifact downloads.
-SYSTEM_TENANT = "lattice-system"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,9 +70,7 @@ def service_caller(service: str) -> Caller:
     registry (routing and serving need every model), and inference downloads
     any online version's artifact, so they act as admins of SYSTEM_TENANT.
     """
-    return Caller(
-        tenant=SYSTEM_TENANT, subject=f"service:{service}", scopes=frozenset({ADMIN_SCOPE})
-    )
+    return Caller(tenant=SYSTEM_TENANT, subject=f"service:{service}", scopes=SERVICE_SCOPES)
 
 
 def caller_from_metadata(metadata: Iterable[tuple[str, str | bytes]]) -> Caller:

@@ -47,6 +47,7 @@ PURPOSE_CACHE_SEAL = "lattice cache seal v1"
 PURPOSE_ARTIFACT_SIGNATURE = "lattice artifact signature v1"
 PURPOSE_ARTIFACT_MANIFEST = "lattice artifact manifest v1"
 PURPOSE_ARTIFACT_AT_REST = "lattice artifact at rest v1"
+PURPOSE_DATASET_AT_REST = "lattice dataset at rest v1"
 
 
 class UnknownKey(FailedPrecondition):

@@ -16,16 +16,11 @@ import grpc
 from grpc import aio
 
 from services.runtime.channels import create_channel
-from services.runtime.identity import Caller
+from services.runtime.identity import service_caller
 from services.runtime.internal_tokens import CallerVerifier, TokenMinter
 from services.runtime.keys import DEFAULT_KEY_RING_PATH, KeyManager, LocalKeyRing
 from services.runtime.settings import ServerSettings
 from services.runtime.tls import channel_credentials, server_credentials
-
-#: The tenant a service acts as when it calls another on its own behalf.
-SUITE_TENANT = "lattice-suite"
-#: A service acting for itself sees every tenant (inference watches every deployment).
-SERVICE_SCOPES = frozenset({"admin", "service"})
 
 
 def key_ring_path(settings: ServerSettings) -> Path:
@@ -35,11 +30,6 @@ def key_ring_path(settings: ServerSettings) -> Path:
         if settings.key_ring_file
         else (settings.data_dir / DEFAULT_KEY_RING_PATH)
     )
-
-
-def service_caller(service: str) -> Caller:
-    """The identity a service's own calls carry."""
-    return Caller(SUITE_TENANT, f"service:{service}", SERVICE_SCOPES)
 
 
 @dataclasses.dataclass(frozen=True)

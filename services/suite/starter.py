@@ -15,9 +15,8 @@ import click
 from lattice import Client
 from lattice.cli.progress import JobProgress
 from lattice.errors import FailedPrecondition, NotFound, Unavailable
-from lattice.tokens import mint_dev_token
+from lattice.tokens import SYSTEM_TENANT, mint_dev_token
 from lattice.v1 import trainer_pb2
-from services.runtime.identity import SYSTEM_TENANT
 
 #: Docstrings need no markup stripping, but do repeat themselves across modules.
 STARTER_CLEANING = {

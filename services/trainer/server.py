@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry
 from lattice.v1 import trainer_pb2, trainer_pb2_grpc
 from services.runtime import LatticeServer, ServerSettings, Service
 from services.runtime.entrypoint import run_service
-from services.runtime.security import service_security
+from services.runtime.security import key_ring_path, service_security
 from services.trainer.data.confine import SourceRoots
 from services.trainer.data.service import DatasetService
 from services.trainer.data.store import DatasetStore
@@ -93,6 +93,10 @@ class TrainerSettings(ServerSettings):
     #: Seconds one watch of a PyTorchJob lasts before it is renewed.
     pytorchjob_watch_seconds: int = 60
 
+    #: Seal new prepared datasets (AES-GCM, key ring) on disk; existing ones stay
+    #: readable either way. Off by default: the volume's own encryption may be enough.
+    encrypt_datasets_at_rest: bool = False
+
 
 def cluster_launcher(settings: TrainerSettings) -> launchers.PyTorchJobLauncher:
     """The PyTorchJob launcher the settings describe (ValueError if they cannot work)."""
@@ -156,7 +160,12 @@ async def build_server(
             settings.registry_address, "registry", tracer_provider=tracer_provider
         )
         registry = RegistryClient(channel)
-    datasets = DatasetStore(root / "datasets", default_tenant=settings.default_tenant)
+    datasets = DatasetStore(
+        root / "datasets",
+        default_tenant=settings.default_tenant,
+        keys=security.keys,
+        encrypt=settings.encrypt_datasets_at_rest,
+    )
     store = JobStore(root / "jobs.db", default_tenant=settings.default_tenant)
     roots = SourceRoots.default(
         settings.data_dir.resolve(), settings.source_root, settings.max_source_files
@@ -179,6 +188,7 @@ async def build_server(
             histogram_interval=settings.histogram_interval_steps,
             worker_allocator=settings.worker_allocator,
             worker_module=worker_module,
+            key_ring_file=str(key_ring_path(settings).resolve()),
         ),
         metrics,
         tracer,

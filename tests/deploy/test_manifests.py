@@ -107,6 +107,41 @@ def test_prod_has_no_plaintext_public_listener():
     assert volumes["tls"]["secret"]["optional"] is False  # no certificate, no start
 
 
+def test_prod_wires_mutual_tls_between_the_services_from_cert_manager():
+    """Each service mounts its own certificate; the internal ones serve with it and
+    demand one from callers, everyone calls upstream presenting theirs."""
+    docs = rendered("prod")
+    certificates = of_kind(docs, "Certificate")
+    deployments = of_kind(docs, "Deployment")
+    for name in SERVICES:
+        certificate = certificates[f"lattice-{name}-mtls"]["spec"]
+        assert set(certificate["usages"]) == {"server auth", "client auth"}, name
+        assert name in certificate["dnsNames"], name
+        spec = deployments[name]["spec"]["template"]["spec"]
+        (c,) = containers(deployments[name])
+        volumes = {v["name"]: v for v in spec["volumes"]}
+        assert volumes["mtls"]["secret"]["secretName"] == certificate["secretName"], name
+        assert volumes["mtls"]["secret"]["optional"] is False, name
+        mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
+        env = {e["name"]: e.get("value") for e in c.get("env", [])}
+        files = ("ca.crt", "tls.crt", "tls.key")
+        if name == "gateway":
+            keys = ("UPSTREAM_CA_FILE", "UPSTREAM_CERT_FILE", "UPSTREAM_KEY_FILE")
+            wanted = dict(zip(keys, files, strict=True))
+        else:
+            wanted = {
+                "TLS_CERT_FILE": "tls.crt",
+                "TLS_KEY_FILE": "tls.key",
+                "TLS_CLIENT_CA_FILE": "ca.crt",
+                "TLS_CA_FILE": "ca.crt",
+            }
+        for key, file in wanted.items():
+            assert env[f"LATTICE_{name.upper()}_{key}"] == f"{mounts['mtls']}/{file}", (name, key)
+    # The gateway reaches the replicas by the headless Service's name.
+    inference = certificates["lattice-inference-mtls"]["spec"]["dnsNames"]
+    assert "inference-headless.lattice.svc.cluster.local" in inference
+
+
 def test_every_service_reads_the_one_key_ring(docs):
     config = of_kind(docs, "ConfigMap")["lattice-common"]["data"]
     path = config["LATTICE_KEY_RING_FILE"]

@@ -11,9 +11,8 @@ import pytest
 from google.protobuf import duration_pb2
 
 import lattice
-from lattice.tokens import TENANT_SCOPES
+from lattice.tokens import SYSTEM_TENANT, TENANT_SCOPES
 from lattice.v1 import inference_pb2, registry_pb2, registry_pb2_grpc
-from services.runtime.identity import SYSTEM_TENANT
 from services.suite.starter import probe_token, wait_until_served
 from services.suite.up import STARTER_TENANT
 from tests.cli.conftest import Cli

@@ -511,6 +511,32 @@ CASES = [
         C.INVALID_ARGUMENT,
         "expected_revision",
     ),
+    # ReportVersionLoad
+    ("ReportVersionLoad", pb.ReportVersionLoadRequest(), C.INVALID_ARGUMENT, "model_name"),
+    (
+        "ReportVersionLoad",
+        pb.ReportVersionLoadRequest(model_name="m", version=0, reason="r"),
+        C.INVALID_ARGUMENT,
+        "version",
+    ),
+    (
+        "ReportVersionLoad",
+        pb.ReportVersionLoadRequest(model_name="m", version=1),
+        C.INVALID_ARGUMENT,
+        "reason",
+    ),
+    (
+        "ReportVersionLoad",
+        pb.ReportVersionLoadRequest(model_name="m", version=1, reason="r", replica="h" * 300),
+        C.INVALID_ARGUMENT,
+        "replica",
+    ),
+    (
+        "ReportVersionLoad",
+        pb.ReportVersionLoadRequest(model_name="m", version=99, reason="r"),
+        C.NOT_FOUND,
+        "",
+    ),
     # Watch
     ("Watch", pb.WatchRequest(from_revision=-1), C.INVALID_ARGUMENT, "from_revision"),
     ("Watch", pb.WatchRequest(model_names=["ok", "NOT OK"]), C.INVALID_ARGUMENT, "model_names[1]"),

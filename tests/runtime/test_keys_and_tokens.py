@@ -12,7 +12,7 @@ import jwt
 import pytest
 
 from lattice.errors import Unauthenticated
-from services.runtime.identity import Caller
+from services.runtime.identity import Caller, service_caller
 from services.runtime.internal_tokens import CallerVerifier, TokenMinter
 from services.runtime.keys import (
     PURPOSE_CACHE_SEAL,
@@ -24,7 +24,7 @@ from services.runtime.keys import (
 )
 
 ALICE = Caller("acme", "alice", frozenset({"registry:read"}))
-SERVICE = Caller("lattice-suite", "service:test", frozenset({"admin"}))
+SERVICE = service_caller("test")
 
 
 def test_ring_is_private_versioned_and_rotates(tmp_path):

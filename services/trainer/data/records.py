@@ -18,6 +18,9 @@ import json
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from services.runtime.keys import KeyManager
+from services.trainer.data.at_rest import DatasetFiles
+
 SPLITS = ("train", "validation")
 
 
@@ -43,22 +46,37 @@ def write_records(path: Path, records: Iterable[Record]) -> None:
             handle.write(record.to_json() + "\n")
 
 
-def read_records(dataset_dir: Path, split: str = "train") -> Iterator[Record]:
+def read_records(
+    dataset_dir: Path, split: str = "train", keys: KeyManager | None = None
+) -> Iterator[Record]:
+    """The split's documents. A dataset encrypted at rest is opened with `keys`
+    (without them: FAILED_PRECONDITION saying a key ring is needed)."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}")
+    files = DatasetFiles(dataset_dir, keys)
+    if files.sealed:
+        lines: Iterable[str] = files.read_text(f"{split}.jsonl").splitlines()
+        yield from _parse(lines)
+        return
     with (dataset_dir / f"{split}.jsonl").open(encoding="utf-8") as handle:
-        for line in handle:
-            value = json.loads(line)
-            words = value.get("words")
-            listed = tuple(words) if words is not None else None
-            yield Record(value["text"], value.get("language", ""), listed, value.get("label"))
+        yield from _parse(handle)
 
 
-def read_word_lists(dataset_dir: Path, split: str = "train") -> Iterator[list[str]]:
+def _parse(lines: Iterable[str]) -> Iterator[Record]:
+    for line in lines:
+        value = json.loads(line)
+        words = value.get("words")
+        listed = tuple(words) if words is not None else None
+        yield Record(value["text"], value.get("language", ""), listed, value.get("label"))
+
+
+def read_word_lists(
+    dataset_dir: Path, split: str = "train", keys: KeyManager | None = None
+) -> Iterator[list[str]]:
     """Each document's word list, for word-level models. Datasets prepared without
     `segment_words` have none: ValueError, so a Chinese corpus is never silently
     split on spaces."""
-    for record in read_records(dataset_dir, split):
+    for record in read_records(dataset_dir, split, keys):
         if record.words is None:
             raise ValueError("dataset was prepared without segment_words; prepare it again")
         yield list(record.words)

@@ -12,7 +12,12 @@ A dataset belongs to the tenant that prepared it. Its id mixes in the tenant
 (`<name>-<first 12 of sha256(tenant, digest)>`), so two tenants preparing the
 same data get two datasets, never each other's; `visible`/`list_for` answer
 for a caller (another tenant's dataset is NOT_FOUND). Records written before
-datasets had owners are given `default_tenant` when loaded.
+datasets had owners are given `default_tenant` when loaded; those owned by an
+old name of the system tenant are given `SYSTEM_TENANT`.
+
+With `encrypt` (and the key ring), a new dataset's files are sealed before it
+is moved into place (`services.trainer.data.at_rest`); `files()` reads any
+dataset, sealed or plain.
 """
 
 from __future__ import annotations
@@ -26,8 +31,11 @@ from pathlib import Path
 from google.protobuf import timestamp_pb2
 
 from lattice.errors import NotFound
+from lattice.tokens import LEGACY_SYSTEM_TENANTS, SYSTEM_TENANT
 from lattice.v1 import trainer_pb2
 from services.runtime.identity import Caller
+from services.runtime.keys import KeyManager
+from services.trainer.data.at_rest import DatasetFiles, DatasetSealer
 
 RECORD = "dataset.binpb"
 
@@ -50,15 +58,27 @@ def dataset_id(name: str, tenant: str, digest: str) -> str:
 
 
 class DatasetStore:
-    def __init__(self, root: Path, *, default_tenant: str = "default") -> None:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        default_tenant: str = "default",
+        keys: KeyManager | None = None,
+        encrypt: bool = False,
+    ) -> None:
+        if encrypt and keys is None:
+            raise ValueError("encrypting datasets at rest needs the key ring (keys)")
         self.root = root
+        self._keys = keys
+        self._sealer = DatasetSealer(keys) if encrypt and keys is not None else None
         self.root.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._cache: dict[str, trainer_pb2.Dataset] = {}
         for record in self.root.glob(f"*/{RECORD}"):
             dataset = trainer_pb2.Dataset.FromString(record.read_bytes())
-            if not dataset.tenant:  # written before datasets had owners
-                dataset.tenant = default_tenant
+            if not dataset.tenant or dataset.tenant in LEGACY_SYSTEM_TENANTS:
+                # written before datasets had owners, or by the old system tenant name
+                dataset.tenant = SYSTEM_TENANT if dataset.tenant else default_tenant
                 record.write_bytes(dataset.SerializeToString())
             self._cache[dataset.id] = dataset
 
@@ -92,6 +112,8 @@ class DatasetStore:
             now = timestamp_pb2.Timestamp()
             now.GetCurrentTime()
             dataset.create_time.CopyFrom(now)
+            if self._sealer is not None:
+                self._sealer.seal(staging, new_id)
             (staging / RECORD).write_bytes(dataset.SerializeToString())
             staging.rename(self.root / new_id)
             self._cache[new_id] = dataset
@@ -118,6 +140,15 @@ class DatasetStore:
     def path(self, dataset_id: str) -> Path:
         self.get(dataset_id)
         return self.root / dataset_id
+
+    @property
+    def keys(self) -> KeyManager | None:
+        """The key ring that opens datasets encrypted at rest (None: none configured)."""
+        return self._keys
+
+    def files(self, dataset_id: str) -> DatasetFiles:
+        """The dataset's files as plaintext (sealed or not on disk)."""
+        return DatasetFiles(self.path(dataset_id), self._keys)
 
     def list(self) -> list[trainer_pb2.Dataset]:
         """Newest first."""

@@ -85,6 +85,8 @@ class RunnerOptions:
     #: The module torchrun runs per rank (tests inject a faulty worker here).
     worker_module: str = WORKER_MODULE
     registration_retry_seconds: float = 2.0
+    #: The key ring workers read a dataset encrypted at rest with ("" = none).
+    key_ring_file: str = ""
 
 
 def _now() -> timestamp_pb2.Timestamp:
@@ -190,7 +192,7 @@ class JobRunner:
                 return existing
         dataset_dir = lookup_dataset(self.datasets, spec.dataset_id, caller)
         confine = self.source_roots.for_tenant(caller.tenant) if self.source_roots else None
-        resolved = resolve_spec(spec, dataset_dir, self.limits, confine)
+        resolved = resolve_spec(spec, dataset_dir, self.limits, confine, keys=self.datasets.keys)
         job_id = f"job-{uuid.uuid4().hex[:12]}"
         if resolved.base_model:
             if self.registry is None:
@@ -360,6 +362,7 @@ class JobRunner:
             histogram_interval=self.options.histogram_interval,
             eval_batches=self.options.eval_batches,
             allocator=self.options.worker_allocator,
+            key_ring_file=self.options.key_ring_file,
         ).save()
 
     def worker_environment(self) -> dict[str, str]:

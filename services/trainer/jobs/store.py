@@ -20,6 +20,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from lattice.errors import AlreadyExists, NotFound
+from lattice.tokens import LEGACY_SYSTEM_TENANTS, SYSTEM_TENANT
 from lattice.v1 import trainer_pb2
 from services.runtime.identity import Caller
 
@@ -68,6 +69,7 @@ class JobStore:
         self._db.executescript(_SCHEMA)
         self._lock = threading.Lock()
         self._add_owners(default_tenant)
+        self._rename_legacy_system_tenant()
 
     def _add_owners(self, default_tenant: str) -> None:
         """Migrate a database from before jobs had owners, in one transaction."""
@@ -91,6 +93,34 @@ class JobStore:
                     ),
                 )
             self._db.execute("CREATE INDEX jobs_by_tenant ON jobs (tenant, seq)")
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+
+    def _rename_legacy_system_tenant(self) -> None:
+        """Jobs owned by an old name of the system tenant now belong to SYSTEM_TENANT."""
+        marks = ",".join("?" * len(LEGACY_SYSTEM_TENANTS))
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            rows = self._db.execute(
+                f"SELECT id, request_id, job FROM jobs WHERE tenant IN ({marks})",
+                LEGACY_SYSTEM_TENANTS,
+            ).fetchall()
+            for job_id, stored_key, body in rows:
+                job = trainer_pb2.Job.FromString(body)
+                old_prefix = f"{len(job.tenant)}:{job.tenant}:"
+                request_id = (stored_key or "").removeprefix(old_prefix)
+                job.tenant = SYSTEM_TENANT
+                self._db.execute(
+                    "UPDATE jobs SET tenant = ?, request_id = ?, job = ? WHERE id = ?",
+                    (
+                        SYSTEM_TENANT,
+                        request_key(SYSTEM_TENANT, request_id),
+                        job.SerializeToString(),
+                        job_id,
+                    ),
+                )
             self._db.execute("COMMIT")
         except BaseException:
             self._db.execute("ROLLBACK")

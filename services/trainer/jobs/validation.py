@@ -16,6 +16,8 @@ from lattice.errors import FailedPrecondition, InvalidArgument, NotFound
 from lattice.refs import NAME_PATTERN, parse_model_ref
 from lattice.v1 import trainer_pb2
 from services.runtime.identity import Caller
+from services.runtime.keys import KeyManager
+from services.trainer.data.at_rest import DatasetFiles
 from services.trainer.data.confine import Confinement
 from services.trainer.jobs import classify_validation, word_validation
 
@@ -55,9 +57,11 @@ def resolve_spec(
     dataset_dir: Path | None,
     limits: MachineLimits,
     confine: Confinement | None = None,
+    keys: KeyManager | None = None,
 ) -> trainer_pb2.JobSpec:
     """A copy of `spec` with defaults filled in; raises on anything that cannot run.
-    Files the spec names (word-embedding evaluation lists) must lie in `confine`."""
+    Files the spec names (word-embedding evaluation lists) must lie in `confine`;
+    `keys` opens a dataset encrypted at rest."""
     spec = trainer_pb2.JobSpec.FromString(spec.SerializeToString())
     word_family = spec.family in word_validation.FAMILIES
     if spec.family not in (
@@ -93,7 +97,7 @@ def resolve_spec(
     _resolve_alerts(spec)
     _resolve_registration(spec)
     if not classifier:
-        _check_dataset(spec, dataset_dir)
+        _check_dataset(spec, DatasetFiles(dataset_dir, keys))
     return spec
 
 
@@ -294,8 +298,8 @@ def _resolve_alerts(spec: trainer_pb2.JobSpec) -> None:
         raise InvalidArgument("spec.max_validation_loss", "must be a finite number >= 0")
 
 
-def _check_dataset(spec: trainer_pb2.JobSpec, dataset_dir: Path) -> None:
-    meta = json.loads((dataset_dir / "meta.json").read_text())
+def _check_dataset(spec: trainer_pb2.JobSpec, dataset: DatasetFiles) -> None:
+    meta = json.loads(dataset.read_text("meta.json"))
     kind = meta.get("tokenizer_kind", "")
     is_bert = spec.family == trainer_pb2.MODEL_FAMILY_BERT_MASKED_LM
     if not spec.base_model and is_bert != (kind == "TOKENIZER_KIND_WORDPIECE"):
@@ -305,7 +309,7 @@ def _check_dataset(spec: trainer_pb2.JobSpec, dataset_dir: Path) -> None:
         )
     hp = spec.hyperparameters
     size = _dtype_size(meta["dtype"])
-    train_blocks = (dataset_dir / "train.bin").stat().st_size // size // hp.sequence_length
+    train_blocks = dataset.size("train.bin") // size // hp.sequence_length
     needed = (
         spec.distributed.processes_per_node
         * spec.distributed.nodes
@@ -317,7 +321,7 @@ def _check_dataset(spec: trainer_pb2.JobSpec, dataset_dir: Path) -> None:
             f"dataset {spec.dataset_id} has {train_blocks} training blocks of "
             f"{hp.sequence_length} tokens; one step needs {needed}"
         )
-    val_blocks = (dataset_dir / "validation.bin").stat().st_size // size // hp.sequence_length
+    val_blocks = dataset.size("validation.bin") // size // hp.sequence_length
     if val_blocks < 1:
         raise FailedPrecondition(
             f"dataset {spec.dataset_id} has no validation block of {hp.sequence_length} tokens"

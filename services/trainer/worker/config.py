@@ -31,6 +31,8 @@ class WorkerConfig:
     keep_checkpoints: int = 2
     #: Host allocator policy (see services.trainer.worker.allocator).
     allocator: str = "retain"
+    #: The key ring that opens a dataset encrypted at rest ("" = none).
+    key_ring_file: str = ""
 
     @property
     def events_path(self) -> Path:
@@ -64,6 +66,7 @@ class WorkerConfig:
             "eval_batches": self.eval_batches,
             "keep_checkpoints": self.keep_checkpoints,
             "allocator": self.allocator,
+            "key_ring_file": self.key_ring_file,
         }
         path = self.job_dir / CONFIG_FILE
         path.write_text(json.dumps(payload, indent=1))

@@ -5,17 +5,18 @@ uninterrupted one would have."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import torch
+
+from services.trainer.data.at_rest import DatasetFiles
 
 
 class TokenBlocks:
     """A token stream cut into non-overlapping blocks of `length` tokens."""
 
-    def __init__(self, path: Path, dtype: str, length: int) -> None:
-        tokens = np.fromfile(path, dtype=np.dtype(dtype).newbyteorder("<"))
+    def __init__(self, data: bytes, dtype: str, length: int) -> None:
+        tokens = np.frombuffer(data, dtype=np.dtype(dtype).newbyteorder("<"))
         self.length = length
         self.count = len(tokens) // length
         blocks = tokens[: self.count * length].astype(np.int64).reshape(self.count, length)
@@ -25,10 +26,11 @@ class TokenBlocks:
         return self.blocks.index_select(0, indices)
 
 
-def load_splits(dataset_dir: Path, length: int) -> tuple[TokenBlocks, TokenBlocks, dict]:
-    meta = json.loads((dataset_dir / "meta.json").read_text())
-    train = TokenBlocks(dataset_dir / "train.bin", meta["dtype"], length)
-    validation = TokenBlocks(dataset_dir / "validation.bin", meta["dtype"], length)
+def load_splits(dataset: DatasetFiles, length: int) -> tuple[TokenBlocks, TokenBlocks, dict]:
+    """The token streams of a dataset (decrypted in memory when it is sealed at rest)."""
+    meta = json.loads(dataset.read_text("meta.json"))
+    train = TokenBlocks(dataset.read_bytes("train.bin"), meta["dtype"], length)
+    validation = TokenBlocks(dataset.read_bytes("validation.bin"), meta["dtype"], length)
     return train, validation, meta
 
 

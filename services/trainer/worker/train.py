@@ -24,6 +24,8 @@ from torch.nn.parallel import DistributedDataParallel
 from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
 
 from lattice.v1 import trainer_pb2
+from services.runtime.keys import LocalKeyRing
+from services.trainer.data.at_rest import DatasetFiles
 from services.trainer.worker import allocator, checkpoint
 from services.trainer.worker.config import WorkerConfig
 from services.trainer.worker.data import DeterministicOrder, load_splits, mask_tokens
@@ -81,10 +83,14 @@ class Trainer:
 
     def _build(self) -> None:
         hp = self.hp
-        self.train_blocks, self.val_blocks, _meta = load_splits(
-            self.config.dataset_dir, hp.sequence_length
+        key_ring = self.config.key_ring_file
+        dataset = DatasetFiles(
+            self.config.dataset_dir, LocalKeyRing(Path(key_ring)) if key_ring else None
         )
-        self.tokenizer_dir = self.config.dataset_dir / "tokenizer"
+        self.train_blocks, self.val_blocks, _meta = load_splits(dataset, hp.sequence_length)
+        # A sealed dataset's tokenizer is opened into this rank's scratch directory.
+        scratch = self.config.job_dir / "scratch" / f"rank{self.rank}"
+        self.tokenizer_dir = dataset.plain_directory("tokenizer", scratch)
         tokenizer = AutoTokenizer.from_pretrained(self.tokenizer_dir)
         self.vocab_size = len(tokenizer)
         self.mask_id = tokenizer.mask_token_id

@@ -14,6 +14,9 @@ Arguments (dict):
 {{- $v := .values -}}
 {{- $name := .name -}}
 {{- $full := printf "%s-%s" $root.Release.Name $name -}}
+{{- /* A TLS listener (the gateway's public certificate, or mTLS for the others):
+       Kubernetes' grpc: probes speak plaintext only, so probes are TCP checks. */ -}}
+{{- $tlsListener := ternary $root.Values.tls.gateway.secretName $root.Values.tls.mtls.enabled (eq $name "gateway") -}}
 apiVersion: v1
 kind: ServiceAccount
 metadata:
@@ -106,6 +109,27 @@ spec:
                 name: {{ $full }}
           env:
             {{- include "lattice.redisEnv" $root | nindent 12 }}
+            {{- if $root.Values.tls.mtls.enabled }}
+            {{- if eq $name "gateway" }}
+            # The gateway keeps its public certificate and presents this one upstream.
+            - name: LATTICE_GATEWAY_UPSTREAM_CA_FILE
+              value: /etc/lattice/mtls/ca.crt
+            - name: LATTICE_GATEWAY_UPSTREAM_CERT_FILE
+              value: /etc/lattice/mtls/tls.crt
+            - name: LATTICE_GATEWAY_UPSTREAM_KEY_FILE
+              value: /etc/lattice/mtls/tls.key
+            {{- else }}
+            # Serve with the suite certificate, require one from callers, call over TLS.
+            - name: LATTICE_{{ upper $name }}_TLS_CERT_FILE
+              value: /etc/lattice/mtls/tls.crt
+            - name: LATTICE_{{ upper $name }}_TLS_KEY_FILE
+              value: /etc/lattice/mtls/tls.key
+            - name: LATTICE_{{ upper $name }}_TLS_CLIENT_CA_FILE
+              value: /etc/lattice/mtls/ca.crt
+            - name: LATTICE_{{ upper $name }}_TLS_CA_FILE
+              value: /etc/lattice/mtls/ca.crt
+            {{- end }}
+            {{- end }}
           ports:
             - name: grpc
               containerPort: {{ $v.port }}
@@ -116,19 +140,34 @@ spec:
             - name: metrics
               containerPort: 9464
           startupProbe:
+            {{- if $tlsListener }}
+            tcpSocket:
+              port: {{ $v.port }}
+            {{- else }}
             grpc:
               port: {{ $v.port }}
+            {{- end }}
             periodSeconds: 5
             failureThreshold: 120
           readinessProbe:
+            {{- if $tlsListener }}
+            tcpSocket:
+              port: {{ $v.port }}
+            {{- else }}
             grpc:
               port: {{ $v.port }}
               service: {{ .readiness }}
+            {{- end }}
             periodSeconds: 5
             failureThreshold: 2
           livenessProbe:
+            {{- if $tlsListener }}
+            tcpSocket:
+              port: {{ $v.port }}
+            {{- else }}
             grpc:
               port: {{ $v.port }}
+            {{- end }}
             periodSeconds: 10
             timeoutSeconds: 5
             failureThreshold: 3
