@@ -11,6 +11,7 @@ an earlier trainer process left running.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import threading
 import time
@@ -105,8 +106,18 @@ class PyTorchJobLauncher:
             obj = render(attempt, self.policy)
         except ValueError as error:
             raise FailedPrecondition(f"cannot run the job as a PyTorchJob: {error}") from None
-        await asyncio.to_thread(self.jobs.create, obj)
-        running = RunningPyTorchJob(self.jobs, obj["metadata"]["name"], log_path)
+        name = obj["metadata"]["name"]
+        creating = asyncio.ensure_future(asyncio.to_thread(self.jobs.create, obj))
+        try:
+            await asyncio.shield(creating)
+        except asyncio.CancelledError:
+            # Cancelled mid-create: the API call lands anyway, so delete what it made
+            # rather than leave pods running for a job that is already cancelled.
+            with contextlib.suppress(Exception):
+                await creating
+                await asyncio.to_thread(self.jobs.delete, name)
+            raise
+        running = RunningPyTorchJob(self.jobs, name, log_path)
         running.note(
             f"created in namespace {self.jobs.namespace}: {dist.nodes} node(s) x "
             f"{dist.processes_per_node} process(es)"
