@@ -71,6 +71,22 @@ class _SlabLayer(DynamicLayer):
         return self._slab.width + query_length, 0
 
 
+class PartialPrefill:
+    """A long prompt prefilled a chunk at a time, in its own cache, outside
+    the batch until its last chunk."""
+
+    __slots__ = ("cache", "done", "prompt")
+
+    def __init__(self, prompt: Sequence[int]) -> None:
+        self.prompt = list(prompt)
+        self.done = 0  # tokens prefilled so far
+        self.cache: Any = None
+
+    @property
+    def remaining(self) -> int:
+        return len(self.prompt) - self.done
+
+
 class KVBatch:
     """Prefill, step, merge and shrink a batch of sequences on one causal LM."""
 
@@ -143,6 +159,27 @@ class KVBatch:
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         out = self._forward(ids, mask, positions, None)
         self._merge(out.cache, mask.bool(), mask.sum(-1))
+        return out.logits[:, -1]
+
+    def begin_prefill(self, prompt: Sequence[int]) -> PartialPrefill:
+        """A prompt to prefill in chunks (`prefill_chunk`)."""
+        return PartialPrefill(prompt)
+
+    def prefill_chunk(self, partial: PartialPrefill, tokens: int) -> torch.Tensor | None:
+        """Prefill the next `tokens` of `partial`'s prompt. After the last
+        chunk the sequence becomes a new row and its last-position logits
+        ([1, vocab]) are returned; None before."""
+        first = partial.done
+        last = min(len(partial.prompt), first + max(1, tokens))
+        ids = torch.tensor([partial.prompt[first:last]], device=self._device)
+        mask = torch.ones((1, last), dtype=torch.long, device=self._device)
+        positions = torch.arange(first, last, device=self._device)[None]
+        out = self._forward(ids, mask, positions, partial.cache)
+        partial.cache, partial.done = out.cache, last
+        if partial.remaining:
+            return None
+        self._merge(out.cache, mask.bool(), torch.tensor([last], device=self._device))
+        partial.cache = None
         return out.logits[:, -1]
 
     def step(self, tokens: Sequence[int]) -> torch.Tensor:
