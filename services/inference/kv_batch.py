@@ -11,13 +11,18 @@ the whole cache to append one column, a copy of every row's keys and values
 per layer per step. At 32 rows and 256 columns (bench/streaming.py's model)
 that copy was most of a step's cost, and the longer the rows the worse.
 Here a step writes one column in place; copies happen only when rows join
-(their prefilled cache is written in), leave (later rows move up to keep the
-batch dense) or the slab runs out of columns (the used region moves, about
+(their prefilled cache is written in), leave (a row from the end moves into
+the freed slot) or the slab runs out of columns (the used region moves, about
 once every `_SLACK` steps).
 
 The decode step also passes its own 4-D boolean mask (a view of `mask`), so
-transformers builds none per step, and, given a `group_cost`, splits the rows
-into age groups that each attend over their own columns (`row_attention`).
+transformers builds none per step.
+
+Every row attends over the shared columns, padding included. Splitting rows
+into age groups that each attend over their own columns (one attention call
+per group) was tried: with rows sorted by age it saved about 10% of a step
+at 32 rows of spread ages, but leaves that move a row into a freed slot mix
+the ages, and then it measured no faster than one call, so it is not done.
 
 Works on transformers' public cache API: a `Cache` of `CacheLayerMixin`
 layers whose `update` returns the keys and values to attend over.
@@ -30,8 +35,6 @@ from typing import Any
 
 import torch
 from transformers.cache_utils import Cache, DynamicLayer
-
-from services.inference.row_attention import Group, install, plan_groups
 
 #: Free columns right of the used region after a relayout: a relayout (a copy
 #: of the used region) happens about once per this many decode steps.
@@ -90,14 +93,8 @@ class PartialPrefill:
 class KVBatch:
     """Prefill, step, merge and shrink a batch of sequences on one causal LM."""
 
-    def __init__(
-        self, model: Any, device: str, pad_id: int, *, group_cost: int | None = None
-    ) -> None:
-        """`group_cost`: what one more attention call per step costs, in
-        row-columns of attention; None attends with all rows at once."""
+    def __init__(self, model: Any, device: str, pad_id: int) -> None:
         self._model = model
-        self._group_cost = group_cost if group_cost is not None and install(model) else None
-        self._groups: list[Group] | None = None  # planned when rows join or leave
         self._device = device
         self._pad = pad_id
         self._rows = 0
@@ -118,23 +115,11 @@ class KVBatch:
         return self._end - self._start if self._rows else 0
 
     @property
-    def attention_groups(self) -> int:
-        """Attention calls per layer in the last decode step (1: ungrouped)."""
-        return len(self._groups) if self._groups else 1
-
-    @property
     def kv_tokens(self) -> int:
         """Cache slots in use (rows x width, padding included)."""
         return self.rows * self.width
 
-    def _forward(
-        self,
-        ids: torch.Tensor,
-        mask: torch.Tensor,
-        positions: torch.Tensor,
-        cache: Any,
-        **extra: Any,
-    ):
+    def _forward(self, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache: Any):
         # transformers 5 names the KV cache `cache` (was past_key_values).
         return self._model(
             input_ids=ids,
@@ -143,7 +128,6 @@ class KVBatch:
             cache=cache,
             use_cache=True,
             logits_to_keep=1,
-            **extra,
         )
 
     def prefill(self, prompts: Sequence[Sequence[int]]) -> torch.Tensor:
@@ -191,45 +175,48 @@ class KVBatch:
         self._mask[:rows, end] = True
         mask = self._mask[:rows, None, None, self._start : end + 1]
         ids = torch.tensor(tokens, device=self._device)[:, None]
-        extra = {}
-        if self._group_cost is not None:
-            if self._groups is None:
-                firsts = self._mask[:rows, self._start : end].to(torch.uint8).argmax(dim=1)
-                self._groups = plan_groups(firsts.tolist(), self._group_cost)
-            extra["row_groups"] = self._groups
-        out = self._forward(ids, mask, self._positions[:rows, None], self._cache, **extra)
+        out = self._forward(ids, mask, self._positions[:rows, None], self._cache)
         self._end += 1
         self._positions[:rows] += 1
         return out.logits[:, -1]
 
-    def keep(self, rows: Sequence[int]) -> None:
-        """Keep only `rows` (in this order); the others' slots are free at once."""
+    def keep(self, rows: Sequence[int]) -> list[int]:
+        """Keep only `rows` and free the others' slots at once. Returns the kept
+        rows (old indices) in their new order: a survivor past the end of the
+        shrunken batch moves into a freed slot below it, so a leave copies one
+        row per row that left instead of every row after it (order-preserving
+        compaction was ~9% of a mixed-length run, bench/streaming.py)."""
         if not rows:
             self._free()
-            return
-        count = self._rows
-        if len(rows) == count and list(rows) == list(range(count)):
-            return
+            return []
+        count, kept = self._rows, len(rows)
+        survivors = set(rows)
+        order = list(range(kept))
+        if kept == count:
+            return order
         assert self._mask is not None and self._positions is not None
-        # Rows before the first change stay where they are; only the rest move.
-        first = next((i for i, r in enumerate(rows) if r != i), len(rows))
-        index = torch.tensor(list(rows[first:]), dtype=torch.long, device=self._device)
-        kept, start, end = len(rows), self._start, self._end
-        for tensor in (*self._keys, *self._values):
-            region = tensor[:, :, start:end]
-            region[first:kept] = region[index]
-        self._mask[first:kept, start:end] = self._mask[index, start:end]
+        holes = [i for i in range(kept) if i not in survivors]
+        movers = [i for i in range(kept, count) if i in survivors]
+        start, end = self._start, self._end
+        if movers:
+            dst = torch.tensor(holes, dtype=torch.long, device=self._device)
+            src = torch.tensor(movers, dtype=torch.long, device=self._device)
+            for tensor in (*self._keys, *self._values):
+                region = tensor[:, :, start:end]
+                region[dst] = region[src]
+            self._mask[dst, start:end] = self._mask[src, start:end]
+            self._positions[dst] = self._positions[src]
+            for hole, mover in zip(holes, movers, strict=True):
+                order[hole] = mover
         self._mask[kept:count] = False
-        self._positions[first:kept] = self._positions[index]
         self._rows = kept
-        self._groups = None
         used = self._mask[:kept, start:end].any(dim=0).nonzero()
         self._start += int(used[0]) if len(used) else 0
+        return order
 
     def _free(self) -> None:
         self._keys, self._values = [], []
         self._mask = self._positions = self._cache = None
-        self._groups = None
         self._rows = self._start = self._end = 0
 
     def _merge(self, cache: Any, mask: torch.Tensor, positions: torch.Tensor) -> None:
@@ -252,7 +239,6 @@ class KVBatch:
         self._positions[rows : rows + joining] = positions
         self._rows = rows + joining
         self._start = min(self._start, first)
-        self._groups = None
 
     def _allocate(self, like: torch.Tensor, layers: int, rows: int, cols: int) -> None:
         row_cap = -(-rows // _ROW_QUANTUM) * _ROW_QUANTUM

@@ -143,7 +143,7 @@ class StepBatch(Protocol):
     def begin_prefill(self, prompt: Sequence[int]) -> PromptPrefill: ...
     def prefill_chunk(self, partial: Any, tokens: int) -> torch.Tensor | None: ...
     def step(self, tokens: Sequence[int]) -> torch.Tensor: ...
-    def keep(self, rows: Sequence[int]) -> None: ...
+    def keep(self, rows: Sequence[int]) -> list[int]: ...
 
 
 class Outbox:
@@ -516,10 +516,12 @@ class Scheduler:
             self._close(sequence)
 
     def _retain(self, keep: list[_Sequence]) -> None:
-        index = {id(s): i for i, s in enumerate(self._running)}
-        self._batch.keep([index[id(s)] for s in keep])
+        """Only `keep` stays running, in the row order the batch chose."""
+        running = self._running
+        index = {id(s): i for i, s in enumerate(running)}
+        order = self._batch.keep([index[id(s)] for s in keep])
         with self._cond:
-            self._running = keep
+            self._running = [running[i] for i in order]
 
     def _forward_span(self, kind: str, sequences: Sequence[_Sequence]) -> trace.Span:
         """A root span for one forward pass, linked to each request it served."""

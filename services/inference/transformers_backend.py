@@ -32,7 +32,6 @@ from services.inference.backends import (
     require_task,
 )
 from services.inference.kv_batch import KVBatch
-from services.inference.row_attention import default_group_cost
 from services.inference.scheduler import Handle, Scheduler, SchedulerObserver, default_limits
 from services.runtime.context import deadline_var
 
@@ -181,7 +180,7 @@ class TransformersBackend(Backend):
             else min(eos_ids, default=0)
         )
         return Scheduler(
-            KVBatch(model, self._device, pad, group_cost=default_group_cost(self._device)),
+            KVBatch(model, self._device, pad),
             decode=_decoder(tokenizer),
             eos_ids=eos_ids,
             device=self._device,

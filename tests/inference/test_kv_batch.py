@@ -9,7 +9,6 @@ import torch
 from transformers import GPT2LMHeadModel
 
 from services.inference.kv_batch import _SLACK, KVBatch
-from services.inference.row_attention import plan_groups
 
 
 @pytest.fixture(scope="module")
@@ -36,8 +35,8 @@ def _alone(model, prompt: list[int], steps: int) -> list[int]:
 class _Rows:
     """Drives a KVBatch greedily and records each row's tokens."""
 
-    def __init__(self, model, group_cost: int | None = None) -> None:
-        self.batch = KVBatch(model, "cpu", pad_id=0, group_cost=group_cost)
+    def __init__(self, model) -> None:
+        self.batch = KVBatch(model, "cpu", pad_id=0)
         self.prompts: list[list[int]] = []
         self.tokens: list[list[int]] = []
         self.done: list[tuple[list[int], list[int]]] = []
@@ -56,32 +55,30 @@ class _Rows:
     def keep(self, rows: list[int]) -> None:
         gone = set(range(len(self.tokens))) - set(rows)
         self.done += [(self.prompts[i], self.tokens[i]) for i in sorted(gone)]
-        self.batch.keep(rows)
-        self.prompts = [self.prompts[i] for i in rows]
-        self.tokens = [self.tokens[i] for i in rows]
+        order = self.batch.keep(rows)
+        assert sorted(order) == sorted(rows)
+        self.prompts = [self.prompts[i] for i in order]
+        self.tokens = [self.tokens[i] for i in order]
 
 
 def _prompt(seed: int, length: int) -> list[int]:
     return torch.randint(1, 300, (length,), generator=torch.Generator().manual_seed(seed)).tolist()
 
 
-@pytest.mark.parametrize("group_cost", [None, 0, 16])
-def test_rows_joining_leaving_and_outliving_relayouts_decode_as_alone(model, group_cost):
-    """One padded attention call, a group per distinct age, and a few groups."""
-    rows = _Rows(model, group_cost)
+def test_rows_joining_leaving_and_outliving_relayouts_decode_as_alone(model):
+    rows = _Rows(model)
     rows.join([_prompt(1, 3), _prompt(2, 7)])
     rows.step(5)
     rows.join([_prompt(3, 30)])  # longer than the used width: room made on the left
     rows.step(3)
-    rows.keep([1, 2])  # the first row leaves: the others move up
+    rows.keep([1, 2])  # the first row leaves: the last moves into its slot
     rows.join([_prompt(4, 2), _prompt(5, 9), _prompt(6, 4)])
     rows.step(_SLACK + 5)  # past the slab's free columns: the region moves
-    assert (rows.batch.attention_groups > 1) == (group_cost is not None)
     rows.keep([0, 2, 3, 4])
     rows.step(4)
     rows.keep([0, 1, 2])  # only the last row leaves: nothing moves
     rows.step(1)
-    rows.keep([2, 0])  # reordered
+    rows.keep([2, 0])
     rows.step(2)
     rows.keep([0, 1])
     everything = rows.done + list(zip(rows.prompts, rows.tokens, strict=True))
@@ -114,11 +111,3 @@ def test_a_leaving_oldest_row_shrinks_the_width(model):
     assert rows.batch.width == 3
     rows.step(2)
     assert rows.tokens[0] == _alone(model, rows.prompts[0], 3)
-
-
-def test_groups_split_rows_of_very_different_ages_only_when_it_pays():
-    ages = [0, 0, 1, 200, 201, 202, 203]  # first used column of each row
-    assert plan_groups(ages, group_cost=10) == [(0, 3, 0), (3, 7, 200)]
-    assert plan_groups(ages, group_cost=10_000) == [(0, 7, 0)]
-    assert plan_groups(ages, group_cost=0)[-1] == (6, 7, 203)
-    assert plan_groups([], group_cost=10) == []
