@@ -34,13 +34,35 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-from transformers.cache_utils import Cache, DynamicLayer
+from transformers.cache_utils import Cache, DynamicLayer, get_layer_types_and_kwargs
+
+from lattice.errors import FailedPrecondition
 
 #: Free columns right of the used region after a relayout: a relayout (a copy
 #: of the used region) happens about once per this many decode steps.
 _SLACK = 64
 #: Rows are allocated in multiples of this.
 _ROW_QUANTUM = 8
+
+
+def exact_span(config: Any) -> int | None:
+    """How many positions of one sequence the slab computes exactly: None for
+    any number (every layer attends to the whole sequence), else the smallest
+    sliding or chunked window (within it, attending to every position is the
+    same computation). Raises FailedPrecondition for layers that hold no
+    plain keys and values (linear attention, shared KV), which it cannot serve."""
+    types, kwargs = get_layer_types_and_kwargs(config.get_text_config(decoder=True))
+    windows = []
+    for kind, extra in zip(types, kwargs, strict=True):
+        if kind == "full_attention":
+            continue
+        if "sliding_window" not in extra:
+            raise FailedPrecondition(
+                f"local continuous batching serves attention-only decoders; "
+                f"this model has {kind!r} layers (serve it through Triton)"
+            )
+        windows.append(int(extra["sliding_window"]))
+    return min(windows, default=None)
 
 
 class _SlabLayer(DynamicLayer):

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import GPT2LMHeadModel
+from transformers import GPT2Config, GPT2LMHeadModel, MistralConfig
 
-from services.inference.kv_batch import _SLACK, KVBatch
+from lattice.errors import FailedPrecondition
+from services.inference.kv_batch import _SLACK, KVBatch, exact_span
 
 
 @pytest.fixture(scope="module")
@@ -111,3 +112,13 @@ def test_a_leaving_oldest_row_shrinks_the_width(model):
     assert rows.batch.width == 3
     rows.step(2)
     assert rows.tokens[0] == _alone(model, rows.prompts[0], 3)
+
+
+def test_the_exact_span_is_the_smallest_attention_window():
+    assert exact_span(GPT2Config(n_layer=2)) is None
+    assert exact_span(MistralConfig(num_hidden_layers=2, sliding_window=None)) is None
+    assert exact_span(MistralConfig(num_hidden_layers=2, sliding_window=64)) == 64
+    hybrid = MistralConfig(num_hidden_layers=2, sliding_window=None)
+    hybrid.layer_types = ["full_attention", "linear_attention"]
+    with pytest.raises(FailedPrecondition, match="linear_attention"):
+        exact_span(hybrid)
