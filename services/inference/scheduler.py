@@ -10,6 +10,13 @@ One dedicated thread runs the loop; each iteration
    streams for at most one bounded prefill),
 3. runs one decode step, a single forward pass over every running sequence,
    and samples each row with its own parameters.
+
+A prompt longer than the per-step prefill bound is prefilled in chunks of at
+most that many tokens, one chunk per iteration, each followed by a decode
+step of the running sequences (chunked prefill): a long prompt delays every
+running stream's next token by one bounded chunk at a time, never by its
+whole prefill. One long prompt is chunked at a time; it joins the batch when
+its last chunk is done.
 Sequences that finish leave the batch in the same iteration.
 
 Admission reserves prompt + max_new_tokens per sequence, so a sequence once
@@ -33,7 +40,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 from opentelemetry import context as otel_context
@@ -59,7 +66,8 @@ class SchedulerLimits:
     max_running: int = 32
     max_kv_tokens: int = 32 * 1024
     max_queued: int = 1024
-    max_prefill_tokens: int = 2048
+    #: Prompt tokens prefilled per iteration; a longer prompt goes in chunks.
+    max_prefill_tokens: int = 512
 
 
 def default_limits(
@@ -76,8 +84,11 @@ def default_limits(
     """Limits where 0 means "derive": 32 running sequences on CPU (past that a
     step costs about as much per row as running alone), 256 on a GPU; KV room
     for every running sequence at the full context, but no more than a
-    quarter of the free memory; a queue 32 times the running bound; one
-    full-context prompt of prefill per step."""
+    quarter of the free memory; a queue 32 times the running bound; 512
+    prompt tokens of prefill per step on CPU (on bench/streaming.py's model a
+    511-token prefill took 18 ms, a 32-row decode step 2.7 ms: one chunk
+    delays running streams by about 7 steps at most), 2048 on a GPU, never
+    more than the context."""
     context = context_length or 1024
     running = max_running or (256 if device.startswith("cuda") else 32)
     kv_tokens = max_kv_tokens
@@ -89,7 +100,8 @@ def default_limits(
         max_running=running,
         max_kv_tokens=kv_tokens,
         max_queued=max_queued or 32 * running,
-        max_prefill_tokens=max_prefill_tokens or context,
+        max_prefill_tokens=max_prefill_tokens
+        or min(context, 2048 if device.startswith("cuda") else 512),
     )
 
 
@@ -116,14 +128,23 @@ class SchedulerObserver:
         """A running sequence was evicted to make room (never, see module doc)."""
 
 
+class PromptPrefill(Protocol):
+    """A long prompt being prefilled a chunk at a time."""
+
+    @property
+    def remaining(self) -> int: ...
+
+
 class StepBatch(Protocol):
     """What the loop needs from the model's batched KV cache (`KVBatch`)."""
 
     @property
     def kv_tokens(self) -> int: ...
     def prefill(self, prompts: Sequence[Sequence[int]]) -> torch.Tensor: ...
+    def begin_prefill(self, prompt: Sequence[int]) -> PromptPrefill: ...
+    def prefill_chunk(self, partial: Any, tokens: int) -> torch.Tensor | None: ...
     def step(self, tokens: Sequence[int]) -> torch.Tensor: ...
-    def keep(self, rows: Sequence[int]) -> None: ...
+    def keep(self, rows: Sequence[int]) -> list[int]: ...
 
 
 class Outbox:
@@ -202,6 +223,7 @@ class _Sequence:
     finish: FinishReason | None = None
     first_token_at: float | None = None
     submitted_step: int = 0
+    prefill: PromptPrefill | None = None  # while prefilled in chunks
 
 
 class Handle:
@@ -253,6 +275,8 @@ class Scheduler:
         self._turns: collections.deque[str] = collections.deque()  # tenants with a queue
         self._waiting = 0
         self._running: list[_Sequence] = []
+        self._chunking: _Sequence | None = None  # the long prompt being prefilled in chunks
+        self._chunk = 0  # its tokens this iteration
         self._reserved = 0
         self._closed = False
         #: Forward passes run since start (prefill and decode).
@@ -267,7 +291,7 @@ class Scheduler:
     @property
     def active(self) -> int:
         """Sequences queued or running."""
-        return self._waiting + len(self._running)
+        return self._waiting + len(self._running) + (self._chunking is not None)
 
     @property
     def kv_tokens(self) -> int:
@@ -366,6 +390,9 @@ class Scheduler:
         with self._cond:
             self._closed = True
             doomed = list(self._running) + [s for q in self._queues.values() for s in q]
+            if self._chunking is not None:
+                doomed.append(self._chunking)
+                self._chunking = None
             self._queues.clear()
             self._turns.clear()
             self._waiting = 0
@@ -377,7 +404,12 @@ class Scheduler:
     def _iterate(self) -> bool:
         """One iteration; False when closed."""
         with self._cond:
-            while not self._closed and not self._running and not self._waiting:
+            while (
+                not self._closed
+                and not self._running
+                and not self._waiting
+                and self._chunking is None
+            ):
                 self._cond.wait()
             if self._closed:
                 return False
@@ -386,6 +418,8 @@ class Scheduler:
         for sequence in expired:
             sequence.outbox.fail(DeadlineExceeded("the deadline passed while queued"))
         self._leave_cancelled()
+        if self._chunking is not None:
+            self._prefill_chunk(self._chunking)
         if admitted:
             self._prefill(admitted)
         if self._running:
@@ -418,12 +452,23 @@ class Scheduler:
         return gone
 
     def _admit(self) -> list[_Sequence]:
-        """Round-robin over tenants, one sequence per turn, while it fits."""
+        """Round-robin over tenants, one sequence per turn, while it fits.
+        Returns the prompts to prefill whole; a long one becomes the chunked
+        prefill (`_chunking`) when none is under way, and sizes this
+        iteration's chunk (`_chunk`) from the prefill budget left."""
         limits = self.limits
         admitted: list[_Sequence] = []
-        prefill = 0
+        budget = limits.max_prefill_tokens
+        chunking = self._chunking
+        if chunking is not None and chunking.prefill is not None:
+            self._chunk = min(chunking.prefill.remaining, budget)
+            budget -= self._chunk
         turns = self._turns
-        while turns and len(self._running) + len(admitted) < limits.max_running:
+        while (
+            turns
+            and len(self._running) + len(admitted) + (self._chunking is not None)
+            < limits.max_running
+        ):
             tenant = turns[0]
             queue = self._queues[tenant]
             if not queue:
@@ -433,17 +478,33 @@ class Scheduler:
             head = queue[0]
             if self._reserved + head.reserved > limits.max_kv_tokens:
                 break
-            if admitted and prefill + len(head.prompt) > limits.max_prefill_tokens:
+            long = len(head.prompt) > limits.max_prefill_tokens
+            if long and (self._chunking is not None or budget <= 0):
+                break
+            if not long and len(head.prompt) > budget:
                 break
             queue.popleft()
             self._waiting -= 1
             self._reserved += head.reserved
-            prefill += len(head.prompt)
-            admitted.append(head)
+            if long:
+                head.prefill = self._batch.begin_prefill(head.prompt)
+                self._chunking, self._chunk = head, budget
+                budget = 0
+            else:
+                budget -= len(head.prompt)
+                admitted.append(head)
             turns.rotate(-1)  # this tenant goes to the back of the line
         return admitted
 
     def _leave_cancelled(self) -> None:
+        chunking = self._chunking
+        if chunking is not None and chunking.cancelled_at is not None:
+            with self._cond:
+                self._chunking = None
+            chunking.prefill = None  # its partial cache goes with it
+            chunking.finish = FinishReason.CANCELLED
+            self._observer.cancelled(self.steps - chunking.cancelled_at)
+            self._close(chunking)
         gone = [i for i, s in enumerate(self._running) if s.cancelled_at is not None]
         if not gone:
             return
@@ -456,10 +517,12 @@ class Scheduler:
             self._close(sequence)
 
     def _retain(self, keep: list[_Sequence]) -> None:
-        index = {id(s): i for i, s in enumerate(self._running)}
-        self._batch.keep([index[id(s)] for s in keep])
+        """Only `keep` stays running, in the row order the batch chose."""
+        running = self._running
+        index = {id(s): i for i, s in enumerate(running)}
+        order = self._batch.keep([index[id(s)] for s in keep])
         with self._cond:
-            self._running = keep
+            self._running = [running[i] for i in order]
 
     def _forward_span(self, kind: str, sequences: Sequence[_Sequence]) -> trace.Span:
         """A root span for one forward pass, linked to each request it served."""
@@ -471,13 +534,39 @@ class Scheduler:
             attributes={"batch.rows": len(sequences), "model": self._name},
         )
 
-    def _prefill(self, admitted: list[_Sequence]) -> None:
-        started = time.perf_counter()
-        for sequence in admitted:
+    def _admitted(self, sequences: list[_Sequence], started: float) -> None:
+        for sequence in sequences:
             self._observer.queued(started - sequence.enqueued)
             sequence.span.add_event(
                 "scheduler.admitted", {"queue_seconds": started - sequence.enqueued}
             )
+
+    def _prefill_chunk(self, sequence: _Sequence) -> None:
+        """The next chunk of the long prompt; on its last, the sequence joins
+        the batch with its first token."""
+        partial = sequence.prefill
+        assert partial is not None
+        started = time.perf_counter()
+        if partial.remaining == len(sequence.prompt):
+            self._admitted([sequence], started)
+        span = self._forward_span("prefill", [sequence])
+        try:
+            logits = self._batch.prefill_chunk(partial, self._chunk)
+        finally:
+            span.end()
+        self.steps += 1
+        self._observer.step(1, time.perf_counter() - started, True)
+        if logits is None:
+            return
+        sequence.prefill = None
+        with self._cond:
+            self._chunking = None
+            self._running = [*self._running, sequence]
+        self._accept(logits, [sequence])
+
+    def _prefill(self, admitted: list[_Sequence]) -> None:
+        started = time.perf_counter()
+        self._admitted(admitted, started)
         span = self._forward_span("prefill", admitted)
         try:
             logits = self._batch.prefill([s.prompt for s in admitted])

@@ -65,7 +65,9 @@ class InferenceSettings(ServerSettings):
     max_kv_cache_tokens: int = 0
     #: ... requests waiting for a slot before RESOURCE_EXHAUSTED (0 = 32 x running) ...
     max_queued_sequences: int = 0
-    #: ... and prompt tokens prefilled in one step (0 = the model's context).
+    #: ... and prompt tokens prefilled in one step; a longer prompt is prefilled
+    #: in chunks of this size between decode steps (0 = 512 on CPU, 2048 on a
+    #: GPU, at most the model's context).
     max_prefill_tokens: int = 0
     #: torch's intra-op threads, process-wide (0 = one less than the usable
     #: cores, at least 1). Generation runs in one thread per model, so this is

@@ -32,7 +32,7 @@ from services.inference.backends import (
     require_task,
 )
 from services.inference.chat import ChatRenderer, ChatTurn
-from services.inference.kv_batch import KVBatch
+from services.inference.kv_batch import KVBatch, exact_span
 from services.inference.scheduler import Handle, Scheduler, SchedulerObserver, default_limits
 from services.runtime.context import deadline_var
 
@@ -175,6 +175,11 @@ class TransformersBackend(Backend):
 
     def _start_scheduler(self) -> Scheduler:
         model, tokenizer = self._model, self._tokenizer
+        # A sliding-window model is served within its window, where the KV
+        # slab's full attention computes exactly what the model would.
+        window = exact_span(model.config)
+        if window is not None:
+            self._context_length = min(self._context_length or window, window)
         eos = model.config.eos_token_id
         eos_ids = set(eos) if isinstance(eos, list) else ({eos} if eos is not None else set())
         pad = (

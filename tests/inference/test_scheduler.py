@@ -257,3 +257,7 @@ def test_default_limits_follow_the_model_and_the_host():
     )
     assert tight.max_kv_tokens == 2048
     assert default_limits(context_length=512, device="cpu", max_running=4).max_queued == 128
+    # Prefill per step: a bounded chunk, never more than the context.
+    assert cpu.max_prefill_tokens == 512
+    assert default_limits(context_length=4096, device="cuda:0").max_prefill_tokens == 2048
+    assert default_limits(context_length=128, device="cuda:0").max_prefill_tokens == 128
