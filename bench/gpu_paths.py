@@ -5,7 +5,9 @@
    a byte-level BPE trained on the standard library's sources):
    - greedy parity: 16 prompts decoded together through `TransformersBackend`
      against `model.generate` run alone on the same device, text for text;
-   - 32 concurrent streams vs the same 32 one at a time (tokens/s ratio).
+   - 32 concurrent streams vs the same 32 one at a time (tokens/s ratio);
+   - mixed lengths (64 requests, 16..256 new tokens): continuous batching vs
+     the old batcher's policy, as in bench/streaming.py.
 2. Training through a real registry and trainer service with the NCCL
    backend on one GPU (DDP and FSDP, one process): the job succeeds, WatchJob
    reports GPU utilisation and memory, and tokens/s against the same job on
@@ -21,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import random
 import shutil
 import statistics
 import sys
@@ -111,6 +114,34 @@ async def stream_tokens(backend: TransformersBackend, prompt: str, params) -> in
     return tokens
 
 
+async def mixed_lengths(backend: TransformersBackend) -> tuple[float, float]:
+    """64 unary requests of 16..256 new tokens: tokens/s all at once under
+    continuous batching, and under the old batcher's policy (groups of 32 that
+    start together, every row computed until the group's longest finishes;
+    a row's own tokens are all that count). bench/streaming.py's figure 3."""
+    rng = random.Random(1)
+    lengths = [rng.randint(16, 256) for _ in range(64)]
+    mixed = [
+        (f"class Mixed{i}:\n", GenerationParams(max_new_tokens=n)) for i, n in enumerate(lengths)
+    ]
+
+    async def run(group: list[tuple[str, GenerationParams]]) -> int:
+        results = await asyncio.gather(*(backend.generate(p, q) for p, q in group))
+        return sum(r.completion_tokens for r in results)
+
+    start = time.perf_counter()
+    padded_tokens = 0
+    for i in range(0, len(mixed), 32):
+        group = mixed[i : i + 32]
+        longest = max(q.max_new_tokens for _, q in group)
+        await run([(p, GenerationParams(max_new_tokens=longest)) for p, _ in group])
+        padded_tokens += sum(q.max_new_tokens for _, q in group)
+    padded = padded_tokens / (time.perf_counter() - start)
+    start = time.perf_counter()
+    continuous = await run(mixed) / (time.perf_counter() - start)
+    return continuous, padded
+
+
 async def inference(root: Path, size: str) -> dict:
     layers, hidden, heads = SIZES[size]
     model_dir = build_model(root / size, layers, hidden, heads)
@@ -135,6 +166,7 @@ async def inference(root: Path, size: str) -> dict:
             *(stream_tokens(backend, p, params) for p in prompts)
         )
         concurrent = sum(concurrent_tokens) / (time.perf_counter() - start)
+        continuous, padded = await mixed_lengths(backend)
     finally:
         await backend.unload()
     return {
@@ -143,6 +175,7 @@ async def inference(root: Path, size: str) -> dict:
         "sequential_tokens_per_s": round(sequential, 1),
         "concurrent_tokens_per_s": round(concurrent, 1),
         "concurrent_over_sequential": round(concurrent / sequential, 2),
+        "mixed_continuous_over_padded_static": round(continuous / padded, 2),
     }
 
 
