@@ -14,7 +14,14 @@ Everything not exported here is private. The generated messages live in
 from lattice._async_client import AsyncClient
 from lattice._client import Client
 from lattice._streams import AsyncStream, Stream
-from lattice._types import Embeddings, Generation, GenerationDelta, SimilarWords, Usage
+from lattice._types import (
+    Classifications,
+    Embeddings,
+    Generation,
+    GenerationDelta,
+    SimilarWords,
+    Usage,
+)
 from lattice.errors import (
     Aborted,
     AlreadyExists,
@@ -38,6 +45,7 @@ __all__ = [
     "AsyncClient",
     "AsyncStream",
     "Cancelled",
+    "Classifications",
     "Client",
     "DeadlineExceeded",
     "Embeddings",

@@ -14,7 +14,13 @@ from lattice import _requests
 from lattice import artifacts as _artifacts
 from lattice._connection import Connection, PathOrBytes
 from lattice._streams import Stream
-from lattice._types import Embeddings, Generation, GenerationDelta, SimilarWords
+from lattice._types import (
+    Classifications,
+    Embeddings,
+    Generation,
+    GenerationDelta,
+    SimilarWords,
+)
 from lattice.errors import InvalidArgument, Unavailable, from_rpc_error
 from lattice.v1 import (
     inference_pb2,
@@ -164,6 +170,24 @@ class Client(Connection):
         request = _requests.embed(model, inputs, normalize, skip_cache, routing_key)
         return Embeddings.from_proto(
             self._unary(self._inference.Embed, request, "generate", timeout)
+        )
+
+    def classify(
+        self,
+        model: str,
+        inputs: Sequence[str] | str,
+        *,
+        top_k: int = 0,
+        skip_cache: bool = False,
+        routing_key: str = "",
+        timeout: float | None = None,
+    ) -> Classifications:
+        """Classify texts with a classification model (a SEQUENCE_CLASSIFICATION
+        version): per input, its labels with probabilities, highest first; `top_k`
+        of them (0 = all)."""
+        request = _requests.classify(model, inputs, top_k, skip_cache, routing_key)
+        return Classifications.from_proto(
+            self._unary(self._inference.Classify, request, "generate", timeout)
         )
 
     def similar_words(

@@ -132,6 +132,26 @@ def embed(
     )
 
 
+def classify(
+    model: str,
+    inputs: Sequence[str] | str,
+    top_k: int = 0,
+    skip_cache: bool = False,
+    routing_key: str = "",
+) -> inference_pb2.ClassifyRequest:
+    if isinstance(inputs, str):
+        inputs = [inputs]
+    if top_k < 0:
+        raise InvalidArgument("top_k", "must be >= 0 (0 = every label)")
+    return inference_pb2.ClassifyRequest(
+        model=model,
+        inputs=list(inputs),
+        top_k=top_k,
+        skip_cache=skip_cache,
+        routing_key=routing_key,
+    )
+
+
 def similar_words(
     model: str, query: str | Sequence[float], top_k: int = 10, routing_key: str = ""
 ) -> inference_pb2.SimilarWordsRequest:

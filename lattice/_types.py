@@ -127,3 +127,30 @@ class SimilarWords:
             model_name=response.model_name,
             model_version=response.model_version,
         )
+
+
+@dataclasses.dataclass(frozen=True)
+class Classifications:
+    """The result of `classify`: per input, in input order, (label, probability)
+    highest first (top_k of them, or every label)."""
+
+    labels: list[list[tuple[str, float]]]
+    model_name: str
+    model_version: int
+    usage: Usage
+    cached: bool
+
+    @property
+    def top(self) -> list[str]:
+        """Each input's most likely label."""
+        return [ranked[0][0] for ranked in self.labels]
+
+    @classmethod
+    def from_proto(cls, response: inference_pb2.ClassifyResponse) -> Classifications:
+        return cls(
+            labels=[[(s.label, s.score) for s in c.labels] for c in response.classifications],
+            model_name=response.model_name,
+            model_version=response.model_version,
+            usage=Usage.from_proto(response.usage),
+            cached=response.cached,
+        )

@@ -60,6 +60,11 @@ class InferenceServiceStub:
                 request_serializer=lattice_dot_v1_dot_inference__pb2.SimilarWordsRequest.SerializeToString,
                 response_deserializer=lattice_dot_v1_dot_inference__pb2.SimilarWordsResponse.FromString,
                 _registered_method=True)
+        self.Classify = channel.unary_unary(
+                '/lattice.v1.InferenceService/Classify',
+                request_serializer=lattice_dot_v1_dot_inference__pb2.ClassifyRequest.SerializeToString,
+                response_deserializer=lattice_dot_v1_dot_inference__pb2.ClassifyResponse.FromString,
+                _registered_method=True)
         self.ListLoadedModels = channel.unary_unary(
                 '/lattice.v1.InferenceService/ListLoadedModels',
                 request_serializer=lattice_dot_v1_dot_inference__pb2.ListLoadedModelsRequest.SerializeToString,
@@ -106,6 +111,14 @@ class InferenceServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Classify(self, request, context):
+        """Classifies a batch of texts with a classification model (a version of a
+        SEQUENCE_CLASSIFICATION job): each text's labels with softmax scores.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListLoadedModels(self, request, context):
         """Admin: the versions this replica has loaded and their state.
         """
@@ -135,6 +148,11 @@ def add_InferenceServiceServicer_to_server(servicer, server):
                     servicer.SimilarWords,
                     request_deserializer=lattice_dot_v1_dot_inference__pb2.SimilarWordsRequest.FromString,
                     response_serializer=lattice_dot_v1_dot_inference__pb2.SimilarWordsResponse.SerializeToString,
+            ),
+            'Classify': grpc.unary_unary_rpc_method_handler(
+                    servicer.Classify,
+                    request_deserializer=lattice_dot_v1_dot_inference__pb2.ClassifyRequest.FromString,
+                    response_serializer=lattice_dot_v1_dot_inference__pb2.ClassifyResponse.SerializeToString,
             ),
             'ListLoadedModels': grpc.unary_unary_rpc_method_handler(
                     servicer.ListLoadedModels,
@@ -256,6 +274,33 @@ class InferenceService:
             '/lattice.v1.InferenceService/SimilarWords',
             lattice_dot_v1_dot_inference__pb2.SimilarWordsRequest.SerializeToString,
             lattice_dot_v1_dot_inference__pb2.SimilarWordsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Classify(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lattice.v1.InferenceService/Classify',
+            lattice_dot_v1_dot_inference__pb2.ClassifyRequest.SerializeToString,
+            lattice_dot_v1_dot_inference__pb2.ClassifyResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -496,7 +496,7 @@ class RegistrationSpec(_message.Message):
     def __init__(self, model_name: _Optional[str] = ..., canary_weight: _Optional[int] = ..., alias: _Optional[str] = ...) -> None: ...
 
 class JobSpec(_message.Message):
-    __slots__ = ("family", "architecture", "base_model", "dataset_id", "hyperparameters", "distributed", "checkpoint_interval_steps", "eval_interval_steps", "early_stopping_patience", "alerts", "registration", "display_name", "max_validation_loss", "word_embedding", "classification_backbone")
+    __slots__ = ("family", "architecture", "base_model", "dataset_id", "hyperparameters", "distributed", "checkpoint_interval_steps", "eval_interval_steps", "early_stopping_patience", "alerts", "registration", "display_name", "max_validation_loss", "word_embedding", "classification_backbone", "initial_word_embeddings")
     FAMILY_FIELD_NUMBER: _ClassVar[int]
     ARCHITECTURE_FIELD_NUMBER: _ClassVar[int]
     BASE_MODEL_FIELD_NUMBER: _ClassVar[int]
@@ -512,6 +512,7 @@ class JobSpec(_message.Message):
     MAX_VALIDATION_LOSS_FIELD_NUMBER: _ClassVar[int]
     WORD_EMBEDDING_FIELD_NUMBER: _ClassVar[int]
     CLASSIFICATION_BACKBONE_FIELD_NUMBER: _ClassVar[int]
+    INITIAL_WORD_EMBEDDINGS_FIELD_NUMBER: _ClassVar[int]
     family: ModelFamily
     architecture: ModelArchitecture
     base_model: str
@@ -527,7 +528,8 @@ class JobSpec(_message.Message):
     max_validation_loss: float
     word_embedding: WordEmbeddingOptions
     classification_backbone: ClassificationBackbone
-    def __init__(self, family: _Optional[_Union[ModelFamily, str]] = ..., architecture: _Optional[_Union[ModelArchitecture, _Mapping]] = ..., base_model: _Optional[str] = ..., dataset_id: _Optional[str] = ..., hyperparameters: _Optional[_Union[Hyperparameters, _Mapping]] = ..., distributed: _Optional[_Union[DistributedConfig, _Mapping]] = ..., checkpoint_interval_steps: _Optional[int] = ..., eval_interval_steps: _Optional[int] = ..., early_stopping_patience: _Optional[int] = ..., alerts: _Optional[_Union[AlertPolicy, _Mapping]] = ..., registration: _Optional[_Union[RegistrationSpec, _Mapping]] = ..., display_name: _Optional[str] = ..., max_validation_loss: _Optional[float] = ..., word_embedding: _Optional[_Union[WordEmbeddingOptions, _Mapping]] = ..., classification_backbone: _Optional[_Union[ClassificationBackbone, str]] = ...) -> None: ...
+    initial_word_embeddings: str
+    def __init__(self, family: _Optional[_Union[ModelFamily, str]] = ..., architecture: _Optional[_Union[ModelArchitecture, _Mapping]] = ..., base_model: _Optional[str] = ..., dataset_id: _Optional[str] = ..., hyperparameters: _Optional[_Union[Hyperparameters, _Mapping]] = ..., distributed: _Optional[_Union[DistributedConfig, _Mapping]] = ..., checkpoint_interval_steps: _Optional[int] = ..., eval_interval_steps: _Optional[int] = ..., early_stopping_patience: _Optional[int] = ..., alerts: _Optional[_Union[AlertPolicy, _Mapping]] = ..., registration: _Optional[_Union[RegistrationSpec, _Mapping]] = ..., display_name: _Optional[str] = ..., max_validation_loss: _Optional[float] = ..., word_embedding: _Optional[_Union[WordEmbeddingOptions, _Mapping]] = ..., classification_backbone: _Optional[_Union[ClassificationBackbone, str]] = ..., initial_word_embeddings: _Optional[str] = ...) -> None: ...
 
 class TrainingMetrics(_message.Message):
     __slots__ = ("step", "epoch", "loss", "validation_loss", "validation_perplexity", "learning_rate", "gradient_norm", "tokens_per_second", "parameter_stats", "total_steps", "gpu_utilization", "gpu_memory_bytes")

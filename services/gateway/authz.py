@@ -26,6 +26,7 @@ METHOD_SCOPES: dict[str, str] = {
     _INFERENCE + "GenerateStream": INVOKE,
     _INFERENCE + "Embed": INVOKE,
     _INFERENCE + "SimilarWords": INVOKE,
+    _INFERENCE + "Classify": INVOKE,
     _INFERENCE + "ListLoadedModels": ADMIN,
     _REGISTRY + "CreateModel": REGISTRY_WRITE,
     _REGISTRY + "GetModel": REGISTRY_READ,

@@ -46,6 +46,10 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         encoded = _encoded(request, inference_pb2.EmbedRequest)
         return await self._gateway.invoke(_call(_INFERENCE + "Embed", context), encoded)
 
+    async def Classify(self, request, context):
+        encoded = _encoded(request, inference_pb2.ClassifyRequest)
+        return await self._gateway.invoke(_call(_INFERENCE + "Classify", context), encoded)
+
     async def SimilarWords(self, request, context):
         encoded = _encoded(request, inference_pb2.SimilarWordsRequest)
         return await self._gateway.invoke(_call(_INFERENCE + "SimilarWords", context), encoded)

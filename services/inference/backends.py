@@ -41,6 +41,7 @@ class Task(enum.Enum):
 
     GENERATE = "generate"
     EMBED = "embed"
+    CLASSIFY = "classify"
 
 
 class FinishReason(enum.Enum):
@@ -112,6 +113,20 @@ class EmbeddingResult:
     vectors: list[list[float]]
     token_counts: list[int]
     unknown_words: list[list[str]] = dataclasses.field(default_factory=list)
+
+    @property
+    def prompt_tokens(self) -> int:
+        return sum(self.token_counts)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ClassificationResult:
+    """Per input text, the probability of every label (softmax, in `labels` order),
+    and its token count (so a batcher can split a merged batch's usage)."""
+
+    labels: list[str]
+    scores: list[list[float]]
+    token_counts: list[int]
 
     @property
     def prompt_tokens(self) -> int:
@@ -194,6 +209,13 @@ class Backend(abc.ABC):
     async def embed(self, texts: Sequence[str], *, normalize: bool) -> EmbeddingResult:
         """Embeddings for an encoder; `normalize` L2-normalises each vector."""
 
+    async def classify(self, texts: Sequence[str]) -> ClassificationResult:
+        """Label probabilities for a classifier. Not abstract: only backends that
+        load classification models serve it; the engine routes by task first."""
+        raise FailedPrecondition(
+            f"model {self.spec.model_name!r} is not served as a classifier by this backend"
+        )
+
     def count_tokens(self, text: str) -> int | None:
         """Prompt length in the model's tokens, for policy limits; None when
         the backend has no tokenizer (the limit is then not enforced here)."""
@@ -206,8 +228,16 @@ class Backend(abc.ABC):
         return render_default(turns)
 
 
-_SERVES = {Task.GENERATE: "text generation", Task.EMBED: "embeddings"}
-_KIND = {Task.GENERATE: "a text generation", Task.EMBED: "an embedding"}
+_SERVES = {
+    Task.GENERATE: "text generation",
+    Task.EMBED: "embeddings",
+    Task.CLASSIFY: "classification",
+}
+_KIND = {
+    Task.GENERATE: "a text generation",
+    Task.EMBED: "an embedding",
+    Task.CLASSIFY: "a classification",
+}
 
 
 def require_task(model_name: str, actual: Task, wanted: Task) -> None:

@@ -5,7 +5,12 @@ from __future__ import annotations
 
 import json
 
-from services.inference.backends import EmbeddingResult, FinishReason, GenerationResult
+from services.inference.backends import (
+    ClassificationResult,
+    EmbeddingResult,
+    FinishReason,
+    GenerationResult,
+)
 
 
 def encode_generation(result: GenerationResult) -> bytes:
@@ -43,4 +48,18 @@ def decode_embedding(raw: bytes) -> EmbeddingResult:
         vectors=data["vectors"],
         token_counts=data["token_counts"],
         unknown_words=data.get("unknown_words", []),
+    )
+
+
+def encode_classification(result: ClassificationResult) -> bytes:
+    return json.dumps(
+        {"labels": result.labels, "scores": result.scores, "token_counts": result.token_counts},
+        ensure_ascii=False,
+    ).encode()
+
+
+def decode_classification(raw: bytes) -> ClassificationResult:
+    data = json.loads(raw)
+    return ClassificationResult(
+        labels=data["labels"], scores=data["scores"], token_counts=data["token_counts"]
     )

@@ -23,6 +23,7 @@ from lattice.errors import FailedPrecondition, InvalidArgument
 from lattice.refs import ModelRef, parse_model_ref
 from services.inference.backends import (
     Backend,
+    ClassificationResult,
     EmbeddingResult,
     FinishReason,
     GenerationParams,
@@ -34,23 +35,28 @@ from services.inference.backends import (
 )
 from services.inference.cache import CacheSlot, ResponseCache, SingleFlight, tenant_identity
 from services.inference.codec import (
+    decode_classification,
     decode_embedding,
     decode_generation,
+    encode_classification,
     encode_embedding,
     encode_generation,
 )
 from services.inference.manager import ModelManager
 from services.inference.metrics import InferenceMetrics
 from services.inference.requests import (
+    ClassifyCall,
     EmbedCall,
     GenerateCall,
     Limits,
+    canonical_classification,
     canonical_embedding,
     canonical_generation,
+    validate_classify,
     validate_embed,
     validate_generate,
 )
-from services.inference.serving import EmbedItem, ServingVersion
+from services.inference.serving import ClassifyItem, EmbedItem, ServingVersion
 from services.inference.similar import SimilarWordsCall, SimilarWordsOutcome, validate_similar
 from services.inference.spans import current_span
 from services.inference.word_vectors import WordVectorBackend
@@ -64,6 +70,7 @@ _REFS_KEPT = 1024
 _SLOT_OVERHEAD = 200
 GENERATE_OP = "text_completion"
 EMBED_OP = "embeddings"
+CLASSIFY_OP = "classifications"
 SIMILAR_OP = "similar_words"
 
 
@@ -100,6 +107,23 @@ def _render_chat(call: GenerateCall, backend: Backend) -> None:
     key and the servicer's token count all see the rendered text."""
     if call.messages:
         call.prompt = backend.render_chat(call.messages)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ClassifyOutcome:
+    model_name: str
+    version: int
+    result: ClassificationResult
+    cached: bool
+    top_k: int = 0
+
+    def ranked(self) -> list[list[tuple[str, float]]]:
+        """Per input, (label, score) highest first, cut to top_k (0 = all)."""
+        labels, keep = self.result.labels, self.top_k or len(self.result.labels)
+        return [
+            sorted(zip(labels, scores, strict=True), key=lambda pair: -pair[1])[:keep]
+            for scores in self.result.scores
+        ]
 
 
 def _replay(entry: ServingVersion, result: GenerationResult) -> list[StreamPart]:
@@ -476,6 +500,49 @@ class InferenceEngine:
             span.set_attribute("lattice.cached", cached)
             self._observe_tokens(EMBED_OP, ref.name, result.prompt_tokens, 0)
             return EmbedOutcome(entry.name, entry.version, result, cached)
+
+    # -- Classify ---------------------------------------------------------------
+
+    async def classify(self, call: ClassifyCall) -> ClassifyOutcome:
+        """Label probabilities, through the same batching, cache and routing as Embed."""
+        validate_classify(call, self._limits)
+        ref = self._parse_ref(call.model)
+        with (
+            self._observe(CLASSIFY_OP, ref.name),
+            current_span(self._tracer.start_span("inference.classify")) as span,
+        ):
+            entry = await self._pick(ref, call.routing_key, Task.CLASSIFY)
+            span.set_attribute("gen_ai.response.model", entry.label)
+            with entry.lease() as backend:
+                policy = self._view.policy(entry.name)
+                limit = policy.max_prompt_tokens if policy is not None else 0
+                for i, text in enumerate(call.inputs):
+                    self._check_prompt(entry, backend, f"inputs[{i}]", text, limit)
+                batcher = entry.classify_batcher
+
+                async def compute() -> ClassificationResult:
+                    self._count_call(CLASSIFY_OP)
+                    if batcher is not None:
+                        return await batcher.submit(ClassifyItem(call.inputs))
+                    with current_span(self._tracer.start_span("inference.backend.classify")):
+                        return await backend.classify(call.inputs)
+
+                if not call.skip_cache:
+                    inputs = call.inputs
+                    slot = CacheSlot(
+                        tenant_identity(call.tenant, entry.cache_identity),
+                        ("classify", inputs),
+                        sum(map(len, inputs)) + _SLOT_OVERHEAD,
+                        lambda: canonical_classification(inputs),
+                    )
+                    result, cached = await self._through_cache(
+                        slot, compute, encode_classification, decode_classification
+                    )
+                else:
+                    result, cached = await compute(), False
+            span.set_attribute("lattice.cached", cached)
+            self._observe_tokens(CLASSIFY_OP, ref.name, result.prompt_tokens, 0)
+            return ClassifyOutcome(entry.name, entry.version, result, cached, call.top_k)
 
     # -- SimilarWords -----------------------------------------------------------
 

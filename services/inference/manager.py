@@ -59,6 +59,7 @@ log = logging.getLogger(__name__)
 _TASKS = {
     common_pb2.MODEL_TASK_TEXT_GENERATION: Task.GENERATE,
     common_pb2.MODEL_TASK_EMBEDDING: Task.EMBED,
+    common_pb2.MODEL_TASK_CLASSIFICATION: Task.CLASSIFY,
 }
 
 
@@ -512,5 +513,7 @@ async def _warm_up(backend: Backend, task: Task) -> None:
     """One real request, so the first client does not pay for lazy init."""
     if task is Task.GENERATE:
         await backend.generate("Hello", GenerationParams(max_new_tokens=1))
+    elif task is Task.CLASSIFY:
+        await backend.classify(["warm up"])
     else:
         await backend.embed(["warm up"], normalize=False)

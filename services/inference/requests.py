@@ -68,6 +68,18 @@ class EmbedCall:
     tenant: str = ""
 
 
+@dataclasses.dataclass(slots=True)
+class ClassifyCall:
+    """A Classify request as the client sent it."""
+
+    model: str
+    inputs: tuple[str, ...]
+    top_k: int = 0
+    skip_cache: bool = False
+    routing_key: str = ""
+    tenant: str = ""
+
+
 def _finite(value: float, field: str) -> float:
     if math.isnan(value) or math.isinf(value):
         raise InvalidArgument(field, "must be a finite number")
@@ -154,7 +166,8 @@ def validate_messages(turns: tuple[ChatTurn, ...], limits: Limits) -> None:
         raise InvalidArgument("messages", "every message is empty")
 
 
-def validate_embed(call: EmbedCall, limits: Limits) -> None:
+def validate_embed(call: EmbedCall | ClassifyCall, limits: Limits) -> None:
+    """The texts of an Embed or Classify request (and its routing key)."""
     if not call.inputs:
         raise InvalidArgument("inputs", "required: at least one text")
     if len(call.inputs) > limits.max_batch_size:
@@ -188,6 +201,17 @@ def canonical_generation(prompt: str, params: GenerationParams) -> dict[str, obj
             seed=params.seed,
         )
     return canonical
+
+
+def validate_classify(call: ClassifyCall, limits: Limits) -> None:
+    validate_embed(call, limits)
+    if call.top_k < 0:
+        raise InvalidArgument("top_k", "must be >= 0 (0 = every label)")
+
+
+def canonical_classification(inputs: tuple[str, ...]) -> dict[str, object]:
+    """Scores of every label are cached; top_k is cut from them per request."""
+    return {"op": "classify", "inputs": list(inputs)}
 
 
 def canonical_embedding(inputs: tuple[str, ...], normalize: bool) -> dict[str, object]:

@@ -16,7 +16,7 @@ from services.inference.backends import EmbeddingResult, FinishReason, Generatio
 from services.inference.chat import ChatTurn
 from services.inference.engine import InferenceEngine, StreamPart
 from services.inference.manager import ModelManager
-from services.inference.requests import EmbedCall, GenerateCall
+from services.inference.requests import ClassifyCall, EmbedCall, GenerateCall
 from services.inference.serving import VersionState
 from services.inference.similar import SimilarWordsCall
 from services.runtime.identity import caller_of
@@ -136,6 +136,29 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         outcome = await self.engine.embed(call)
         return inference_pb2.EmbedResponse(
             embeddings=_embeddings(outcome.result),
+            model_name=outcome.model_name,
+            model_version=outcome.version,
+            usage=_usage(outcome.result.prompt_tokens, 0),
+            cached=outcome.cached,
+        )
+
+    async def Classify(self, request, context) -> inference_pb2.ClassifyResponse:
+        call = ClassifyCall(
+            model=request.model,
+            inputs=tuple(request.inputs),
+            top_k=request.top_k,
+            skip_cache=request.skip_cache,
+            routing_key=request.routing_key,
+            tenant=caller_of(context).tenant,
+        )
+        outcome = await self.engine.classify(call)
+        return inference_pb2.ClassifyResponse(
+            classifications=[
+                inference_pb2.Classification(
+                    labels=[inference_pb2.LabelScore(label=k, score=v) for k, v in ranked]
+                )
+                for ranked in outcome.ranked()
+            ],
             model_name=outcome.model_name,
             model_version=outcome.version,
             usage=_usage(outcome.result.prompt_tokens, 0),

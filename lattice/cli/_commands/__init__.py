@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from lattice.cli._commands.classify import classify
 from lattice.cli._commands.data import data
 from lattice.cli._commands.deploy import deploy
 from lattice.cli._commands.embed import embed
@@ -25,6 +26,7 @@ COMMANDS: tuple[click.Command, ...] = (
     generate,
     embed,
     similar,
+    classify,
     data,
     train,
     jobs,

@@ -128,6 +128,13 @@ def apply(record: dict, job: trainer_pb2.Job) -> tuple[list[trainer_pb2.WatchJob
                 log=f"rolled back to the checkpoint at step {record['step']}"
             )
         ], False
+    if kind == "embeddings_initialised":
+        return [
+            trainer_pb2.WatchJobResponse(
+                log=f"initialised {record['rows']} of {record['vocab_size']} token-embedding "
+                f"rows from {record['source']} ({record['words']} words)"
+            )
+        ], False
     if kind == "evaluation":
         confusion = "; ".join(
             f"{label}: {row}"

@@ -35,7 +35,7 @@ from lattice.errors import (
     LatticeError,
     Unavailable,
 )
-from lattice.v1 import registry_pb2, trainer_pb2
+from lattice.v1 import common_pb2, registry_pb2, trainer_pb2
 from services.runtime.identity import Caller
 from services.trainer.data.confine import SourceRoots
 from services.trainer.data.store import DatasetStore
@@ -194,11 +194,20 @@ class JobRunner:
         confine = self.source_roots.for_tenant(caller.tenant) if self.source_roots else None
         resolved = resolve_spec(spec, dataset_dir, self.limits, confine, keys=self.datasets.keys)
         job_id = f"job-{uuid.uuid4().hex[:12]}"
-        if resolved.base_model:
+        for ref in (resolved.base_model, resolved.initial_word_embeddings):
+            if not ref:
+                continue
             if self.registry is None:
-                raise FailedPrecondition("fine-tuning needs a registry (registry_address)")
+                raise FailedPrecondition("registered models need a registry (registry_address)")
             client = self.registry.as_caller(job_caller(caller.tenant, job_id))
-            await client.resolve_version(resolved.base_model)
+            version = await client.resolve_version(ref)
+            if ref == resolved.initial_word_embeddings and (
+                version.format != common_pb2.ARTIFACT_FORMAT_WORD_VECTORS
+            ):
+                raise FailedPrecondition(
+                    f"initial_word_embeddings {ref!r} is not a word-embedding version "
+                    "(WORD2VEC or GLOVE)"
+                )
         job = trainer_pb2.Job(
             id=job_id, spec=resolved, state=QUEUED, create_time=_now(), tenant=caller.tenant
         )
@@ -352,12 +361,20 @@ class JobRunner:
             base_dir = job_dir / "base"
             await client.download(version, base_dir)
             (job_dir / "base_version.binpb").write_bytes(version.SerializeToString())
+        words_dir = None
+        if job.spec.initial_word_embeddings:
+            assert self.registry is not None
+            client = self.registry.as_caller(job_caller(job.tenant, job.id))
+            version = await client.resolve_version(job.spec.initial_word_embeddings)
+            words_dir = job_dir / "word_vectors"
+            await client.download(version, words_dir)
         WorkerConfig(
             job_id=job.id,
             spec=job.spec,
             dataset_dir=self.datasets.path(job.spec.dataset_id),
             job_dir=job_dir,
             base_model_dir=base_dir,
+            word_vectors_dir=words_dir,
             stats_interval=self.options.stats_interval,
             histogram_interval=self.options.histogram_interval,
             eval_batches=self.options.eval_batches,

@@ -74,6 +74,8 @@ def resolve_spec(
             "spec.family",
             "required: GPT2_CAUSAL_LM, BERT_MASKED_LM, SEQUENCE_CLASSIFICATION, WORD2VEC or GLOVE",
         )
+    if spec.initial_word_embeddings:
+        _check_initial_word_embeddings(spec)
     if not spec.dataset_id:
         raise InvalidArgument("spec.dataset_id", "required: a prepared dataset id")
     if dataset_dir is None:
@@ -89,6 +91,7 @@ def resolve_spec(
             raise InvalidArgument("spec.base_model", str(error)) from None
     else:
         _resolve_architecture(spec)
+
     _resolve_hyperparameters(spec)
     classifier = spec.family == trainer_pb2.MODEL_FAMILY_SEQUENCE_CLASSIFICATION
     if classifier:
@@ -99,6 +102,21 @@ def resolve_spec(
     if not classifier:
         _check_dataset(spec, DatasetFiles(dataset_dir, keys))
     return spec
+
+
+def _check_initial_word_embeddings(spec: trainer_pb2.JobSpec) -> None:
+    field = "spec.initial_word_embeddings"
+    if spec.family not in (
+        trainer_pb2.MODEL_FAMILY_GPT2_CAUSAL_LM,
+        trainer_pb2.MODEL_FAMILY_BERT_MASKED_LM,
+    ):
+        raise InvalidArgument(field, "only GPT2_CAUSAL_LM and BERT_MASKED_LM jobs take it")
+    if spec.base_model:
+        raise InvalidArgument(field, "a fine-tuned model keeps its base's embeddings")
+    try:
+        parse_model_ref(spec.initial_word_embeddings)
+    except Exception as error:
+        raise InvalidArgument(field, str(error)) from None
 
 
 def _resolve_registration(spec: trainer_pb2.JobSpec) -> None:

@@ -205,6 +205,8 @@ class ClassifierTrainer:
         assert last is not None
         export = self.config.export_dir
         self.model.save_pretrained(export)
+        # Serving truncates where training did: positions past it were never trained.
+        self.tokenizer.model_max_length = self.hp.sequence_length
         self.tokenizer.save_pretrained(export)
         result = {
             "outcome": "completed",

@@ -22,6 +22,8 @@ class WorkerConfig:
     job_dir: Path
     #: Unpacked base model (fine-tuning), or None.
     base_model_dir: Path | None = None
+    #: The unpacked word-embedding version of spec.initial_word_embeddings.
+    word_vectors_dir: Path | None = None
     #: Parameter statistics every N steps; histograms every M steps.
     stats_interval: int = 10
     histogram_interval: int = 100
@@ -61,6 +63,7 @@ class WorkerConfig:
             "dataset_dir": str(self.dataset_dir),
             "job_dir": str(self.job_dir),
             "base_model_dir": str(self.base_model_dir) if self.base_model_dir else None,
+            "word_vectors_dir": str(self.word_vectors_dir) if self.word_vectors_dir else None,
             "stats_interval": self.stats_interval,
             "histogram_interval": self.histogram_interval,
             "eval_batches": self.eval_batches,
@@ -77,10 +80,12 @@ class WorkerConfig:
         payload = json.loads((job_dir / CONFIG_FILE).read_text())
         spec = json_format.ParseDict(payload.pop("spec"), trainer_pb2.JobSpec())
         base = payload.pop("base_model_dir")
+        words = payload.pop("word_vectors_dir", None)
         return cls(
             spec=spec,
             dataset_dir=Path(payload.pop("dataset_dir")),
             job_dir=Path(payload.pop("job_dir")),
             base_model_dir=Path(base) if base else None,
+            word_vectors_dir=Path(words) if words else None,
             **payload,
         )

@@ -29,6 +29,7 @@ from services.trainer.data.at_rest import DatasetFiles
 from services.trainer.worker import allocator, checkpoint
 from services.trainer.worker.config import WorkerConfig
 from services.trainer.worker.data import DeterministicOrder, load_splits, mask_tokens
+from services.trainer.worker.embedding_init import initialise_rows, load_vectors
 from services.trainer.worker.events import EventWriter
 from services.trainer.worker.export import export
 from services.trainer.worker.gpu import GpuProbe
@@ -98,6 +99,19 @@ class Trainer:
         special = {"eos": tokenizer.eos_token_id, "pad": tokenizer.pad_token_id}
         torch.manual_seed(hp.seed)
         model = build_model(self.spec, self.vocab_size, special, self.config.base_model_dir)
+        #: Token-embedding rows set from spec.initial_word_embeddings (every rank
+        #: does the same deterministic copy; a resumed checkpoint overwrites it).
+        self.init_rows = 0
+        if self.config.word_vectors_dir is not None:
+            vectors = load_vectors(self.config.word_vectors_dir)
+            self.init_rows = initialise_rows(model, tokenizer, vectors)
+            self.events.emit(
+                "embeddings_initialised",
+                rows=self.init_rows,
+                vocab_size=self.vocab_size,
+                words=len(vectors.index_to_key),
+                source=self.spec.initial_word_embeddings,
+            )
         if model.config.vocab_size < self.vocab_size:
             raise ValueError(
                 f"dataset vocabulary ({self.vocab_size}) exceeds the model's "
@@ -487,6 +501,8 @@ class Trainer:
             state = gpt2_tp.consolidate(state, self.model_config.hidden_size, self.layout.tp_size)
         val_loss = last_eval[1]
         result["metrics"] = {"val_loss": val_loss, "perplexity": _perplexity(val_loss)}
+        if self.config.word_vectors_dir is not None:
+            result["metrics"]["init_embedding_rows"] = self.init_rows
         if self.rank == 0:
             loader = AutoModelForCausalLM if self.causal else AutoModelForMaskedLM
             fresh = loader.from_config(self.model_config)
