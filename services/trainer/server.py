@@ -78,11 +78,13 @@ class TrainerSettings(ServerSettings):
     #: Kubeflow PyTorchJob per attempt; max_nodes and max_processes_per_node then
     #: bound each job's pods, and data_dir must be the shared volume's mount).
     launcher: str = "local"  # launchers.LOCAL
-    #: PyTorchJob launcher: namespace, the trainer image the pods run, and what
-    #: each pod (one per node) requests.
+    #: PyTorchJob launcher: the namespace its PyTorchJobs are created in.
     pytorchjob_namespace: str = "lattice"
+    #: The trainer image the pods run (required with launcher pytorchjob).
     pytorchjob_image: str = ""
+    #: CPU each pod (one per node) requests.
     pytorchjob_cpu: str = "4"
+    #: Memory each pod requests.
     pytorchjob_memory: str = "16Gi"
     #: GPUs per pod for NCCL jobs (0 = CPU pods, gloo).
     pytorchjob_gpus_per_node: int = 0
