@@ -191,9 +191,9 @@ class _Observed:
     def __enter__(self) -> None:
         self._start = time.perf_counter()
 
-    def __exit__(self, exc_type, exc, tb) -> bool:
+    def __exit__(self, exc_type, exc, tb) -> None:
         if self._metrics is None:
-            return False
+            return
         if exc_type is None:
             error = ""
         elif exc_type is GeneratorExit or issubclass(exc_type, asyncio.CancelledError):
@@ -203,7 +203,6 @@ class _Observed:
         self._metrics.duration_of(self._operation, self._model, error).observe(
             time.perf_counter() - self._start
         )
-        return False
 
 
 class InferenceEngine:
