@@ -12,7 +12,7 @@ import asyncio
 import functools
 import logging
 import os
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar
 
@@ -311,7 +311,9 @@ class TransformersBackend(Backend):
             last.delta, last.prompt_tokens, last.completion_tokens, last.finish_reason
         )
 
-    async def stream(self, prompt: str, params: GenerationParams) -> AsyncIterator[StreamChunk]:
+    async def stream(
+        self, prompt: str, params: GenerationParams
+    ) -> AsyncGenerator[StreamChunk, None]:
         handle = self._submit(prompt, params, streaming=True)
         try:
             while True:

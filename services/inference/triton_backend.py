@@ -30,7 +30,7 @@ import dataclasses
 import json
 import re
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -377,7 +377,9 @@ class TritonBackend(Backend):
             span.set_attribute("gen_ai.usage.output_tokens", out.completion_tokens)
             return out
 
-    async def stream(self, prompt: str, params: GenerationParams) -> AsyncIterator[StreamChunk]:
+    async def stream(
+        self, prompt: str, params: GenerationParams
+    ) -> AsyncGenerator[StreamChunk, None]:
         """Token deltas over `ModelStreamInfer`; leaving early cancels the call."""
         client, target = self._ready_client()
         request = {
