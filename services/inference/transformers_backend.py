@@ -71,8 +71,8 @@ def _decoder(tokenizer: Any) -> Callable[[list[int]], str]:
 def _kv_bytes_per_token(model: Any) -> int:
     """Keys and values of every layer for one token."""
     config = model.config
-    layers = getattr(config, "num_hidden_layers", None) or getattr(config, "n_layer", 0)
-    hidden = getattr(config, "hidden_size", None) or getattr(config, "n_embd", 0)
+    layers = getattr(config, "num_hidden_layers", 0) or getattr(config, "n_layer", 0)
+    hidden = getattr(config, "hidden_size", 0) or getattr(config, "n_embd", 0)
     return 2 * layers * hidden * next(model.parameters()).element_size()
 
 
