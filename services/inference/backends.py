@@ -22,7 +22,7 @@ import abc
 import contextvars
 import dataclasses
 import enum
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import ClassVar
 
@@ -200,9 +200,9 @@ class Backend(abc.ABC):
         """Unary generation for a causal LM."""
 
     @abc.abstractmethod
-    def stream(self, prompt: str, params: GenerationParams) -> AsyncIterator[StreamChunk]:
-        """Token-by-token generation; an async iterator (typically an async
-        generator). Closing it (`aclose`) or cancelling its consumer stops the
+    def stream(self, prompt: str, params: GenerationParams) -> AsyncGenerator[StreamChunk, None]:
+        """Token-by-token generation; an async generator, so that the engine can
+        close it (`contextlib.aclosing`). Closing it (`aclose`) or cancelling its consumer stops the
         model within one decode step."""
 
     @abc.abstractmethod

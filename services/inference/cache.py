@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import hashlib
 import json
 import logging
@@ -122,7 +123,9 @@ class LocalCache:
         self._ttl = ttl_seconds
         self._bytes = 0
         # key -> (expires, value, size)
-        self._data: collections.OrderedDict[str, tuple[float, Any, int]] = collections.OrderedDict()
+        self._data: collections.OrderedDict[Hashable, tuple[float, Any, int]] = (
+            collections.OrderedDict()
+        )
 
     def __len__(self) -> int:
         return len(self._data)
@@ -306,7 +309,7 @@ class SingleFlight:
             task = asyncio.ensure_future(compute())
             flight = (task, [0])
             self._flights[key] = flight
-            task.add_done_callback(lambda _t, k=key, f=flight: self._forget(k, f))
+            task.add_done_callback(functools.partial(self._forget, key, flight))
         else:
             self._observer.coalesced()
         task, waiters = flight
@@ -320,7 +323,9 @@ class SingleFlight:
         finally:
             waiters[0] -= 1
 
-    def _forget(self, key: Hashable, flight: tuple[asyncio.Task[Any], list[int]]) -> None:
+    def _forget(
+        self, key: Hashable, flight: tuple[asyncio.Task[Any], list[int]], _task: asyncio.Task[Any]
+    ) -> None:
         if self._flights.get(key) is flight:
             del self._flights[key]
         task = flight[0]

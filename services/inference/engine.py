@@ -13,7 +13,7 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any
 
 from opentelemetry import trace
@@ -191,9 +191,9 @@ class _Observed:
     def __enter__(self) -> None:
         self._start = time.perf_counter()
 
-    def __exit__(self, exc_type, exc, tb) -> bool:
+    def __exit__(self, exc_type, exc, tb) -> None:
         if self._metrics is None:
-            return False
+            return
         if exc_type is None:
             error = ""
         elif exc_type is GeneratorExit or issubclass(exc_type, asyncio.CancelledError):
@@ -203,7 +203,6 @@ class _Observed:
         self._metrics.duration_of(self._operation, self._model, error).observe(
             time.perf_counter() - self._start
         )
-        return False
 
 
 class InferenceEngine:
@@ -381,7 +380,7 @@ class InferenceEngine:
 
     # -- GenerateStream -------------------------------------------------------
 
-    async def stream(self, call: GenerateCall) -> AsyncIterator[StreamPart]:
+    async def stream(self, call: GenerateCall) -> AsyncGenerator[StreamPart, None]:
         """Stream parts; the caller must close the iterator (aclosing) so that
         an abandoned stream stops the model at once.
 
@@ -418,7 +417,7 @@ class InferenceEngine:
                     )
                     try:
                         chunks = backend.stream(call.prompt, params)
-                        async with contextlib.aclosing(chunks):  # type: ignore[type-var]
+                        async with contextlib.aclosing(chunks):
                             async for chunk in chunks:
                                 if recorder.add(chunk):
                                     self._observe_first_token(ref.name, recorder.ttft)
@@ -565,9 +564,9 @@ class InferenceEngine:
             return SimilarWordsOutcome(entry.name, entry.version, words)
 
 
-async def drain_stream(parts: AsyncIterator[StreamPart]) -> list[StreamPart]:
+async def drain_stream(parts: AsyncGenerator[StreamPart, None]) -> list[StreamPart]:
     """Collect a whole stream (tests, benchmarks)."""
-    async with contextlib.aclosing(parts) as stream:  # type: ignore[type-var]
+    async with contextlib.aclosing(parts) as stream:
         return [part async for part in stream]
 
 

@@ -233,7 +233,7 @@ class ModelManager:
         self, version: registry_pb2.ModelVersion, entry: ServingVersion | None = None
     ) -> None:
         model = self._view.model(version.model_name)
-        task = _TASKS.get(model.task if model is not None else 0)
+        task = _TASKS.get(model.task if model is not None else common_pb2.MODEL_TASK_UNSPECIFIED)
         key = (version.model_name, version.version)
         if entry is None:
             entry = ServingVersion(

@@ -279,7 +279,7 @@ class _GpuCollector(Collector):
     @classmethod
     def create(cls) -> _GpuCollector | None:
         try:
-            import pynvml  # type: ignore[import-not-found]
+            import pynvml
 
             pynvml.nvmlInit()
             count = pynvml.nvmlDeviceGetCount()

@@ -20,13 +20,17 @@ lookup that gives up while queued is simply skipped.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
+from opentelemetry.util.types import AttributeValue
 
-_SPAN_ATTRIBUTES = {"db.system": "redis", "lattice.redis.pipelined": True}
+_SPAN_ATTRIBUTES: Mapping[str, AttributeValue] = {
+    "db.system": "redis",
+    "lattice.redis.pipelined": True,
+}
 _Waiter = tuple[str, "asyncio.Future[Any]"]
 
 

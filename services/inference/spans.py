@@ -11,7 +11,10 @@ exception exactly as `start_as_current_span` does.
 
 from __future__ import annotations
 
+from contextvars import Token
+
 from opentelemetry import context, trace
+from opentelemetry.context import Context
 from opentelemetry.trace import Status, StatusCode
 
 
@@ -20,7 +23,7 @@ class current_span:
 
     def __init__(self, span: trace.Span) -> None:
         self._span = span
-        self._token: object | None = None
+        self._token: Token[Context] | None = None
 
     def __enter__(self) -> trace.Span:
         span = self._span
@@ -28,7 +31,7 @@ class current_span:
             self._token = context.attach(trace.set_span_in_context(span))
         return span
 
-    def __exit__(self, exc_type, exc, tb) -> bool:
+    def __exit__(self, exc_type, exc, tb) -> None:
         span = self._span
         try:
             if exc is not None and span.is_recording():
@@ -38,4 +41,3 @@ class current_span:
             if self._token is not None:
                 context.detach(self._token)
             span.end()
-        return False

@@ -12,7 +12,7 @@ import asyncio
 import functools
 import logging
 import os
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar
 
@@ -71,8 +71,8 @@ def _decoder(tokenizer: Any) -> Callable[[list[int]], str]:
 def _kv_bytes_per_token(model: Any) -> int:
     """Keys and values of every layer for one token."""
     config = model.config
-    layers = getattr(config, "num_hidden_layers", None) or getattr(config, "n_layer", 0)
-    hidden = getattr(config, "hidden_size", None) or getattr(config, "n_embd", 0)
+    layers = getattr(config, "num_hidden_layers", 0) or getattr(config, "n_layer", 0)
+    hidden = getattr(config, "hidden_size", 0) or getattr(config, "n_embd", 0)
     return 2 * layers * hidden * next(model.parameters()).element_size()
 
 
@@ -311,7 +311,9 @@ class TransformersBackend(Backend):
             last.delta, last.prompt_tokens, last.completion_tokens, last.finish_reason
         )
 
-    async def stream(self, prompt: str, params: GenerationParams) -> AsyncIterator[StreamChunk]:
+    async def stream(
+        self, prompt: str, params: GenerationParams
+    ) -> AsyncGenerator[StreamChunk, None]:
         handle = self._submit(prompt, params, streaming=True)
         try:
             while True:

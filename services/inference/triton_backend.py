@@ -30,9 +30,9 @@ import dataclasses
 import json
 import re
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import grpc
@@ -70,6 +70,9 @@ from services.inference.backends import (
 from services.inference.chat import ChatRenderer, ChatTurn
 from services.runtime.context import REQUEST_ID_KEY, remaining_time, request_id_var
 from services.runtime.remote_targets import RemoteAllowlist
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 SCHEME = "triton://"
 _FINISH = {reason.value: reason for reason in FinishReason}
@@ -146,7 +149,7 @@ def repository_model_name(model_dir: Path | None) -> str | None:
     return named.group(1) if named else configs[0].parent.name
 
 
-def _load_tokenizer(model_dir: Path) -> tuple[object | None, int | None]:
+def _load_tokenizer(model_dir: Path) -> tuple[PreTrainedTokenizerBase | None, int | None]:
     """(tokenizer, context length) of the HF directory inside an exported repository."""
     found = sorted(model_dir.rglob("tokenizer_config.json"), key=lambda p: len(p.parts))
     if not found:
@@ -255,7 +258,7 @@ class TritonBackend(Backend):
         self.target: TritonTarget | None = None
         self.decoupled = False
         self.triton_max_batch_size = 0
-        self._tokenizer = None
+        self._tokenizer: PreTrainedTokenizerBase | None = None
         self._chat = ChatRenderer(None, spec.model_name)
 
     # -- lifecycle ---------------------------------------------------------------
@@ -283,9 +286,10 @@ class TritonBackend(Backend):
 
     async def _describe(self, target: TritonTarget) -> ModelInfo:
         """Transaction policy, batch size and contract from the model config."""
+        client, _target = self._ready_client()
         try:
             config = (
-                await self._client.get_model_config(
+                await client.get_model_config(
                     target.model, target.model_version, as_json=True, client_timeout=5.0
                 )
             )["config"]
@@ -293,7 +297,7 @@ class TritonBackend(Backend):
             raise map_triton_error(exc, target) from None
         self.decoupled = bool(config.get("model_transaction_policy", {}).get("decoupled"))
         self.triton_max_batch_size = int(config.get("max_batch_size", 0))
-        self._check_contract(config)
+        self._check_contract(config, target)
         context = None
         if self.spec.model_dir is not None:
             self._tokenizer, context = await asyncio.to_thread(_load_tokenizer, self.spec.model_dir)
@@ -312,12 +316,12 @@ class TritonBackend(Backend):
         artifact, a bare `triton://` URI, gets the default template)."""
         return self._chat.render(turns)
 
-    def _check_contract(self, config: dict[str, Any]) -> None:
+    def _check_contract(self, config: dict[str, Any], target: TritonTarget) -> None:
         names = {i["name"] for i in config.get("input", [])}
         needed = {"PROMPT"} if self.spec.task is Task.GENERATE else {"TEXT"}
         if not needed <= names:
             raise FailedPrecondition(
-                f"Triton model {self.target.uri} takes inputs {sorted(names)}, not the "
+                f"Triton model {target.uri} takes inputs {sorted(names)}, not the "
                 f"Lattice {self.spec.task.value} contract {sorted(needed)}; export it with "
                 "`lattice export-triton`"
             )
@@ -336,9 +340,10 @@ class TritonBackend(Backend):
         return self._client is not None and await self._model_ready(timeout=2.0)
 
     async def _model_ready(self, timeout: float) -> bool:
+        client, target = self._ready_client()
         try:
-            return await self._client.is_model_ready(
-                self.target.model, self.target.model_version, client_timeout=timeout
+            return await client.is_model_ready(
+                target.model, target.model_version, client_timeout=timeout
             )
         except (InferenceServerException, grpc.RpcError):
             return False
@@ -346,17 +351,21 @@ class TritonBackend(Backend):
     # -- serving -----------------------------------------------------------------
 
     async def generate(self, prompt: str, params: GenerationParams) -> GenerationResult:
+        _client, target = self._ready_client()
         if self.decoupled:  # ModelInfer cannot call a decoupled model: collect the stream
             parts, last = [], None
             async with contextlib.aclosing(self.stream(prompt, params)) as chunks:
                 async for chunk in chunks:
                     parts.append(chunk.delta)
                     last = chunk
+            if last is None or last.finish_reason is None:  # stream() ends with one or raises
+                raise Unavailable(f"Triton {target.uri} ended the stream without a final response")
             return GenerationResult(
                 "".join(parts), last.prompt_tokens, last.completion_tokens, last.finish_reason
             )
-        _client, target = self._ready_client()
         stub = self._stub
+        if stub is None:
+            raise Unavailable(f"{self.spec.model_name}:{self.spec.version} is not loaded on Triton")
         request = kserve.generate_request(
             target.model, target.model_version, request_id_var.get(), _checked(prompt), params
         )
@@ -377,7 +386,9 @@ class TritonBackend(Backend):
             span.set_attribute("gen_ai.usage.output_tokens", out.completion_tokens)
             return out
 
-    async def stream(self, prompt: str, params: GenerationParams) -> AsyncIterator[StreamChunk]:
+    async def stream(
+        self, prompt: str, params: GenerationParams
+    ) -> AsyncGenerator[StreamChunk, None]:
         """Token deltas over `ModelStreamInfer`; leaving early cancels the call."""
         client, target = self._ready_client()
         request = {

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 
 import numpy as np
 from gensim.models import KeyedVectors
@@ -66,7 +66,7 @@ class WordVectorBackend(Backend):
     async def generate(self, prompt: str, params: GenerationParams) -> GenerationResult:
         raise FailedPrecondition(f"model {self.spec.model_name!r} is a word-embedding model")
 
-    def stream(self, prompt: str, params: GenerationParams) -> AsyncIterator[StreamChunk]:
+    def stream(self, prompt: str, params: GenerationParams) -> AsyncGenerator[StreamChunk, None]:
         raise FailedPrecondition(f"model {self.spec.model_name!r} is a word-embedding model")
 
     def count_tokens(self, text: str) -> int | None:

@@ -44,7 +44,7 @@ def build_model(
             pad_token_id=special.get("eos"),
         )
         return GPT2LMHeadModel(config)
-    config = BertConfig(
+    bert_config = BertConfig(
         vocab_size=vocab_size,
         hidden_size=arch.hidden_size,
         num_hidden_layers=arch.num_layers,
@@ -55,21 +55,24 @@ def build_model(
         attention_probs_dropout_prob=dropout,
         pad_token_id=special.get("pad", 0),
     )
-    return BertForMaskedLM(config)
+    return BertForMaskedLM(bert_config)
 
 
 def blocks_of(model: PreTrainedModel) -> list[torch.nn.Module]:
     """The transformer blocks (FSDP shards each as its own unit)."""
-    if hasattr(model, "transformer"):
-        return list(model.transformer.h)
-    return list(model.bert.encoder.layer)
+    path = "transformer.h" if hasattr(model, "transformer") else "bert.encoder.layer"
+    blocks = model.get_submodule(path)
+    if not isinstance(blocks, torch.nn.ModuleList):
+        raise TypeError(f"{type(model).__name__}.{path} is not a list of blocks")
+    return list(blocks)
 
 
 def wrap(
     model: PreTrainedModel, strategy: int, world: int, device: torch.device
 ) -> torch.nn.Module:
     """DDP or FSDP2 (`fully_shard` per block, then the root); plain when world is 1 and DDP."""
-    model.to(device)
+    module: torch.nn.Module = model  # PreTrainedModel.to's functools.wraps typing binds no self
+    module.to(device)
     if strategy == trainer_pb2.DISTRIBUTED_STRATEGY_FSDP:
         from torch.distributed.fsdp import fully_shard
 
@@ -84,4 +87,7 @@ def wrap(
 
 
 def unwrap(model: torch.nn.Module) -> PreTrainedModel:
-    return model.module if isinstance(model, DistributedDataParallel) else model
+    inner = model.module if isinstance(model, DistributedDataParallel) else model
+    if not isinstance(inner, PreTrainedModel):
+        raise TypeError(f"{type(inner).__name__} is not a transformers model")
+    return inner

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 import torch
 import torch.distributed as dist
+from torch.distributed.fsdp import FSDPModule
 from torch.nn.parallel import DistributedDataParallel
 from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
 
@@ -147,7 +148,9 @@ class Trainer:
         elif self.tp:
             assert self.layout.tp_mesh is not None
             plan = gpt2_tp if self.causal else bert_tp
-            self.model = plan.prepare(model.to(self.device), self.layout.tp_mesh)
+            module: torch.nn.Module = model  # PreTrainedModel.to's typing binds no self
+            module.to(self.device)
+            self.model = plan.prepare(model, self.layout.tp_mesh)
         else:
             self.model = wrap(model, self.spec.distributed.strategy, self.world, self.device)
         self.optimizer = torch.optim.AdamW(
@@ -204,6 +207,7 @@ class Trainer:
     def _loss(self, inputs: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         if self.causal:
             return self.model(input_ids=inputs, labels=inputs).loss
+        assert generator is not None  # masked LMs draw their masks from it
         masked, labels = mask_tokens(
             inputs.cpu(), generator, self.mask_id, self.vocab_size, self.special_ids
         )
@@ -225,7 +229,7 @@ class Trainer:
     def _sync_context(self, last: bool):
         if isinstance(self.model, DistributedDataParallel) and not last:
             return self.model.no_sync()
-        if self.fsdp and hasattr(self.model, "set_requires_gradient_sync"):
+        if self.fsdp and isinstance(self.model, FSDPModule):
             self.model.set_requires_gradient_sync(last)
         return contextlib.nullcontext()
 
@@ -344,7 +348,7 @@ class Trainer:
             with_stats = config.stats_interval > 0 and (step + 1) % config.stats_interval == 0
             loss, grad_norm = self._step(step, with_stats)
             step += 1
-            metrics = {
+            metrics: dict[str, object] = {  # event fields
                 "step": step,
                 "epoch": (step - 1) // self.order.steps_per_epoch,
                 "loss": loss,
@@ -500,9 +504,10 @@ class Trainer:
         if self.tp and self.causal:  # BERT's gathered TP state is plain already
             state = gpt2_tp.consolidate(state, self.model_config.hidden_size, self.layout.tp_size)
         val_loss = last_eval[1]
-        result["metrics"] = {"val_loss": val_loss, "perplexity": _perplexity(val_loss)}
+        metrics = {"val_loss": val_loss, "perplexity": _perplexity(val_loss)}
         if self.config.word_vectors_dir is not None:
-            result["metrics"]["init_embedding_rows"] = self.init_rows
+            metrics["init_embedding_rows"] = self.init_rows
+        result["metrics"] = metrics
         if self.rank == 0:
             loader = AutoModelForCausalLM if self.causal else AutoModelForMaskedLM
             fresh = loader.from_config(self.model_config)
