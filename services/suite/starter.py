@@ -32,7 +32,7 @@ class StarterRecipe:
     """A model that trains in about a minute on two CPU cores and still writes Python-ish text."""
 
     model: str = "starter-gpt"
-    steps: int = 600
+    steps: int = 900
     processes: int = 2
     layers: int = 2
     heads: int = 4
