@@ -9,7 +9,7 @@ import time
 import pytest
 
 import lattice
-from lattice.tokens import mint_dev_token
+from lattice.tokens import TENANT_SCOPES, mint_dev_token
 from lattice.v1 import trainer_pb2
 from tests.cli.conftest import Cli
 from tests.sdk.real_stack import SECRET, RealStack
@@ -87,6 +87,34 @@ def test_similar_words_needs_the_invoke_scope(stack):
     token = mint_dev_token(SECRET, tenant="acme", scopes=["registry:read"], subject="reader")
     with lattice.Client(stack.gateway, token) as client, pytest.raises(lattice.PermissionDenied):
         client.similar_words(MODEL, "king")
+
+
+def test_another_tenant_sees_no_model_and_the_allowlist_decides_who_may_ask(stack):
+    """The model is acme's: globex gets NOT_FOUND from the registry, and once the
+    policy allows only acme, SimilarWords refuses globex as Embed does."""
+    globex = mint_dev_token(SECRET, tenant="globex", scopes=TENANT_SCOPES, subject="other")
+    with (
+        lattice.Client(stack.gateway, globex) as other,
+        lattice.Client(stack.gateway, stack.admin_token) as owner,
+    ):
+        with pytest.raises(lattice.NotFound):
+            other.get_model(MODEL)
+        with pytest.raises(lattice.NotFound):
+            other.similar_words("no-such-model", "king")
+        owner.set_policy(MODEL, allowed_tenants=["acme"])
+        try:
+            deadline = time.monotonic() + 30
+            while True:  # the gateway applies the policy from its registry Watch
+                try:
+                    other.similar_words(MODEL, "king")
+                except lattice.PermissionDenied as error:
+                    assert "may not use model" in str(error)
+                    break
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+            assert owner.similar_words(MODEL, "king", top_k=1).words
+        finally:
+            owner.set_policy(MODEL)
 
 
 def test_cli_similar(stack, tmp_path):
