@@ -12,23 +12,31 @@ without gRPC, routing or cache).
    step vs 32 batch-1 steps.
 2. TTFT of a burst of 32 streams: p50/p99, and for a stream that joins a
    running batch.
-3. Mixed lengths (16..256 new tokens, 64 unary requests): continuous batching
-   vs static batching (groups of 32 that start together and wait for their
-   longest member), three ways: the static batcher Lattice had before
-   continuous batching (its decode loop, reproduced here: transformers'
-   DynamicCache, a row computed until the group's longest finished, the
-   transformers tokenizer decoding each token), and that policy on today's
-   scheduler twice, with rows leaving as they finish and with rows computed
-   until the longest finished (counted at their own lengths). Random weights
+3. Mixed lengths (16..256 new tokens, 256 unary requests by default, all
+   submitted at once): continuous batching vs static batching (groups of 32
+   that start together and wait for their longest member), three ways: the
+   static batcher Lattice had before continuous batching (its decode loop,
+   reproduced here: transformers' DynamicCache, a row computed until the
+   group's longest finished, the transformers tokenizer decoding each
+   token), and that policy on today's scheduler twice, with rows leaving as
+   they finish and with rows computed until the longest finished (counted
+   at their own lengths). Random weights
    rarely pick EOS early, so rows run to their max_new_tokens.
+   The step-count ceiling is printed beside it: the decode steps static
+   groups take (each group's longest member) over the steps 32 continuously
+   refilled slots take for the same lengths. At equal step cost that is the
+   most continuous batching can gain: about 1.2x for 64 requests (the tail,
+   where slots empty out, is half the run), 1.6x for 256, 1.8x (the mean of
+   the longest of 32 over the mean length) for a long stream of them.
 
-    .venv/bin/python bench/streaming.py [--streams 32] [--rounds 2]
+    .venv/bin/python bench/streaming.py [--streams 32] [--requests 256] [--rounds 2] [--mixed-only]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import heapq
 import json
 import random
 import statistics
@@ -69,9 +77,16 @@ def build_model(directory: Path) -> Path:
     )
     eos = raw.token_to_id(EOS)
     config = GPT2Config(
-        vocab_size=raw.get_vocab_size(), n_positions=512, n_embd=128, n_layer=2, n_head=4,
-        bos_token_id=eos, eos_token_id=eos, pad_token_id=eos, initializer_range=0.2,
-    )  # fmt: skip
+        vocab_size=raw.get_vocab_size(),
+        n_positions=512,
+        n_embd=128,
+        n_layer=2,
+        n_head=4,
+        bos_token_id=eos,
+        eos_token_id=eos,
+        pad_token_id=eos,
+        initializer_range=0.2,
+    )
     torch.manual_seed(0)
     GPT2LMHeadModel(config).eval().save_pretrained(directory)
     PreTrainedTokenizerFast(
@@ -154,100 +169,42 @@ async def stream(backend, prompt: str, params: GenerationParams, clock: dict) ->
     return tokens
 
 
-async def main(count: int, rounds: int) -> None:
-    set_torch_threads(0)  # the bare-model ceiling runs as the decode loop would
-    rng = random.Random(1)
-    with tempfile.TemporaryDirectory() as tmp:
-        model_dir = build_model(Path(tmp) / "model")
-        ceiling = step_ceiling(model_dir, count)
-        backend = TransformersBackend(LoadSpec("bench", 1, Task.GENERATE, model_dir=model_dir))
-        await backend.load()
-        try:
-            greedy = GenerationParams(max_new_tokens=64)
-            prompts = [f"def handler_{i}(request, context):\n    " for i in range(count)]
-            await stream(backend, prompts[0], greedy, {})  # warm-up
+def step_counts(lengths: list[int], slots: int) -> tuple[int, int]:
+    """Decode steps for `lengths`: static groups of `slots` (each runs to its
+    longest member) and `slots` continuously refilled in arrival order."""
+    static = sum(max(lengths[i : i + slots]) for i in range(0, len(lengths), slots))
+    busy_until: list[int] = []
+    for length in lengths:
+        start = heapq.heappop(busy_until) if len(busy_until) == slots else 0
+        heapq.heappush(busy_until, start + length)
+    return static, max(busy_until)
 
-            start = time.perf_counter()
-            alone = [await stream(backend, p, greedy, {}) for p in prompts]
-            sequential = sum(alone) / (time.perf_counter() - start)
 
-            clocks: list[dict] = [{} for _ in prompts]
-            start = time.perf_counter()
-            together = await asyncio.gather(
-                *(stream(backend, p, greedy, c) for p, c in zip(prompts, clocks, strict=True))
-            )
-            concurrent = sum(together) / (time.perf_counter() - start)
-            ttfts = sorted(c["ttft"] for c in clocks)
+async def stream_figures(backend, count: int, ceiling: float) -> dict:
+    """Parts 1 and 2: concurrent vs sequential streams, burst and joining TTFT."""
+    greedy = GenerationParams(max_new_tokens=64)
+    prompts = [f"def handler_{i}(request, context):\n    " for i in range(count)]
+    await stream(backend, prompts[0], greedy, {})  # warm-up
 
-            # A stream joining a running batch.
-            running = [asyncio.create_task(stream(backend, p, greedy, {})) for p in prompts[1:]]
-            await asyncio.sleep(0.05)
-            joined: dict = {}
-            await stream(backend, prompts[0], GenerationParams(max_new_tokens=4), joined)
-            await asyncio.gather(*running)
+    start = time.perf_counter()
+    alone = [await stream(backend, p, greedy, {}) for p in prompts]
+    sequential = sum(alone) / (time.perf_counter() - start)
 
-            lengths = [rng.randint(16, 256) for _ in range(2 * count)]
-            mixed = [
-                (f"class Mixed{i}:\n", GenerationParams(max_new_tokens=n))
-                for i, n in enumerate(lengths)
-            ]
-            groups = [mixed[i : i + count] for i in range(0, len(mixed), count)]
+    clocks: list[dict] = [{} for _ in prompts]
+    start = time.perf_counter()
+    together = await asyncio.gather(
+        *(stream(backend, p, greedy, c) for p, c in zip(prompts, clocks, strict=True))
+    )
+    concurrent = sum(together) / (time.perf_counter() - start)
+    ttfts = sorted(c["ttft"] for c in clocks)
 
-            async def run(group) -> int:
-                results = await asyncio.gather(*(backend.generate(p, q) for p, q in group))
-                return sum(r.completion_tokens for r in results)
-
-            async def static() -> int:
-                return sum([await run(group) for group in groups])
-
-            async def padded() -> int:
-                # The old batcher's policy: every row of a group computed until
-                # its longest member finished; a row's own tokens are all that count.
-                tokens = 0
-                for group in groups:
-                    longest = max(q.max_new_tokens for _, q in group)
-                    await run([(p, GenerationParams(max_new_tokens=longest)) for p, _ in group])
-                    tokens += sum(q.max_new_tokens for _, q in group)
-                return tokens
-
-            async def continuous() -> int:
-                return await run(mixed)
-
-            model = GPT2LMHeadModel.from_pretrained(model_dir).eval()
-            tokenizer = PreTrainedTokenizerFast.from_pretrained(model_dir)
-
-            async def old_static() -> int:
-                return sum(
-                    old_static_batch(
-                        model, tokenizer, [p for p, _ in g], [q.max_new_tokens for _, q in g]
-                    )
-                    for g in groups
-                )
-
-            # Interleaved rounds, best of each: load from elsewhere on the
-            # machine hits every variant alike.
-            # Also per CPU-second of this process (every thread): on a shared
-            # host the wall clock counts other processes' load, CPU time less so.
-            mixed_rates: dict[str, float] = {}
-            cpu_rates: dict[str, float] = {}
-            for _ in range(rounds):
-                for name, variant in (
-                    ("static", static),
-                    ("padded", padded),
-                    ("continuous", continuous),
-                    ("old", old_static),
-                ):
-                    start, cpu = time.perf_counter(), time.process_time()
-                    tokens = await variant()
-                    rate = tokens / (time.perf_counter() - start)
-                    mixed_rates[name] = max(rate, mixed_rates.get(name, 0.0))
-                    per_cpu = tokens / (time.process_time() - cpu)
-                    cpu_rates[name] = max(per_cpu, cpu_rates.get(name, 0.0))
-        finally:
-            await backend.unload()
-    figures = {
-        "streams": count,
-        "torch_threads": default_torch_threads(),
+    # A stream joining a running batch.
+    running = [asyncio.create_task(stream(backend, p, greedy, {})) for p in prompts[1:]]
+    await asyncio.sleep(0.05)
+    joined: dict = {}
+    await stream(backend, prompts[0], GenerationParams(max_new_tokens=4), joined)
+    await asyncio.gather(*running)
+    return {
         "sequential_tokens_per_s": round(sequential, 1),
         "concurrent_tokens_per_s": round(concurrent, 1),
         "concurrent_over_sequential": round(concurrent / sequential, 2),
@@ -256,33 +213,106 @@ async def main(count: int, rounds: int) -> None:
         "burst_ttft_p50_ms": round(statistics.median(ttfts) * 1000, 1),
         "burst_ttft_p99_ms": round(ttfts[min(len(ttfts) - 1, int(0.99 * len(ttfts)))] * 1000, 1),
         "joining_ttft_ms": round(joined["ttft"] * 1000, 1),
-        "mixed_continuous_tokens_per_s": round(mixed_rates["continuous"], 1),
-        "mixed_old_static_batcher_tokens_per_s": round(mixed_rates["old"], 1),
-        "mixed_continuous_over_old_static_batcher": round(
-            mixed_rates["continuous"] / mixed_rates["old"], 2
-        ),
-        "mixed_padded_static_tokens_per_s": round(mixed_rates["padded"], 1),
-        "mixed_continuous_over_padded_static": round(
-            mixed_rates["continuous"] / mixed_rates["padded"], 2
-        ),
-        "mixed_static_tokens_per_s": round(mixed_rates["static"], 1),
-        "mixed_continuous_over_static": round(mixed_rates["continuous"] / mixed_rates["static"], 2),
-        "mixed_per_cpu_second_continuous_over_old_static_batcher": round(
-            cpu_rates["continuous"] / cpu_rates["old"], 2
-        ),
-        "mixed_per_cpu_second_continuous_over_padded_static": round(
-            cpu_rates["continuous"] / cpu_rates["padded"], 2
-        ),
-        "mixed_per_cpu_second_continuous_over_static": round(
-            cpu_rates["continuous"] / cpu_rates["static"], 2
-        ),
     }
+
+
+async def mixed_figures(backend, model_dir: Path, count: int, requests: int, rounds: int) -> dict:
+    """Part 3: mixed lengths, continuous batching vs three static batchers."""
+    rng = random.Random(1)
+    lengths = [rng.randint(16, 256) for _ in range(requests)]
+    mixed = [
+        (f"class Mixed{i}:\n", GenerationParams(max_new_tokens=n)) for i, n in enumerate(lengths)
+    ]
+    groups = [mixed[i : i + count] for i in range(0, len(mixed), count)]
+
+    async def run(group) -> int:
+        results = await asyncio.gather(*(backend.generate(p, q) for p, q in group))
+        return sum(r.completion_tokens for r in results)
+
+    async def static() -> int:
+        return sum([await run(group) for group in groups])
+
+    async def padded() -> int:
+        # The old batcher's policy: every row of a group computed until
+        # its longest member finished; a row's own tokens are all that count.
+        tokens = 0
+        for group in groups:
+            longest = max(q.max_new_tokens for _, q in group)
+            await run([(p, GenerationParams(max_new_tokens=longest)) for p, _ in group])
+            tokens += sum(q.max_new_tokens for _, q in group)
+        return tokens
+
+    async def continuous() -> int:
+        return await run(mixed)
+
+    model = GPT2LMHeadModel.from_pretrained(model_dir).eval()
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(model_dir)
+
+    async def old_static() -> int:
+        return sum(
+            old_static_batch(model, tokenizer, [p for p, _ in g], [q.max_new_tokens for _, q in g])
+            for g in groups
+        )
+
+    # Interleaved rounds, best of each: load from elsewhere on the machine
+    # hits every variant alike. Also per CPU-second of this process (every
+    # thread): on a shared host the wall clock counts other processes' load,
+    # CPU time less so.
+    wall: dict[str, float] = {}
+    cpu: dict[str, float] = {}
+    for _ in range(rounds):
+        for name, variant in (
+            ("static", static),
+            ("padded", padded),
+            ("continuous", continuous),
+            ("old", old_static),
+        ):
+            start, cpu_start = time.perf_counter(), time.process_time()
+            tokens = await variant()
+            wall[name] = max(tokens / (time.perf_counter() - start), wall.get(name, 0.0))
+            per_cpu = tokens / (time.process_time() - cpu_start)
+            cpu[name] = max(per_cpu, cpu.get(name, 0.0))
+    static_steps, continuous_steps = step_counts(lengths, count)
+    figures: dict[str, float | int] = {
+        "mixed_requests": requests,
+        "mixed_step_count_ceiling": round(static_steps / continuous_steps, 2),
+        "mixed_continuous_tokens_per_s": round(wall["continuous"], 1),
+    }
+    for name, label in (
+        ("old", "old_static_batcher"),
+        ("padded", "padded_static"),
+        ("static", "static"),
+    ):
+        figures[f"mixed_{label}_tokens_per_s"] = round(wall[name], 1)
+        figures[f"mixed_continuous_over_{label}"] = round(wall["continuous"] / wall[name], 2)
+        figures[f"mixed_per_cpu_second_continuous_over_{label}"] = round(
+            cpu["continuous"] / cpu[name], 2
+        )
+    return figures
+
+
+async def main(count: int, requests: int, rounds: int, mixed_only: bool) -> None:
+    set_torch_threads(0)  # the bare-model ceiling runs as the decode loop would
+    figures: dict = {"streams": count, "torch_threads": default_torch_threads()}
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir = build_model(Path(tmp) / "model")
+        backend = TransformersBackend(LoadSpec("bench", 1, Task.GENERATE, model_dir=model_dir))
+        await backend.load()
+        try:
+            if not mixed_only:
+                ceiling = step_ceiling(model_dir, count)
+                figures |= await stream_figures(backend, count, ceiling)
+            figures |= await mixed_figures(backend, model_dir, count, requests, rounds)
+        finally:
+            await backend.unload()
     print(json.dumps(figures, indent=2))
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--streams", type=int, default=32)
+    parser.add_argument("--requests", type=int, default=256, help="mixed-length requests")
     parser.add_argument("--rounds", type=int, default=2, help="mixed-length rounds (best of)")
+    parser.add_argument("--mixed-only", action="store_true", help="only the mixed-length part")
     args = parser.parse_args()
-    asyncio.run(main(args.streams, args.rounds))
+    asyncio.run(main(args.streams, args.requests, args.rounds, args.mixed_only))
