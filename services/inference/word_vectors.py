@@ -1,7 +1,7 @@
 """Serving a word-embedding version (WORD2VEC, GLOVE): Embed and nearest words.
 
 The artifact is the word2vec format plus `manifest.json` (see the trainer's
-`worker/word_vectors.py`). Embed returns, per input, the mean of its known
+`services.runtime.word_vector_files`). Embed returns, per input, the mean of its known
 words' vectors and lists the unknown ones. Nearest words are an exact cosine
 search over the L2-normalised matrix: one matrix-vector product, which for the
 vocabularies trained here (up to a few hundred thousand words) answers in
@@ -11,7 +11,6 @@ milliseconds, so no approximate index is needed.
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncGenerator, Sequence
 
 import numpy as np
@@ -26,9 +25,8 @@ from services.inference.backends import (
     ModelInfo,
     StreamChunk,
 )
+from services.runtime.word_vector_files import read_vectors
 from services.runtime.words import words_of
-
-MANIFEST = "manifest.json"
 
 
 class WordVectorBackend(Backend):
@@ -46,12 +44,9 @@ class WordVectorBackend(Backend):
 
     def _load(self) -> None:
         directory = self.spec.model_dir
-        if directory is None or not (directory / MANIFEST).is_file():
-            raise FailedPrecondition(f"{self.spec.model_name}: artifact has no {MANIFEST}")
-        manifest = json.loads((directory / MANIFEST).read_text())
-        vectors = KeyedVectors.load_word2vec_format(
-            str(directory / manifest["file"]), binary=bool(manifest.get("binary"))
-        )
+        if directory is None:
+            raise FailedPrecondition(f"{self.spec.model_name}: version has no artifact")
+        vectors = read_vectors(directory, self.spec.model_name)
         matrix = np.asarray(vectors.vectors, dtype=np.float32)
         norms = np.linalg.norm(matrix, axis=1, keepdims=True)
         self._unit = matrix / np.where(norms == 0, 1.0, norms)

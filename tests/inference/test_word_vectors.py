@@ -11,8 +11,8 @@ from gensim.models import Word2Vec
 
 from lattice.v1 import common_pb2, inference_pb2
 from services.inference.serving import VersionState
+from services.runtime.word_vector_files import write_vectors
 from services.suite.embedded import EMBEDDING
-from services.trainer.worker.word_vectors import write_artifact
 from tests.support.word_corpus import PAIRS, planted_sentences
 
 WORD_VECTORS = common_pb2.ARTIFACT_FORMAT_WORD_VECTORS
@@ -26,7 +26,7 @@ def trained(tmp_path_factory):
         sentences, vector_size=16, window=3, min_count=1, sg=1, seed=1, workers=1, epochs=20
     )
     directory = tmp_path_factory.mktemp("w2v")
-    write_artifact(model.wv, directory, "WORD2VEC", False, {})
+    write_vectors(model.wv, directory, "WORD2VEC", False, {})
     return model.wv, directory
 
 

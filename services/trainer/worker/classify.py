@@ -26,7 +26,6 @@ from transformers import (
 )
 
 from lattice.v1 import trainer_pb2
-from services.trainer.worker import word_vectors
 from services.trainer.worker.classification_metrics import ClassificationReport, report
 from services.trainer.worker.config import WorkerConfig
 from services.trainer.worker.events import EventWriter
@@ -217,7 +216,7 @@ class ClassifierTrainer:
             "format": "ARTIFACT_FORMAT_TRANSFORMERS",
             "export_dir": str(export),
         }
-        word_vectors.write_result(self.config.result_path, result)
+        self.config.write_result(result)
         self.events.emit("finished", outcome="completed", step=self.total_steps)
 
 

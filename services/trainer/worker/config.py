@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from pathlib import Path
+from typing import Any
 
 from google.protobuf import json_format
 
@@ -55,6 +57,16 @@ class WorkerConfig:
     @property
     def result_path(self) -> Path:
         return self.job_dir / "result.json"
+
+    def write_result(self, result: dict[str, Any]) -> None:
+        """Write result.json atomically and durably: the service reads it once
+        the process group exits, and a half-written one would fail the job."""
+        temp = self.result_path.with_suffix(".tmp")
+        with temp.open("w") as handle:
+            handle.write(json.dumps(result, default=str))
+            handle.flush()
+            os.fsync(handle.fileno())
+        temp.rename(self.result_path)
 
     def save(self) -> Path:
         payload = {

@@ -1,20 +1,26 @@
-"""Which training program a job's worker runs, by model family."""
+"""Which training program a job's worker runs, by model family.
+
+Programs are imported by name when a job runs them: each brings its own
+heavy dependency (gensim for word vectors), which the others never need.
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 from pathlib import Path
 
 from lattice.v1 import trainer_pb2
-from services.trainer.worker import classify, glove, train, word2vec
 from services.trainer.worker.config import WorkerConfig
 
-#: Families with their own training program (not the language-model loop).
+#: Families with their own training program (a module with `run(config)`);
+#: the rest run the language-model loop, `services.trainer.worker.train`.
 WORD_FAMILIES = {
-    trainer_pb2.MODEL_FAMILY_WORD2VEC: word2vec.run,
-    trainer_pb2.MODEL_FAMILY_GLOVE: glove.run,
-    trainer_pb2.MODEL_FAMILY_SEQUENCE_CLASSIFICATION: classify.run,
+    trainer_pb2.MODEL_FAMILY_WORD2VEC: "services.trainer.worker.word2vec",
+    trainer_pb2.MODEL_FAMILY_GLOVE: "services.trainer.worker.glove",
+    trainer_pb2.MODEL_FAMILY_SEQUENCE_CLASSIFICATION: "services.trainer.worker.classify",
 }
+LANGUAGE_MODEL = "services.trainer.worker.train"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -24,6 +30,6 @@ def main(argv: list[str] | None = None) -> None:
     config = WorkerConfig.load(args.job_dir)
     program = WORD_FAMILIES.get(config.spec.family)
     if program is None:
-        train.main(argv)
+        importlib.import_module(LANGUAGE_MODEL).main(argv)
     else:
-        program(config)
+        importlib.import_module(program).run(config)

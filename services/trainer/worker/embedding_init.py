@@ -13,7 +13,6 @@ rest of the network sees inputs of the size it was initialised for.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -22,14 +21,11 @@ import torch
 from gensim.models import KeyedVectors
 from transformers import PreTrainedModel
 
-from services.trainer.worker.word_vectors import MANIFEST
+from services.runtime.word_vector_files import read_vectors
 
 
 def load_vectors(directory: Path) -> KeyedVectors:
-    manifest = json.loads((directory / MANIFEST).read_text())
-    return KeyedVectors.load_word2vec_format(
-        str(directory / manifest["file"]), binary=bool(manifest.get("binary"))
-    )
+    return read_vectors(directory, "initial_word_embeddings")
 
 
 def token_word(tokenizer: Any, token: str) -> str | None:

@@ -25,6 +25,7 @@ import torch
 from gensim.models import KeyedVectors
 
 from lattice.v1 import trainer_pb2
+from services.runtime.word_vector_files import write_vectors
 from services.trainer.worker import word_vectors
 from services.trainer.worker.config import WorkerConfig
 from services.trainer.worker.events import EventWriter
@@ -196,7 +197,7 @@ def run(config: WorkerConfig) -> None:
     metrics, near = word_vectors.evaluate(
         vectors, opts.similarity_pairs_path, opts.analogies_path, list(opts.neighbour_samples)
     )
-    word_vectors.write_artifact(
+    write_vectors(
         vectors, config.export_dir, "GLOVE", opts.binary, {"cooccurrence_entries": entries}
     )
     result = {
@@ -208,5 +209,5 @@ def run(config: WorkerConfig) -> None:
         "format": "ARTIFACT_FORMAT_WORD_VECTORS",
         "export_dir": str(config.export_dir),
     }
-    word_vectors.write_result(config.result_path, result)
+    config.write_result(result)
     events.emit("finished", outcome="completed", step=epochs)

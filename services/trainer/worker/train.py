@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import math
 import os
 import sys
@@ -30,7 +29,6 @@ from services.trainer.data.at_rest import DatasetFiles
 from services.trainer.worker import allocator, checkpoint
 from services.trainer.worker.config import WorkerConfig
 from services.trainer.worker.data import DeterministicOrder, load_splits, mask_tokens
-from services.trainer.worker.embedding_init import initialise_rows, load_vectors
 from services.trainer.worker.events import EventWriter
 from services.trainer.worker.export import export
 from services.trainer.worker.gpu import GpuProbe
@@ -104,8 +102,12 @@ class Trainer:
         #: does the same deterministic copy; a resumed checkpoint overwrites it).
         self.init_rows = 0
         if self.config.word_vectors_dir is not None:
-            vectors = load_vectors(self.config.word_vectors_dir)
-            self.init_rows = initialise_rows(model, tokenizer, vectors)
+            # Imported here, not at the top: it imports gensim (most of a second),
+            # which the jobs that start from random rows never need.
+            from services.trainer.worker import embedding_init
+
+            vectors = embedding_init.load_vectors(self.config.word_vectors_dir)
+            self.init_rows = embedding_init.initialise_rows(model, tokenizer, vectors)
             self.events.emit(
                 "embeddings_initialised",
                 rows=self.init_rows,
@@ -518,13 +520,7 @@ class Trainer:
     def _write_result(self, result: dict) -> None:
         if self.rank != 0:
             return
-        path = self.config.result_path
-        temp = path.with_suffix(".tmp")
-        with temp.open("w") as handle:
-            handle.write(json.dumps(result, default=str))
-            handle.flush()
-            os.fsync(handle.fileno())
-        temp.rename(path)
+        self.config.write_result(result)
         self.events.emit("finished", **result)
 
 

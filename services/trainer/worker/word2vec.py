@@ -15,6 +15,7 @@ from gensim.models import Word2Vec
 from gensim.models.callbacks import CallbackAny2Vec
 
 from lattice.v1 import trainer_pb2
+from services.runtime.word_vector_files import write_vectors
 from services.trainer.worker import word_vectors
 from services.trainer.worker.config import WorkerConfig
 from services.trainer.worker.events import EventWriter
@@ -104,7 +105,7 @@ def run(config: WorkerConfig) -> None:
     metrics, near = word_vectors.evaluate(
         model.wv, opts.similarity_pairs_path, opts.analogies_path, list(opts.neighbour_samples)
     )
-    word_vectors.write_artifact(
+    write_vectors(
         model.wv,
         config.export_dir,
         "WORD2VEC",
@@ -122,5 +123,5 @@ def run(config: WorkerConfig) -> None:
         "format": "ARTIFACT_FORMAT_WORD_VECTORS",
         "export_dir": str(config.export_dir),
     }
-    word_vectors.write_result(config.result_path, result)
+    config.write_result(result)
     events.emit("finished", outcome="completed", step=epochs)

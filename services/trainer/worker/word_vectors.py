@@ -1,40 +1,12 @@
-"""Word-vector artifacts and their evaluation, shared by Word2Vec and GloVe jobs.
-
-The artifact is a directory with `vectors.txt` (or `vectors.bin`) in the word2vec
-format that `gensim.models.KeyedVectors.load_word2vec_format` reads, and
-`manifest.json` saying which file, which family and the vector size.
-"""
+"""Evaluation of trained word vectors, shared by Word2Vec and GloVe jobs (the
+artifact they write is `services.runtime.word_vector_files`)."""
 
 from __future__ import annotations
 
-import json
 import math
-from pathlib import Path
 from typing import Any
 
 from gensim.models import KeyedVectors
-
-MANIFEST = "manifest.json"
-
-
-def write_artifact(
-    vectors: KeyedVectors, export_dir: Path, family: str, binary: bool, extra: dict[str, Any]
-) -> Path:
-    """Write the vectors and the manifest into `export_dir` (created)."""
-    export_dir.mkdir(parents=True, exist_ok=True)
-    name = "vectors.bin" if binary else "vectors.txt"
-    vectors.save_word2vec_format(str(export_dir / name), binary=binary)
-    manifest = {
-        "format": "word2vec",
-        "file": name,
-        "binary": binary,
-        "family": family,
-        "dimensions": int(vectors.vector_size),
-        "vocab_size": len(vectors.index_to_key),
-        **extra,
-    }
-    (export_dir / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True))
-    return export_dir
 
 
 def evaluate(
@@ -65,10 +37,3 @@ def evaluate(
     }
     metrics = {k: v for k, v in metrics.items() if math.isfinite(v)}
     return metrics, near
-
-
-def write_result(result_path: Path, result: dict[str, Any]) -> None:
-    """Write result.json atomically (the service reads it once the group exits)."""
-    temp = result_path.with_suffix(".tmp")
-    temp.write_text(json.dumps(result, default=str))
-    temp.rename(result_path)
