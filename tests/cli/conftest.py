@@ -6,18 +6,20 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.support.sdk_servers import TEST_TOKEN, running_services
+from tests.support.sdk_servers import TEST_TOKEN, LatticeServices, running_services
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def services():
-    yield from running_services(token=TEST_TOKEN, stream_delay=0.02)
+def services(tmp_path_factory) -> Iterator[LatticeServices]:
+    data_dir = tmp_path_factory.mktemp("services")
+    yield from running_services(data_dir, token=TEST_TOKEN, stream_delay=0.02)
 
 
 class Cli:
@@ -62,4 +64,11 @@ class Cli:
 
 @pytest.fixture
 def cli(services, tmp_path) -> Cli:
+    """`lattice` against the scripted inference and trainer."""
     return Cli(services.address, TEST_TOKEN, tmp_path)
+
+
+@pytest.fixture
+def registry_cli(services, tmp_path) -> Cli:
+    """`lattice` against the real registry, as the tenant `REGISTRY_CALLER`."""
+    return Cli(services.registry_address, services.registry_token(), tmp_path)

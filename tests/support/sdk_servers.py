@@ -1,26 +1,29 @@
-"""Small real lattice.v1 servicers for SDK and CLI tests, served by the shared runtime.
+"""The servers SDK and CLI tests call: the real registry, and two scripted peers.
 
-They speak the real contract over real gRPC (LatticeServer on port 0, with
-its error mapping), with just enough behaviour to exercise every client
-method: an in-memory registry, a trainer whose jobs emit scripted events,
-and an inference service that generates words one at a time and records
-whether a stream was cancelled. The service suites test the real services;
-these stand in where a client needs a predictable peer.
+The registry is the real service (`services.registry.server.build_server`:
+SQLite and the artifact store in a temporary directory) on its own port,
+because it verifies internal tokens for its own audience; tests call it with
+a token minted for `REGISTRY_CALLER`. Inference and the trainer are small
+scripted lattice.v1 servicers on one LatticeServer (with the runtime's error
+mapping): an inference service that generates words one at a time and
+records whether a stream was cancelled, and a trainer whose jobs emit
+scripted events. They are predictable peers for streaming, cancellation and
+job-event tests; the service suites test the real inference and trainer.
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from concurrent.futures import Future
+from pathlib import Path
+from typing import Any, TypeVar
 
 import grpc
 from google.protobuf import timestamp_pb2
 
-from lattice import artifacts as _artifacts
 from lattice.errors import (
-    AlreadyExists,
     FailedPrecondition,
     InvalidArgument,
     NotFound,
@@ -31,14 +34,17 @@ from lattice.v1 import (
     common_pb2,
     inference_pb2,
     inference_pb2_grpc,
-    registry_pb2,
-    registry_pb2_grpc,
     trainer_pb2,
     trainer_pb2_grpc,
 )
+from services.registry.server import RegistrySettings, build_server
 from services.runtime import LatticeServer, ServerSettings, Service
+from services.runtime.identity import Caller
+from tests.support.identity import ACME, internal_token
 
 TEST_TOKEN = "test-token"
+
+T = TypeVar("T")
 
 
 def _now() -> timestamp_pb2.Timestamp:
@@ -149,259 +155,6 @@ class WordInference(inference_pb2_grpc.InferenceServiceServicer):
         )
 
 
-class MemoryRegistry(registry_pb2_grpc.ModelRegistryServiceServicer):
-    """The registry contract over dicts, with revisions and a live Watch."""
-
-    def __init__(self) -> None:
-        self.revision = 0
-        self.models: dict[str, registry_pb2.Model] = {}
-        self.versions: dict[tuple[str, int], registry_pb2.ModelVersion] = {}
-        self.artifacts: dict[str, bytes] = {}
-        self.aliases: dict[tuple[str, str], registry_pb2.Alias] = {}
-        self.deployments: dict[str, registry_pb2.Deployment] = {}
-        self.policies: dict[str, registry_pb2.ModelPolicy] = {}
-        self.history: list[registry_pb2.DeploymentHistoryEntry] = []
-        self.watchers: list[asyncio.Queue] = []
-
-    def _bump(self, **event) -> int:
-        self.revision += 1
-        message = registry_pb2.WatchResponse(
-            type=registry_pb2.WATCH_EVENT_TYPE_PUT, revision=self.revision, **event
-        )
-        for queue in self.watchers:
-            queue.put_nowait(message)
-        return self.revision
-
-    def _model(self, name: str) -> registry_pb2.Model:
-        if name not in self.models:
-            raise NotFound(f"model {name!r} not found")
-        return self.models[name]
-
-    async def CreateModel(self, request, context):
-        model = request.model
-        if not model.name:
-            raise InvalidArgument("model.name", "required")
-        if model.name in self.models:
-            raise AlreadyExists(f"model {model.name!r} already exists")
-        stored = registry_pb2.Model()
-        stored.CopyFrom(model)
-        stored.create_time.CopyFrom(_now())
-        self.models[model.name] = stored
-        self._bump(model=stored)
-        return registry_pb2.CreateModelResponse(model=stored)
-
-    async def GetModel(self, request, context):
-        return registry_pb2.GetModelResponse(model=self._model(request.name))
-
-    async def ListModels(self, request, context):
-        names = sorted(self.models)
-        start = int(request.page_token or 0)
-        size = request.page_size or 50
-        page = names[start : start + size]
-        token = str(start + size) if start + size < len(names) else ""
-        return registry_pb2.ListModelsResponse(
-            models=[self.models[n] for n in page], next_page_token=token
-        )
-
-    async def DeleteModel(self, request, context):
-        self._model(request.name)
-        if self.deployments.get(request.name, registry_pb2.Deployment()).routes:
-            raise FailedPrecondition(f"model {request.name!r} is online")
-        del self.models[request.name]
-        return registry_pb2.DeleteModelResponse()
-
-    async def CreateVersion(self, request, context):
-        model = self._model(request.model_name)
-        digest = request.artifact_digest
-        if request.artifact_uri.startswith("lattice-artifact://") and digest not in self.artifacts:
-            raise FailedPrecondition(f"artifact {digest} is not stored")
-        model.latest_version += 1
-        version = registry_pb2.ModelVersion(
-            model_name=model.name,
-            version=model.latest_version,
-            artifact_uri=request.artifact_uri,
-            artifact_digest=digest,
-            format=request.format,
-            lineage=request.lineage,
-            metrics=request.metrics,
-            params=request.params,
-            tags=request.tags,
-            description=request.description,
-            status=registry_pb2.VERSION_STATUS_READY,
-            artifact_size_bytes=len(self.artifacts.get(digest, b"")),
-        )
-        version.create_time.CopyFrom(_now())
-        self.versions[(model.name, version.version)] = version
-        self._bump(version=version)
-        return registry_pb2.CreateVersionResponse(version=version)
-
-    def _version(self, name: str, number: int) -> registry_pb2.ModelVersion:
-        self._model(name)
-        if (name, number) not in self.versions:
-            raise NotFound(f"version {name}:{number} not found")
-        return self.versions[(name, number)]
-
-    async def GetVersion(self, request, context):
-        return registry_pb2.GetVersionResponse(
-            version=self._version(request.model_name, request.version)
-        )
-
-    async def ListVersions(self, request, context):
-        self._model(request.model_name)
-        found = [v for (n, _), v in self.versions.items() if n == request.model_name]
-        found.sort(key=lambda v: -v.version)
-        return registry_pb2.ListVersionsResponse(versions=found)
-
-    async def UploadArtifact(self, request_iterator, context):
-        header = None
-        parts = []
-        async for message in request_iterator:
-            if message.HasField("header"):
-                header = message.header
-            else:
-                parts.append(message.chunk)
-        data = b"".join(parts)
-        if header is None or _artifacts.sha256_hex(data) != header.digest:
-            raise InvalidArgument("header.digest", "does not match the uploaded bytes")
-        created = header.digest not in self.artifacts
-        self.artifacts[header.digest] = data
-        return registry_pb2.UploadArtifactResponse(
-            artifact_uri=f"lattice-artifact://sha256/{header.digest}",
-            digest=header.digest,
-            size_bytes=len(data),
-            created=created,
-        )
-
-    async def DownloadArtifact(self, request, context):
-        digest = request.digest.removeprefix("lattice-artifact://sha256/")
-        if digest not in self.artifacts:
-            raise NotFound(f"artifact {digest} not found")
-        data = self.artifacts[digest]
-        yield registry_pb2.DownloadArtifactResponse(
-            info=registry_pb2.ArtifactInfo(digest=digest, size_bytes=len(data))
-        )
-        for chunk in _artifacts.iter_chunks(data, 1000):
-            yield registry_pb2.DownloadArtifactResponse(chunk=chunk)
-
-    async def SetAlias(self, request, context):
-        self._version(request.model_name, request.version)
-        alias = registry_pb2.Alias(
-            model_name=request.model_name, alias=request.alias, version=request.version
-        )
-        alias.revision = self._bump(alias=alias)
-        self.aliases[(request.model_name, request.alias)] = alias
-        return registry_pb2.SetAliasResponse(alias=alias)
-
-    async def DeleteAlias(self, request, context):
-        if self.aliases.pop((request.model_name, request.alias), None) is None:
-            raise NotFound(f"alias {request.model_name}@{request.alias} not found")
-        return registry_pb2.DeleteAliasResponse()
-
-    async def ListAliases(self, request, context):
-        return registry_pb2.ListAliasesResponse(
-            aliases=[a for (n, _), a in sorted(self.aliases.items()) if n == request.model_name]
-        )
-
-    async def ResolveModel(self, request, context):
-        name, _, number = request.model.partition(":")
-        response = registry_pb2.ResolveModelResponse(
-            model_name=name,
-            deployment=self.deployments.get(name, registry_pb2.Deployment(model_name=name)),
-            policy=self.policies.get(name, registry_pb2.ModelPolicy(model_name=name)),
-        )
-        self._model(name)
-        if number:
-            response.version.CopyFrom(self._version(name, int(number)))
-        return response
-
-    async def GetDeployment(self, request, context):
-        self._model(request.model_name)
-        return registry_pb2.GetDeploymentResponse(
-            deployment=self.deployments.get(
-                request.model_name, registry_pb2.Deployment(model_name=request.model_name)
-            )
-        )
-
-    async def ListDeployments(self, request, context):
-        return registry_pb2.ListDeploymentsResponse(
-            deployments=[self.deployments[n] for n in sorted(self.deployments)]
-        )
-
-    async def UpdateDeployment(self, request, context):
-        self._model(request.model_name)
-        total = sum(r.weight for r in request.routes)
-        if request.routes and total != 100:
-            raise InvalidArgument("routes", f"weights sum to {total}, not 100")
-        for route in request.routes:
-            self._version(request.model_name, route.version)
-        before = self.deployments.get(
-            request.model_name, registry_pb2.Deployment(model_name=request.model_name)
-        )
-        after = registry_pb2.Deployment(
-            model_name=request.model_name,
-            routes=request.routes,
-            shadow_version=request.shadow_version,
-            updated_by="test",
-        )
-        after.update_time.CopyFrom(_now())
-        after.revision = self._bump(deployment=after)
-        self.deployments[request.model_name] = after
-        self.history.insert(
-            0,
-            registry_pb2.DeploymentHistoryEntry(
-                revision=after.revision,
-                model_name=request.model_name,
-                from_deployment=before,
-                to_deployment=after,
-                actor="test",
-                reason=request.reason,
-                time=after.update_time,
-            ),
-        )
-        return registry_pb2.UpdateDeploymentResponse(deployment=after)
-
-    async def ListDeploymentHistory(self, request, context):
-        return registry_pb2.ListDeploymentHistoryResponse(
-            entries=[
-                e
-                for e in self.history
-                if not request.model_name or e.model_name == request.model_name
-            ]
-        )
-
-    async def GetPolicy(self, request, context):
-        self._model(request.model_name)
-        return registry_pb2.GetPolicyResponse(
-            policy=self.policies.get(
-                request.model_name, registry_pb2.ModelPolicy(model_name=request.model_name)
-            )
-        )
-
-    async def SetPolicy(self, request, context):
-        self._model(request.policy.model_name)
-        policy = registry_pb2.ModelPolicy()
-        policy.CopyFrom(request.policy)
-        policy.revision = self._bump(policy=policy)
-        self.policies[policy.model_name] = policy
-        return registry_pb2.SetPolicyResponse(policy=policy)
-
-    async def Watch(self, request, context):
-        queue: asyncio.Queue = asyncio.Queue()
-        self.watchers.append(queue)
-        try:
-            for model in self.models.values():
-                yield registry_pb2.WatchResponse(
-                    type=registry_pb2.WATCH_EVENT_TYPE_PUT, revision=self.revision, model=model
-                )
-            yield registry_pb2.WatchResponse(
-                type=registry_pb2.WATCH_EVENT_TYPE_SYNCED, revision=self.revision
-            )
-            while True:
-                yield await queue.get()
-        finally:
-            self.watchers.remove(queue)
-
-
 class ScriptedTrainer(trainer_pb2_grpc.TrainerServiceServicer):
     """Datasets in memory; a job runs `steps` metric events, one alert, then succeeds."""
 
@@ -455,7 +208,7 @@ class ScriptedTrainer(trainer_pb2_grpc.TrainerServiceServicer):
         async with self.changed[job_id]:
             self.changed[job_id].notify_all()
 
-    async def _set_state(self, job_id: str, state: int) -> None:
+    async def _set_state(self, job_id: str, state: trainer_pb2.JobState) -> None:
         job = self.jobs[job_id]
         job.state = state
         await self._emit(job_id, job=job)
@@ -543,32 +296,44 @@ class ScriptedTrainer(trainer_pb2_grpc.TrainerServiceServicer):
                     await condition.wait()
 
 
-class LatticeServices:
-    """The three servicers on one LatticeServer (like the gateway), in a background thread.
+#: Who the tests' registry calls act as: a tenant, as an SDK user reaching the
+#: registry through the gateway would. Not an admin: no SDK or CLI test needs
+#: an admin-only call (tenant records, load reports), and as a plain tenant
+#: every call also goes through the registry's ownership rules.
+REGISTRY_CALLER = ACME
+#: The remote backend the tests' versions name (`triton://triton.test:8001/m`):
+#: the registry refuses any address its allowlist does not match.
+REMOTE_BACKEND = "triton.test:8001"
 
-    A background loop lets sync clients and CLI subprocesses call it while the
-    test thread blocks.
+
+class LatticeServices:
+    """The real registry, and the scripted inference and trainer on one
+    LatticeServer (like the gateway), all served from one background loop.
+
+    A background loop lets sync clients and CLI subprocesses call them while
+    the test thread blocks. The registry is a server of its own: one server
+    verifies internal tokens for one audience.
     """
 
-    def __init__(self, token: str | None = None, stream_delay: float = 0.0) -> None:
+    def __init__(self, data_dir: Path, token: str | None = None, stream_delay: float = 0.0) -> None:
         self.inference = WordInference(token=token, delay=stream_delay)
-        self.registry = MemoryRegistry()
         self.trainer = ScriptedTrainer()
+        self.data_dir = data_dir
+        self.registry_settings = RegistrySettings(
+            port=0, data_dir=data_dir, log_json=False, remote_allowlist=(REMOTE_BACKEND,)
+        )
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.server: LatticeServer | None = None
+        self.registry: LatticeServer | None = None
 
     def services(self) -> list[Service]:
+        """The scripted peers (served again on the same port by restart tests)."""
         return [
             Service(
                 self.inference,
                 inference_pb2_grpc.add_InferenceServiceServicer_to_server,
                 inference_pb2.DESCRIPTOR.services_by_name["InferenceService"],
-            ),
-            Service(
-                self.registry,
-                registry_pb2_grpc.add_ModelRegistryServiceServicer_to_server,
-                registry_pb2.DESCRIPTOR.services_by_name["ModelRegistryService"],
             ),
             Service(
                 self.trainer,
@@ -577,36 +342,51 @@ class LatticeServices:
             ),
         ]
 
-    def run(self, coroutine) -> object:
-        future: Future = asyncio.run_coroutine_threadsafe(coroutine, self.loop)
+    def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        """Runs `coroutine` on the servers' loop and waits for its result."""
+        future: Future[T] = asyncio.run_coroutine_threadsafe(coroutine, self.loop)
         return future.result(timeout=30)
 
     def start(self) -> LatticeServices:
         self._thread.start()
 
-        async def _start() -> LatticeServer:
+        async def _start() -> tuple[LatticeServer, LatticeServer]:
             server = LatticeServer(self.services(), ServerSettings(port=0, log_json=False))
             await server.start()
-            return server
+            registry = await build_server(self.registry_settings)
+            await registry.start()
+            return server, registry
 
-        self.server = self.run(_start())
+        self.server, self.registry = self.run(_start())
         return self
 
     @property
     def address(self) -> str:
+        """The scripted inference and trainer."""
         assert self.server is not None
         return self.server.address
 
+    @property
+    def registry_address(self) -> str:
+        assert self.registry is not None
+        return self.registry.address
+
+    def registry_token(self, caller: Caller = REGISTRY_CALLER) -> str:
+        """A bearer token the registry accepts for `caller`, minted now: internal
+        tokens live minutes, and a module's servers may outlive one."""
+        return internal_token(self.data_dir, "registry", caller)
+
     def stop(self) -> None:
-        if self.server is not None:
-            self.run(self.server.stop(0))
+        for server in (self.server, self.registry):
+            if server is not None:
+                self.run(server.stop(0))
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(timeout=10)
 
 
-def running_services(**kwargs) -> Iterator[LatticeServices]:
+def running_services(data_dir: Path, **kwargs) -> Iterator[LatticeServices]:
     """Generator for a fixture: started services, stopped afterwards."""
-    services = LatticeServices(**kwargs).start()
+    services = LatticeServices(data_dir, **kwargs).start()
     try:
         yield services
     finally:
