@@ -13,8 +13,8 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable
-from typing import Any
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
+from typing import Any, Generic, TypeVar
 
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
@@ -33,6 +33,7 @@ from services.inference.backends import (
     request_tenant,
     require_task,
 )
+from services.inference.batcher import Batcher
 from services.inference.cache import CacheSlot, ResponseCache, SingleFlight, tenant_identity
 from services.inference.codec import (
     decode_classification,
@@ -124,6 +125,54 @@ class ClassifyOutcome:
             sorted(zip(labels, scores, strict=True), key=lambda pair: -pair[1])[:keep]
             for scores in self.result.scores
         ]
+
+
+_C = TypeVar("_C", EmbedCall, ClassifyCall)
+_R = TypeVar("_R", EmbeddingResult, ClassificationResult)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _TextsKind(Generic[_C, _R]):
+    """What differs between Embed and Classify, which share one path (texts in,
+    one answer per text): names, the version's batcher, the backend call, and
+    what besides the texts changes the answer (part of the cache key)."""
+
+    name: str
+    operation: str
+    task: Task
+    batcher: Callable[[ServingVersion], Batcher[Any, _R] | None]
+    item: Callable[[_C], Any]
+    direct: Callable[[Backend, _C], Awaitable[_R]]
+    options: Callable[[_C], tuple[Any, ...]]
+    canonical: Callable[[_C], Mapping[str, Any]]
+    encode: Callable[[_R], bytes]
+    decode: Callable[[bytes], _R]
+
+
+_EMBED: _TextsKind[EmbedCall, EmbeddingResult] = _TextsKind(
+    name="embed",
+    operation=EMBED_OP,
+    task=Task.EMBED,
+    batcher=lambda entry: entry.embed_batcher,
+    item=lambda call: EmbedItem(call.inputs, call.normalize),
+    direct=lambda backend, call: backend.embed(call.inputs, normalize=call.normalize),
+    options=lambda call: (call.normalize,),
+    canonical=lambda call: canonical_embedding(call.inputs, call.normalize),
+    encode=encode_embedding,
+    decode=decode_embedding,
+)
+_CLASSIFY: _TextsKind[ClassifyCall, ClassificationResult] = _TextsKind(
+    name="classify",
+    operation=CLASSIFY_OP,
+    task=Task.CLASSIFY,
+    batcher=lambda entry: entry.classify_batcher,
+    item=lambda call: ClassifyItem(call.inputs),
+    direct=lambda backend, call: backend.classify(call.inputs),
+    options=lambda call: (),
+    canonical=lambda call: canonical_classification(call.inputs),
+    encode=encode_classification,
+    decode=decode_classification,
+)
 
 
 def _replay(entry: ServingVersion, result: GenerationResult) -> list[StreamPart]:
@@ -458,90 +507,60 @@ class InferenceEngine:
             per_token = recorder.since_first_token() / (result.completion_tokens - 1)
             self._metrics.time_per_output_token.labels(model).observe(per_token)
 
-    # -- Embed ------------------------------------------------------------------
+    # -- Embed and Classify -------------------------------------------------------
 
     async def embed(self, call: EmbedCall) -> EmbedOutcome:
         validate_embed(call, self._limits)
-        ref = self._parse_ref(call.model)
-        with (
-            self._observe(EMBED_OP, ref.name),
-            current_span(self._tracer.start_span("inference.embed")) as span,
-        ):
-            entry = await self._pick(ref, call.routing_key, Task.EMBED)
-            span.set_attribute("gen_ai.response.model", entry.label)
-            with entry.lease() as backend:
-                policy = self._view.policy(entry.name)
-                limit = policy.max_prompt_tokens if policy is not None else 0
-                for i, text in enumerate(call.inputs):
-                    self._check_prompt(entry, backend, f"inputs[{i}]", text, limit)
-                batcher = entry.embed_batcher
-
-                async def compute() -> EmbeddingResult:
-                    self._count_call(EMBED_OP)
-                    if batcher is not None:
-                        return await batcher.submit(EmbedItem(call.inputs, call.normalize))
-                    with current_span(self._tracer.start_span("inference.backend.embed")):
-                        return await backend.embed(call.inputs, normalize=call.normalize)
-
-                if not call.skip_cache:
-                    inputs, normalize = call.inputs, call.normalize
-                    slot = CacheSlot(
-                        tenant_identity(call.tenant, entry.cache_identity),
-                        ("embed", inputs, normalize),
-                        sum(map(len, inputs)) + _SLOT_OVERHEAD,
-                        lambda: canonical_embedding(inputs, normalize),
-                    )
-                    result, cached = await self._through_cache(
-                        slot, compute, encode_embedding, decode_embedding
-                    )
-                else:
-                    result, cached = await compute(), False
-            span.set_attribute("lattice.cached", cached)
-            self._observe_tokens(EMBED_OP, ref.name, result.prompt_tokens, 0)
-            return EmbedOutcome(entry.name, entry.version, result, cached)
-
-    # -- Classify ---------------------------------------------------------------
+        entry, result, cached = await self._over_texts(_EMBED, call)
+        return EmbedOutcome(entry.name, entry.version, result, cached)
 
     async def classify(self, call: ClassifyCall) -> ClassifyOutcome:
         """Label probabilities, through the same batching, cache and routing as Embed."""
         validate_classify(call, self._limits)
+        entry, result, cached = await self._over_texts(_CLASSIFY, call)
+        return ClassifyOutcome(entry.name, entry.version, result, cached, call.top_k)
+
+    async def _over_texts(
+        self, kind: _TextsKind[_C, _R], call: _C
+    ) -> tuple[ServingVersion, _R, bool]:
+        """Route, check each text against the version's limits, then the cache,
+        then the version's micro-batcher (or the backend itself)."""
         ref = self._parse_ref(call.model)
         with (
-            self._observe(CLASSIFY_OP, ref.name),
-            current_span(self._tracer.start_span("inference.classify")) as span,
+            self._observe(kind.operation, ref.name),
+            current_span(self._tracer.start_span(f"inference.{kind.name}")) as span,
         ):
-            entry = await self._pick(ref, call.routing_key, Task.CLASSIFY)
+            entry = await self._pick(ref, call.routing_key, kind.task)
             span.set_attribute("gen_ai.response.model", entry.label)
             with entry.lease() as backend:
                 policy = self._view.policy(entry.name)
                 limit = policy.max_prompt_tokens if policy is not None else 0
                 for i, text in enumerate(call.inputs):
                     self._check_prompt(entry, backend, f"inputs[{i}]", text, limit)
-                batcher = entry.classify_batcher
+                batcher = kind.batcher(entry)
 
-                async def compute() -> ClassificationResult:
-                    self._count_call(CLASSIFY_OP)
+                async def compute() -> _R:
+                    self._count_call(kind.operation)
                     if batcher is not None:
-                        return await batcher.submit(ClassifyItem(call.inputs))
-                    with current_span(self._tracer.start_span("inference.backend.classify")):
-                        return await backend.classify(call.inputs)
+                        return await batcher.submit(kind.item(call))
+                    with current_span(self._tracer.start_span(f"inference.backend.{kind.name}")):
+                        return await kind.direct(backend, call)
 
-                if not call.skip_cache:
-                    inputs = call.inputs
+                if call.skip_cache:
+                    result, cached = await compute(), False
+                else:
                     slot = CacheSlot(
                         tenant_identity(call.tenant, entry.cache_identity),
-                        ("classify", inputs),
-                        sum(map(len, inputs)) + _SLOT_OVERHEAD,
-                        lambda: canonical_classification(inputs),
+                        (kind.name, call.inputs, *kind.options(call)),
+                        sum(map(len, call.inputs)) + _SLOT_OVERHEAD,
+                        lambda: kind.canonical(call),
                     )
                     result, cached = await self._through_cache(
-                        slot, compute, encode_classification, decode_classification
+                        slot, compute, kind.encode, kind.decode
                     )
-                else:
-                    result, cached = await compute(), False
             span.set_attribute("lattice.cached", cached)
-            self._observe_tokens(CLASSIFY_OP, ref.name, result.prompt_tokens, 0)
-            return ClassifyOutcome(entry.name, entry.version, result, cached, call.top_k)
+            self._observe_tokens(kind.operation, ref.name, result.prompt_tokens, 0)
+            return entry, result, cached
 
     # -- SimilarWords -----------------------------------------------------------
 
