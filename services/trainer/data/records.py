@@ -51,14 +51,19 @@ def read_records(
 ) -> Iterator[Record]:
     """The split's documents. A dataset encrypted at rest is opened with `keys`
     (without them: FAILED_PRECONDITION saying a key ring is needed)."""
+    yield from records_of(DatasetFiles(dataset_dir, keys), split)
+
+
+def records_of(files: DatasetFiles, split: str = "train") -> Iterator[Record]:
+    """The split's documents from an opened dataset: streamed from a plain
+    file, from the opened plaintext of a sealed one."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}")
-    files = DatasetFiles(dataset_dir, keys)
     if files.sealed:
         lines: Iterable[str] = files.read_text(f"{split}.jsonl").splitlines()
         yield from _parse(lines)
         return
-    with (dataset_dir / f"{split}.jsonl").open(encoding="utf-8") as handle:
+    with (files.directory / f"{split}.jsonl").open(encoding="utf-8") as handle:
         yield from _parse(handle)
 
 

@@ -5,10 +5,11 @@ process."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from lattice.errors import FailedPrecondition, InvalidArgument
 from lattice.v1 import trainer_pb2
+from services.trainer.data.at_rest import DatasetFiles
+from services.trainer.data.records import records_of
 
 _TOKENIZER = {
     trainer_pb2.CLASSIFICATION_BACKBONE_GPT2: "TOKENIZER_KIND_BYTE_LEVEL_BPE",
@@ -16,7 +17,7 @@ _TOKENIZER = {
 }
 
 
-def resolve(spec: trainer_pb2.JobSpec, dataset_dir: Path) -> None:
+def resolve(spec: trainer_pb2.JobSpec, dataset: DatasetFiles) -> None:
     if not spec.base_model and spec.classification_backbone not in _TOKENIZER:
         raise InvalidArgument("spec.classification_backbone", "required from scratch: GPT2 or BERT")
     dist = spec.distributed
@@ -26,14 +27,13 @@ def resolve(spec: trainer_pb2.JobSpec, dataset_dir: Path) -> None:
     dist.strategy = trainer_pb2.DISTRIBUTED_STRATEGY_DDP
     if dist.backend == trainer_pb2.DISTRIBUTED_BACKEND_UNSPECIFIED:
         dist.backend = trainer_pb2.DISTRIBUTED_BACKEND_GLOO
-    with (dataset_dir / "train.jsonl").open(encoding="utf-8") as handle:
-        first = json.loads(handle.readline() or "{}")
-    if "label" not in first:
+    first = next(records_of(dataset, "train"), None)
+    if first is None or first.label is None:
         raise FailedPrecondition(
             f"dataset {spec.dataset_id} has no labels; prepare it with a label_field"
         )
     if not spec.base_model:
-        meta = json.loads((dataset_dir / "meta.json").read_text())
+        meta = json.loads(dataset.read_text("meta.json"))
         wanted = _TOKENIZER[spec.classification_backbone]
         if meta.get("tokenizer_kind") != wanted:
             raise FailedPrecondition(

@@ -94,13 +94,14 @@ def resolve_spec(
 
     _resolve_hyperparameters(spec)
     classifier = spec.family == trainer_pb2.MODEL_FAMILY_SEQUENCE_CLASSIFICATION
+    dataset = DatasetFiles(dataset_dir, keys)
     if classifier:
-        classify_validation.resolve(spec, dataset_dir)
+        classify_validation.resolve(spec, dataset)
     _resolve_distributed(spec, limits)
     _resolve_alerts(spec)
     _resolve_registration(spec)
     if not classifier:
-        _check_dataset(spec, DatasetFiles(dataset_dir, keys))
+        _check_dataset(spec, dataset)
     return spec
 
 

@@ -26,22 +26,23 @@ from transformers import (
 )
 
 from lattice.v1 import trainer_pb2
+from services.runtime.keys import KeyManager
+from services.trainer.data.records import read_records
 from services.trainer.worker.classification_metrics import ClassificationReport, report
 from services.trainer.worker.config import WorkerConfig
 from services.trainer.worker.events import EventWriter
 from services.trainer.worker.schedule import lr_lambda
 
 
-def read_labelled(path: Path) -> tuple[list[str], list[str]]:
+def read_labelled(
+    dataset_dir: Path, split: str, keys: KeyManager | None
+) -> tuple[list[str], list[str]]:
     texts, labels = [], []
-    with path.open(encoding="utf-8") as handle:
-        for line in handle:
-            if line.strip():
-                record = json.loads(line)
-                if "label" not in record:
-                    raise ValueError("the dataset has no labels (prepare it with label_field)")
-                texts.append(record["text"])
-                labels.append(record["label"])
+    for record in read_records(dataset_dir, split, keys):
+        if record.label is None:
+            raise ValueError("the dataset has no labels (prepare it with label_field)")
+        texts.append(record.text)
+        labels.append(record.label)
     return texts, labels
 
 
@@ -93,16 +94,20 @@ class ClassifierTrainer:
         self.events = EventWriter(config.events_path)
 
     def setup(self) -> None:
-        directory = self.config.dataset_dir
-        self.train_texts, train_labels = read_labelled(directory / "train.jsonl")
-        self.val_texts, val_labels = read_labelled(directory / "validation.jsonl")
+        directory, keys = self.config.dataset_dir, self.config.dataset_keys()
+        self.train_texts, train_labels = read_labelled(directory, "train", keys)
+        self.val_texts, val_labels = read_labelled(directory, "validation", keys)
         self.labels = sorted(set(train_labels) | set(val_labels))
         if len(self.labels) < 2:
             raise ValueError(f"a classifier needs at least two labels; found {self.labels}")
         index = {label: i for i, label in enumerate(self.labels)}
         self.train_y = torch.tensor([index[y] for y in train_labels])
         self.val_y = torch.tensor([index[y] for y in val_labels])
-        source = self.config.base_model_dir or directory / "tokenizer"
+        # A sealed dataset's tokenizer is opened into the job's scratch directory.
+        scratch = self.config.job_dir / "scratch"
+        source = self.config.base_model_dir or self.config.dataset_files().plain_directory(
+            "tokenizer", scratch
+        )
         self.tokenizer = AutoTokenizer.from_pretrained(source)
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token

@@ -11,6 +11,8 @@ from typing import Any
 from google.protobuf import json_format
 
 from lattice.v1 import trainer_pb2
+from services.runtime.keys import LocalKeyRing
+from services.trainer.data.at_rest import DatasetFiles
 
 CONFIG_FILE = "job.json"
 
@@ -57,6 +59,14 @@ class WorkerConfig:
     @property
     def result_path(self) -> Path:
         return self.job_dir / "result.json"
+
+    def dataset_files(self) -> DatasetFiles:
+        """The job's dataset as plaintext, opened with the job's key ring when
+        the dataset is encrypted at rest."""
+        return DatasetFiles(self.dataset_dir, self.dataset_keys())
+
+    def dataset_keys(self) -> LocalKeyRing | None:
+        return LocalKeyRing(Path(self.key_ring_file)) if self.key_ring_file else None
 
     def write_result(self, result: dict[str, Any]) -> None:
         """Write result.json atomically and durably: the service reads it once

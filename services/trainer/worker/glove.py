@@ -147,7 +147,7 @@ def run(config: WorkerConfig) -> None:
         torch.set_num_threads(opts.workers)
     try:
         whitespace = opts.segmentation == trainer_pb2.WORD_SEGMENTATION_WHITESPACE
-        sentences = load_sentences(config.dataset_dir, whitespace)
+        sentences = load_sentences(config.dataset_dir, whitespace, config.dataset_keys())
         words = build_vocabulary(sentences, opts.min_count)
         if not words:
             raise ValueError(

@@ -24,8 +24,6 @@ from torch.nn.parallel import DistributedDataParallel
 from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
 
 from lattice.v1 import trainer_pb2
-from services.runtime.keys import LocalKeyRing
-from services.trainer.data.at_rest import DatasetFiles
 from services.trainer.worker import allocator, checkpoint
 from services.trainer.worker.config import WorkerConfig
 from services.trainer.worker.data import DeterministicOrder, load_splits, mask_tokens
@@ -83,10 +81,7 @@ class Trainer:
 
     def _build(self) -> None:
         hp = self.hp
-        key_ring = self.config.key_ring_file
-        dataset = DatasetFiles(
-            self.config.dataset_dir, LocalKeyRing(Path(key_ring)) if key_ring else None
-        )
+        dataset = self.config.dataset_files()
         self.train_blocks, self.val_blocks, _meta = load_splits(dataset, hp.sequence_length)
         # A sealed dataset's tokenizer is opened into this rank's scratch directory.
         scratch = self.config.job_dir / "scratch" / f"rank{self.rank}"

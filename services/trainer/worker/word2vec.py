@@ -74,7 +74,7 @@ def run(config: WorkerConfig) -> None:
     events = EventWriter(config.events_path)
     whitespace = opts.segmentation == trainer_pb2.WORD_SEGMENTATION_WHITESPACE
     try:
-        sentences = load_sentences(config.dataset_dir, whitespace)
+        sentences = load_sentences(config.dataset_dir, whitespace, config.dataset_keys())
         kwargs = options_of(spec)
         model = Word2Vec(**{k: v for k, v in kwargs.items() if k != "epochs"}, compute_loss=True)
         model.build_vocab(sentences)

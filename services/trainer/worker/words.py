@@ -10,14 +10,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from services.runtime.keys import KeyManager
 from services.runtime.words import words_of
 from services.trainer.data.records import read_records
 
 
-def load_sentences(dataset_dir: Path, whitespace_only: bool) -> list[list[str]]:
+def load_sentences(
+    dataset_dir: Path, whitespace_only: bool, keys: KeyManager | None = None
+) -> list[list[str]]:
     """Every training document of a prepared dataset as a word list (empty ones dropped)."""
     sentences = []
-    for record in read_records(dataset_dir, "train"):
+    for record in read_records(dataset_dir, "train", keys):
         if record.words is not None:
             words = list(record.words)
         else:
