@@ -73,6 +73,24 @@ def test_the_store_seals_at_commit_and_records_read_back_with_the_key_ring(tmp_p
         list(read_records(directory, "validation", keys))
 
 
+def test_a_staging_directory_left_by_a_crash_is_removed_at_start(tmp_path):
+    """Preparation stages plaintext before it seals; a trainer that died mid-way
+    leaves it behind, and the next start removes it (datasets stay)."""
+    keys = LocalKeyRing.open_or_create(tmp_path / "ring.json")
+    store = DatasetStore(tmp_path / "datasets", keys=keys, encrypt=True)
+    staging = store.staging_dir()
+    write_records(staging / "train.jsonl", [Record(line, "zh") for line in _lines(20)])
+    kept = store.staging_dir()
+    write_records(kept / "train.jsonl", [Record(line, "zh") for line in _lines(20)])
+    (kept / "meta.json").write_text('{"dtype": "uint16"}')
+    dataset = store.commit(kept, trainer_pb2.Dataset(name="zh", tenant="acme"))
+
+    again = DatasetStore(tmp_path / "datasets", keys=keys, encrypt=True)
+    assert not staging.exists()
+    assert not list((tmp_path / "datasets").glob(".staging-*"))
+    assert [r.text for r in read_records(again.path(dataset.id), "train", keys)] == _lines(20)
+
+
 @pytest.fixture
 async def sealing_trainer(tmp_path, registry_server) -> AsyncIterator[LatticeServer]:
     server = await build_trainer(

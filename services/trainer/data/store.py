@@ -72,6 +72,11 @@ class DatasetStore:
         self._keys = keys
         self._sealer = DatasetSealer(keys) if encrypt and keys is not None else None
         self.root.mkdir(parents=True, exist_ok=True)
+        # A staging directory outlives its preparation only when the trainer died
+        # mid-way (one trainer owns a data directory: one replica, Recreate). Its
+        # files are the plaintext a sealed dataset exists to keep off the disk.
+        for stale in self.root.glob(".staging-*"):
+            shutil.rmtree(stale, ignore_errors=True)
         self._lock = threading.Lock()
         self._cache: dict[str, trainer_pb2.Dataset] = {}
         for record in self.root.glob(f"*/{RECORD}"):
