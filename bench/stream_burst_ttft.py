@@ -37,10 +37,11 @@ inference) over the replay bursts, and the host's load average, are printed.
 
 What it showed (README, performance table): the fan-in is bounded by the
 hop, not the gateway's logic: the bare forwarder spends ~0.8 ms of CPU per
-cached stream (a server call plus a client call in grpc.aio; its channel's
-optimization_target made no difference), more than inference's whole cached
-path (~0.5 ms), and its p99 ratio is 1.6-2.1x on its own; the gateway adds
-~0.3-0.4 ms per stream on top. The fresh burst's prefill is GIL-bound on
+cached stream (a server call plus a client call in grpc.aio), more than
+inference's whole cached path (~0.5 ms), and its p99 ratio is 1.6-2.2x on
+its own; the gateway adds 0-0.4 ms per stream on top. Tried on the
+forwarder, without effect: grpc.optimization_target, and 4 channels
+(connections) to inference instead of 1. The fresh burst's prefill is GIL-bound on
 this tiny model: the decode thread's forward passes share the interpreter
 with the event loop that is admitting the same burst, so they take 3-4x the
 bare model's time; the burst's prompts (530 tokens) also exceed one step's
