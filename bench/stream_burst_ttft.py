@@ -46,6 +46,8 @@ this tiny model: the decode thread's forward passes share the interpreter
 with the event loop that is admitting the same burst, so they take 3-4x the
 bare model's time; the burst's prompts (530 tokens) also exceed one step's
 prefill budget (512), so it needs 2 prefill steps even when all have arrived.
+Prefilling arrivals before the next decode step was tried: fewer forward
+passes to the first token, the same p99.
 
     .venv/bin/python bench/stream_burst_ttft.py [--streams 32] [--rounds 5]
         [--one-process]
