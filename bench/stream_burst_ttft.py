@@ -38,12 +38,12 @@ inference) over the replay bursts, and the host's load average, are printed.
 What it showed (README, performance table): the fan-in is bounded by the
 hop, not the gateway's logic: the bare forwarder spends ~0.8 ms of CPU per
 cached stream (a server call plus a client call in grpc.aio), more than
-inference's whole cached path (~0.5 ms), and its p99 ratio is 1.6-2.2x on
+inference's whole cached path (~0.5 ms), and its p99 ratio is 1.6-2.6x on
 its own; the gateway adds 0-0.4 ms per stream on top. Tried on the
 forwarder, without effect: grpc.optimization_target, and 4 channels
 (connections) to inference instead of 1. The fresh burst's prefill is GIL-bound on
 this tiny model: the decode thread's forward passes share the interpreter
-with the event loop that is admitting the same burst, so they take 3-4x the
+with the event loop that is admitting the same burst, so they take 2-4x the
 bare model's time; the burst's prompts (530 tokens) also exceed one step's
 prefill budget (512), so it needs 2 prefill steps even when all have arrived.
 Prefilling arrivals before the next decode step was tried: fewer forward
@@ -293,6 +293,13 @@ def deploy_through_gateway(address: str, token: str, model_dir: Path) -> None:
                 time.sleep(0.2)
 
 
+def print_log_tails(log_dir: Path, lines: int = 20) -> None:
+    """The end of every service's log (they go away with the temporary directory)."""
+    for log in sorted(log_dir.glob("*.log")):
+        tail = log.read_text(errors="replace").splitlines()[-lines:]
+        print(f"--- {log.name}", *tail, sep="\n", file=sys.stderr)
+
+
 async def run_in_processes(root: Path, model_dir: Path, measure: Callable) -> None:
     host = "127.0.0.1"
     gateway, registry, inference, trainer, redis_port = free_ports(host, 5)
@@ -310,13 +317,18 @@ async def run_in_processes(root: Path, model_dir: Path, measure: Callable) -> No
         grace_seconds=1.0,
     )
     suite = LocalSuite(config, report=lambda line: print(f"suite: {line}", file=sys.stderr))
-    await suite.start(timeout=120)
-    proxy_port = free_ports(host, 1)[0]
-    proxy = await asyncio.create_subprocess_exec(
-        *(sys.executable, __file__, "--serve-bare-proxy", str(proxy_port)),
-        config.address("inference"),
-    )
+    proxy = None
     try:
+        try:
+            await suite.start(timeout=120)
+        except TimeoutError:
+            print_log_tails(suite.log_dir)
+            raise
+        proxy_port = free_ports(host, 1)[0]
+        proxy = await asyncio.create_subprocess_exec(
+            *(sys.executable, __file__, "--serve-bare-proxy", str(proxy_port)),
+            config.address("inference"),
+        )
         data_dir = suite.config.data_dir
         token = mint_dev_token(dev_secret(data_dir), tenant=TENANT, scopes=TENANT_SCOPES)
         await asyncio.to_thread(deploy_through_gateway, config.address("gateway"), token, model_dir)
@@ -343,8 +355,9 @@ async def run_in_processes(root: Path, model_dir: Path, measure: Callable) -> No
                 )
             )
     finally:
-        proxy.terminate()
-        await proxy.wait()
+        if proxy is not None:
+            proxy.terminate()
+            await proxy.wait()
         await suite.stop()
 
 
