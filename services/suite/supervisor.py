@@ -149,9 +149,12 @@ class Supervisor:
             await asyncio.wait({healthy, exited}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             exited.cancel()
-            if not healthy.done():
-                healthy.cancel()  # it died again: the watch loop reports that
-        if healthy.cancelled():
+            # A cancelled task is not done until it has run once more, so decide
+            # here, not by asking `healthy` afterwards.
+            died_again = not healthy.done()
+            if died_again:
+                healthy.cancel()  # the watch loop reports that
+        if died_again or healthy.cancelled():
             return
         if healthy.exception() is not None:
             self._report(f"{child.spec.name} is not healthy a minute after its restart")
