@@ -7,39 +7,58 @@ vocabulary 2000, random weights, a byte-level BPE trained on the standard
 library), saved once to a directory that both servers load. Nothing downloads.
 
 Servers, one after the other, never at once (the host has 2 shared cores):
-- `transformers serve DIR --device cpu`, its default generate path, and again
-  with `--continuous-batching` (its paged-attention batching manager) and
-  `--cb-num-blocks` sized for this load: left alone, on CPU it sizes the KV
-  cache from the host's free memory (≈80% of it, a minute to allocate).
+- `transformers serve DIR --device cpu`, its default path (one request at a
+  time, `model.generate` with a streamer, in a process of its own behind the
+  API process), and again with `--continuous-batching` (its paged-attention
+  batching manager) and `--cb-num-blocks` sized for this load: left alone, on
+  CPU it sizes the KV cache from the host's free memory (about 80% of it, a
+  minute to allocate). Both run with `OMP_NUM_THREADS` set to the torch
+  threads Lattice's inference uses (`--peer-threads`; cores - 1, so 1 here):
+  with torch's default of one thread per core, a batch-1 step of this model
+  on the loaded 2-core host takes 14-40 ms instead of 2.6 ms, and the
+  comparison would be of a thread setting, not of the servers.
 - Lattice as `lattice up` runs it (`LocalSuite`: registry, inference, trainer
   and gateway, each its own process, plus the bundled Redis), the model
   registered and deployed through the gateway, reached at the gateway's HTTP
   front with a dev JWT: the whole request path (JWT, policy, quotas, routing,
   response cache, gRPC hop, scheduler).
 
-Load, identical for every server: greedy (temperature 0), `max_tokens`
-new tokens, `stream=True` with `stream_options.include_usage`, prompts that
-no server has seen before (so Lattice's response cache cannot answer them;
-the inference service's cache-hit counter is read after the run to prove it).
-- burst: `--streams` requests at once; aggregate completion tokens/s (usage
-  field) and TTFT p50/p99 (time to the first chunk carrying text);
+Load, identical for every server: greedy (temperature 0), `--tokens` new
+tokens, `stream=True` with `stream_options.include_usage`, prompts that no
+server has seen before (so Lattice's response cache cannot answer them; the
+inference service's cache-hit counter is read after the run to show it).
+- burst: `--streams` requests at once; aggregate completion tokens/s (from
+  the usage chunk) and TTFT p50/p99 (time to the first chunk carrying text);
 - sequential: `--sequential` requests one at a time (each server's baseline).
 Each server gets a short warm-up burst, then `--rounds` rounds of both; figures
 are the best round's tokens/s and the median over rounds of TTFT p50/p99.
-Server CPU per 1,000 completion tokens (every process of the server) is
-printed too: on a shared host it is steadier than the wall clock.
+Server CPU per completion token, by process, is printed too: on a shared
+host it is steadier than the wall clock. `--layers` also times Lattice's
+burst over gRPC through the gateway and straight to inference, to show which
+hop the time goes to.
 
-Checks: every request must end with `finish_reason` "length" and exactly
-`max_tokens` completion tokens (the random-weight model could pick EOS early;
-it would then end both servers' answers alike, since greedy text from the
-same weights is the same); the greedy texts of each server are compared with
-Lattice's.
+Checks printed: answers short of `--tokens` or not ended by "length" (none
+in practice: the random-weight model does not pick EOS within 64 tokens; it
+would end both servers' answers alike, greedy text from the same weights
+being the same), and how many greedy texts each peer shares with Lattice.
 
-    .venv/bin/python bench/transformers_serve.py [--streams 32] [--tokens 64] [--rounds 2]
+What `transformers serve` (5.25) honours per request, checked by hand:
+`max_tokens` on both paths; `temperature` only where the model's generation
+config samples (`do_sample`, false for this GPT-2): otherwise it stays greedy
+silently. A request's `generation_config` JSON (`{"do_sample": true}`) makes
+the plain path sample; continuous batching ignores a request's temperature
+for this model (it logs "ignored: ['temperature']"). Both stream
+`/v1/completions`, so no chat template is needed. No `ignore_eos`; a request's
+`generation_config` could set `min_new_tokens` on the plain path. Lattice's
+`/v1` has neither, so the load relies on the model not picking EOS.
+
+    .venv/bin/python bench/transformers_serve.py [--streams 32] [--tokens 64]
+        [--sequential 16] [--rounds 3] [--peer-threads N] [--layers]
     make bench-transformers-serve
 
-`transformers serve` needs `transformers[serving]` (fastapi, accelerate: in
-the `bench` extra, installed by that make target).
+`transformers serve` needs `transformers[serving]` (it adds fastapi and
+accelerate to the project's environment: the `bench` extra; the make target
+installs it).
 """
 
 from __future__ import annotations
@@ -86,7 +105,7 @@ class Phase:
 
     seconds: float
     answers: list[Answer]
-    cpu: float  # server CPU seconds
+    cpu: dict[str, float]  # server CPU seconds, by process
 
     @property
     def tokens(self) -> int:
@@ -115,8 +134,12 @@ class Result:
     def median_ttft(self, phases: list[Phase], q: float) -> float:
         return statistics.median(p.ttft(q) for p in phases)
 
-    def cpu_ms_per_token(self, phases: list[Phase]) -> float:
-        return 1000 * sum(p.cpu for p in phases) / sum(p.tokens for p in phases)
+    def cpu_ms_per_token(self, phases: list[Phase]) -> dict[str, float]:
+        tokens = sum(p.tokens for p in phases)
+        labels = sorted({label for p in phases for label in p.cpu})
+        return {
+            label: 1000 * sum(p.cpu.get(label, 0.0) for p in phases) / tokens for label in labels
+        }
 
 
 class Server:
@@ -125,15 +148,31 @@ class Server:
     def __init__(self, base_url: str, key: str, model: str, pids: Callable[[], list[int]]):
         self.base_url, self.key, self.model, self._pids = base_url, key, model, pids
 
-    def cpu(self) -> float:
-        total = 0.0
+    def cpu(self) -> dict[str, float]:
+        """CPU seconds used so far by each of its processes, by label."""
+        used: dict[str, float] = {}
         for pid in self._pids():
             try:
-                times = psutil.Process(pid).cpu_times()
+                process = psutil.Process(pid)
+                times, label = process.cpu_times(), process_label(process.cmdline())
             except psutil.NoSuchProcess:
                 continue
-            total += times.user + times.system
-        return total
+            used[label] = used.get(label, 0.0) + times.user + times.system
+        return used
+
+
+def process_label(argv: list[str]) -> str:
+    """A Lattice service by name, Redis, or transformers serve's API server and engine."""
+    line = " ".join(argv)
+    if "-m services." in line:
+        return line.split("-m services.", 1)[1].split()[0]
+    if "redis-server" in line:
+        return "redis"
+    if "spawn_main" in line:  # the process `transformers serve` runs the model in
+        return "engine"
+    if " serve " in f"{line} ":
+        return "api"
+    return "other"
 
 
 def process_tree(root: int, *, with_root: bool = True) -> Callable[[], list[int]]:
@@ -182,13 +221,15 @@ async def one(client: AsyncOpenAI, model: str, prompt: str, tokens: int) -> Answ
 async def phase(
     server: Server, client: AsyncOpenAI, batch: list[str], tokens: int, together: bool
 ) -> Phase:
-    cpu = server.cpu()
+    before = server.cpu()
     started = time.perf_counter()
     if together:
         answers = list(await asyncio.gather(*(one(client, server.model, p, tokens) for p in batch)))
     else:
         answers = [await one(client, server.model, p, tokens) for p in batch]
-    return Phase(time.perf_counter() - started, answers, server.cpu() - cpu)
+    seconds = time.perf_counter() - started
+    cpu = {label: used - before.get(label, 0.0) for label, used in server.cpu().items()}
+    return Phase(seconds, answers, cpu)
 
 
 async def measure(name: str, server: Server, args: argparse.Namespace) -> Result:
@@ -375,7 +416,7 @@ async def layers(config: SuiteConfig, token: str, args: argparse.Namespace) -> N
                 batch = prompts(f"layer{r}_{i}", args.streams)
                 started = time.perf_counter()
                 answers = list(await asyncio.gather(*(call(p) for p in batch)))
-                figures[name].append(Phase(time.perf_counter() - started, answers, 0.0))
+                figures[name].append(Phase(time.perf_counter() - started, answers, {}))
     await client.close()
     print(f"\nlattice, {args.streams}-stream bursts by path (median of {args.rounds} rounds)")
     for name, phases in figures.items():
@@ -416,8 +457,11 @@ def report(results: list[Result], args: argparse.Namespace) -> None:
             f"{r.name:<28}{burst:>12.1f}{r.median_ttft(r.burst, 0.5) * 1e3:>8.0f}ms"
             f"{r.median_ttft(r.burst, 0.99) * 1e3:>8.0f}ms{alone:>11.1f}"
             f"{r.median_ttft(r.sequential, 0.5) * 1e3:>12.1f}ms{burst / alone:>10.2f}"
-            f"{r.cpu_ms_per_token(r.burst):>12.2f}"
+            f"{sum(r.cpu_ms_per_token(r.burst).values()):>12.2f}"
         )
+    for r in results:
+        parts = ", ".join(f"{k} {v:.3f}" for k, v in r.cpu_ms_per_token(r.burst).items() if v)
+        print(f"  {r.name}: server CPU ms per token in the bursts: {parts}")
     ours = next(r for r in results if r.name == "lattice")
     for r in results:
         if r is not ours:
