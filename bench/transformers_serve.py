@@ -65,6 +65,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
 import os
 import statistics
@@ -72,14 +73,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import httpx2
 import psutil
 from grpc import aio
 from http_overhead import MODEL, deploy, free_port
-from openai import AsyncOpenAI
+from openai import AsyncOpenAI, DefaultAsyncHttpxClient
 from prometheus_client.parser import text_string_to_metric_families
 from streaming import build_model
 
@@ -126,7 +127,8 @@ class Result:
     burst: list[Phase]
     sequential: list[Phase]
     texts: dict[str, str]
-    note: str = ""
+    short: list[Answer] = dataclasses.field(default_factory=list)
+    notes: list[str] = dataclasses.field(default_factory=list)
 
     def best_rate(self, phases: list[Phase]) -> float:
         return max(p.rate for p in phases)
@@ -147,6 +149,8 @@ class Server:
 
     def __init__(self, base_url: str, key: str, model: str, pids: Callable[[], list[int]]):
         self.base_url, self.key, self.model, self._pids = base_url, key, model, pids
+        #: Lattice only: the suite (for `--layers` and the cache-hit counter).
+        self.suite: LocalSuite | None = None
 
     def cpu(self) -> dict[str, float]:
         """CPU seconds used so far by each of its processes, by label."""
@@ -232,39 +236,36 @@ async def phase(
     return Phase(seconds, answers, cpu)
 
 
-async def measure(name: str, server: Server, args: argparse.Namespace) -> Result:
-    client = AsyncOpenAI(base_url=server.base_url, api_key=server.key, max_retries=0, timeout=300)
-    result = Result(name, [], [], {})
+def openai_client(base_url: str, key: str) -> AsyncOpenAI:
+    """No retries (a retried request would hide in the latencies). Idle pooled
+    connections are dropped after 2 s, before the servers' uvicorn closes them
+    (after 5 s): reusing one just as the server closes it fails the request."""
+    limits = httpx2.Limits(max_connections=256, max_keepalive_connections=64, keepalive_expiry=2)
+    return AsyncOpenAI(
+        base_url=base_url,
+        api_key=key,
+        max_retries=0,
+        timeout=300,
+        http_client=DefaultAsyncHttpxClient(limits=limits),
+    )
+
+
+async def measure_round(result: Result, server: Server, r: int, args: argparse.Namespace) -> None:
+    """Round `r` on a freshly started server: a short warm-up burst (connections,
+    lazy imports, the batch path), then a burst and a sequential pass."""
+    client = openai_client(server.base_url, server.key)
     try:
-        # Warm-up: connections, lazy imports, the batch path (a short burst).
-        await phase(server, client, prompts("warm", min(args.streams, 8)), 8, together=True)
-        for r in range(args.rounds):
-            burst = await phase(
-                server, client, prompts(f"b{r}", args.streams), args.tokens, together=True
-            )
-            alone = await phase(
-                server, client, prompts(f"s{r}", args.sequential), args.tokens, together=False
-            )
-            result.burst.append(burst)
-            result.sequential.append(alone)
-            used = [*prompts(f"b{r}", args.streams), *prompts(f"s{r}", args.sequential)]
-            result.texts.update(
-                zip(used, (a.text for a in burst.answers + alone.answers), strict=True)
-            )
+        await phase(server, client, prompts(f"w{r}", min(args.streams, 8)), 8, together=True)
+        batch, alone = prompts(f"b{r}", args.streams), prompts(f"s{r}", args.sequential)
+        burst = await phase(server, client, batch, args.tokens, together=True)
+        sequential = await phase(server, client, alone, args.tokens, together=False)
     finally:
         await client.close()
-    short = [
-        a
-        for p in result.burst + result.sequential
-        for a in p.answers
-        if a.tokens != args.tokens or a.finish != "length"
-    ]
-    if short:
-        result.note = (
-            f"{len(short)} answers short of {args.tokens} tokens or not ended by length: "
-            f"{sorted({(a.tokens, a.finish) for a in short})}"
-        )
-    return result
+    result.burst.append(burst)
+    result.sequential.append(sequential)
+    answers = burst.answers + sequential.answers
+    result.texts.update(zip(batch + alone, (a.text for a in answers), strict=True))
+    result.short += [a for a in answers if a.tokens != args.tokens or a.finish != "length"]
 
 
 # --- transformers serve ---------------------------------------------------------------------
@@ -296,13 +297,13 @@ async def wait_health(url: str, process: asyncio.subprocess.Process, log: Path) 
     raise SystemExit(f"{url} did not answer in time:\n{tail(log)}")
 
 
-async def run_transformers(
-    name: str, model_dir: Path, root: Path, args: argparse.Namespace, extra: list[str]
-) -> Result:
+@contextlib.asynccontextmanager
+async def transformers_server(
+    name: str, model_dir: Path, log: Path, args: argparse.Namespace, extra: list[str]
+) -> AsyncIterator[Server]:
     port = free_port()
-    log = root / f"{name.replace(' ', '_')}.log"
     threads = {"OMP_NUM_THREADS": str(args.peer_threads)} if args.peer_threads else {}
-    with log.open("w") as out:
+    with log.open("a") as out:
         process = await asyncio.create_subprocess_exec(
             str(transformers_cli()),
             "serve",
@@ -317,11 +318,10 @@ async def run_transformers(
     try:
         started = time.monotonic()
         await wait_health(f"http://127.0.0.1:{port}/health", process, log)
-        print(f"{name}: up in {time.monotonic() - started:.0f} s", flush=True)
-        server = Server(
+        print(f"  {name}: up in {time.monotonic() - started:.0f} s", flush=True)
+        yield Server(
             f"http://127.0.0.1:{port}/v1", "unused", str(model_dir), process_tree(process.pid)
         )
-        return await measure(name, server, args)
     finally:
         process.terminate()
         try:
@@ -334,13 +334,14 @@ async def run_transformers(
 # --- Lattice ----------------------------------------------------------------------------------
 
 
-async def run_lattice(model_dir: Path, root: Path, args: argparse.Namespace) -> Result:
+@contextlib.asynccontextmanager
+async def lattice_server(model_dir: Path, data_dir: Path) -> AsyncIterator[Server]:
     names = ("gateway", "registry", "inference", "trainer")
     config = SuiteConfig(
         ports=dict(zip(names, (free_port() for _ in names), strict=True)),
         redis_port=free_port(),
         http_port=free_port(),
-        data_dir=root / "lattice",
+        data_dir=data_dir,
         grace_seconds=2.0,
     )
     suite = LocalSuite(config, report=lambda line: None)
@@ -349,19 +350,15 @@ async def run_lattice(model_dir: Path, root: Path, args: argparse.Namespace) -> 
     try:
         token = mint_dev_token(dev_secret(suite.config.data_dir), tenant="bench", scopes=ALL_SCOPES)
         await asyncio.to_thread(deploy, config.address("gateway"), token, model_dir)
-        print(f"lattice: up and deployed in {time.monotonic() - started:.0f} s", flush=True)
+        print(f"  lattice: up and deployed in {time.monotonic() - started:.0f} s", flush=True)
         server = Server(
             f"http://127.0.0.1:{config.http_port}/v1",
             token,
             MODEL,
             process_tree(os.getpid(), with_root=False),  # the suite's processes, not this client
         )
-        result = await measure("lattice", server, args)
-        if args.layers:
-            await layers(config, token, args)
-        hits = await asyncio.to_thread(cache_hits, suite.metrics_ports["inference"])
-        result.note = "; ".join(filter(None, [result.note, f"response cache hits: {hits:.0f}"]))
-        return result
+        server.suite = suite
+        yield server
     finally:
         await suite.stop()
 
@@ -382,15 +379,14 @@ async def grpc_answer(stub, prompt: str, tokens: int, metadata) -> Answer:
     return Answer(first, last.usage.completion_tokens, finish, "".join(pieces))
 
 
-async def layers(config: SuiteConfig, token: str, args: argparse.Namespace) -> None:
+async def layers(suite: LocalSuite, token: str, args: argparse.Namespace) -> None:
     """Where a burst's TTFT goes: the same burst (fresh prompts each time) over
     HTTP through the gateway, over gRPC through the gateway, and over gRPC
     straight to inference, interleaved, `--rounds` times each."""
+    config = suite.config
     caller = Caller("bench", "bench-client", frozenset({"admin"}))
     internal = internal_token(config.data_dir, "inference", caller)
-    client = AsyncOpenAI(
-        base_url=f"http://127.0.0.1:{config.http_port}/v1", api_key=token, max_retries=0
-    )
+    client = openai_client(f"http://127.0.0.1:{config.http_port}/v1", token)
     async with (
         aio.insecure_channel(config.address("gateway")) as gateway,
         aio.insecure_channel(config.address("inference")) as inference,
@@ -444,43 +440,50 @@ def cache_hits(metrics_port: int) -> float:
 def report(results: list[Result], args: argparse.Namespace) -> None:
     print(
         f"\n{args.streams} concurrent streams and {args.sequential} one at a time, "
-        f"{args.tokens} new tokens each, greedy; best tokens/s of {args.rounds} rounds, "
-        "median TTFT over rounds"
+        f"{args.tokens} new tokens each, greedy; {args.rounds} rounds, every server "
+        "started afresh in each; best round's tokens/s, median TTFT over rounds"
     )
     print(
-        f"{'server':<28}{'burst tok/s':>12}{'TTFT p50':>10}{'TTFT p99':>10}"
+        f"{'server':<26}{'burst tok/s':>12}{'TTFT p50':>10}{'TTFT p99':>10}"
         f"{'seq tok/s':>11}{'seq TTFT p50':>14}{'burst/seq':>10}{'CPU ms/tok':>12}"
     )
     for r in results:
         burst, alone = r.best_rate(r.burst), r.best_rate(r.sequential)
         print(
-            f"{r.name:<28}{burst:>12.1f}{r.median_ttft(r.burst, 0.5) * 1e3:>8.0f}ms"
+            f"{r.name:<26}{burst:>12.1f}{r.median_ttft(r.burst, 0.5) * 1e3:>8.0f}ms"
             f"{r.median_ttft(r.burst, 0.99) * 1e3:>8.0f}ms{alone:>11.1f}"
             f"{r.median_ttft(r.sequential, 0.5) * 1e3:>12.1f}ms{burst / alone:>10.2f}"
             f"{sum(r.cpu_ms_per_token(r.burst).values()):>12.2f}"
         )
+    ours = next(r for r in results if r.name == "lattice")
     for r in results:
         parts = ", ".join(f"{k} {v:.3f}" for k, v in r.cpu_ms_per_token(r.burst).items() if v)
         print(f"  {r.name}: server CPU ms per token in the bursts: {parts}")
-    ours = next(r for r in results if r.name == "lattice")
-    for r in results:
         if r is not ours:
             same = sum(r.texts[p] == t for p, t in ours.texts.items())
             print(f"  {r.name}: {same}/{len(ours.texts)} greedy texts identical to Lattice's")
-        if r.note:
-            print(f"  {r.name}: {r.note}")
-    print("\nLattice over transformers serve (goal: throughput >= 1, TTFT p99 < 1)")
+        if r.short:
+            kinds = sorted({(a.tokens, a.finish) for a in r.short})
+            print(f"  {r.name}: {len(r.short)} answers short of {args.tokens} tokens: {kinds}")
+        for note in r.notes:
+            print(f"  {r.name}: {note}")
+    print(
+        "\nLattice over transformers serve: median of the rounds' ratios, then each "
+        "round's\n(goal: throughput >= 1, TTFT p99 < 1)"
+    )
     for r in results:
         if r is ours:
             continue
-        throughput = ours.best_rate(ours.burst) / r.best_rate(r.burst)
-        p99 = ours.median_ttft(ours.burst, 0.99) / r.median_ttft(r.burst, 0.99)
-        p50 = ours.median_ttft(ours.burst, 0.5) / r.median_ttft(r.burst, 0.5)
-        sequential = ours.best_rate(ours.sequential) / r.best_rate(r.sequential)
-        print(
-            f"  vs {r.name:<26} burst throughput {throughput:5.2f}x  TTFT p99 {p99:5.2f}x  "
-            f"p50 {p50:5.2f}x  sequential throughput {sequential:5.2f}x"
-        )
+        pairs = list(zip(ours.burst, r.burst, strict=True))
+        solo = list(zip(ours.sequential, r.sequential, strict=True))
+        for label, ratios in (
+            ("burst tokens/s", [a.rate / b.rate for a, b in pairs]),
+            ("burst TTFT p99", [a.ttft(0.99) / b.ttft(0.99) for a, b in pairs]),
+            ("burst TTFT p50", [a.ttft(0.5) / b.ttft(0.5) for a, b in pairs]),
+            ("sequential tokens/s", [a.rate / b.rate for a, b in solo]),
+        ):
+            rounds = ", ".join(f"{x:.2f}" for x in ratios)
+            print(f"  vs {r.name:<24} {label:<20} {statistics.median(ratios):5.2f}x  ({rounds})")
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -498,13 +501,24 @@ async def main(args: argparse.Namespace) -> None:
             "transformers serve": [],
             "transformers serve --cb": ["--continuous-batching", "--cb-num-blocks", str(blocks)],
         }
-        results = []
-        for name, extra in peers.items():
-            if name in args.skip:
-                continue
-            results.append(await run_transformers(name, model_dir, root, args, extra))
-        results.append(await run_lattice(model_dir, root, args))
-    report(results, args)
+        peers = {name: extra for name, extra in peers.items() if name not in args.skip}
+        results = {name: Result(name, [], [], {}) for name in [*peers, "lattice"]}
+        hits = 0.0
+        for r in range(args.rounds):
+            print(f"round {r + 1}", flush=True)
+            for name, extra in peers.items():
+                log = root / f"{name.replace(' ', '_')}.log"
+                async with transformers_server(name, model_dir, log, args, extra) as server:
+                    await measure_round(results[name], server, r, args)
+            async with lattice_server(model_dir, root / f"lattice{r}") as server:
+                await measure_round(results["lattice"], server, r, args)
+                assert server.suite is not None
+                if args.layers and r == args.rounds - 1:
+                    await layers(server.suite, server.key, args)
+                port = server.suite.metrics_ports["inference"]
+                hits += await asyncio.to_thread(cache_hits, port)
+        results["lattice"].notes.append(f"response cache hits: {hits:.0f}")
+    report(list(results.values()), args)
 
 
 if __name__ == "__main__":
