@@ -30,8 +30,11 @@ inference service's cache-hit counter is read after the run to show it).
 - burst: `--streams` requests at once; aggregate completion tokens/s (from
   the usage chunk) and TTFT p50/p99 (time to the first chunk carrying text);
 - sequential: `--sequential` requests one at a time (each server's baseline).
-Each server gets a short warm-up burst, then `--rounds` rounds of both; figures
-are the best round's tokens/s and the median over rounds of TTFT p50/p99.
+Each of `--rounds` rounds starts every server afresh, one after another,
+and gives it a short warm-up burst, a burst and a sequential pass: the ratios
+are taken within a round (the shared host drifts over a run) and their median
+over rounds is the headline; the table shows each server's best round's
+tokens/s and median TTFT p50/p99.
 Server CPU per completion token, by process, is printed too: on a shared
 host it is steadier than the wall clock. `--layers` also times Lattice's
 burst over gRPC through the gateway and straight to inference, to show which
