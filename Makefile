@@ -9,7 +9,8 @@ PROTOS := $(wildcard protos/lattice/v1/*.proto)
 BUF    := node_modules/.bin/buf
 
 .PHONY: install up test test-client-versions fuzz-long protos check-protos lint buf-lint buf-breaking \
-	clean stubs-go stubs-ts stubs-java check-stubs-ts check-stubs-java java-stub-tools bench-litellm
+	clean stubs-go stubs-ts stubs-java check-stubs-ts check-stubs-java java-stub-tools bench-litellm \
+	bench-transformers-serve
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -104,6 +105,12 @@ lint: install buf-lint
 # transformers), created by the script on first run.
 bench-litellm: install
 	$(BIN)/python bench/litellm_overhead.py
+
+# Lattice vs `transformers serve` (plain and --continuous-batching), same model and load.
+# transformers[serving] only adds fastapi and accelerate to the project venv.
+bench-transformers-serve: install
+	$(BIN)/pip install --quiet 'transformers[serving]>=5.25,<6'
+	$(BIN)/python bench/transformers_serve.py
 
 clean:
 	rm -rf $(VENV) node_modules .lattice .pytest_cache protos/gen tools/stubs-ts/node_modules tools/stubs-ts/gen
