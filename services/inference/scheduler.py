@@ -641,29 +641,32 @@ class Scheduler:
         now = time.perf_counter()
         done: list[_Sequence] = []
         wakeups = Wakeups()
-        for sequence, token in zip(sequences, tokens, strict=True):
-            if sequence.first_token_at is None:
-                sequence.first_token_at = now
-                self._observer.first_token(self.steps - sequence.submitted_step)
-                sequence.span.add_event("scheduler.first_token")
-            if token in self._eos:
-                sequence.finish = FinishReason.EOS
-            else:
-                self.tokens_generated += 1
-                assembler = sequence.assembler
-                sequence.outbox.put(assembler.push(token), wakeups)
-                sequence.last_token = token
-                if assembler.stopped:
-                    sequence.finish = FinishReason.STOP_SEQUENCE
-                elif assembler.token_count >= sequence.budget:
-                    sequence.finish = FinishReason.LENGTH
-            if sequence.finish is not None:
-                done.append(sequence)
-        if done:  # memory first: a caller that has its answer finds it freed
-            self._retain([s for s in self._running if s.finish is None])
-            for sequence in done:
-                self._close(sequence, wakeups)
-        wakeups.flush()
+        try:
+            for sequence, token in zip(sequences, tokens, strict=True):
+                if sequence.first_token_at is None:
+                    sequence.first_token_at = now
+                    self._observer.first_token(self.steps - sequence.submitted_step)
+                    sequence.span.add_event("scheduler.first_token")
+                if token in self._eos:
+                    sequence.finish = FinishReason.EOS
+                else:
+                    self.tokens_generated += 1
+                    assembler = sequence.assembler
+                    sequence.outbox.put(assembler.push(token), wakeups)
+                    sequence.last_token = token
+                    if assembler.stopped:
+                        sequence.finish = FinishReason.STOP_SEQUENCE
+                    elif assembler.token_count >= sequence.budget:
+                        sequence.finish = FinishReason.LENGTH
+                if sequence.finish is not None:
+                    done.append(sequence)
+            if done:  # memory first: a caller that has its answer finds it freed
+                self._retain([s for s in self._running if s.finish is None])
+                for sequence in done:
+                    self._close(sequence, wakeups)
+        finally:
+            # Even on an error: an outbox signalled but never woken would hang.
+            wakeups.flush()
 
     def _close(self, sequence: _Sequence, wakeups: Wakeups | None = None) -> None:
         """Hand out the last chunk and release the sequence's reservation."""
