@@ -303,6 +303,8 @@ def test_a_decode_step_wakes_the_event_loop_once_not_once_per_stream(model_dirs)
         steps, calls, texts = loop.run_until_complete(run())
     finally:
         loop.close()
-    assert sum(len(t) for t in texts) > 16 * 12  # they streamed, token by token
-    assert steps <= 40  # they shared steps
+    # Every stream got its text in more than one message (how many depends on how
+    # fast the readers keep up: a slow one gets several tokens per message).
+    assert all(len(t) >= 2 for t in texts)
+    assert 24 <= steps <= 40  # a step per token, shared by the streams
     assert calls <= steps + 16  # before: one per stream and token
