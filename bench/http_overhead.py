@@ -307,15 +307,16 @@ async def ttfb(stub, https: dict, metadata, headers, runs: int) -> None:
         )
 
 
-def deploy(address: str, token: str, model_dir: Path) -> None:
+def deploy(address: str, token: str, model_dir: Path, model: str = MODEL) -> None:
+    """Publish the model as its tenant would, and wait until `address` serves it."""
     with lattice.Client(address, token) as client:
-        client.create_model(MODEL, "text-generation")
-        client.register_version(MODEL, model_dir)
-        client.deploy(MODEL, {1: 100}, reason="bench")
+        client.create_model(model, "text-generation")
+        client.register_version(model, model_dir)
+        client.deploy(model, {1: 100}, reason="bench")
         deadline = time.monotonic() + 120
         while True:
             try:
-                client.generate(MODEL, PROMPT, max_new_tokens=16)
+                client.generate(model, PROMPT, max_new_tokens=16)
                 return
             except (lattice.FailedPrecondition, lattice.Unavailable, lattice.NotFound):
                 if time.monotonic() > deadline:

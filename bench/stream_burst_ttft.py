@@ -70,12 +70,12 @@ from pathlib import Path
 import psutil
 import torch
 from grpc import aio
+from http_overhead import deploy
 from inference_setup import as_run_service, signed_metadata
 from prometheus_client.parser import text_string_to_metric_families
 from streaming import build_model
 from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
-import lattice
 from lattice.tokens import TENANT_SCOPES, mint_dev_token
 from lattice.v1 import inference_pb2, inference_pb2_grpc
 from services.gateway.server import GatewaySettings
@@ -276,23 +276,6 @@ def service_process(module: str) -> psutil.Process:
     raise RuntimeError(f"no {module} process")
 
 
-def deploy_through_gateway(address: str, token: str, model_dir: Path) -> None:
-    """Publish the model as its tenant would, and wait until the gateway serves it."""
-    with lattice.Client(address, token) as client:
-        client.create_model(MODEL, "text-generation")
-        client.register_version(MODEL, model_dir)
-        client.deploy(MODEL, {1: 100}, reason="bench")
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                client.generate(MODEL, "import", max_new_tokens=1)
-                return
-            except (lattice.FailedPrecondition, lattice.Unavailable, lattice.NotFound):
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
-
-
 def print_log_tails(log_dir: Path, lines: int = 20) -> None:
     """The end of every service's log (they go away with the temporary directory)."""
     for log in sorted(log_dir.glob("*.log")):
@@ -331,7 +314,7 @@ async def run_in_processes(root: Path, model_dir: Path, measure: Callable) -> No
         )
         data_dir = suite.config.data_dir
         token = mint_dev_token(dev_secret(data_dir), tenant=TENANT, scopes=TENANT_SCOPES)
-        await asyncio.to_thread(deploy_through_gateway, config.address("gateway"), token, model_dir)
+        await asyncio.to_thread(deploy, config.address("gateway"), token, model_dir, MODEL)
         async with (
             aio.insecure_channel(config.address("inference")) as direct,
             aio.insecure_channel(config.address("gateway")) as via,
