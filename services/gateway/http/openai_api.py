@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import json
 import struct
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
@@ -111,7 +112,13 @@ def _embedding(values: Any, encoding: str) -> list[float] | str:
 
 
 class _Chunks:
-    """Turns GenerateStream messages into OpenAI stream chunks (completion or chat)."""
+    """Turns GenerateStream messages into OpenAI stream chunks (completion or chat).
+
+    Most messages carry one token's text and nothing else; their event is the
+    stream's fixed JSON around the JSON-encoded text (`encode`), byte for byte
+    what `event(of(message))` writes, without building and dumping the dict
+    for every token of every stream.
+    """
 
     def __init__(self, chat: bool, model: str) -> None:
         prefix = "chatcmpl" if chat else "cmpl"
@@ -124,6 +131,24 @@ class _Chunks:
         }
         self._first = True
         self.usage: dict[str, int] | None = None
+        head = json.dumps(self.base, separators=(",", ":"))[:-1]
+        field = '"delta":{"content":' if chat else '"text":'
+        choice = '{"index":0,"logprobs":null,"finish_reason":null,' + field
+        self._text_head = f'data: {head},"choices":[{choice}'.encode()
+        self._text_tail = b"}}]}\n\n" if chat else b"}]}\n\n"
+
+    def encode(self, message: inference_pb2.GenerateStreamResponse) -> bytes | None:
+        """The SSE event for `message`, or None when it has nothing to send."""
+        if (
+            message.delta
+            and not message.finish_reason
+            and not message.HasField("usage")
+            and not (self.chat and self._first)
+        ):
+            self._first = False
+            return self._text_head + json.dumps(message.delta).encode() + self._text_tail
+        chunk = self.of(message)
+        return None if chunk is None else event(chunk)
 
     def of(self, message: inference_pb2.GenerateStreamResponse) -> dict[str, Any] | None:
         if message.HasField("usage"):
@@ -312,9 +337,9 @@ class OpenAIRoutes:
         async with contextlib.aclosing(stream):
             message = first
             while True:
-                chunk = chunks.of(message)
-                if chunk is not None:
-                    yield event(chunk)
+                data = chunks.encode(message)
+                if data is not None:
+                    yield data
                 try:
                     async with asyncio.timeout(self._limits.sse_idle_seconds):
                         message = await anext(stream)

@@ -11,6 +11,9 @@ import httpx2 as httpx  # what the openai SDK itself uses
 import pytest
 
 from lattice.tokens import mint_dev_token
+from lattice.v1 import common_pb2, inference_pb2
+from services.gateway.http.openai_api import _Chunks
+from services.gateway.http.sse import event
 from tests.sdk.real_stack import MODEL, SECRET
 
 
@@ -136,3 +139,31 @@ def test_unknown_route_answers_in_the_error_shape(http_url):
     response = httpx.get(f"{http_url}/v1/nothing-here")
     assert response.status_code == 404
     assert response.json()["error"]["type"] == "not_found_error"
+
+
+@pytest.mark.parametrize("chat", [False, True])
+def test_a_token_event_is_the_same_bytes_as_the_chunk_it_stands_for(chat):
+    """Token events are written from a template (no dict per token): byte for
+    byte what encoding the chunk would give, for any text a token can carry."""
+    texts = ["Hello", " 世界", "🙂", 'a "quote"', "back\\slash", "line\nbreak", "\x00\x1f", "é"]
+    messages = [inference_pb2.GenerateStreamResponse(delta=t, index=i) for i, t in enumerate(texts)]
+    messages.append(
+        inference_pb2.GenerateStreamResponse(
+            index=len(texts),
+            finish_reason=inference_pb2.FINISH_REASON_LENGTH,
+            usage=common_pb2.Usage(completion_tokens=len(texts)),
+        )
+    )
+    fast, reference = _Chunks(chat, "m:1"), _Chunks(chat, "m:1")
+    reference.base = dict(fast.base)
+    for message in messages:
+        expected = reference.of(message)
+        got = fast.encode(message)
+        assert got == (None if expected is None else event(expected)), message
+        if got is not None:
+            json.loads(got.removeprefix(b"data: "))
+    assert (
+        fast.usage
+        == reference.usage
+        == {"prompt_tokens": 0, "completion_tokens": 8, "total_tokens": 0}
+    )
