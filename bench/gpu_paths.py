@@ -27,14 +27,13 @@ import random
 import shutil
 import statistics
 import sys
-import sysconfig
 import tempfile
 import time
 from pathlib import Path
 
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+from streaming import build_model
+from transformers import GPT2LMHeadModel, PreTrainedTokenizerFast
 
 from lattice.v1 import trainer_pb2, trainer_pb2_grpc
 from services.inference.backends import GenerationParams, LoadSpec, Task
@@ -46,44 +45,8 @@ from services.suite.signing import signed_channel
 from services.trainer.server import TrainerSettings
 from services.trainer.server import build_server as build_trainer
 
-EOS = "<|endoftext|>"
 OPERATOR = Caller("bench", "gpu-bench", frozenset({"admin"}))
 SIZES = {"starter": (2, 128, 4), "gpt2-small": (12, 768, 12)}
-
-
-def build_model(directory: Path, layers: int, hidden: int, heads: int) -> Path:
-    sources = sorted(Path(sysconfig.get_paths()["stdlib"]).glob("*.py"))[:60]
-    text = [p.read_text(encoding="utf-8", errors="ignore") for p in sources]
-    raw = Tokenizer(models.BPE())
-    raw.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    raw.decoder = decoders.ByteLevel()
-    raw.train_from_iterator(
-        text,
-        trainers.BpeTrainer(
-            vocab_size=2000,
-            special_tokens=[EOS],
-            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-            show_progress=False,
-        ),
-    )
-    eos = raw.token_to_id(EOS)
-    config = GPT2Config(
-        vocab_size=raw.get_vocab_size(),
-        n_positions=512,
-        n_embd=hidden,
-        n_layer=layers,
-        n_head=heads,
-        bos_token_id=eos,
-        eos_token_id=eos,
-        pad_token_id=eos,
-        initializer_range=0.2,
-    )
-    torch.manual_seed(0)
-    GPT2LMHeadModel(config).eval().save_pretrained(directory)
-    PreTrainedTokenizerFast(
-        tokenizer_object=raw, eos_token=EOS, pad_token=EOS, model_max_length=512
-    ).save_pretrained(directory)
-    return directory
 
 
 def generate_alone(model_dir: Path, prompts: list[str], new_tokens: int) -> list[str]:

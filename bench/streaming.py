@@ -60,7 +60,9 @@ from services.inference.transformers_backend import (
 EOS = "<|endoftext|>"
 
 
-def build_model(directory: Path) -> Path:
+def build_model(directory: Path, layers: int = 2, hidden: int = 128, heads: int = 4) -> Path:
+    """A GPT-2 of the given shape with random weights (default: the starter
+    size) and a byte-level BPE trained on the standard library's sources."""
     sources = sorted(Path(sysconfig.get_paths()["stdlib"]).glob("*.py"))[:60]
     text = [p.read_text(encoding="utf-8", errors="ignore") for p in sources]
     raw = Tokenizer(models.BPE())
@@ -79,9 +81,9 @@ def build_model(directory: Path) -> Path:
     config = GPT2Config(
         vocab_size=raw.get_vocab_size(),
         n_positions=512,
-        n_embd=128,
-        n_layer=2,
-        n_head=4,
+        n_embd=hidden,
+        n_layer=layers,
+        n_head=heads,
         bos_token_id=eos,
         eos_token_id=eos,
         pad_token_id=eos,
