@@ -35,7 +35,6 @@ from pathlib import Path
 
 import psutil
 from grpc import aio
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from lattice.tokens import ALL_SCOPES, mint_dev_token
 from lattice.v1 import (
@@ -45,6 +44,7 @@ from lattice.v1 import (
     registry_pb2,
     registry_pb2_grpc,
 )
+from services.suite.supervisor import wait_serving
 
 SECRET = "idle-bench-dev-secret-0123456789abcdef"
 CHANNELS = 20  # client connections the streams are spread over
@@ -103,18 +103,9 @@ def start_proxy(port: int, upstream: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen([sys.executable, "-c", PROXY, str(port), upstream])
 
 
-async def wait_serving(address: str) -> None:
-    async with aio.insecure_channel(address) as channel:
-        health = health_pb2_grpc.HealthStub(channel)
-        for _ in range(600):
-            try:
-                reply = await health.Check(health_pb2.HealthCheckRequest(), timeout=1)
-                if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except aio.AioRpcError:
-                pass
-            await asyncio.sleep(0.1)
-    raise RuntimeError(f"{address} did not start")
+async def until_serving(address: str) -> None:
+    """Wait up to a minute for the service at `address` to answer SERVING."""
+    await wait_serving(address, time.monotonic() + 60)
 
 
 async def seed(gateway: str) -> None:
@@ -265,9 +256,9 @@ async def main(steps: list[int]) -> None:
     )
     children.append(start_proxy(proxy_port, echo_address))
     try:
-        await wait_serving(registry_address)
-        await wait_serving(echo_address)
-        await wait_serving(gateway_address)
+        await until_serving(registry_address)
+        await until_serving(echo_address)
+        await until_serving(gateway_address)
         await seed(gateway_address)
         await asyncio.sleep(1.0)  # the gateway's view sees the deployment
         started = time.monotonic()

@@ -28,10 +28,10 @@ from pathlib import Path
 
 import psutil
 from grpc import aio
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from lattice.tokens import ALL_SCOPES, mint_dev_token
 from lattice.v1 import common_pb2, registry_pb2, registry_pb2_grpc
+from services.suite.supervisor import wait_serving
 
 SECRET = "soak-bench-dev-secret-0123456789abcdef"
 CHANNELS = 20  # client connections the streams are spread over
@@ -49,27 +49,18 @@ def start(service: str, port: int, data_dir: Path, *flags: str) -> subprocess.Po
     return subprocess.Popen(argv, env={**os.environ, "LATTICE_ACCESS_LOG": "false"})
 
 
-async def wait_serving(address: str) -> None:
-    async with aio.insecure_channel(address) as channel:
-        health = health_pb2_grpc.HealthStub(channel)
-        for _ in range(600):
-            try:
-                reply = await health.Check(health_pb2.HealthCheckRequest(), timeout=1)
-                if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except aio.AioRpcError:
-                pass
-            await asyncio.sleep(0.1)
-    raise RuntimeError(f"{address} did not start")
+async def until_serving(address: str) -> None:
+    """Wait up to a minute for the service at `address` to answer SERVING."""
+    await wait_serving(address, time.monotonic() + 60)
 
 
 class Soak:
-    def __init__(self, gateway: str, registry: str) -> None:
+    def __init__(self, gateway: str) -> None:
         # A connection each (no shared subchannel): the gateway caps streams per
         # connection (--max-concurrent-streams), as a real fleet of clients would see.
         local = [("grpc.use_local_subchannel_pool", 1)]
         self.channels = [aio.insecure_channel(gateway, options=local) for _ in range(CHANNELS)]
-        self.registry = registry
+        self.gateway = gateway
         self.errors: dict[str, int] = {}
         self.events = 0
         self.opened = 0
@@ -111,8 +102,8 @@ class Soak:
     def _error(self, code: str) -> None:
         self.errors[code] = self.errors.get(code, 0) + 1
 
-    async def changes(self, until: float) -> None:
-        async with aio.insecure_channel(self.registry) as channel:
+    async def changes(self, until: float, metadata: list[tuple[str, str]]) -> None:
+        async with aio.insecure_channel(self.gateway) as channel:
             stub = registry_pb2_grpc.ModelRegistryServiceStub(channel)
             weight = 0
             while time.monotonic() < until:
@@ -124,7 +115,8 @@ class Soak:
                             registry_pb2.Route(version=1, weight=weight),
                             registry_pb2.Route(version=2, weight=100 - weight),
                         ],
-                    )
+                    ),
+                    metadata=metadata,
                 )
                 await asyncio.sleep(1.0)
 
@@ -133,13 +125,16 @@ class Soak:
             await channel.close()
 
 
-async def seed(registry: str) -> None:
-    async with aio.insecure_channel(registry) as channel:
+async def seed(gateway: str, metadata: list[tuple[str, str]]) -> None:
+    """Model "soak" with two versions, created through the gateway by its tenant
+    (the registry takes only signed calls from suite services)."""
+    async with aio.insecure_channel(gateway) as channel:
         stub = registry_pb2_grpc.ModelRegistryServiceStub(channel)
         await stub.CreateModel(
             registry_pb2.CreateModelRequest(
                 model=registry_pb2.Model(name="soak", task=common_pb2.MODEL_TASK_TEXT_GENERATION)
-            )
+            ),
+            metadata=metadata,
         )
         for blob in (b"soak version 1", b"soak version 2"):
             digest = hashlib.sha256(blob).hexdigest()
@@ -150,7 +145,8 @@ async def seed(registry: str) -> None:
                         registry_pb2.UploadArtifactRequest(header=header),
                         registry_pb2.UploadArtifactRequest(chunk=blob),
                     ]
-                )
+                ),
+                metadata=metadata,
             )
             await stub.CreateVersion(
                 registry_pb2.CreateVersionRequest(
@@ -158,7 +154,8 @@ async def seed(registry: str) -> None:
                     artifact_uri=uploaded.artifact_uri,
                     artifact_digest=digest,
                     format=common_pb2.ARTIFACT_FORMAT_TRANSFORMERS,
-                )
+                ),
+                metadata=metadata,
             )
 
 
@@ -188,16 +185,16 @@ async def main(streams: int, seconds: float, idle: int) -> None:
         )
     )
     try:
-        await wait_serving(registry_address)
-        await seed(registry_address)
-        await wait_serving(gateway_address)
+        await until_serving(registry_address)
+        await until_serving(gateway_address)
         gateway = psutil.Process(children[1].pid)
-        soak = Soak(gateway_address, registry_address)
+        soak = Soak(gateway_address)
         metadata = soak.token("acme")
+        await seed(gateway_address, metadata)
         started = time.monotonic()
         until = started + seconds
         tasks = [asyncio.create_task(soak.stream(i, until, metadata)) for i in range(streams)]
-        tasks.append(asyncio.create_task(soak.changes(until)))
+        tasks.append(asyncio.create_task(soak.changes(until, metadata)))
         await asyncio.sleep(min(10.0, seconds / 3))
         warm = rss_mb(gateway)
         peak = warm
