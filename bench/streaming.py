@@ -50,12 +50,9 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
 from services.inference.backends import GenerationParams, LoadSpec, Task
+from services.inference.causal_lm import default_torch_threads
 from services.inference.detokenize import TextAssembler
-from services.inference.transformers_backend import (
-    TransformersBackend,
-    default_torch_threads,
-    set_torch_threads,
-)
+from services.inference.transformers_backend import TransformersBackend, set_torch_threads
 
 EOS = "<|endoftext|>"
 

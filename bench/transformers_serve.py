@@ -94,7 +94,7 @@ from streaming import build_model
 
 from lattice.tokens import ALL_SCOPES, mint_dev_token
 from lattice.v1 import inference_pb2, inference_pb2_grpc
-from services.inference.transformers_backend import default_torch_threads
+from services.inference.causal_lm import default_torch_threads
 from services.runtime.identity import Caller
 from services.suite.local import LocalSuite, SuiteConfig, dev_secret
 from services.suite.signing import internal_token

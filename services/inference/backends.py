@@ -195,6 +195,12 @@ class Backend(abc.ABC):
     async def health(self) -> bool:
         """True when the model can serve a request now."""
 
+    def lost(self) -> str | None:
+        """Why this loaded backend can never serve again (its decode loop or
+        process died), once it knows; None otherwise. Cheap: the model
+        manager asks every READY version each second and reloads the lost."""
+        return None
+
     @abc.abstractmethod
     async def generate(self, prompt: str, params: GenerationParams) -> GenerationResult:
         """Unary generation for a causal LM."""

@@ -56,6 +56,9 @@ from services.runtime.registry_view import RegistryView
 
 log = logging.getLogger(__name__)
 
+#: How often READY versions are asked whether their backend died (`Backend.lost`).
+LOST_CHECK_SECONDS = 1.0
+
 _TASKS = {
     common_pb2.MODEL_TASK_TEXT_GENERATION: Task.GENERATE,
     common_pb2.MODEL_TASK_EMBEDDING: Task.EMBED,
@@ -183,12 +186,18 @@ class ModelManager:
             for e in self._versions.values()
             if e.state is VersionState.FAILED
         ]
+        if any(e.state is VersionState.READY for e in self._versions.values()):
+            waits.append(LOST_CHECK_SECONDS)
         return max(0.0, min(waits)) if waits else None
 
     def _retry_delay(self, entry: ServingVersion) -> float:
         return min(self._retry_max, self._retry_min * 2 ** max(0, entry.attempts - 1))
 
     def _reconcile(self) -> None:
+        for loaded in list(self._versions.values()):
+            reason = loaded.backend.lost() if loaded.backend is not None else None
+            if loaded.state is VersionState.READY and reason:
+                self._lose(loaded, reason)
         online = self._view.online_versions()
         for key, version in online.items():
             entry = self._versions.get(key)
@@ -334,6 +343,18 @@ class ModelManager:
         )
         self._report_tasks.add(task)
         task.add_done_callback(self._report_tasks.discard)
+
+    def _lose(self, entry: ServingVersion, reason: str) -> None:
+        """A READY version whose backend died: FAILED now (requests go
+        elsewhere or get UNAVAILABLE), its remains unloaded, and reloaded
+        after the usual retry delay."""
+        message = f"{reason}; reloading"
+        log.error("%s lost: %s", entry.label, message)
+        entry.mark_failed(message)
+        entry.attempts = 1
+        self._reported[entry.key] = message
+        self._report(entry, loaded=False, reason=message)
+        self._tasks[entry.key] = asyncio.create_task(entry.close(), name=f"lost:{entry.label}")
 
     def _start_drain(self, entry: ServingVersion) -> None:
         entry.state = VersionState.DRAINING

@@ -107,6 +107,72 @@ def default_limits(
     )
 
 
+def reservation(
+    prompt_tokens: int, params: GenerationParams, context: int | None, limits: SchedulerLimits
+) -> tuple[int, int]:
+    """(new-token budget, KV tokens reserved) of a request, or INVALID_ARGUMENT
+    when it could never fit."""
+    budget = params.max_new_tokens
+    if context:
+        budget = min(budget, context - prompt_tokens)
+    reserved = prompt_tokens + budget
+    if reserved > limits.max_kv_tokens:
+        raise InvalidArgument(
+            "parameters.max_new_tokens",
+            f"prompt and max_new_tokens need {reserved} KV-cache tokens; "
+            f"this model serves at most {limits.max_kv_tokens}",
+        )
+    return budget, reserved
+
+
+def queue_full(name: str, waiting: int, limits: SchedulerLimits) -> ResourceExhausted:
+    """The refusal beyond the queue bound, with about how long until a slot
+    frees: the queue's share of running work."""
+    hint = max(0.1, min(10.0, waiting / max(1, limits.max_running) * 0.5))
+    return ResourceExhausted(
+        f"{name} has {waiting} requests queued, its limit; retry shortly", retry_after=hint
+    )
+
+
+class GenerationHandle(Protocol):
+    """A submitted request, as its caller holds it."""
+
+    async def next(self) -> StreamChunk:
+        """Everything produced since the last call, as one chunk (waits for some)."""
+        ...
+
+    def cancel(self) -> None:
+        """The caller gave up: the sequence leaves before the next forward pass."""
+
+
+class DecodeLoop(Protocol):
+    """A loaded causal LM's decode loop, in this process (`Scheduler`) or in
+    a decode process (`decode_process.DecodeProcess`)."""
+
+    @property
+    def alive(self) -> bool: ...
+    @property
+    def active(self) -> int: ...
+    @property
+    def context_length(self) -> int | None: ...
+    @property
+    def tokens_generated(self) -> int: ...
+    @property
+    def stopped_because(self) -> str:
+        """Why the loop stopped on its own ("" while it runs, or when closed)."""
+        ...
+
+    def submit(
+        self,
+        prompt: list[int],
+        params: GenerationParams,
+        *,
+        streaming: bool,
+        deadline: float | None = None,
+    ) -> GenerationHandle: ...
+    def close(self) -> None: ...
+
+
 class SchedulerObserver:
     """Hooks for metrics; the default does nothing. Called from the loop's
     thread, so implementations must be thread-safe."""
@@ -176,6 +242,17 @@ class Wakeups:
         for loop, events in pending.items():
             with contextlib.suppress(RuntimeError):  # the event loop closed under us
                 loop.call_soon_threadsafe(_set_all, events)
+
+
+class Sink(Protocol):
+    """Where the loop hands one sequence's text: an `Outbox` in this process,
+    or a relay to the serving process (`decode_worker`)."""
+
+    @property
+    def streaming(self) -> bool: ...
+    def put(self, delta: str, wakeups: Wakeups | None = None) -> None: ...
+    def close(self, last: StreamChunk, wakeups: Wakeups | None = None) -> None: ...
+    def fail(self, error: BaseException) -> None: ...
 
 
 class Outbox:
@@ -254,7 +331,7 @@ class _Sequence:
     params: GenerationParams
     tenant: str
     budget: int
-    outbox: Outbox
+    outbox: Sink
     assembler: TextAssembler
     enqueued: float
     deadline: float | None  # time.monotonic
@@ -280,7 +357,9 @@ class Handle:
         self._sequence = sequence
 
     async def next(self) -> StreamChunk:
-        return await self._sequence.outbox.next()
+        outbox = self._sequence.outbox
+        assert isinstance(outbox, Outbox), "a relayed sequence is read where it is relayed"
+        return await outbox.next()
 
     def cancel(self) -> None:
         """The caller gave up: the sequence leaves before the next forward pass."""
@@ -303,6 +382,7 @@ class Scheduler:
         torch_threads: int = 1,
         observer: SchedulerObserver | None = None,
         tracer: trace.Tracer | None = None,
+        wakeups: Callable[[], Wakeups] = Wakeups,
     ) -> None:
         self._batch = batch
         self._decode = decode
@@ -314,6 +394,7 @@ class Scheduler:
         self._torch_threads = torch_threads
         self._observer = observer or SchedulerObserver()
         self._tracer = tracer or trace.get_tracer(__name__)
+        self._wakeups = wakeups
         self._cond = threading.Condition()
         self._queues: dict[str, collections.deque[_Sequence]] = {}
         self._turns: collections.deque[str] = collections.deque()  # tenants with a queue
@@ -323,6 +404,7 @@ class Scheduler:
         self._chunk = 0  # its tokens this iteration
         self._reserved = 0
         self._closed = False
+        self.stopped_because = ""
         #: Forward passes run since start (prefill and decode).
         self.steps = 0
         #: Tokens generated since start (tests read it).
@@ -338,8 +420,17 @@ class Scheduler:
         return self._waiting + len(self._running) + (self._chunking is not None)
 
     @property
+    def running(self) -> int:
+        """Sequences in the batch, or being prefilled into it."""
+        return len(self._running) + (self._chunking is not None)
+
+    @property
     def kv_tokens(self) -> int:
         return self._batch.kv_tokens
+
+    @property
+    def context_length(self) -> int | None:
+        return self._context
 
     @property
     def alive(self) -> bool:
@@ -353,25 +444,20 @@ class Scheduler:
         *,
         streaming: bool,
         deadline: float | None = None,
+        tenant: str | None = None,
+        span: trace.Span | None = None,
+        sink: Sink | None = None,
     ) -> Handle:
-        """Queue a request; its text arrives through the returned handle."""
-        budget = params.max_new_tokens
-        if self._context:
-            budget = min(budget, self._context - len(prompt))
-        reserved = len(prompt) + budget
-        if reserved > self.limits.max_kv_tokens:
-            raise InvalidArgument(
-                "parameters.max_new_tokens",
-                f"prompt and max_new_tokens need {reserved} KV-cache tokens; "
-                f"this model serves at most {self.limits.max_kv_tokens}",
-            )
-        span = trace.get_current_span()
+        """Queue a request; its text arrives through the returned handle (or
+        `sink`). The tenant and span default to the calling request's."""
+        budget, reserved = reservation(len(prompt), params, self._context, self.limits)
+        span = span or trace.get_current_span()
         sequence = _Sequence(
             prompt=prompt,
             params=params,
-            tenant=request_tenant.get(),
+            tenant=request_tenant.get() if tenant is None else tenant,
             budget=budget,
-            outbox=Outbox(asyncio.get_running_loop(), streaming),
+            outbox=sink or Outbox(asyncio.get_running_loop(), streaming),
             assembler=TextAssembler(self._decode, params.stop),
             enqueued=time.perf_counter(),
             deadline=deadline,
@@ -385,10 +471,7 @@ class Scheduler:
             if self._closed:
                 raise Unavailable(f"{self._name} is unloading")
             if self._waiting >= self.limits.max_queued:
-                raise ResourceExhausted(
-                    f"{self._name} has {self._waiting} requests queued, its limit; retry shortly",
-                    retry_after=self._retry_hint(),
-                )
+                raise queue_full(self._name, self._waiting, self.limits)
             queue = self._queues.get(sequence.tenant)
             if queue is None:
                 queue = self._queues[sequence.tenant] = collections.deque()
@@ -397,10 +480,6 @@ class Scheduler:
             self._waiting += 1
             self._cond.notify()
         return Handle(self, sequence)
-
-    def _retry_hint(self) -> float:
-        """About how long until a queue slot frees: the queue's share of running work."""
-        return max(0.1, min(10.0, self._waiting / max(1, self.limits.max_running) * 0.5))
 
     def _cancel(self, sequence: _Sequence) -> None:
         with self._cond:
@@ -426,6 +505,7 @@ class Scheduler:
                     pass
         except BaseException as exc:  # a bug or an OOM: fail everyone, don't hang them
             log.exception("decode loop of %s failed", self._name)
+            self.stopped_because = f"its decode loop failed ({type(exc).__name__})"
             self._fail_all(Unavailable(f"{self._name} failed: {type(exc).__name__}"))
             return
         self._fail_all(Unavailable(f"{self._name} is unloading"))
@@ -640,7 +720,7 @@ class Scheduler:
         tokens = sample(logits, [s.params for s in sequences], [s.generator for s in sequences])
         now = time.perf_counter()
         done: list[_Sequence] = []
-        wakeups = Wakeups()
+        wakeups = self._wakeups()
         try:
             for sequence, token in zip(sequences, tokens, strict=True):
                 if sequence.first_token_at is None:

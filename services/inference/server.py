@@ -73,6 +73,11 @@ class InferenceSettings(ServerSettings):
     #: cores, at least 1). Generation runs in one thread per model, so this is
     #: the whole budget: more threads than free cores is much slower.
     torch_threads: int = 0
+    #: Run each causal LM's decode loop in a process of its own (the model's
+    #: weights live there; this process keeps its tokenizer). Off, the loop is
+    #: a thread here and shares the interpreter lock with the event loop: a
+    #: burst of 32 streams then prefills 2-4x slower (bench/stream_burst_ttft.py).
+    decode_process: bool = True
     #: "auto" (CUDA when present, else CPU), "cpu", "cuda", "cuda:1" ...
     device: str = "auto"
     #: Worker threads per loaded local embedding model.
@@ -117,6 +122,7 @@ def backend_factories(
             if metrics is not None
             else None,
             tracer=trace.get_tracer(__name__, tracer_provider=tracer_provider),
+            decode_process=settings.decode_process,
         )
 
     def triton(spec: LoadSpec) -> TritonBackend:

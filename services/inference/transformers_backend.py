@@ -1,8 +1,9 @@
-"""The in-process `transformers` backend: causal LMs and encoders on torch.
+"""The `transformers` backend: causal LMs and encoders on torch.
 
-Generation goes through the model's `Scheduler` (services.inference.scheduler):
-continuous batching in one decode thread, shared by Generate and
-GenerateStream. Embeddings and classifications run in this backend's thread
+Generation goes through the model's decode loop (services.inference.scheduler):
+continuous batching, shared by Generate and GenerateStream, in a decode
+process of its own (`decode_process`, the service's default) or in a thread
+of this process. Embeddings and classifications run in this backend's thread
 pool. No torch work runs on the event loop.
 """
 
@@ -11,12 +12,10 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import os
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar
 
-import psutil
 from opentelemetry import trace
 
 from lattice.errors import FailedPrecondition, InvalidArgument, Unavailable
@@ -32,57 +31,20 @@ from services.inference.backends import (
     Task,
     require_task,
 )
+from services.inference.causal_lm import (
+    DecodeLoopOptions,
+    context_length_of,
+    default_torch_threads,
+    resolve_device,
+    start_decode_loop,
+)
 from services.inference.chat import ChatRenderer, ChatTurn
-from services.inference.kv_batch import KVBatch, exact_span
-from services.inference.scheduler import Handle, Scheduler, SchedulerObserver, default_limits
+from services.inference.decode_process import DecodeProcess
+from services.inference.decode_worker import WorkerSpec
+from services.inference.scheduler import DecodeLoop, GenerationHandle, SchedulerObserver
 from services.runtime.context import deadline_var
 
 log = logging.getLogger(__name__)
-
-
-def resolve_device(requested: str) -> str:
-    """ "auto" -> "cuda" when a GPU is visible, else "cpu"."""
-    import torch
-
-    if requested == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return requested
-
-
-def default_torch_threads() -> int:
-    """torch's intra-op threads when not configured: one core less than this
-    process may use, so the event loop and gRPC keep one. Measured on a
-    loaded 2-core host (bench/streaming.py's model): with 2 threads a batch-1
-    token took 170-240 ms, with 1 thread 2.5 ms: a thread pool that waits
-    for a descheduled member at every op is worse than no pool."""
-    return max(1, len(os.sched_getaffinity(0)) - 1)
-
-
-def _decoder(tokenizer: Any) -> Callable[[list[int]], str]:
-    """ids -> text, through the raw `tokenizers` object when there is one
-    (several times cheaper than the transformers wrapper, and it runs twice
-    per generated token)."""
-    rust = getattr(tokenizer, "backend_tokenizer", None)
-    if rust is not None:
-        return lambda ids: rust.decode(ids, skip_special_tokens=True)
-    return lambda ids: tokenizer.decode(ids, skip_special_tokens=True)
-
-
-def _kv_bytes_per_token(model: Any) -> int:
-    """Keys and values of every layer for one token."""
-    config = model.config
-    layers = getattr(config, "num_hidden_layers", 0) or getattr(config, "n_layer", 0)
-    hidden = getattr(config, "hidden_size", 0) or getattr(config, "n_embd", 0)
-    return 2 * layers * hidden * next(model.parameters()).element_size()
-
-
-def _free_memory(device: str) -> int:
-    """Bytes free where the KV cache lives."""
-    import torch
-
-    if device.startswith("cuda"):
-        return int(torch.cuda.mem_get_info(torch.device(device))[0])
-    return int(psutil.virtual_memory().available)
 
 
 def set_torch_threads(threads: int) -> None:
@@ -93,11 +55,13 @@ def set_torch_threads(threads: int) -> None:
 
 
 class TransformersBackend(Backend):
-    """One Hugging Face model directory, served in this process.
+    """One Hugging Face model directory.
 
-    A causal LM gets one `Scheduler` (continuous batching, one decode thread)
-    at load; an encoder runs each (micro-batched) Embed call, a sequence
-    classifier each (micro-batched) Classify call, in a small thread pool."""
+    A causal LM gets one decode loop at load: a `DecodeProcess` with
+    `decode_process=True` (the model then lives only there; this process keeps
+    its tokenizer), else a `Scheduler` thread here. An encoder runs each
+    (micro-batched) Embed call, a sequence classifier each (micro-batched)
+    Classify call, in a small thread pool."""
 
     kind: ClassVar[str] = "transformers"
 
@@ -111,8 +75,10 @@ class TransformersBackend(Backend):
         scheduling: Mapping[str, int] | None = None,
         observer: SchedulerObserver | None = None,
         tracer: trace.Tracer | None = None,
+        decode_process: bool = False,
     ) -> None:
         super().__init__(spec)
+        self._decode_process = decode_process
         self.max_batch_size = max_batch_size
         self._threads = threads
         self._torch_threads = torch_threads
@@ -132,7 +98,7 @@ class TransformersBackend(Backend):
         # Per instance, so that it goes away with the backend.
         self._count = functools.lru_cache(maxsize=4096)(self._count_uncached)
         #: The decode loop of a causal LM (None for an encoder or when unloaded).
-        self.scheduler: Scheduler | None = None
+        self.scheduler: DecodeLoop | None = None
 
     # -- lifecycle -------------------------------------------------------
 
@@ -163,6 +129,14 @@ class TransformersBackend(Backend):
         directory = str(self.spec.model_dir)
         self._tokenizer = AutoTokenizer.from_pretrained(directory)
         self._chat = ChatRenderer(self._tokenizer, self.spec.model_name)
+        if self.spec.task is Task.GENERATE and self._decode_process:
+            process = DecodeProcess(
+                WorkerSpec(directory, self._device, self._loop_options()),
+                observer=self._observer,
+            )
+            self.scheduler = process
+            self._context_length = process.context_length
+            return ModelInfo(context_length=self._context_length)
         loader = {
             Task.GENERATE: AutoModelForCausalLM,
             Task.EMBED: AutoModel,
@@ -171,13 +145,20 @@ class TransformersBackend(Backend):
         model = loader.from_pretrained(directory)
         self._model = model.to(self._device).eval()
         config = model.config
-        self._context_length = getattr(config, "n_positions", None) or getattr(
-            config, "max_position_embeddings", None
-        )
+        self._context_length = context_length_of(config)
         if self.spec.task is Task.CLASSIFY and self._tokenizer.pad_token is None:
             self._tokenizer.pad_token = self._tokenizer.eos_token  # as the trainer does
         if self.spec.task is Task.GENERATE:
-            self.scheduler = self._start_scheduler()
+            scheduler = start_decode_loop(
+                model,
+                self._tokenizer,
+                self._device,
+                self._loop_options(),
+                observer=self._observer,
+                tracer=self._tracer,
+            )
+            self.scheduler = scheduler
+            self._context_length = scheduler.context_length
         elif self.spec.task is Task.EMBED:
             self._batch_tokenizer = batch_tokenizer(self._tokenizer, self._context_length)
         else:
@@ -201,37 +182,11 @@ class TransformersBackend(Backend):
             else None,
         )
 
-    def _start_scheduler(self) -> Scheduler:
-        model, tokenizer = self._model, self._tokenizer
-        # A sliding-window model is served within its window, where the KV
-        # slab's full attention computes exactly what the model would.
-        window = exact_span(model.config)
-        if window is not None:
-            self._context_length = min(self._context_length or window, window)
-        eos = model.config.eos_token_id
-        eos_ids = set(eos) if isinstance(eos, list) else ({eos} if eos is not None else set())
-        pad = (
-            tokenizer.pad_token_id
-            if tokenizer.pad_token_id is not None
-            else min(eos_ids, default=0)
-        )
-        return Scheduler(
-            KVBatch(model, self._device, pad),
-            decode=_decoder(tokenizer),
-            eos_ids=eos_ids,
-            device=self._device,
-            context_length=self._context_length,
-            limits=default_limits(
-                context_length=self._context_length,
-                device=self._device,
-                kv_bytes_per_token=_kv_bytes_per_token(model),
-                free_memory=_free_memory(self._device),
-                **self._scheduling,
-            ),
+    def _loop_options(self) -> DecodeLoopOptions:
+        return DecodeLoopOptions(
             name=f"{self.spec.model_name}:{self.spec.version}",
-            torch_threads=self._torch_threads or default_torch_threads(),
-            observer=self._observer,
-            tracer=self._tracer,
+            torch_threads=self._torch_threads,
+            scheduling=self._scheduling,
         )
 
     async def unload(self) -> None:
@@ -254,6 +209,12 @@ class TransformersBackend(Backend):
         if self.spec.task is Task.GENERATE:
             return self.scheduler is not None and self.scheduler.alive
         return self._model is not None
+
+    def lost(self) -> str | None:
+        scheduler = self.scheduler
+        if scheduler is None or scheduler.alive:
+            return None
+        return scheduler.stopped_because or "its decode loop stopped"
 
     def count_tokens(self, text: str) -> int | None:
         if self._tokenizer is None:
@@ -278,7 +239,8 @@ class TransformersBackend(Backend):
 
     def _require(self, task: Task) -> None:
         require_task(self.spec.model_name, self.spec.task, task)
-        if self._model is None or (task is Task.GENERATE and self.scheduler is None):
+        loaded = self.scheduler if task is Task.GENERATE else self._model
+        if loaded is None:
             raise Unavailable(f"{self.spec.model_name}:{self.spec.version} is not loaded")
 
     def _prompt_ids(self, prompt: str) -> list[int]:
@@ -292,7 +254,9 @@ class TransformersBackend(Backend):
             )
         return ids
 
-    def _submit(self, prompt: str, params: GenerationParams, *, streaming: bool) -> Handle:
+    def _submit(
+        self, prompt: str, params: GenerationParams, *, streaming: bool
+    ) -> GenerationHandle:
         self._require(Task.GENERATE)
         assert self.scheduler is not None
         return self.scheduler.submit(
