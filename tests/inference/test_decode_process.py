@@ -36,8 +36,8 @@ async def _outputs(backend: TransformersBackend) -> list[tuple[str, str]]:
     async def streamed(prompt: str, params: GenerationParams) -> str:
         return "".join([chunk.delta async for chunk in backend.stream(prompt, params)])
 
-    unary = asyncio.gather(*[backend.generate(p, q) for p, q in zip(PROMPTS, PARAMS)])
-    streams = asyncio.gather(*[streamed(p, q) for p, q in zip(PROMPTS, PARAMS)])
+    unary = asyncio.gather(*[backend.generate(p, q) for p, q in zip(PROMPTS, PARAMS, strict=True)])
+    streams = asyncio.gather(*[streamed(p, q) for p, q in zip(PROMPTS, PARAMS, strict=True)])
     results, texts = await asyncio.gather(unary, streams)
     return [(r.text, t) for r, t in zip(results, texts, strict=True)]
 
@@ -93,9 +93,11 @@ async def test_a_killed_decode_process_fails_its_streams_and_the_version_comes_b
     # The manager notices within a second, unloads the remains and reloads.
     await poll(lambda: lab.entry("lm", 1).state is not VersionState.READY, 5.0)
     await poll(
-        lambda: lab.entry("lm", 1).state is VersionState.READY
-        and lab.backend("lm", 1) is not None
-        and lab.backend("lm", 1).scheduler is not process,
+        lambda: (
+            lab.entry("lm", 1).state is VersionState.READY
+            and lab.backend("lm", 1) is not None
+            and lab.backend("lm", 1).scheduler is not process
+        ),
         30.0,
     )
     reloaded = lab.backend("lm", 1).scheduler
