@@ -180,6 +180,8 @@ def process_label(argv: list[str]) -> str:
         return line.split("-m services.", 1)[1].split()[0]
     if "redis-server" in line:
         return "redis"
+    if "multiprocessing.forkserver" in line:  # inference's decode processes
+        return "decode"
     if "spawn_main" in line:  # the process `transformers serve` runs the model in
         return "engine"
     if " serve " in f"{line} ":

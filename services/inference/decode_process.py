@@ -22,6 +22,7 @@ import functools
 import itertools
 import logging
 import multiprocessing
+import multiprocessing.forkserver
 import threading
 from multiprocessing.connection import Connection
 from multiprocessing.context import ForkServerContext
@@ -65,6 +66,15 @@ def _processes() -> ForkServerContext:
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(list(PRELOAD))
     return context
+
+
+def start_forkserver() -> None:
+    """Start the forkserver now, in the background (its imports take seconds;
+    the service starts it at boot so that the first model load does not pay them)."""
+    _processes()
+    threading.Thread(
+        target=multiprocessing.forkserver.ensure_running, name="forkserver-start", daemon=True
+    ).start()
 
 
 @dataclasses.dataclass(eq=False, slots=True)

@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry
 from lattice.v1 import common_pb2, inference_pb2, inference_pb2_grpc
 from services.inference.backends import BackendFactory, LoadSpec
 from services.inference.cache import ResponseCache
+from services.inference.decode_process import start_forkserver
 from services.inference.engine import InferenceEngine
 from services.inference.fetch import ArtifactFetcher
 from services.inference.load_reports import RegistryLoadReporter
@@ -221,6 +222,8 @@ async def build_server(
         verifier=security.verifier(),
     )
     reports.serving_on(server.port)
+    if settings.decode_process:
+        start_forkserver()
     await view.start()
     await manager.start()
 
