@@ -86,15 +86,7 @@ def stack(tmp_path_factory):
             )
             finished = client.wait_job(job.id, timeout=800)
             assert finished.state == trainer_pb2.JOB_STATE_SUCCEEDED, finished.error
-            client.deploy(MODEL, {1: 100}, reason="test")
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    client.classify(MODEL, "warm up", skip_cache=True)
-                    break
-                except (lattice.FailedPrecondition, lattice.Unavailable, lattice.NotFound):
-                    assert time.monotonic() < deadline
-                    time.sleep(0.2)
+        stack.serve(MODEL, 1, "classification")
         stack.deploy_tiny_model(build_tiny_encoder(root / "encoder"), ENCODER, "embedding")
         yield stack
     finally:
