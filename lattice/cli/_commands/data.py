@@ -70,8 +70,19 @@ def data() -> None:
 @click.option("--convert", "script_conversion", default="", help="OpenCC conversion: t2s, s2t ...")
 @click.option("--segment", "segment_words", is_flag=True, help="Store each document's word list.")
 @click.option("--remove-stop-words", is_flag=True, help="Per-language stop-word lists.")
-@click.option("--stop-words", "stop_words_file", default="", help="Extra stop words, one a line.")
-@click.option("--user-dictionary", default="", help="jieba user dictionary for --segment.")
+@click.option(
+    "--stop-words",
+    "stop_words_file",
+    default="",
+    help="Extra stop words, one a line: a local file (uploaded) or a path in your "
+    "source directory.",
+)
+@click.option(
+    "--user-dictionary",
+    default="",
+    help="jieba user dictionary for --segment: a local file (uploaded) or a path in your "
+    "source directory.",
+)
 @lattice_command
 def prepare(
     session: Session,
@@ -109,6 +120,9 @@ def prepare(
     )
     client = session.client()
     remote = [*sources, *(_upload(client, local) for local in uploads)]
+    for word_list in ("stop_words_file", "user_dictionary"):
+        if options[word_list] and os.path.isfile(options[word_list]):
+            options[word_list] = _upload(client, Path(options[word_list]))
     with _working(sources, session.as_json):
         dataset = client.prepare_dataset(name, remote, cleaning=cleaning, **options)
     session.emit(dataset, lambda: _show(dataset))
