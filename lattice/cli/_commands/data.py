@@ -2,22 +2,18 @@
 
 from __future__ import annotations
 
-import contextlib
 import glob
 import os
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 import click
-from rich.console import Console
 
 from lattice import Client, _requests
 from lattice.cli._common import Session, lattice_command, print_fields, print_table, when
+from lattice.cli.progress import preparing
 from lattice.v1 import trainer_pb2
-
-#: Corpora at least this large (summed local file sizes) get a progress indicator.
-LARGE_CORPUS_BYTES = 16 * 1024 * 1024
 
 
 @click.group()
@@ -119,23 +115,24 @@ def prepare(
         remove_stop_words=remove_stop_words,
     )
     client = session.client()
-    remote = [*sources, *(_upload(client, local) for local in uploads)]
+    uploaded = [_upload(client, local) for local in uploads]
     for word_list in ("stop_words_file", "user_dictionary"):
         if options[word_list] and os.path.isfile(options[word_list]):
-            options[word_list] = _upload(client, Path(options[word_list]))
-    with _working(sources, session.as_json):
+            options[word_list] = _upload(client, Path(options[word_list])).directory
+    size = local_size(sources) + sum(sent.size_bytes for sent in uploaded)
+    remote = [*sources, *(sent.directory for sent in uploaded)]
+    with preparing(size):
         dataset = client.prepare_dataset(name, remote, cleaning=cleaning, **options)
     session.emit(dataset, lambda: _show(dataset))
 
 
-def _upload(client: Client, local: Path) -> str:
-    """Send `local` to the trainer with a progress bar (on stderr); its remote path."""
+def _upload(client: Client, local: Path) -> trainer_pb2.UploadSourcesResponse:
+    """Send `local` to the trainer with a progress bar (on stderr)."""
     total = sum(path.stat().st_size for _, path in _requests.source_files(local))
     with click.progressbar(
         length=total, label=f"uploading {local}", file=sys.stderr, show_pos=True
     ) as bar:
-        sent = client.upload_sources(local, on_progress=bar.update)
-    return sent.directory
+        return client.upload_sources(local, on_progress=bar.update)
 
 
 def local_size(sources: tuple[str, ...]) -> int:
@@ -149,18 +146,6 @@ def local_size(sources: tuple[str, ...]) -> int:
                 for root, _, files in os.walk(path):
                     total += sum(os.path.getsize(os.path.join(root, f)) for f in files)
     return total
-
-
-@contextlib.contextmanager
-def _working(sources: tuple[str, ...], json_output: bool) -> Iterator[None]:
-    """A live spinner with elapsed time on stderr, for large corpora on a terminal."""
-    size = local_size(sources)
-    if json_output or not sys.stdout.isatty() or size < LARGE_CORPUS_BYTES:
-        yield
-        return
-    console = Console(stderr=True)
-    with console.status(f"preparing {size / 1e6:,.0f} MB (cleaning, dedupe, tokenizer) ..."):
-        yield
 
 
 def _counts(values: Mapping[str, int]) -> str:
