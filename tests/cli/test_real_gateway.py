@@ -186,6 +186,7 @@ def test_chinese_prepare_with_every_cleaning_flag(real_cli, stack):
         "languages": "zh=150",
         "stop words": f"{report['stop_words_removed']} (zh={report['stop_words_removed']})",
         "encodings": "utf-8=150",
+        "repaired": "0 (mojibake)",
     }
     for label, value in fields.items():
         assert printed.split(f"\n{label}:")[1].split("\n")[0].strip() == value, label

@@ -163,6 +163,7 @@ def _show(dataset: trainer_pb2.Dataset) -> None:
         ("dropped", _counts(report.dropped)),
         ("encodings", _counts(report.encodings)),
         ("invalid bytes", report.invalid_bytes),
+        ("repaired", f"{report.repaired_documents} (mojibake)"),
         ("languages", _counts(report.languages)),
         ("converted", report.converted_documents),
         ("segmented", report.segmented_documents),
