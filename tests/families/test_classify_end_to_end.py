@@ -169,6 +169,7 @@ def test_cli_classify(stack, tmp_path):
     lines = cli("classify", MODEL, text, "-k", "2").stdout.splitlines()
     assert len(lines) == 2 and {line.split()[1] for line in lines} == {"pos", "neg"}
     listed = cli.json("classify", MODEL, text, "-k", "1")
+    assert isinstance(listed, dict)
     assert len(listed["labels"][0]) == 1 and listed["model_name"] == MODEL
     assert "INVALID_ARGUMENT" in cli("classify", MODEL, " ", ok=False).stderr
 

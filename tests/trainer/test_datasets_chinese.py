@@ -49,7 +49,9 @@ def reviews() -> list[str]:
     return list(dict.fromkeys(line.strip() for line in lines if line.strip()))
 
 
-def spec(name: str, sources, tokenizer: int = BYTE_LEVEL, **cleaning) -> trainer_pb2.DatasetSpec:
+def spec(
+    name: str, sources, tokenizer: trainer_pb2.TokenizerKind = BYTE_LEVEL, **cleaning
+) -> trainer_pb2.DatasetSpec:
     return trainer_pb2.DatasetSpec(
         name=name,
         sources=sources,
@@ -396,7 +398,7 @@ async def test_tokenizers_round_trip_chinese_and_normalise_full_width(
     assert len(spellable) >= 0.98 * len(validation)
     for text in validation:
         ids = tokenizer(text)["input_ids"]
-        decoded = tokenizer.decode(ids, skip_special_tokens=True)
+        decoded = str(tokenizer.decode(ids, skip_special_tokens=True))
         assert "\ufffd" not in decoded
         if kind == BYTE_LEVEL:
             assert decoded == text
