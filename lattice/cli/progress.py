@@ -21,7 +21,9 @@ from rich.progress import (
     BarColumn,
     DownloadColumn,
     Progress,
+    SpinnerColumn,
     TextColumn,
+    TimeElapsedColumn,
     TimeRemainingColumn,
     TransferSpeedColumn,
 )
@@ -30,6 +32,8 @@ from lattice.cli._common import to_jsonable
 from lattice.v1 import trainer_pb2
 
 BAR_WIDTH = 28
+#: Corpora at least this large (bytes) show `preparing`'s indicator.
+LARGE_CORPUS_BYTES = 16 * 1024 * 1024
 #: What `transfer` yields: progress(bytes_done, bytes_total).
 OnBytes = Callable[[int, int], None]
 
@@ -63,6 +67,27 @@ def transfer(label: str, out: TextIO | None = None) -> Iterator[OnBytes]:
 
 def _ignore(done: int, total: int) -> None:
     """No terminal, no bar."""
+
+
+@contextlib.contextmanager
+def preparing(size: int, out: TextIO | None = None) -> Iterator[None]:
+    """While a corpus of `size` bytes is prepared: a spinner, a pulsing bar and the
+    elapsed time on `out` (stderr) when it is a terminal and the corpus is large.
+    PrepareDataset is one unary call, so there is no fraction done to show."""
+    out = out or sys.stderr
+    if size < LARGE_CORPUS_BYTES or not out.isatty():
+        yield
+        return
+    console = Console(file=out, force_terminal=True)
+    columns = (
+        SpinnerColumn(),
+        TextColumn(f"preparing {size / 1e6:,.0f} MB (cleaning, dedupe, tokenizer)"),
+        BarColumn(bar_width=BAR_WIDTH),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=console, transient=True) as bars:
+        bars.add_task("preparing", total=None)
+        yield
 
 
 def state_name(state: int) -> str:

@@ -208,9 +208,10 @@ def test_datasets_prepare_chinese_options(cli):
     assert cleaning["segment_words"] and cleaning["remove_stop_words"]
     assert cleaning["near_deduplicate"]
     out = cli(*args[:-1]).stdout  # the human report names the new counts
-    for label in ("languages:", "converted:", "segmented:", "stop words:", "near-duplicates:"):
-        assert label in out
-    assert "languages:" in cli("data", "show", "zh-0123456789ab").stdout
+    labels = ("encodings:", "repaired:", "languages:", "converted:", "segmented:", "stop words:")
+    shown = cli("data", "show", "zh-0123456789ab").stdout
+    for label in (*labels, "near-duplicates:"):
+        assert label in out and label in shown
 
 
 def test_train_watches_to_the_end_then_jobs(cli):

