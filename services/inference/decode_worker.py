@@ -33,6 +33,7 @@ from services.inference.backends import GenerationParams, StreamChunk
 from services.inference.causal_lm import DecodeLoopOptions, load_causal_lm, start_decode_loop
 from services.inference.load_reports import failure_reason
 from services.inference.scheduler import Handle, Scheduler, SchedulerObserver, Wakeups
+from services.runtime.logs import configure_logging
 from services.runtime.telemetry import install_global_tracing
 
 log = logging.getLogger(__name__)
@@ -77,6 +78,8 @@ class WorkerSpec:
     model_dir: str
     device: str
     options: DecodeLoopOptions
+    #: (level, json_lines) of the serving process's logging, to log alike.
+    logging: tuple[str, bool] | None = None
 
 
 class Relay:
@@ -202,6 +205,8 @@ class RelayObserver(SchedulerObserver):
 def serve(conn: Connection, spec: WorkerSpec) -> None:
     """The decode process's main: load, say "ready", then take commands until
     the serving process says "close" or goes away."""
+    if spec.logging is not None:
+        configure_logging("inference", *spec.logging)
     install_global_tracing("inference")
     relay = Relay(conn)
     observer = RelayObserver(relay)

@@ -43,6 +43,7 @@ from services.inference.decode_process import DecodeProcess
 from services.inference.decode_worker import WorkerSpec
 from services.inference.scheduler import DecodeLoop, GenerationHandle, SchedulerObserver
 from services.runtime.context import deadline_var
+from services.runtime.logs import logging_setup
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +132,7 @@ class TransformersBackend(Backend):
         self._chat = ChatRenderer(self._tokenizer, self.spec.model_name)
         if self.spec.task is Task.GENERATE and self._decode_process:
             process = DecodeProcess(
-                WorkerSpec(directory, self._device, self._loop_options()),
+                WorkerSpec(directory, self._device, self._loop_options(), logging_setup()),
                 observer=self._observer,
             )
             self.scheduler = process

@@ -255,3 +255,14 @@ def configure_logging(service: str, level: str = "INFO", json_lines: bool = True
         )
     root.addHandler(handler)
     root.setLevel(level.upper())
+
+
+def logging_setup() -> tuple[str, bool] | None:
+    """(level, json_lines) as `configure_logging` last set them in this
+    process, None if it was not called: what a helper process (a decode
+    process) needs to log the same way."""
+    root = logging.getLogger()
+    for handler in root.handlers:
+        if isinstance(handler, _LatticeHandler):
+            return logging.getLevelName(root.level), handler.json_lines
+    return None
