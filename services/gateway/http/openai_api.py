@@ -39,7 +39,7 @@ from services.gateway.http.openai_schema import (
     CompletionRequest,
     EmbeddingRequest,
 )
-from services.gateway.http.sse import DONE, EventStream, event
+from services.gateway.http.sse import DONE, EventStream, compact_json, event
 from services.gateway.stream_limits import IdleTimer
 from services.runtime.context import request_id_var
 
@@ -132,7 +132,7 @@ class _Chunks:
         }
         self._first = True
         self.usage: dict[str, int] | None = None
-        head = json.dumps(self.base, separators=(",", ":"))[:-1]
+        head = compact_json(self.base)[:-1]
         field = '"delta":{"content":' if chat else '"text":'
         choice = '{"index":0,"logprobs":null,"finish_reason":null,' + field
         self._text_head = f'data: {head},"choices":[{choice}'.encode()

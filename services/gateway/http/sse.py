@@ -30,9 +30,13 @@ DONE = b"data: [DONE]\n\n"
 _HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
 
+#: One encoder for every event: `json.dumps` with `separators` builds a new one per call.
+compact_json = json.JSONEncoder(separators=(",", ":")).encode
+
+
 def event(payload: Any) -> bytes:
     """One event carrying `payload` as compact JSON."""
-    return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
+    return b"data: " + compact_json(payload).encode() + b"\n\n"
 
 
 class EventStream(StreamingResponse):
