@@ -63,16 +63,20 @@ class EventStream(StreamingResponse):
             await self._close_after(super().__call__(scope, receive, send))
             return
         cancelling = task.cancelling()
-        gone = False
+        sending, gone = True, False
 
         async def listen() -> None:
             nonlocal gone
-            while (await receive())["type"] != "http.disconnect":
-                pass
-            # Runs only while `stream_response` below is suspended (it is cancelled
-            # as soon as that returns), so the cancellation lands there.
-            gone = True
-            task.cancel()
+            try:
+                while (await receive())["type"] != "http.disconnect":
+                    pass
+            finally:
+                # While `sending`, `stream_response` below is suspended, so the
+                # cancellation lands there. A `receive` that fails ends the
+                # sending too, and is raised below.
+                if sending:
+                    gone = True
+                    task.cancel()
 
         listener = asyncio.get_running_loop().create_task(listen())
         try:
@@ -81,8 +85,12 @@ class EventStream(StreamingResponse):
             if not gone or task.uncancel() > cancelling:
                 raise  # cancelled from elsewhere too (server shutdown): stays cancelled
         finally:
+            sending = False
             listener.cancel()
             await self._close()
+        failure = listener.exception() if listener.done() and not listener.cancelled() else None
+        if failure is not None:
+            raise failure
 
     async def _close_after(self, sending: Awaitable[None]) -> None:
         try:

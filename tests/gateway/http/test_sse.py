@@ -85,3 +85,18 @@ async def test_a_cancellation_from_elsewhere_stays_a_cancellation():
     with pytest.raises(asyncio.CancelledError):
         await task
     assert upstream.closed.is_set()
+
+
+async def test_a_failing_receive_ends_the_stream_and_is_raised():
+    upstream = Upstream()
+
+    async def receive():
+        await asyncio.sleep(0.05)
+        raise RuntimeError("the server lost the connection state")
+
+    async def send(message):
+        pass
+
+    with pytest.raises(RuntimeError, match="connection state"):
+        await EventStream(upstream.events(), {})(SCOPE, receive, send)
+    assert upstream.closed.is_set()
