@@ -45,8 +45,8 @@ class EventStream(StreamingResponse):
     The client going away (`http.disconnect`) cancels the sending, as in
     Starlette, but with one plain asyncio task listening for it instead of
     Starlette's anyio task group (a task for the sending, a cancel scope, a
-    cancellation delivered by retrying): ~90 us less per stream (a 64-event
-    stream took 130 us to relay against 37 us without the group). The
+    cancellation delivered by retrying): relaying 64 ready events took 86-99 us
+    with Starlette's `__call__` and 28-30 us with this one, in one run. The
     iterator is closed here whatever happened, so its `finally`/`aclosing`
     cancels the upstream call at once, not when the garbage collector finds
     it."""
