@@ -11,7 +11,7 @@ import pytest
 from lattice.errors import ResourceExhausted, Unavailable, from_rpc_error
 from lattice.v1 import registry_pb2, registry_pb2_grpc
 from services.gateway.server import GatewaySettings
-from services.gateway.stream_limits import StreamSlots, idle_limited
+from services.gateway.stream_limits import IdleTimer, StreamSlots, idle_limited
 from services.runtime.server import server_options
 from tests.gateway.support import bearer, token
 
@@ -89,3 +89,51 @@ async def test_idle_limited_ends_a_silent_stream_and_passes_a_busy_one():
     assert [i async for i in idle_limited(ticking(0.01, 5), 0.2)] == [0, 1, 2, 3, 4]
     with pytest.raises(Unavailable):
         [i async for i in idle_limited(ticking(0.5, 2), 0.1)]
+
+
+async def _gapped(*gaps: float):
+    """One item after each gap (seconds), counted from when it is asked for."""
+    for i, gap in enumerate(gaps):
+        await asyncio.sleep(gap)
+        yield i
+
+
+async def test_idle_time_counts_only_while_waiting_for_the_stream():
+    """One timer per stream, not one per wait: a consumer slower than the limit
+    is never cut, and each wait gets the whole limit from when it starts (0.3 s
+    spent consuming + a 0.2 s wait is past 0.4 s since the last item, and fine)."""
+    received = []
+    async for item in idle_limited(_gapped(0.0, 0.2, 0.2), 0.4):
+        received.append(item)
+        await asyncio.sleep(0.3)  # the consumer, slower than the idle limit
+    assert received == [0, 1, 2]
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with pytest.raises(Unavailable):
+        async for _ in idle_limited(_gapped(0.0, 5.0), 0.4):
+            await asyncio.sleep(0.3)
+            started = loop.time()  # the wait for the silent item starts now
+    assert loop.time() - started >= 0.4
+
+
+async def test_a_cancellation_from_elsewhere_stays_a_cancellation():
+    async def wait_under_timer() -> None:
+        with IdleTimer(5.0) as timer:
+            timer.waiting()
+            await asyncio.sleep(5.0)
+
+    task = asyncio.create_task(wait_under_timer())
+    await asyncio.sleep(0.05)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert task.cancelling() == 1  # not uncancelled: the cancel was not the timer's
+
+
+async def test_the_idle_timer_raises_timeout_error_and_leaves_the_task_uncancelled():
+    with pytest.raises(TimeoutError), IdleTimer(0.05) as timer:
+        timer.waiting()
+        await asyncio.sleep(5.0)
+    current = asyncio.current_task()
+    assert current is not None and current.cancelling() == 0
+    await asyncio.sleep(0)  # the task goes on as before

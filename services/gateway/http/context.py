@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Awaitable
 
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
@@ -60,7 +61,9 @@ class RequestContext:
         status = 500
         started = time.perf_counter()
 
-        async def send_with_id(message: Message) -> None:
+        def send_with_id(message: Message) -> Awaitable[None]:
+            """Hands back `send`'s own awaitable: no coroutine of its own for
+            each of a stream's events."""
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
@@ -68,7 +71,7 @@ class RequestContext:
                     *message.get("headers", ()),
                     (_REQUEST_ID_HEADER, request_id.encode()),
                 ]
-            await send(message)
+            return send(message)
 
         try:
             await self._app(scope, receive, send_with_id)

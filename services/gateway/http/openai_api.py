@@ -39,7 +39,8 @@ from services.gateway.http.openai_schema import (
     CompletionRequest,
     EmbeddingRequest,
 )
-from services.gateway.http.sse import DONE, EventStream, event
+from services.gateway.http.sse import DONE, EventStream, compact_json, event
+from services.gateway.stream_limits import IdleTimer
 from services.runtime.context import request_id_var
 
 _INFERENCE = "/lattice.v1.InferenceService/"
@@ -131,7 +132,7 @@ class _Chunks:
         }
         self._first = True
         self.usage: dict[str, int] | None = None
-        head = json.dumps(self.base, separators=(",", ":"))[:-1]
+        head = compact_json(self.base)[:-1]
         field = '"delta":{"content":' if chat else '"text":'
         choice = '{"index":0,"logprobs":null,"finish_reason":null,' + field
         self._text_head = f'data: {head},"choices":[{choice}'.encode()
@@ -334,24 +335,31 @@ class OpenAIRoutes:
     ) -> AsyncIterator[bytes]:
         """SSE events; closed when the client goes away, which closes `stream`
         and so cancels the upstream call (generation stops)."""
+        failed: dict[str, Any] | None = None
         async with contextlib.aclosing(stream):
-            message = first
-            while True:
-                data = chunks.encode(message)
-                if data is not None:
-                    yield data
-                try:
-                    async with asyncio.timeout(self._limits.sse_idle_seconds):
-                        message = await anext(stream)
-                except StopAsyncIteration:
-                    break
-                except TimeoutError:
-                    yield event(_idle_error(self._limits.sse_idle_seconds))
-                    return
-                except Exception as exc:
-                    error = as_lattice_error(exc)
-                    yield event(openai_error_body(error, http_status(error)))
-                    return
+            try:
+                with IdleTimer(self._limits.sse_idle_seconds) as idle:
+                    message = first
+                    while True:
+                        data = chunks.encode(message)
+                        if data is not None:
+                            yield data
+                        idle.waiting()
+                        try:
+                            message = await anext(stream)
+                        except StopAsyncIteration:
+                            break
+                        except Exception as exc:
+                            error = as_lattice_error(exc)
+                            failed = openai_error_body(error, http_status(error))
+                            break
+                        finally:
+                            idle.woke()
+            except TimeoutError:
+                failed = _idle_error(self._limits.sse_idle_seconds)
+            if failed is not None:
+                yield event(failed)
+                return
         if include_usage and chunks.usage is not None:
             yield event(chunks.usage_chunk())
         yield DONE
