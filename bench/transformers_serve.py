@@ -373,6 +373,31 @@ async def lattice_server(model_dir: Path, data_dir: Path) -> AsyncIterator[Serve
         await suite.stop()
 
 
+@contextlib.asynccontextmanager
+async def bare_http_front(port: int, upstream: str, token: str) -> AsyncIterator[None]:
+    """bench/bare_http_front.py in a process of its own (the floor of any
+    Python HTTP front and gRPC hop), in front of `upstream`."""
+    script = Path(__file__).with_name("bare_http_front.py")
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(script),
+        str(port),
+        upstream,
+        env={**os.environ, "BARE_FRONT_TOKEN": token},
+    )
+    try:
+        for _ in range(200):
+            with contextlib.suppress(OSError):
+                _, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.close()
+                break
+            await asyncio.sleep(0.05)
+        yield
+    finally:
+        process.terminate()
+        await process.wait()
+
+
 async def grpc_answer(stub, prompt: str, tokens: int, metadata) -> Answer:
     parameters = inference_pb2.GenerationParameters(max_new_tokens=tokens)
     request = inference_pb2.GenerateStreamRequest(model=MODEL, prompt=prompt, parameters=parameters)
@@ -397,12 +422,16 @@ async def layers(suite: LocalSuite, token: str, args: argparse.Namespace) -> Non
     caller = Caller("bench", "bench-client", frozenset({"admin"}))
     internal = internal_token(config.data_dir, "inference", caller)
     client = openai_client(f"http://127.0.0.1:{config.http_port}/v1", token)
+    bare_port = free_port()
+    bare_client = openai_client(f"http://127.0.0.1:{bare_port}/v1", "unused")
     async with (
         aio.insecure_channel(config.address("gateway")) as gateway,
         aio.insecure_channel(config.address("inference")) as inference,
+        bare_http_front(bare_port, config.address("inference"), internal),
     ):
         paths = {
             "HTTP /v1 via gateway": lambda p: one(client, MODEL, p, args.tokens),
+            "HTTP /v1 via a bare front": lambda p: one(bare_client, MODEL, p, args.tokens),
             "gRPC via gateway": lambda p: grpc_answer(
                 inference_pb2_grpc.InferenceServiceStub(gateway),
                 p,
@@ -424,6 +453,7 @@ async def layers(suite: LocalSuite, token: str, args: argparse.Namespace) -> Non
                 answers = list(await asyncio.gather(*(call(p) for p in batch)))
                 figures[name].append(Phase(time.perf_counter() - started, answers, {}))
     await client.close()
+    await bare_client.close()
     print(f"\nlattice, {args.streams}-stream bursts by path (median of {args.rounds} rounds)")
     for name, phases in figures.items():
         p50 = statistics.median(p.ttft(0.5) for p in phases) * 1e3
@@ -540,7 +570,8 @@ if __name__ == "__main__":
     parser.add_argument(
         "--layers",
         action="store_true",
-        help="also time Lattice's burst over gRPC via the gateway and direct to inference",
+        help="also time Lattice's burst over gRPC via the gateway and direct to inference, "
+        "and over HTTP through a bare front (bench/bare_http_front.py)",
     )
     parser.add_argument(
         "--peer-threads",
