@@ -41,13 +41,17 @@ cached stream (a server call plus a client call in grpc.aio), more than
 inference's whole cached path (~0.5 ms), and its p99 ratio is 1.6-2.6x on
 its own; the gateway adds 0-0.4 ms per stream on top. Tried on the
 forwarder, without effect: grpc.optimization_target, and 4 channels
-(connections) to inference instead of 1. The fresh burst's prefill is GIL-bound on
-this tiny model: the decode thread's forward passes share the interpreter
-with the event loop that is admitting the same burst, so they take 2-4x the
-bare model's time; the burst's prompts (530 tokens) also exceed one step's
-prefill budget (512), so it needs 2 prefill steps even when all have arrived.
-Prefilling arrivals before the next decode step was tried: fewer forward
-passes to the first token, the same p99.
+(connections) to inference instead of 1. With the decode loop as a thread of
+the inference process (LATTICE_INFERENCE_DECODE_PROCESS=false) the fresh
+burst's prefill is GIL-bound on this tiny model: the decode thread's forward
+passes share the interpreter with the event loop that is admitting the same
+burst, so they take 2-4x the bare model's time (fresh p99 2.3-3.9x the cache
+floor). In a decode process of its own (the default) the burst's decode
+steps run 1.9x faster and the fresh p99 is 2.05-2.26x the floor, 1.40-1.47x
+floor + compute. The burst's prompts (530 tokens) exceed one step's prefill
+budget (512), so it needs 2 prefill steps even when all have arrived.
+Prefilling arrivals before the next decode step was tried, in both shapes:
+fewer forward passes to the first token, the same p99.
 
     .venv/bin/python bench/stream_burst_ttft.py [--streams 32] [--rounds 5]
         [--one-process]

@@ -194,6 +194,7 @@ class TransformersBackend(Backend):
         scheduler, self.scheduler = self.scheduler, None
         if scheduler is not None:
             await asyncio.to_thread(scheduler.close)
+        held_weights = self._model is not None  # not with a decode process: they were there
         self._model = None
         self._tokenizer = None
         self._chat = ChatRenderer(None, self.spec.model_name)
@@ -201,7 +202,7 @@ class TransformersBackend(Backend):
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
             self._executor = None
-        if self._device.startswith("cuda"):
+        if held_weights and self._device.startswith("cuda"):
             import torch
 
             torch.cuda.empty_cache()
