@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 
 import grpc
 import pytest
 
+from lattice.errors import FailedPrecondition
 from lattice.v1 import inference_pb2
 from services.inference.backends import GenerationParams, LoadSpec, Task
 from services.inference.decode_process import DecodeProcess
@@ -104,3 +106,22 @@ async def test_a_killed_decode_process_fails_its_streams_and_the_version_comes_b
     assert isinstance(reloaded, DecodeProcess) and reloaded.pid != process.pid
     answer = await lab.stub.Generate(generate_request("lm", max_new_tokens=4, skip_cache=True))
     assert answer.text
+
+
+async def test_weights_that_fail_to_load_in_the_decode_process_say_why_without_paths(
+    model_dirs, tmp_path
+):
+    broken = tmp_path / "broken"
+    shutil.copytree(model_dirs["lm1"], broken)
+    (broken / "model.safetensors").write_bytes(b"not a safetensors file")
+    backend = TransformersBackend(
+        LoadSpec("lm", 1, Task.GENERATE, model_dir=broken), decode_process=True
+    )
+    with pytest.raises(FailedPrecondition) as raised:
+        await backend.load()
+    await backend.unload()
+    reason = raised.value.message
+    assert reason.startswith("the artifact's files could not be read") or reason.startswith(
+        "the model could not be built"
+    ), reason
+    assert str(tmp_path) not in reason and "Error" not in reason.split(":")[0], reason
