@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import gc
 import logging
 from collections.abc import Sequence
 
@@ -343,35 +342,5 @@ def _add_http(
     server.http = listener  # type: ignore[attr-defined]  # for tests and benchmarks
 
 
-#: Tracked objects allocated (net) before a young collection; Python's default is 700.
-_YOUNG_GC_THRESHOLD = 7000
-
-
-async def _settle_the_collector() -> None:
-    """Take what startup built out of the garbage collector's way, and collect
-    the young generation less often.
-
-    Startup builds ~80k long-lived objects (modules, stubs, routes, the app)
-    that every pass of the oldest generation walked: measured in the gateway
-    under bursts of 32 streams (`lattice up`, 64 tokens each), one such pass
-    in a burst took 55 ms (up to 69 ms), a pause every stream in flight waits
-    out. Frozen (after a collection, so no startup garbage is kept), they are
-    never walked again. The young generation filled up ~5 times a burst with
-    objects of the streams in flight, each pass 0.2-0.4 ms; at 7000 no pass
-    ran in 20 bursts. Cycles still get collected, a little later."""
-    gc.collect()
-    gc.freeze()
-    _, older, oldest = gc.get_threshold()
-    gc.set_threshold(_YOUNG_GC_THRESHOLD, older, oldest)
-
-
-async def _build_process_server(settings: GatewaySettings) -> LatticeServer:
-    """`build_server` for a process that is one gateway (not for tests that run
-    several servers in one process): the collector is settled once it serves."""
-    server = await build_server(settings)
-    server.on_start(_settle_the_collector)  # after the HTTP front has started
-    return server
-
-
 def main(argv: Sequence[str] | None = None) -> None:
-    run_service("gateway", GatewaySettings, _build_process_server, argv)
+    run_service("gateway", GatewaySettings, build_server, argv)
