@@ -10,7 +10,10 @@ each request's `Outbox`, waking the event loop once per message.
 Processes come from a forkserver that imported torch and transformers once,
 so a model's decode process starts in about the time its weights take to
 load. The process exits when closed, and on its own when this one is gone
-(its pipe closes).
+(its pipe closes; checked by SIGKILLing a serving process). As with every
+start method but fork, a script (not `python -m`) that builds one must guard
+its entry point with `if __name__ == "__main__":`: multiprocessing runs the
+main script again in the child.
 """
 
 from __future__ import annotations
