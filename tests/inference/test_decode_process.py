@@ -1,7 +1,7 @@
 """The decode loop in its own process (services.inference.decode_process), the
-service's default: the same tokens as the loop in a thread, and a decode
-process that dies takes no server down: its requests end UNAVAILABLE and the
-version is reloaded."""
+service's default: the same tokens as the loop in a thread; a decode process
+that dies takes no server down (its requests end UNAVAILABLE and the version
+is reloaded), and one whose serving process dies exits with it."""
 
 from __future__ import annotations
 
@@ -9,8 +9,11 @@ import asyncio
 import os
 import shutil
 import signal
+import subprocess
+import sys
 
 import grpc
+import psutil
 import pytest
 
 from lattice.errors import FailedPrecondition
@@ -125,3 +128,20 @@ async def test_weights_that_fail_to_load_in_the_decode_process_say_why_without_p
         "the model could not be built"
     ), reason
     assert str(tmp_path) not in reason and "Error" not in reason.split(":")[0], reason
+
+
+def test_a_decode_process_exits_when_its_serving_process_is_killed(model_dirs):
+    host = subprocess.Popen(
+        [sys.executable, "-m", "tests.support.decode_host", str(model_dirs["lm1"])],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert host.stdout is not None
+        decode = psutil.Process(int(host.stdout.readline()))
+        assert decode.is_running()
+    finally:
+        host.kill()
+        host.wait()
+    # Its pipe closed: it exits on its own (no orphan holding the model's memory).
+    decode.wait(timeout=10)
