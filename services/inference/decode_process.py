@@ -89,10 +89,10 @@ class _Request:
 class RemoteHandle:
     """A request submitted to the decode process."""
 
-    __slots__ = ("_loop", "_outbox", "_request")
+    __slots__ = ("_outbox", "_process", "_request")
 
-    def __init__(self, loop: DecodeProcess, request: int, outbox: Outbox) -> None:
-        self._loop = loop
+    def __init__(self, process: DecodeProcess, request: int, outbox: Outbox) -> None:
+        self._process = process
         self._request = request
         self._outbox = outbox
 
@@ -100,7 +100,7 @@ class RemoteHandle:
         return await self._outbox.next()
 
     def cancel(self) -> None:
-        self._loop._cancel(self._request)
+        self._process._cancel(self._request)
 
 
 class DecodeProcess:
