@@ -19,6 +19,7 @@ main script again in the child.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import dataclasses
 import functools
@@ -62,6 +63,20 @@ PRELOAD = (
     "transformers.modeling_utils",
     "transformers.models.gpt2.modeling_gpt2",
 )
+
+
+#: Set when the interpreter exits: multiprocessing then terminates decode
+#: processes that were never closed, which is no loss worth reporting.
+_exiting = False
+
+
+def _note_exit() -> None:
+    global _exiting
+    _exiting = True
+
+
+# Registered after multiprocessing's own exit hook (imported above), so it runs first.
+atexit.register(_note_exit)
 
 
 @functools.cache
@@ -268,7 +283,7 @@ class DecodeProcess:
                 with contextlib.suppress(Exception):
                     self._process.kill()
             self._process.join(CLOSE_SECONDS)
-            if not self._closing:
+            if not (self._closing or _exiting):
                 self.stopped_because = (
                     f"its decode process exited (exit code {self._process.exitcode})"
                 )

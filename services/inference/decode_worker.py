@@ -20,6 +20,7 @@ import contextlib
 import dataclasses
 import functools
 import logging
+import signal
 import threading
 from multiprocessing.connection import Connection
 from typing import Any
@@ -204,7 +205,9 @@ class RelayObserver(SchedulerObserver):
 
 def serve(conn: Connection, spec: WorkerSpec) -> None:
     """The decode process's main: load, say "ready", then take commands until
-    the serving process says "close" or goes away."""
+    the serving process says "close" or goes away. Ctrl-C reaches the whole
+    process group: only the serving process acts on it (and closes this one)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     if spec.logging is not None:
         configure_logging("inference", *spec.logging)
     install_global_tracing("inference")
@@ -229,8 +232,6 @@ def serve(conn: Connection, spec: WorkerSpec) -> None:
     conn.send(("ready", scheduler.limits, scheduler.context_length))
     try:
         _take_commands(conn, relay, scheduler)
-    except KeyboardInterrupt:  # Ctrl-C reaches the whole process group
-        pass
     finally:
         scheduler.close()
         relay.flush()
