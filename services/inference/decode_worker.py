@@ -49,16 +49,14 @@ STATE = "s"  # (STATE, running, waiting, kv_tokens, kv_capacity)
 #: (COUNTS, steps, tokens_generated, kv_tokens, running): first in every message
 COUNTS = "n"
 
-#: Errors a sequence can fail with, by name (the only ones the loop raises).
-_ERRORS: dict[str, type[LatticeError]] = {
-    "DeadlineExceeded": DeadlineExceeded,
-    "ResourceExhausted": ResourceExhausted,
-    "Unavailable": Unavailable,
-}
-
 
 def encode_error(error: BaseException) -> tuple[str, str, float | None]:
-    kind = type(error).__name__ if type(error).__name__ in _ERRORS else "Unavailable"
+    """A sequence's failure as plain values: the loop fails sequences with
+    DeadlineExceeded, ResourceExhausted or Unavailable (anything else is
+    relayed as Unavailable)."""
+    kind = type(error).__name__
+    if kind not in ("DeadlineExceeded", "ResourceExhausted"):
+        kind = "Unavailable"
     message = error.message if isinstance(error, LatticeError) else "the decode loop failed"
     return kind, message, getattr(error, "retry_after", None)
 

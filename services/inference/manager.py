@@ -354,7 +354,17 @@ class ModelManager:
         entry.attempts = 1
         self._reported[entry.key] = message
         self._report(entry, loaded=False, reason=message)
-        self._tasks[entry.key] = asyncio.create_task(entry.close(), name=f"lost:{entry.label}")
+        self._tasks[entry.key] = asyncio.create_task(
+            self._unload_lost(entry), name=f"lost:{entry.label}"
+        )
+
+    async def _unload_lost(self, entry: ServingVersion) -> None:
+        try:
+            await entry.close()
+        finally:
+            if self._tasks.get(entry.key) is asyncio.current_task():
+                del self._tasks[entry.key]
+            self._dirty.set()
 
     def _start_drain(self, entry: ServingVersion) -> None:
         entry.state = VersionState.DRAINING
