@@ -62,7 +62,7 @@ def test_render_is_a_master_and_workers_meeting_by_c10d_at_the_masters_address()
         pod = container(obj, role)
         assert pod["name"] == "pytorch" and pod["image"] == POLICY.image
         argv = pod["command"]
-        assert argv[:3] == ["python", "-m", "torch.distributed.run"]
+        assert argv[:3] == ["python", "-m", "services.trainer.worker.launch"]
         flags = dict(zip(argv[3:-4:2], argv[4:-4:2], strict=True))
         assert flags == {
             "--nproc-per-node": "8",

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 
+from services.trainer.jobs.process import LAUNCHER
 from services.trainer.jobs.rendezvous import c10d_args
 
 
@@ -26,7 +27,7 @@ def agent_argv(
     return [
         python,
         "-m",
-        "torch.distributed.run",
+        LAUNCHER,
         "--node-rank",
         str(rank),
         *c10d_args(nodes, f"127.0.0.1:{port}", job_id),

@@ -1,10 +1,11 @@
 """One torchrun process group per job attempt.
 
-torchrun runs in its own session (`start_new_session=True`), and torchrun in
-turn starts every worker in a session of its own, so no single process-group
-signal reaches them all. Every process of a job therefore carries the job id
-in its environment (`LATTICE_TRAINER_JOB_ID`, inherited by the workers).
-Stopping sends SIGTERM to torchrun (which forwards it to its workers), then
+The agent (`services.trainer.worker.launch`, torchrun with forked ranks)
+runs in its own session (`start_new_session=True`). For a multi-node job,
+`local_nodes` runs one agent per node. Every process of a job carries the job
+id in its environment (`LATTICE_TRAINER_JOB_ID`, inherited by the workers), so
+none is missed, whichever session it runs in.
+Stopping sends SIGTERM to the agent (which forwards it to its workers), then
 SIGKILL to every process carrying the tag after a grace period. Processes
 left behind by a killed service are found by the same tag and killed when it
 starts again.
@@ -25,6 +26,8 @@ from pathlib import Path
 import psutil
 
 WORKER_MODULE = "services.trainer.worker"
+#: torchrun with ranks forked from a preloaded agent (`services.trainer.worker.launch`).
+LAUNCHER = "services.trainer.worker.launch"
 
 
 def torchrun_argv(
@@ -52,7 +55,7 @@ def torchrun_argv(
             "--",
         ]
     else:
-        launcher = [python, "-m", "torch.distributed.run", "--standalone"]
+        launcher = [python, "-m", LAUNCHER, "--standalone"]
     return [
         *launcher,
         "--nproc-per-node",

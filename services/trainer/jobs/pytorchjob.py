@@ -27,6 +27,7 @@ import re
 from pathlib import PurePosixPath
 from typing import Any
 
+from services.trainer.jobs.process import LAUNCHER
 from services.trainer.jobs.rendezvous import c10d_args
 
 API_VERSION = "kubeflow.org/v1"
@@ -115,7 +116,7 @@ def command(job: ClusterJob, policy: ClusterPolicy, name: str) -> list[str]:
     return [
         "python",
         "-m",
-        "torch.distributed.run",
+        LAUNCHER,
         "--nproc-per-node",
         str(job.processes_per_node),
         "--max-restarts",

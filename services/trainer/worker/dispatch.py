@@ -23,13 +23,28 @@ WORD_FAMILIES = {
 LANGUAGE_MODEL = "services.trainer.worker.train"
 
 
-def main(argv: list[str] | None = None) -> None:
+def _parser(*, required: bool = True) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Lattice training worker (run by torchrun)")
-    parser.add_argument("--job-dir", required=True, type=Path)
-    args, _rest = parser.parse_known_args(argv)
+    parser.add_argument("--job-dir", required=required, type=Path)
+    return parser
+
+
+def job_dir(argv: list[str]) -> Path | None:
+    """The job directory named in a worker's arguments, if any."""
+    args, _rest = _parser(required=False).parse_known_args(argv)
+    return args.job_dir
+
+
+def program(config: WorkerConfig) -> str:
+    """The module that trains `config`'s model family."""
+    return WORD_FAMILIES.get(config.spec.family, LANGUAGE_MODEL)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args, _rest = _parser().parse_known_args(argv)
     config = WorkerConfig.load(args.job_dir)
-    program = WORD_FAMILIES.get(config.spec.family)
-    if program is None:
-        importlib.import_module(LANGUAGE_MODEL).main(argv)
+    module = importlib.import_module(program(config))
+    if module.__name__ == LANGUAGE_MODEL:
+        module.main(argv)
     else:
-        importlib.import_module(program).run(config)
+        module.run(config)

@@ -12,7 +12,6 @@ import argparse
 import contextlib
 import math
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Any, Protocol
@@ -546,12 +545,9 @@ def main(argv: list[str] | None = None, fault: StepFault | None = None) -> None:
         if dist.is_initialized():
             dist.destroy_process_group()
         raise
-    # Leave together once rank 0 has written everything, and skip interpreter
-    # teardown: background threads of gloo/DCP can abort() during it
-    # ("terminate called without an active exception"), turning a finished job
-    # into a failed attempt.
+    # Leave together once rank 0 has written everything. The launcher's forked
+    # ranks then exit without interpreter teardown, during which gloo/DCP
+    # background threads can abort() ("terminate called without an active
+    # exception") and turn a finished job into a failed attempt.
     if dist.is_initialized() and world > 1:
         dist.barrier()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
