@@ -345,6 +345,7 @@ class _Sequence:
     first_token_at: float | None = None
     submitted_step: int = 0
     prefill: PromptPrefill | None = None  # while prefilled in chunks
+    queued: bool = True  # counted in the queue (`_waiting`): not yet admitted nor cancelled
 
 
 class Handle:
@@ -485,6 +486,9 @@ class Scheduler:
         with self._cond:
             if sequence.cancelled_at is None and sequence.finish is None:
                 sequence.cancelled_at = self.steps
+                if sequence.queued:  # its place is free now, not at the next iteration
+                    sequence.queued = False
+                    self._waiting -= 1
                 self._cond.notify()
 
     def close(self) -> None:
@@ -565,13 +569,14 @@ class Scheduler:
                 continue
             keep = collections.deque[_Sequence]()
             for s in queue:
-                if s.cancelled_at is not None:
+                if s.cancelled_at is not None:  # uncounted when cancelled
                     s.finish = FinishReason.CANCELLED
                 elif s.deadline is not None and s.deadline <= now:
+                    s.queued = False
+                    self._waiting -= 1
                     gone.append(s)
                 else:
                     keep.append(s)
-            self._waiting -= len(queue) - len(keep)
             self._queues[tenant] = keep
         return gone
 
@@ -608,6 +613,7 @@ class Scheduler:
             if not long and len(head.prompt) > budget:
                 break
             queue.popleft()
+            head.queued = False
             self._waiting -= 1
             self._reserved += head.reserved
             if long:

@@ -174,6 +174,36 @@ async def test_beyond_the_queue_limit_requests_are_refused_with_a_retry_hint(
     assert (await lab.stub.Generate(generate_request("lm", max_new_tokens=4))).text
 
 
+async def test_a_cancelled_queued_request_frees_its_place_at_once(model_dirs):
+    """Not at the loop's next iteration: a decode process reads a cancel and the
+    next submit back to back, and refused that submit (seen in a full run)."""
+    backend = TransformersBackend(
+        LoadSpec("lm", 1, Task.GENERATE, model_dir=model_dirs["lm1"]),
+        scheduling={"max_running": 1, "max_queued": 2},
+    )
+    await backend.load()
+    params = GenerationParams(max_new_tokens=400)
+    running = backend.stream("the long one", params)
+    try:
+        await anext(running)  # admitted: the two below wait behind it
+        queued = [asyncio.create_task(anext(backend.stream(f"q{i}", params))) for i in (1, 2)]
+        await asyncio.sleep(0)
+        with pytest.raises(ResourceExhausted):
+            await backend.generate("one too many", GenerationParams(max_new_tokens=2))
+        for task in queued:
+            task.cancel()
+        await asyncio.gather(*queued, return_exceptions=True)
+        # Both places are free at once, while the loop is still mid-step.
+        short = GenerationParams(max_new_tokens=2)
+        later = [asyncio.create_task(backend.generate(f"q{i}", short)) for i in (3, 4)]
+        await asyncio.sleep(0)  # submitted (or refused) now
+        await running.aclose()
+        assert all(r.completion_tokens == 2 for r in await asyncio.gather(*later))
+    finally:
+        await running.aclose()
+        await backend.unload()
+
+
 async def test_a_deadline_that_passes_in_the_queue_costs_no_compute(narrow_lab, model_dirs):
     lab = narrow_lab
     await deploy_lm(lab, model_dirs)
