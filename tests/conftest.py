@@ -6,8 +6,16 @@ from collections.abc import Iterator
 
 import pytest
 
+from services.inference.decode_process import PRELOAD as DECODE_PROCESS_PRELOAD
+from services.runtime import forkserver
 from services.suite.redis import RedisProcess
 from services.suite.redis_ha import ClusterGroup, SentinelGroup
+from services.trainer.jobs.process import PRELOAD as JOB_PRELOAD
+
+# The test process hosts every service at once, and a process has one
+# forkserver: it preloads what the children of each service need, whichever
+# service starts it first.
+forkserver.context((*DECODE_PROCESS_PRELOAD, *JOB_PRELOAD))
 
 
 @pytest.fixture

@@ -22,11 +22,9 @@ import asyncio
 import atexit
 import contextlib
 import dataclasses
-import functools
 import itertools
 import logging
 import multiprocessing
-import multiprocessing.forkserver
 import threading
 from multiprocessing.connection import Connection
 from multiprocessing.context import ForkServerContext
@@ -46,6 +44,7 @@ from services.inference.scheduler import (
     queue_full,
     reservation,
 )
+from services.runtime import forkserver
 
 log = logging.getLogger(__name__)
 
@@ -79,20 +78,14 @@ def _note_exit() -> None:
 atexit.register(_note_exit)
 
 
-@functools.cache
 def _processes() -> ForkServerContext:
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(list(PRELOAD))
-    return context
+    return forkserver.context(PRELOAD)
 
 
 def start_forkserver() -> None:
     """Start the forkserver now, in the background (its imports take seconds;
     the service starts it at boot so that the first model load does not pay them)."""
-    _processes()
-    threading.Thread(
-        target=multiprocessing.forkserver.ensure_running, name="forkserver-start", daemon=True
-    ).start()
+    forkserver.start(PRELOAD)
 
 
 @dataclasses.dataclass(eq=False, slots=True)

@@ -22,7 +22,7 @@ from typing import Protocol
 from lattice.errors import FailedPrecondition
 from lattice.v1 import trainer_pb2
 from services.trainer.jobs.kube import PyTorchJobs
-from services.trainer.jobs.process import ProcessGroup, kill_stale, torchrun_argv
+from services.trainer.jobs.process import ProcessGroup, kill_stale, record_group, torchrun_argv
 from services.trainer.jobs.pytorchjob import ClusterJob, ClusterPolicy, job_label, render
 from services.trainer.jobs.validation import MachineLimits
 
@@ -67,6 +67,8 @@ class LocalLauncher:
     torchrun_args: Sequence[str] = ()
     python: str = ""
     worker_module: str = ""
+    #: Where each job's directory is (its recorded process group, for `clean_stale`).
+    jobs_dir: Path | None = None
 
     async def launch(self, job: trainer_pb2.Job, job_dir: Path, log_path: Path) -> Attempt:
         argv = torchrun_argv(
@@ -78,10 +80,13 @@ class LocalLauncher:
             job.spec.distributed.nodes,
             job.id,
         )
-        return await ProcessGroup.launch(job.id, argv, self.environment(), log_path, job_dir)
+        group = await ProcessGroup.launch(job.id, argv, self.environment(), log_path, job_dir)
+        record_group(job_dir, group.pgid, group.started)
+        return group
 
     async def clean_stale(self, job_id: str) -> bool:
-        return await asyncio.to_thread(kill_stale, job_id)
+        job_dir = self.jobs_dir / job_id if self.jobs_dir is not None else None
+        return await asyncio.to_thread(kill_stale, job_id, job_dir)
 
 
 class PyTorchJobLauncher:

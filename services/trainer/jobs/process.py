@@ -1,33 +1,45 @@
-"""One torchrun process group per job attempt.
+"""One process group per job attempt.
 
-The agent (`services.trainer.worker.launch`, torchrun with forked ranks)
-runs in its own session (`start_new_session=True`). For a multi-node job,
-`local_nodes` runs one agent per node. Every process of a job carries the job
-id in its environment (`LATTICE_TRAINER_JOB_ID`, inherited by the workers), so
-none is missed, whichever session it runs in.
-Stopping sends SIGTERM to the agent (which forwards it to its workers), then
-SIGKILL to every process carrying the tag after a grace period. Processes
-left behind by a killed service are found by the same tag and killed when it
-starts again.
+The attempt's agent (`services.trainer.worker.launch`: torchrun, with ranks
+forked from it) is forked from this process's forkserver, which imported
+torch, transformers and the training program once: an attempt starts in a
+fraction of a second instead of ~3.7 s of imports. The agent leads a session
+and process group of its own, its ranks are forked into that group, and for
+a multi-node job `local_nodes` runs one agent per node in it too.
+
+Stopping sends SIGTERM to the group, then SIGKILL after a grace period. The
+group id is recorded in the job directory, so that a restarted service finds
+and kills what a killed one left behind. Processes also carry the job id in
+their environment (`LATTICE_TRAINER_JOB_ID`) where they were exec'd (another
+interpreter, `local_nodes`' agents): a forked process keeps the
+forkserver's environment, so the recorded group is what finds those.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
+import runpy
 import signal
 import socket
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
+from multiprocessing.process import BaseProcess
 from pathlib import Path
 
 import psutil
 
+from services.runtime import forkserver
+
 WORKER_MODULE = "services.trainer.worker"
 #: torchrun with ranks forked from a preloaded agent (`services.trainer.worker.launch`).
 LAUNCHER = "services.trainer.worker.launch"
+#: What the forkserver imports once, so that an attempt's agent starts without
+#: them (`python -X importtime -c "import services.trainer.worker.train"`).
+PRELOAD = (LAUNCHER, "services.trainer.worker.train")
 
 
 def torchrun_argv(
@@ -79,8 +91,10 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def tagged_processes(job_id: str) -> list[psutil.Process]:
-    """Every live process started for `job_id` (torchrun and its workers)."""
+def tagged_processes(job_id: str, job_dir: Path | None = None) -> list[psutil.Process]:
+    """Every live process started for `job_id`: those carrying its tag, and the
+    members of the process group recorded in `job_dir` (an agent forked by the
+    forkserver keeps the forkserver's environment, so it carries no tag)."""
     found = []
     for process in psutil.process_iter():
         try:
@@ -88,7 +102,35 @@ def tagged_processes(job_id: str) -> list[psutil.Process]:
                 found.append(process)
         except (psutil.Error, OSError):
             continue
+    if job_dir is not None:
+        found += [p for p in recorded_group(job_dir) if p not in found]
     return found
+
+
+GROUP_FILE = "process-group.json"
+
+
+def record_group(job_dir: Path, pgid: int, started: float) -> None:
+    """Note the attempt's process group, for a restarted service to find it."""
+    (job_dir / GROUP_FILE).write_text(json.dumps({"pgid": pgid, "started": started}))
+
+
+def recorded_group(job_dir: Path) -> list[psutil.Process]:
+    """Live members of the recorded process group, started no earlier than its
+    leader (so a group id reused since is not mistaken for the job's)."""
+    try:
+        record = json.loads((job_dir / GROUP_FILE).read_text())
+        pgid, started = int(record["pgid"]), float(record["started"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+    members = []
+    for process in psutil.process_iter():
+        try:
+            if os.getpgid(process.pid) == pgid and process.create_time() >= started:
+                members.append(process)
+        except (psutil.Error, OSError):
+            continue
+    return members
 
 
 def kill_all(processes: list[psutil.Process]) -> None:
@@ -98,47 +140,89 @@ def kill_all(processes: list[psutil.Process]) -> None:
     psutil.wait_procs(processes, timeout=10)
 
 
+def _run_attempt(argv: list[str], env: dict[str, str], log_path: str, cwd: str) -> None:
+    """In a process forked by the forkserver: become what `argv` would exec
+    (`python -m MODULE ARGS`), in a session of its own, writing to the log."""
+    os.setsid()
+    log = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    nothing = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(nothing, 0)
+    os.dup2(log, 1)
+    os.dup2(log, 2)
+    os.close(log)
+    os.close(nothing)
+    os.chdir(cwd)
+    os.environ.clear()
+    os.environ.update(env)
+    module, args = argv[2], argv[3:]
+    sys.argv = [module, *args]
+    runpy.run_module(module, run_name="__main__", alter_sys=True)
+
+
+def _forkable(argv: Sequence[str]) -> bool:
+    """`argv` runs a module in this interpreter, which the forkserver can become."""
+    return len(argv) >= 3 and argv[0] == sys.executable and argv[1] == "-m"
+
+
 class ProcessGroup:
-    def __init__(self, process: asyncio.subprocess.Process, job_id: str) -> None:
+    """One attempt's processes: the agent leads a session (and process group)
+    of its own, and its ranks are forked into it."""
+
+    def __init__(self, pid: int, exited: asyncio.Future[int], job_id: str) -> None:
         self.job_id = job_id
-        self.process = process
-        self.pgid = process.pid
-        self.started = psutil.Process(process.pid).create_time()
+        self.pgid = pid
+        self._exited = exited
+        self.started = psutil.Process(pid).create_time()
         self.label = f"process group {self.pgid}"
 
     @classmethod
     async def launch(
         cls, job_id: str, argv: Sequence[str], env: Mapping[str, str], log_path: Path, cwd: Path
     ) -> ProcessGroup:
+        """Start `argv` forked from the forkserver, which already imported torch,
+        transformers and the training program (~3.7 s of CPU per attempt
+        otherwise); or, for another interpreter, exec it."""
+        env = {**env, JOB_ENV: job_id}
+        if _forkable(argv):
+            process = forkserver.context(PRELOAD).Process(
+                target=_run_attempt,
+                args=(list(argv), env, str(log_path), str(cwd)),
+                name=f"job-{job_id}",
+                daemon=False,
+            )
+            await asyncio.to_thread(process.start)
+            assert process.pid is not None
+            return cls(process.pid, _exit_status(process), job_id)
         with log_path.open("ab") as log:
-            process = await asyncio.create_subprocess_exec(
+            child = await asyncio.create_subprocess_exec(
                 *argv,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                env={**env, JOB_ENV: job_id},
+                env=env,
                 cwd=cwd,
                 start_new_session=True,
             )
-        return cls(process, job_id)
+        return cls(child.pid, asyncio.ensure_future(child.wait()), job_id)
 
     def signal(self, sig: int) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.pgid, sig)
 
     async def wait(self) -> int:
-        return await self.process.wait()
+        return await asyncio.shield(self._exited)
 
     async def stop(self, grace: float) -> int:
-        """SIGTERM torchrun's group, SIGKILL every process of the job after `grace` seconds."""
+        """SIGTERM the group, SIGKILL every process of the job after `grace` seconds."""
         self.signal(signal.SIGTERM)
         try:
-            code = await asyncio.wait_for(self.process.wait(), grace)
+            code = await asyncio.wait_for(self.wait(), grace)
         except TimeoutError:
             code = None
-        # torchrun may exit before its workers do, or hang: nothing of the job survives.
+        # The agent may exit before its workers do, or hang: nothing of the job survives.
+        self.signal(signal.SIGKILL)
         await asyncio.to_thread(kill_all, tagged_processes(self.job_id))
-        return code if code is not None else await self.process.wait()
+        return code if code is not None else await self.wait()
 
     def worker_pids(self) -> list[int]:
         try:
@@ -147,8 +231,24 @@ class ProcessGroup:
             return []
 
 
-def kill_stale(job_id: str) -> bool:
+def _exit_status(process: BaseProcess) -> asyncio.Future[int]:
+    """A future for the forked process's exit status (negative: the signal that
+    ended it), resolved when the forkserver reports it on the sentinel."""
+    loop = asyncio.get_running_loop()
+    exited: asyncio.Future[int] = loop.create_future()
+
+    def reap() -> None:
+        loop.remove_reader(process.sentinel)
+        process.join()
+        if not exited.done():
+            exited.set_result(process.exitcode if process.exitcode is not None else -1)
+
+    loop.add_reader(process.sentinel, reap)
+    return exited
+
+
+def kill_stale(job_id: str, job_dir: Path | None = None) -> bool:
     """Kill what a previous service process left running for `job_id`."""
-    processes = tagged_processes(job_id)
+    processes = tagged_processes(job_id, job_dir)
     kill_all(processes)
     return bool(processes)

@@ -131,6 +131,7 @@ class JobRunner:
             options.torchrun_args,
             options.python,
             options.worker_module,
+            options.jobs_dir,
         )
         self.limits = self.launcher.limits
         self._tasks: dict[str, asyncio.Task] = {}
