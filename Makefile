@@ -50,7 +50,7 @@ test-client-versions:
 	done
 
 # The fuzz harness of tests/reliability at length: FUZZ_EXAMPLES hostile requests per
-# RPC and front (CI runs 300); prints each test's count and the total.
+# RPC and front (CI runs 150 per front, 300 per RPC); prints each test's count and the total.
 FUZZ_EXAMPLES ?= 1000
 fuzz-long: install
 	LATTICE_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -p no:cacheprovider \
