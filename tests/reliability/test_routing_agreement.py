@@ -45,8 +45,11 @@ def test_gateway_and_inference_choose_the_same_version_per_key(stack, tmp_path):
         deadline = time.monotonic() + 60
         while True:  # until both versions are loaded and routed on both sides
             try:
-                seen = {_version(direct, f"warm-{i}", internal) for i in range(8)}
-                if seen == {1, 2}:
+                # The gateway learns what is loaded by polling: wait for its view too
+                # (checking the direct side alone failed once in a full run).
+                direct_seen = {_version(direct, f"warm-{i}", internal) for i in range(8)}
+                routed_seen = {_version(through_gateway, f"warm-{i}", auth) for i in range(8)}
+                if direct_seen == routed_seen == {1, 2}:
                     break
             except grpc.RpcError:
                 pass

@@ -20,15 +20,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import multiprocessing.process
 import os
 import runpy
 import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from multiprocessing.process import BaseProcess
 from pathlib import Path
+from typing import TypeVar
 
 import psutil
 
@@ -40,6 +42,8 @@ LAUNCHER = "services.trainer.worker.launch"
 #: What the forkserver imports once, so that an attempt's agent starts without
 #: them (`python -X importtime -c "import services.trainer.worker.train"`).
 PRELOAD = (LAUNCHER, "services.trainer.worker.train")
+
+T = TypeVar("T")
 
 
 def torchrun_argv(
@@ -188,13 +192,16 @@ class ProcessGroup:
                 target=_run_attempt,
                 args=(list(argv), env, str(log_path), str(cwd)),
                 name=f"job-{job_id}",
-                daemon=False,
+                daemon=False,  # a daemonic process may not fork ranks
             )
-            await asyncio.to_thread(process.start)
+            await _started(asyncio.to_thread(process.start), lambda: process.pid)
+            # An attempt outlives this service by design (a restarted service finds
+            # and resumes it): multiprocessing must not join it at interpreter exit.
+            multiprocessing.process._children.discard(process)  # type: ignore[attr-defined]
             assert process.pid is not None
             return cls(process.pid, _exit_status(process), job_id)
         with log_path.open("ab") as log:
-            child = await asyncio.create_subprocess_exec(
+            started = asyncio.create_subprocess_exec(
                 *argv,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
@@ -203,6 +210,7 @@ class ProcessGroup:
                 cwd=cwd,
                 start_new_session=True,
             )
+            child = await _started(started, lambda: None)
         return cls(child.pid, asyncio.ensure_future(child.wait()), job_id)
 
     def signal(self, sig: int) -> None:
@@ -229,6 +237,26 @@ class ProcessGroup:
             return [p.pid for p in psutil.Process(self.pgid).children(recursive=True)]
         except psutil.NoSuchProcess:
             return []
+
+
+async def _started(starting: Awaitable[T], pid: Callable[[], int | None]) -> T:
+    """Finish starting even when the caller is cancelled meanwhile (a job
+    cancelled as its attempt starts), then kill what started: else the
+    attempt would run on, owned by nobody."""
+    start = asyncio.ensure_future(starting)
+    try:
+        return await asyncio.shield(start)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            result = await start
+            leader = pid() or getattr(result, "pid", None)
+            if leader:
+                # The leader first: once it is gone no rank can be forked; then
+                # the ranks it forked into its group, if it got that far.
+                for kill in (os.kill, os.killpg):
+                    with contextlib.suppress(OSError):
+                        kill(leader, signal.SIGKILL)
+        raise
 
 
 def _exit_status(process: BaseProcess) -> asyncio.Future[int]:
