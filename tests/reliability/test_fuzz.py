@@ -1,8 +1,9 @@
 """Fuzz every RPC of every service, directly and through the gateway (issue 21).
 
 Each (front, RPC) pair gets `LATTICE_FUZZ_EXAMPLES` hostile payloads (150 by
-default, fixed seed: 300 per RPC over its two fronts) from `fuzzing.request_bytes`; every answer must keep the
-contract in `fuzzing.check_outcome`, and every server must still answer its
+default, fixed seed: 300 per RPC over its two fronts) from
+`fuzzing.request_bytes`; every answer must keep the contract in
+`fuzzing.check_outcome`, and every server must still answer its
 health check afterwards. The run ends with a summary line (requests, codes, seconds);
 `make fuzz-long` runs the same with more examples.
 """
