@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from services.trainer.jobs.process import LAUNCHER
+from services.trainer.jobs.rendezvous import LAUNCHER
 from services.trainer.worker.launch import module_file
 
 

@@ -17,8 +17,7 @@ import subprocess
 import sys
 import time
 
-from services.trainer.jobs.process import LAUNCHER
-from services.trainer.jobs.rendezvous import c10d_args
+from services.trainer.jobs.rendezvous import LAUNCHER, c10d_args
 
 
 def agent_argv(

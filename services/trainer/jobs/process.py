@@ -35,10 +35,9 @@ from typing import TypeVar
 import psutil
 
 from services.runtime import forkserver
+from services.trainer.jobs.rendezvous import LAUNCHER
 
 WORKER_MODULE = "services.trainer.worker"
-#: torchrun with ranks forked from a preloaded agent (`services.trainer.worker.launch`).
-LAUNCHER = "services.trainer.worker.launch"
 #: What the forkserver imports once, so that an attempt's agent starts without
 #: them (`python -X importtime -c "import services.trainer.worker.train"`).
 PRELOAD = (LAUNCHER, "services.trainer.worker.train")

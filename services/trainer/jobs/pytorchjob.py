@@ -27,8 +27,7 @@ import re
 from pathlib import PurePosixPath
 from typing import Any
 
-from services.trainer.jobs.process import LAUNCHER
-from services.trainer.jobs.rendezvous import c10d_args
+from services.trainer.jobs.rendezvous import LAUNCHER, c10d_args
 
 API_VERSION = "kubeflow.org/v1"
 GROUP, VERSION, PLURAL = "kubeflow.org", "v1", "pytorchjobs"
